@@ -1,0 +1,172 @@
+//! Configuration: one struct, from flags or `CONCLAVE_*` environment variables, validated once
+//! into typed values by [`ServeArgs::validate`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `conclave`: a Raft-replicated coordination service.
+#[derive(Debug, Parser)]
+#[command(name = "conclave", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run a node. With no flags: a single-node cluster in ./conclave-data on 127.0.0.1:7379.
+    Serve(ServeArgs),
+}
+
+/// Flags of `conclave serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// This node's id (unique in the cluster, never reused; a StatefulSet uses ordinal + 1).
+    #[arg(long, env = "CONCLAVE_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+    /// Directory for the Raft log, vote and snapshots.
+    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "./conclave-data")]
+    pub data_dir: PathBuf,
+    /// Address clients connect to (gRPC API).
+    #[arg(long, env = "CONCLAVE_CLIENT_ADDR", default_value = "127.0.0.1:7379")]
+    pub client_addr: SocketAddr,
+    /// Address peers connect to (Raft). Outgoing peer connections bind to its IP.
+    #[arg(long, env = "CONCLAVE_PEER_ADDR", default_value = "127.0.0.1:7380")]
+    pub peer_addr: SocketAddr,
+    /// Initial members `id=peer-addr,...`, the same on every node. Used only when the data
+    /// directory is empty; defaults to this node alone.
+    #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Client address to advertise to other members and clients (default: --client-addr).
+    #[arg(long, env = "CONCLAVE_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// Leader heartbeat interval, milliseconds.
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout, milliseconds (the maximum is twice this).
+    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+    /// Take a snapshot (and compact the log) every this many log entries.
+    #[arg(long, env = "CONCLAVE_SNAPSHOT_LOGS", default_value_t = 5000)]
+    pub snapshot_logs: u64,
+    /// Log entries kept after a snapshot, so a briefly lagging follower catches up from the log.
+    #[arg(long, env = "CONCLAVE_LOGS_KEPT_AFTER_SNAPSHOT", default_value_t = 1000)]
+    pub logs_kept_after_snapshot: u64,
+    /// Revisions of key history retained for past reads and watches. Must match on every node.
+    #[arg(long, env = "CONCLAVE_HISTORY_REVISIONS", default_value_t = 10_000)]
+    pub history_revisions: u64,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
+    #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node id.
+    pub node_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Client listen address.
+    pub client_addr: SocketAddr,
+    /// Client address advertised to others.
+    pub advertise_client_addr: String,
+    /// Peer listen address.
+    pub peer_addr: SocketAddr,
+    /// Initial members by id → peer address.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Minimum election timeout.
+    pub election_timeout: Duration,
+    /// Snapshot period in log entries.
+    pub snapshot_logs: u64,
+    /// Logs kept after a snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// Retained history.
+    pub history_revisions: u64,
+}
+
+/// Parses `1=127.0.0.1:7380,2=127.0.0.2:7380`.
+///
+/// # Errors
+/// A message naming the malformed part.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) =
+            part.split_once('=').ok_or_else(|| format!("--initial-cluster: {part:?} is not id=host:port"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("--initial-cluster: {id:?} is not a node id"))?;
+        if id == 0 {
+            return Err("--initial-cluster: node id 0 is reserved".into());
+        }
+        let addr = addr.trim();
+        addr.parse::<SocketAddr>().map_err(|e| format!("--initial-cluster: {addr:?} is not host:port ({e})"))?;
+        if members.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("--initial-cluster: node {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("--initial-cluster is empty".into());
+    }
+    Ok(members)
+}
+
+impl ServeArgs {
+    /// Validates into a [`Config`].
+    ///
+    /// # Errors
+    /// A message naming the bad flag.
+    pub fn validate(&self) -> Result<Config, String> {
+        if self.node_id == 0 {
+            return Err("--node-id must be at least 1".into());
+        }
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => BTreeMap::from([(self.node_id, self.peer_addr.to_string())]),
+        };
+        if !initial_cluster.contains_key(&self.node_id) {
+            return Err(format!("--initial-cluster does not list this node (--node-id {})", self.node_id));
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+            return Err("--election-timeout-ms must be at least 3 x --heartbeat-ms".into());
+        }
+        if self.snapshot_logs == 0 || self.history_revisions == 0 {
+            return Err("--snapshot-logs and --history-revisions must be positive".into());
+        }
+        Ok(Config {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            client_addr: self.client_addr,
+            advertise_client_addr: self.advertise_client_addr.clone().unwrap_or_else(|| self.client_addr.to_string()),
+            peer_addr: self.peer_addr,
+            initial_cluster,
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            election_timeout: Duration::from_millis(self.election_timeout_ms),
+            snapshot_logs: self.snapshot_logs,
+            logs_kept_after_snapshot: self.logs_kept_after_snapshot,
+            history_revisions: self.history_revisions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_garbage() {
+        let m = parse_initial_cluster("1=127.0.0.1:7380, 2=127.0.0.2:7380").expect("valid");
+        assert_eq!(m.len(), 2);
+        assert!(parse_initial_cluster("1=127.0.0.1:7380,1=127.0.0.2:7380").is_err());
+        assert!(parse_initial_cluster("x=127.0.0.1:7380").is_err());
+        assert!(parse_initial_cluster("1=nowhere").is_err());
+        assert!(parse_initial_cluster("0=127.0.0.1:1").is_err());
+    }
+}

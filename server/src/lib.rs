@@ -1,0 +1,22 @@
+//! Conclave server: a Raft-replicated coordination service.
+//!
+//! Layers, by module:
+//! - [`config`]: flags and environment → validated [`config::Config`].
+//! - [`node`]: wiring; [`node::run`] runs a node (used by the binary and tests).
+//! - [`service`]: the public gRPC services, one per file, thin handlers.
+//! - [`raft`]: openraft glue: type config, peer network, write batching, read index, routing.
+//! - [`storage`]: the Raft log (sled, behind a narrow trait) and snapshot files.
+//! - [`state_machine`]: the deterministic state machine (revisioned KV, txns, counters, dedup).
+//! - [`log_entry`]: the versioned Raft log entry format (separate from the public API).
+//! - [`error`]: the error enum and its single conversion to `tonic::Status`.
+//! - [`limits`]: request limits.
+
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod log_entry;
+pub mod node;
+pub mod raft;
+pub mod service;
+pub mod state_machine;
+pub mod storage;

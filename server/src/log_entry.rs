@@ -1,0 +1,240 @@
+//! The Raft log entry format: what the leader proposes and every replica applies.
+//!
+//! This is deliberately separate from the public gRPC API (`conclave.v1`): the service layer
+//! validates a request and converts it into a [`Command`]; the log stores only these types.
+//! The format is versioned from day one: [`LogPayload`] is an enum whose variants are never
+//! reordered or changed; a new format is a new variant, and every replica keeps decoding the old.
+//! Entries are encoded with bincode 2 (standard config) inside openraft's entry.
+
+use serde::{Deserialize, Serialize};
+
+/// One Raft log entry's application payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum LogPayload {
+    /// Format 1: a batch of proposals stamped with the leader's clock.
+    V1(BatchV1),
+}
+
+/// A batch of client proposals, applied in order. Batching many proposals into one entry is how
+/// Conclave amortizes one fsync over many writes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchV1 {
+    /// Milliseconds since the Unix epoch on the proposing leader's clock. The only source of
+    /// time apply may use (sessions), so every replica sees the same time.
+    pub leader_time_ms: u64,
+    /// The proposals, applied in order, each at its own revision (if it changes anything).
+    pub proposals: Vec<Proposal>,
+}
+
+/// One client write.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Proposal {
+    /// Exactly-once identity; `None` for internal commands that need no deduplication.
+    pub request_id: Option<RequestId>,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Identifies a client write for exactly-once retries.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestId {
+    /// Random id the client picked at start-up.
+    pub client_id: u64,
+    /// The client's sequence number for this write (retries reuse it).
+    pub seq: u64,
+    /// Every seq below this has been answered to the client; results may be forgotten.
+    pub first_incomplete: u64,
+}
+
+/// Selects keys: one key, a prefix, or a half-open interval `[key, end)`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KeySelector {
+    /// Exactly this key.
+    Key(Vec<u8>),
+    /// Every key starting with these bytes (empty = every key).
+    Prefix(Vec<u8>),
+    /// Keys `k` with `start <= k < end`.
+    Interval {
+        /// Inclusive start.
+        start: Vec<u8>,
+        /// Exclusive end.
+        end: Vec<u8>,
+    },
+}
+
+/// A read inside a transaction (or served directly by the read path).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RangeSpec {
+    /// Which keys.
+    pub selector: KeySelector,
+    /// Maximum number of keys returned; 0 = unlimited.
+    pub limit: u64,
+    /// Omit values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+}
+
+/// A state-machine command.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// Set a key's value.
+    Put {
+        /// Key (non-empty).
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Return the previous key-value.
+        prev_kv: bool,
+    },
+    /// Delete the selected keys.
+    DeleteRange {
+        /// Which keys.
+        selector: KeySelector,
+        /// Return the deleted key-values.
+        prev_kv: bool,
+    },
+    /// Compare, then run one of two operation lists atomically at one revision.
+    Txn {
+        /// All must hold for `success` to run.
+        compares: Vec<Compare>,
+        /// Run when every compare holds.
+        success: Vec<TxnOp>,
+        /// Run otherwise.
+        failure: Vec<TxnOp>,
+    },
+    /// Add to a counter, returning the previous value.
+    CounterAdd {
+        /// Counter name.
+        name: String,
+        /// Amount to add.
+        delta: u64,
+    },
+    /// Set a counter.
+    CounterSet {
+        /// Counter name.
+        name: String,
+        /// New value.
+        value: u64,
+    },
+    /// Delete a counter.
+    CounterDelete {
+        /// Counter name.
+        name: String,
+    },
+    /// A node announces the address it serves clients on (membership metadata).
+    RegisterNode {
+        /// The node's id.
+        node_id: u64,
+        /// Its client (gRPC API) address.
+        client_addr: String,
+    },
+}
+
+/// One operation inside a transaction.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum TxnOp {
+    /// Read keys.
+    Range(RangeSpec),
+    /// Put a key.
+    Put {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Return the previous key-value.
+        prev_kv: bool,
+    },
+    /// Delete keys.
+    DeleteRange {
+        /// Which keys.
+        selector: KeySelector,
+        /// Return deleted key-values.
+        prev_kv: bool,
+    },
+    /// Add to a counter.
+    CounterAdd {
+        /// Counter.
+        name: String,
+        /// Amount.
+        delta: u64,
+    },
+    /// Read a counter.
+    CounterGet {
+        /// Counter.
+        name: String,
+    },
+    /// Set a counter.
+    CounterSet {
+        /// Counter.
+        name: String,
+        /// Value.
+        value: u64,
+    },
+    /// Delete a counter.
+    CounterDelete {
+        /// Counter.
+        name: String,
+    },
+}
+
+/// Comparison operator.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `==`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `>`
+    Greater,
+    /// `<`
+    Less,
+}
+
+/// Which field of a key a compare looks at.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KeyField {
+    /// The value bytes (a missing key never compares true, whatever the operator).
+    Value(Vec<u8>),
+    /// Version (0 when missing).
+    Version(u64),
+    /// Create revision (0 when missing).
+    CreateRevision(u64),
+    /// Mod revision (0 when missing).
+    ModRevision(u64),
+    /// Existence; only `Equal` and `NotEqual` are meaningful.
+    Exists(bool),
+}
+
+/// One transaction guard.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Compare {
+    /// Compare a key's field.
+    Key {
+        /// The key.
+        key: Vec<u8>,
+        /// Operator.
+        op: CompareOp,
+        /// Field and operand.
+        field: KeyField,
+    },
+    /// Compare a counter's value (a missing counter is 0).
+    Counter {
+        /// Counter name.
+        name: String,
+        /// Operator.
+        op: CompareOp,
+        /// Operand.
+        value: u64,
+    },
+}
+
+/// Encodes a payload for the log (bincode 2, standard config).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+}
+
+/// Decodes a payload written by [`encode`].
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+}

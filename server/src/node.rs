@@ -1,0 +1,133 @@
+//! A running node: opens storage, starts Raft, bootstraps a new cluster, serves the peer and
+//! client gRPC endpoints, and registers its client address. [`run`] is what the binary, tests
+//! and benches call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config as RaftConfig, SnapshotPolicy};
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::log_entry::{Command, Proposal};
+use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
+use crate::raft::peer_service::PeerService;
+use crate::raft::router::Router;
+use crate::raft::{PeerNode, Raft};
+use crate::service::{routes, Api};
+use crate::state_machine::SmConfig;
+use crate::storage::engine::SledEngine;
+use crate::storage::log_store::LogStore;
+use crate::storage::sm_store::SmStore;
+use crate::storage::snapshot_file::SnapshotDir;
+
+/// Runs a node until `shutdown` resolves.
+///
+/// # Errors
+/// When storage cannot be opened, the addresses cannot be bound, or Raft fails to start.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let engine = SledEngine::open(&config.data_dir.join("raft"))?;
+    let log_store = LogStore::new(Arc::new(engine));
+    let sm_store = SmStore::open(
+        SnapshotDir::open(&config.data_dir.join("snapshots"))?,
+        SmConfig { history_revisions: config.history_revisions },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let shared = sm_store.shared();
+
+    let election = config.election_timeout.as_millis() as u64;
+    let raft_config = RaftConfig {
+        cluster_name: "conclave".into(),
+        heartbeat_interval: config.heartbeat.as_millis() as u64,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+        replication_lag_threshold: config.snapshot_logs,
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        ..Default::default()
+    }
+    .validate()?;
+
+    let network = PeerNetwork::new(Some(config.peer_addr.ip()));
+    let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
+
+    // Bootstrap only a brand-new node; a restarted node ignores --initial-cluster.
+    if !raft.is_initialized().await? {
+        let members: BTreeMap<u64, PeerNode> =
+            config.initial_cluster.iter().map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() })).collect();
+        tracing::info!(?members, "initializing a new cluster");
+        if let Err(e) = raft.initialize(members).await {
+            tracing::warn!("initialize: {e} (another member may have initialized first)");
+        }
+    }
+
+    let router = Arc::new(Router::new(config.node_id, raft.clone(), network, shared, config.election_timeout * 4));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let peer_server = {
+        let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(router.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let mut stop = stop_rx.clone();
+        let listener = tokio::net::TcpListener::bind(config.peer_addr).await?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    let client_server = {
+        let mut stop = stop_rx.clone();
+        let listener = tokio::net::TcpListener::bind(config.client_addr).await?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_routes(routes(Api::new(router.clone())))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }),
+        )
+    };
+    tracing::info!(node_id = config.node_id, client = %config.client_addr, peer = %config.peer_addr, "conclave serving");
+
+    let registration = tokio::spawn(register_client_addr(router.clone(), config.advertise_client_addr.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    registration.abort();
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    let _ = client_server.await;
+    let _ = peer_server.await;
+    Ok(())
+}
+
+/// Makes sure the replicated membership metadata holds this node's client address, so any
+/// member can tell clients where every other member (and the leader) serves. Retries until done.
+async fn register_client_addr(router: Arc<Router>, client_addr: String) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        if router.client_addr_of(router.node_id()).as_deref() == Some(client_addr.as_str()) {
+            return;
+        }
+        let proposal = Proposal {
+            request_id: None,
+            command: Command::RegisterNode { node_id: router.node_id(), client_addr: client_addr.clone() },
+        };
+        match router.propose(proposal, client_addr.len() + 16).await {
+            Ok(_) => {}
+            Err(e) => tracing::debug!("client address registration not done yet: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}

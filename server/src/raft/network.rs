@@ -1,0 +1,158 @@
+//! Outgoing Raft traffic: openraft's `RaftNetworkFactory` over the internal gRPC peer protocol.
+//!
+//! One cached tonic channel per peer (reconnecting by itself). Outgoing connections bind their
+//! local address to this node's own IP, so per-address network faults (iptables in a private
+//! namespace) can target a node's traffic. Transport failures map to `Unreachable`, so openraft
+//! backs off instead of spinning.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
+use conclave_proto::internal::v1::RaftMessage;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{NodeId, PeerNode, TypeConfig};
+use crate::log_entry::{decode, encode};
+
+/// Wire format tag of [`RaftMessage::format`].
+pub const FORMAT_BINCODE: u32 = 1;
+/// Largest peer message (a batch of log entries or a snapshot chunk).
+pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Creates peer clients; caches one channel per peer address.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    local_ip: Option<IpAddr>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerNetwork {
+    /// A factory whose connections originate from `local_ip`.
+    pub fn new(local_ip: Option<IpAddr>) -> Self {
+        Self { local_ip, channels: Arc::default() }
+    }
+
+    /// The cached channel to `addr` (created lazily, reconnecting by itself).
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().map_err(|e| e.to_string())?;
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .local_address(self.local_ip)
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3));
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerClient { target, channel: self.channel(&node.peer_addr) }
+    }
+}
+
+/// A connection to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    channel: Result<Channel, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+type RpcErr<E> = RPCError<NodeId, PeerNode, RaftError<NodeId, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&mut self, kind: Kind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: StdError + DeserializeOwned,
+    {
+        let channel = self.channel.clone().map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+        let fut = async {
+            match kind {
+                Kind::Append => client.append_entries(msg).await,
+                Kind::Vote => client.vote(msg).await,
+                Kind::Snapshot => client.install_snapshot(msg).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("peer {} timed out", self.target)))))
+            }
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,203 @@
+//! Routing of writes and linearizable reads: handled locally on the leader, forwarded over the
+//! peer protocol from a follower ("handle locally" vs "forward to leader").
+//!
+//! Fail fast: a forwarded request races the follower's view of the leader. If the leader it was
+//! sent to is replaced (or lost) while the request is in flight, the request ends at once with
+//! a retriable `LeaderChanged` error instead of hanging until the client's deadline. Writes carry
+//! request ids, so the client's retry is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
+use conclave_proto::internal::v1::RaftMessage;
+use openraft::ServerState;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::network::{PeerNetwork, FORMAT_BINCODE, MAX_PEER_MESSAGE};
+use super::proposer::Proposer;
+use super::read_index::ReadIndex;
+use super::{NodeId, Raft};
+use crate::error::{Error, ForwardError};
+use crate::log_entry::{decode, encode, Proposal};
+use crate::state_machine::response::CommandResult;
+use crate::storage::sm_store::SharedState;
+
+/// Where requests go.
+pub struct Router {
+    node_id: NodeId,
+    raft: Raft,
+    proposer: Proposer,
+    read_index: ReadIndex,
+    peers: PeerNetwork,
+    shared: Arc<SharedState>,
+    leader_wait: Duration,
+}
+
+impl Router {
+    /// A router for this node.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        peers: PeerNetwork,
+        shared: Arc<SharedState>,
+        leader_wait: Duration,
+    ) -> Self {
+        let proposer = Proposer::spawn(raft.clone(), node_id);
+        let read_index = ReadIndex::spawn(raft.clone(), node_id);
+        Self { node_id, raft, proposer, read_index, peers, shared, leader_wait }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The shared state machine.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
+    /// Client address a node registered, if any.
+    pub fn client_addr_of(&self, node: NodeId) -> Option<String> {
+        self.shared.sm.read().ok().and_then(|sm| sm.client_addrs().get(&node).cloned())
+    }
+
+    /// Waits (bounded) for a known leader; returns it.
+    async fn leader(&self) -> Result<NodeId, Error> {
+        let mut metrics = self.raft.metrics();
+        let wait = async move {
+            metrics
+                .wait_for(|m| m.current_leader.is_some() || m.state == ServerState::Shutdown)
+                .await
+                .ok()
+                .and_then(|m| m.current_leader)
+        };
+        match tokio::time::timeout(self.leader_wait, wait).await {
+            Ok(Some(leader)) => Ok(leader),
+            Ok(None) => Err(Error::Unavailable("node is shutting down".into())),
+            Err(_) => Err(Error::NoLeader(self.node_id)),
+        }
+    }
+
+    fn not_leader(&self, leader_id: Option<NodeId>) -> Error {
+        Error::NotLeader {
+            node_id: self.node_id,
+            leader_id,
+            leader_addr: leader_id.and_then(|l| self.client_addr_of(l)),
+        }
+    }
+
+    /// Proposes a write through the leader and returns its result once applied there.
+    ///
+    /// # Errors
+    /// Retriable `Unavailable`-class errors when no leader can be reached or the outcome is unknown.
+    pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
+        let leader = self.leader().await?;
+        if leader == self.node_id {
+            return self.propose_local(proposal, size).await;
+        }
+        let result: Result<CommandResult, ForwardError> = self.forward(leader, Call::Propose, &proposal).await?;
+        result.map_err(|e| self.map_forward_error(e))
+    }
+
+    /// Proposes on this node only (used for requests forwarded by followers).
+    ///
+    /// # Errors
+    /// `NotLeader` when this node is not the leader.
+    pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
+        self.proposer.propose(proposal, size).await.map_err(|e| match e {
+            Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
+            other => other,
+        })
+    }
+
+    /// Read index on this node only (used for requests from followers).
+    ///
+    /// # Errors
+    /// `NotLeader` when this node is not the leader.
+    pub async fn read_index_local(&self) -> Result<u64, Error> {
+        self.read_index.read_index().await
+    }
+
+    /// Returns once this node's state machine reflects every write acknowledged before the call
+    /// (ReadIndex through the leader, then wait for the local apply).
+    ///
+    /// # Errors
+    /// Retriable errors when the leader cannot confirm its leadership.
+    pub async fn linearizable_barrier(&self) -> Result<(), Error> {
+        let leader = self.leader().await?;
+        let index = if leader == self.node_id {
+            // ensure_linearizable already waited for the leader's own apply.
+            return self.read_index_local().await.map(|_| ()).map_err(|e| match e {
+                Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
+                other => other,
+            });
+        } else {
+            let result: Result<u64, ForwardError> = self.forward(leader, Call::ReadIndex, &()).await?;
+            result.map_err(|e| self.map_forward_error(e))?
+        };
+        let mut applied = self.shared.subscribe_applied();
+        let wait = async move { applied.wait_for(|a| a.index >= index).await.is_ok() };
+        match tokio::time::timeout(self.leader_wait, wait).await {
+            Ok(true) => Ok(()),
+            _ => {
+                Err(Error::Unavailable(format!("node {} did not catch up to read index {index} in time", self.node_id)))
+            }
+        }
+    }
+
+    fn map_forward_error(&self, e: ForwardError) -> Error {
+        match e {
+            ForwardError::NotLeader { leader_id, .. } => self.not_leader(leader_id),
+            ForwardError::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+
+    async fn forward<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        leader: NodeId,
+        call: Call,
+        req: &Req,
+    ) -> Result<Resp, Error> {
+        let addr = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
+        };
+        let addr = addr.ok_or_else(|| Error::Unavailable(format!("leader {leader} is not in the membership")))?;
+        let channel = self.peers.channel(&addr).map_err(Error::Unavailable)?;
+        let payload = encode(req).map_err(|e| Error::Internal(e.to_string()))?;
+        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+        let mut client = RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let send = async {
+            match call {
+                Call::Propose => client.propose(msg).await,
+                Call::ReadIndex => client.read_index(msg).await,
+            }
+        };
+        let mut metrics = self.raft.metrics();
+        let leader_changed = metrics.wait_for(|m| m.current_leader != Some(leader));
+        tokio::select! {
+            reply = send => {
+                let reply = reply.map_err(|s| Error::Unavailable(format!("forwarding to leader {leader} failed: {}", s.message())))?;
+                decode(&reply.into_inner().payload).map_err(|e| Error::Internal(format!("undecodable reply from leader: {e}")))
+            }
+            _ = leader_changed => Err(Error::LeaderChanged(leader)),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Call {
+    Propose,
+    ReadIndex,
+}

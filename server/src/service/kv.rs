@@ -1,0 +1,69 @@
+//! The `KV` service: ranges, puts, deletes, transactions.
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::kv_server::Kv;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::{convert, validate, Api};
+use crate::error::Error;
+use crate::state_machine::response::OutcomeBody;
+
+fn unexpected(body: &OutcomeBody) -> Status {
+    Error::Internal(format!("unexpected outcome {body:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Kv for Api {
+    async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let r = req.into_inner();
+        let spec = validate::range(&r)?;
+        let (result, revision) =
+            self.read(r.serializable, |sm| Ok((sm.range(&spec, r.revision)?, sm.revision()))).await?;
+        Ok(Response::new(convert::range(result, self.header(revision))))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = validate::put(&r)?;
+        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::Put { prev } => Ok(Response::new(pb::PutResponse {
+                header: Some(self.header(outcome.revision)),
+                prev_kv: prev.map(convert::kv),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = validate::delete_range(&r)?;
+        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::DeleteRange { deleted, prev_kvs } => Ok(Response::new(pb::DeleteRangeResponse {
+                header: Some(self.header(outcome.revision)),
+                deleted,
+                prev_kvs: prev_kvs.into_iter().map(convert::kv).collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = validate::txn(&r)?;
+        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::Txn { succeeded, responses } => {
+                let header = self.header(outcome.revision);
+                let responses = responses.into_iter().map(|op| convert::op(op, &header)).collect();
+                Ok(Response::new(pb::TxnResponse { header: Some(header), succeeded, responses }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The public gRPC services (`conclave.v1`), one per file, with thin handlers: validate,
+//! call the router or read the state machine, convert, fill the header. All services are
+//! registered in [`routes`].
+
+mod cluster;
+mod convert;
+mod counter;
+mod kv;
+pub mod validate;
+
+use std::sync::Arc;
+
+use conclave_proto::v1 as pb;
+use tonic::service::Routes;
+
+use crate::error::{Error, Result};
+use crate::limits::GRPC_MAX_DECODE_BYTES;
+use crate::log_entry::{Command, Proposal};
+use crate::raft::router::Router;
+use crate::state_machine::response::Outcome;
+use crate::state_machine::StateMachine;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct Api {
+    router: Arc<Router>,
+}
+
+impl Api {
+    /// Handlers over `router`.
+    pub fn new(router: Arc<Router>) -> Self {
+        Self { router }
+    }
+
+    /// The response header for a reply at `revision`.
+    fn header(&self, revision: u64) -> pb::ResponseHeader {
+        let metrics = self.router.raft().metrics();
+        let m = metrics.borrow();
+        pb::ResponseHeader {
+            revision,
+            node_id: self.router.node_id(),
+            leader_id: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Proposes a validated write (through the leader) and returns its outcome.
+    async fn write(&self, command: Command, request_id: Option<&pb::RequestId>, size: usize) -> Result<Outcome> {
+        validate::request_size(size)?;
+        let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
+        Ok(self.router.propose(proposal, size).await??)
+    }
+
+    /// Runs `f` against the state machine: after a linearizable barrier unless `serializable`.
+    async fn read<T>(&self, serializable: bool, f: impl FnOnce(&StateMachine) -> Result<T>) -> Result<T> {
+        if !serializable {
+            self.router.linearizable_barrier().await?;
+        }
+        let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(e.to_string()))?;
+        f(&sm)
+    }
+}
+
+/// Every public service, with message-size limits set.
+pub fn routes(api: Api) -> Routes {
+    use pb::cluster_server::ClusterServer;
+    use pb::counter_server::CounterServer;
+    use pb::kv_server::KvServer;
+    Routes::new(KvServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(CounterServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(ClusterServer::new(api))
+}

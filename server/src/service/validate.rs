@@ -1,0 +1,207 @@
+//! Validation of public requests and their conversion into log-entry commands. Everything a
+//! client can send is checked here; nothing malformed reaches Raft or the state machine.
+
+use conclave_proto::v1 as pb;
+
+use crate::error::{Error, Result};
+use crate::limits::{MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES};
+use crate::log_entry::{Command, Compare, CompareOp, KeyField, KeySelector, RangeSpec, RequestId, TxnOp};
+
+/// Rejects requests whose encoding exceeds [`MAX_REQUEST_BYTES`].
+pub fn request_size(size: usize) -> Result<usize> {
+    if size > MAX_REQUEST_BYTES {
+        return Err(Error::RequestTooLarge { size, limit: MAX_REQUEST_BYTES });
+    }
+    Ok(size)
+}
+
+fn key(what: &'static str, key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey(what));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge { size: key.len(), limit: MAX_KEY_BYTES });
+    }
+    Ok(())
+}
+
+fn value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Error::ValueTooLarge { size: value.len(), limit: MAX_VALUE_BYTES });
+    }
+    Ok(())
+}
+
+fn counter_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("counter name must not be empty".into()));
+    }
+    if name.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge { size: name.len(), limit: MAX_KEY_BYTES });
+    }
+    Ok(())
+}
+
+/// Converts a key range.
+pub fn selector(range: Option<&pb::KeyRange>) -> Result<KeySelector> {
+    let r = range.ok_or_else(|| Error::InvalidArgument("range is required".into()))?;
+    if r.prefix && !r.range_end.is_empty() {
+        return Err(Error::InvalidArgument("give either prefix or range_end, not both".into()));
+    }
+    if r.key.len() > MAX_KEY_BYTES || r.range_end.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge { size: r.key.len().max(r.range_end.len()), limit: MAX_KEY_BYTES });
+    }
+    if r.prefix {
+        return Ok(KeySelector::Prefix(r.key.clone()));
+    }
+    key("range key", &r.key)?;
+    if r.range_end.is_empty() {
+        return Ok(KeySelector::Key(r.key.clone()));
+    }
+    if r.range_end <= r.key {
+        return Err(Error::InvalidArgument(
+            "range_end must be greater than key (the range [key, range_end) is empty)".into(),
+        ));
+    }
+    Ok(KeySelector::Interval { start: r.key.clone(), end: r.range_end.clone() })
+}
+
+/// Converts a range read.
+pub fn range(r: &pb::RangeRequest) -> Result<RangeSpec> {
+    Ok(RangeSpec {
+        selector: selector(r.range.as_ref())?,
+        limit: r.limit,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+    })
+}
+
+/// Converts the optional request id.
+pub fn request_id(id: Option<&pb::RequestId>) -> Result<Option<RequestId>> {
+    match id {
+        None => Ok(None),
+        Some(id) if id.client_id == 0 => Err(Error::InvalidArgument("request_id.client_id must not be 0".into())),
+        Some(id) if id.first_incomplete > id.seq => {
+            Err(Error::InvalidArgument("request_id.first_incomplete must not exceed request_id.seq".into()))
+        }
+        Some(id) => Ok(Some(RequestId { client_id: id.client_id, seq: id.seq, first_incomplete: id.first_incomplete })),
+    }
+}
+
+/// Converts a put.
+pub fn put(r: &pb::PutRequest) -> Result<Command> {
+    key("put", &r.key)?;
+    value(&r.value)?;
+    Ok(Command::Put { key: r.key.clone(), value: r.value.clone(), prev_kv: r.prev_kv })
+}
+
+/// Converts a delete.
+pub fn delete_range(r: &pb::DeleteRangeRequest) -> Result<Command> {
+    Ok(Command::DeleteRange { selector: selector(r.range.as_ref())?, prev_kv: r.prev_kv })
+}
+
+fn compare_op(op: i32) -> Result<CompareOp> {
+    match pb::CompareOp::try_from(op) {
+        Ok(pb::CompareOp::Equal) => Ok(CompareOp::Equal),
+        Ok(pb::CompareOp::NotEqual) => Ok(CompareOp::NotEqual),
+        Ok(pb::CompareOp::Greater) => Ok(CompareOp::Greater),
+        Ok(pb::CompareOp::Less) => Ok(CompareOp::Less),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown compare operator {op}"))),
+    }
+}
+
+fn compare(c: &pb::Compare) -> Result<Compare> {
+    use pb::compare::Target;
+    use pb::key_compare::Target as F;
+    match &c.target {
+        Some(Target::Key(k)) => {
+            key("compare", &k.key)?;
+            let field =
+                match &k.target {
+                    Some(F::Value(v)) => {
+                        value(v)?;
+                        KeyField::Value(v.clone())
+                    }
+                    Some(F::Version(v)) => KeyField::Version(*v),
+                    Some(F::CreateRevision(v)) => KeyField::CreateRevision(*v),
+                    Some(F::ModRevision(v)) => KeyField::ModRevision(*v),
+                    Some(F::Exists(v)) => KeyField::Exists(*v),
+                    None => return Err(Error::InvalidArgument(
+                        "key compare needs a target field (value, version, create_revision, mod_revision or exists)"
+                            .into(),
+                    )),
+                };
+            Ok(Compare::Key { key: k.key.clone(), op: compare_op(k.op)?, field })
+        }
+        Some(Target::Counter(cc)) => {
+            counter_name(&cc.name)?;
+            Ok(Compare::Counter { name: cc.name.clone(), op: compare_op(cc.op)?, value: cc.value })
+        }
+        None => Err(Error::InvalidArgument("compare needs a target (key or counter)".into())),
+    }
+}
+
+fn txn_op(op: &pb::RequestOp) -> Result<TxnOp> {
+    use pb::request_op::Request as R;
+    Ok(match &op.request {
+        Some(R::Range(r)) => TxnOp::Range(range(r)?),
+        Some(R::Put(p)) => match put(p)? {
+            Command::Put { key, value, prev_kv } => TxnOp::Put { key, value, prev_kv },
+            _ => unreachable!("put() returns a put"),
+        },
+        Some(R::DeleteRange(d)) => TxnOp::DeleteRange { selector: selector(d.range.as_ref())?, prev_kv: d.prev_kv },
+        Some(R::CounterAdd(a)) => {
+            counter_name(&a.name)?;
+            TxnOp::CounterAdd { name: a.name.clone(), delta: a.delta }
+        }
+        Some(R::CounterGet(g)) => {
+            counter_name(&g.name)?;
+            TxnOp::CounterGet { name: g.name.clone() }
+        }
+        Some(R::CounterSet(s)) => {
+            counter_name(&s.name)?;
+            TxnOp::CounterSet { name: s.name.clone(), value: s.value }
+        }
+        Some(R::CounterDelete(d)) => {
+            counter_name(&d.name)?;
+            TxnOp::CounterDelete { name: d.name.clone() }
+        }
+        None => return Err(Error::InvalidArgument("transaction operation is empty".into())),
+    })
+}
+
+/// Converts a transaction.
+pub fn txn(r: &pb::TxnRequest) -> Result<Command> {
+    let count = r.compare.len() + r.success.len() + r.failure.len();
+    if count > MAX_TXN_OPS {
+        return Err(Error::TooManyOps { count, limit: MAX_TXN_OPS });
+    }
+    Ok(Command::Txn {
+        compares: r.compare.iter().map(compare).collect::<Result<_>>()?,
+        success: r.success.iter().map(txn_op).collect::<Result<_>>()?,
+        failure: r.failure.iter().map(txn_op).collect::<Result<_>>()?,
+    })
+}
+
+/// Converts counter requests.
+pub fn counter_add(r: &pb::CounterAddRequest) -> Result<Command> {
+    counter_name(&r.name)?;
+    Ok(Command::CounterAdd { name: r.name.clone(), delta: r.delta })
+}
+
+/// Converts a counter set.
+pub fn counter_set(r: &pb::CounterSetRequest) -> Result<Command> {
+    counter_name(&r.name)?;
+    Ok(Command::CounterSet { name: r.name.clone(), value: r.value })
+}
+
+/// Converts a counter delete.
+pub fn counter_delete(r: &pb::CounterDeleteRequest) -> Result<Command> {
+    counter_name(&r.name)?;
+    Ok(Command::CounterDelete { name: r.name.clone() })
+}
+
+/// Validates a counter read.
+pub fn counter_get(r: &pb::CounterGetRequest) -> Result<()> {
+    counter_name(&r.name)
+}

@@ -1,0 +1,223 @@
+//! The replicated state machine: a pure, deterministic function of (state, command, entry).
+//!
+//! [`StateMachine::apply_batch`] never reads a clock, draws randomness or touches the network;
+//! time enters only through [`BatchV1::leader_time_ms`]. Every replica that applies the same log
+//! reaches the same state and the same results. One global revision increments once per proposal
+//! that changes anything; all changes of one proposal share that revision.
+
+pub mod counters;
+pub mod dedup;
+pub mod mvcc;
+pub mod response;
+mod txn;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log_entry::{BatchV1, Command, KeySelector, Proposal, RangeSpec};
+use counters::Counters;
+use dedup::Dedup;
+use mvcc::{KeyValue, Mvcc};
+use response::{CommandResult, Outcome, OutcomeBody, RangeResult};
+
+/// Tunables of the state machine. They must be equal on every replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmConfig {
+    /// Revisions of history retained for past reads and watch catch-up. History is compacted
+    /// when it grows to twice this, back to this many revisions.
+    pub history_revisions: u64,
+}
+
+impl Default for SmConfig {
+    fn default() -> Self {
+        Self { history_revisions: 10_000 }
+    }
+}
+
+/// The whole replicated state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateMachine {
+    config: SmConfig,
+    revision: u64,
+    kv: Mvcc,
+    counters: Counters,
+    dedup: Dedup,
+    /// Client addresses nodes registered, by node id.
+    client_addrs: BTreeMap<u64, String>,
+    /// Leader clock of the last applied batch (ms since the Unix epoch).
+    last_time_ms: u64,
+}
+
+/// Why a read could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The revision is older than the compaction point.
+    #[error("revision {requested} has been compacted; the oldest available revision is {oldest}")]
+    Compacted {
+        /// Requested revision.
+        requested: u64,
+        /// Oldest readable revision.
+        oldest: u64,
+    },
+    /// The revision has not happened yet.
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    Future {
+        /// Requested revision.
+        requested: u64,
+        /// Current revision.
+        current: u64,
+    },
+}
+
+impl StateMachine {
+    /// An empty state machine.
+    pub fn new(config: SmConfig) -> Self {
+        Self {
+            config,
+            revision: 0,
+            kv: Mvcc::default(),
+            counters: Counters::default(),
+            dedup: Dedup::default(),
+            client_addrs: BTreeMap::new(),
+            last_time_ms: 0,
+        }
+    }
+
+    /// Current revision.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Oldest revision still readable.
+    pub fn compact_revision(&self) -> u64 {
+        self.kv.compact_revision()
+    }
+
+    /// Registered client addresses by node id.
+    pub fn client_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.client_addrs
+    }
+
+    /// The key space (for watch catch-up).
+    pub fn kv(&self) -> &Mvcc {
+        &self.kv
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Applies one log entry's batch; returns one result per proposal, in order.
+    pub fn apply_batch(&mut self, batch: &BatchV1, log_index: u64) -> Vec<CommandResult> {
+        self.last_time_ms = self.last_time_ms.max(batch.leader_time_ms);
+        batch.proposals.iter().map(|p| self.apply_proposal(p, log_index)).collect()
+    }
+
+    fn apply_proposal(&mut self, proposal: &Proposal, log_index: u64) -> CommandResult {
+        if let Some(id) = &proposal.request_id {
+            if let Some(previous) = self.dedup.check(id) {
+                return previous;
+            }
+        }
+        let result = self.apply_command(&proposal.command);
+        if let Some(id) = &proposal.request_id {
+            self.dedup.record(id, &result, log_index);
+        }
+        self.maybe_compact();
+        result
+    }
+
+    fn apply_command(&mut self, command: &Command) -> CommandResult {
+        let next = self.revision + 1;
+        let (changed, body) = match command {
+            Command::Put { key, value, prev_kv } => {
+                let change = self.kv.write(key, Some(value.clone()), next);
+                let prev = if *prev_kv { change.and_then(|c| c.prev) } else { None };
+                (true, OutcomeBody::Put { prev })
+            }
+            Command::DeleteRange { selector, prev_kv } => {
+                let prev_kvs = self.delete_range(selector, next);
+                let deleted = prev_kvs.len() as u64;
+                let prev_kvs = if *prev_kv { prev_kvs } else { Vec::new() };
+                (deleted > 0, OutcomeBody::DeleteRange { deleted, prev_kvs })
+            }
+            Command::Txn { compares, success, failure } => return self.apply_txn(compares, success, failure),
+            Command::CounterAdd { name, delta } => {
+                let previous = self.counters.value(name);
+                let value = txn::checked_add(name, previous, *delta)?;
+                self.counters.set(name, value, next);
+                (true, OutcomeBody::CounterAdd { previous, value })
+            }
+            Command::CounterSet { name, value } => {
+                let previous = self.counters.set(name, *value, next);
+                (true, OutcomeBody::CounterSet { previous })
+            }
+            Command::CounterDelete { name } => {
+                let deleted = self.counters.delete(name);
+                (deleted, OutcomeBody::CounterDelete { deleted })
+            }
+            Command::RegisterNode { node_id, client_addr } => {
+                self.client_addrs.insert(*node_id, client_addr.clone());
+                (false, OutcomeBody::Registered)
+            }
+        };
+        if changed {
+            self.revision = next;
+        }
+        Ok(Outcome { revision: self.revision, body })
+    }
+
+    /// Deletes the selected keys at `revision`; returns their previous key-values.
+    fn delete_range(&mut self, selector: &KeySelector, revision: u64) -> Vec<KeyValue> {
+        let mut keys = Vec::new();
+        self.kv.scan_at(selector, u64::MAX, |k, _| {
+            keys.push(k.to_vec());
+            true
+        });
+        keys.iter().filter_map(|k| self.kv.write(k, None, revision).and_then(|c| c.prev)).collect()
+    }
+
+    /// Reads a range at `revision` (0 = current).
+    ///
+    /// # Errors
+    /// [`ReadError`] when the revision is compacted or in the future.
+    pub fn range(&self, spec: &RangeSpec, revision: u64) -> Result<RangeResult, ReadError> {
+        let at = if revision == 0 { self.revision } else { revision };
+        if at > self.revision {
+            return Err(ReadError::Future { requested: at, current: self.revision });
+        }
+        if at < self.kv.compact_revision() {
+            return Err(ReadError::Compacted { requested: at, oldest: self.kv.compact_revision() });
+        }
+        Ok(self.range_unchecked(spec, at))
+    }
+
+    fn range_unchecked(&self, spec: &RangeSpec, at: u64) -> RangeResult {
+        let mut result = RangeResult::default();
+        self.kv.scan_at(&spec.selector, at, |key, kref| {
+            result.count += 1;
+            if !spec.count_only {
+                if spec.limit == 0 || (result.kvs.len() as u64) < spec.limit {
+                    result.kvs.push(kref.to_kv(key, !spec.keys_only));
+                } else {
+                    result.more = true;
+                }
+            }
+            true
+        });
+        result
+    }
+
+    /// Compacts history deterministically, driven only by the revision.
+    fn maybe_compact(&mut self) {
+        let window = self.config.history_revisions.max(1);
+        if self.revision >= self.kv.compact_revision() + 2 * window {
+            self.kv.compact(self.revision - window);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The revisioned key space (etcd's model): every key keeps its versions back to the
+//! compaction point, so ranges at past revisions and watch catch-up can be served.
+//!
+//! Pure data structure: no clock, no I/O. Revisions are handed in by the caller.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log_entry::KeySelector;
+
+/// A key's state as seen by readers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Revision of the put that created the key (since its last delete).
+    pub create_revision: u64,
+    /// Revision of the last change.
+    pub mod_revision: u64,
+    /// Number of puts since creation (1 after the first).
+    pub version: u64,
+}
+
+/// What a write did to one key, for events and `prev_kv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// State before the write (None = key absent).
+    pub prev: Option<KeyValue>,
+    /// State after the write (None = deleted).
+    pub current: Option<KeyValue>,
+}
+
+/// One stored version of a key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Version {
+    mod_revision: u64,
+    /// `None` is a tombstone (the key was deleted at `mod_revision`).
+    live: Option<Live>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Live {
+    value: Vec<u8>,
+    create_revision: u64,
+    version: u64,
+}
+
+/// Revisioned key space.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mvcc {
+    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// Keys changed at each retained revision (for watch catch-up).
+    changed: BTreeMap<u64, Vec<Vec<u8>>>,
+    /// Oldest revision still readable.
+    compact_revision: u64,
+    /// Number of live keys.
+    live_keys: u64,
+}
+
+/// The key bounds a selector covers.
+pub fn bounds(selector: &KeySelector) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    match selector {
+        KeySelector::Key(k) => (Bound::Included(k.clone()), Bound::Included(k.clone())),
+        KeySelector::Prefix(p) => (Bound::Included(p.clone()), prefix_end(p).map_or(Bound::Unbounded, Bound::Excluded)),
+        KeySelector::Interval { start, end } => (Bound::Included(start.clone()), Bound::Excluded(end.clone())),
+    }
+}
+
+/// The smallest key greater than every key with this prefix, or `None` if unbounded.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Whether `key` is selected.
+pub fn selects(selector: &KeySelector, key: &[u8]) -> bool {
+    match selector {
+        KeySelector::Key(k) => k == key,
+        KeySelector::Prefix(p) => key.starts_with(p),
+        KeySelector::Interval { start, end } => key >= start.as_slice() && key < end.as_slice(),
+    }
+}
+
+impl Version {
+    fn to_kv(&self, key: &[u8]) -> Option<KeyValue> {
+        self.live.as_ref().map(|l| KeyValue {
+            key: key.to_vec(),
+            value: l.value.clone(),
+            create_revision: l.create_revision,
+            mod_revision: self.mod_revision,
+            version: l.version,
+        })
+    }
+}
+
+fn at_revision(versions: &[Version], revision: u64) -> Option<&Version> {
+    let idx = versions.partition_point(|v| v.mod_revision <= revision);
+    idx.checked_sub(1).map(|i| &versions[i])
+}
+
+impl Mvcc {
+    /// Oldest revision at which ranges can still be served.
+    pub fn compact_revision(&self) -> u64 {
+        self.compact_revision
+    }
+
+    /// Number of live keys.
+    pub fn live_keys(&self) -> u64 {
+        self.live_keys
+    }
+
+    /// The current state of one key.
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.keys.get(key).and_then(|vs| vs.last()).and_then(|v| v.to_kv(key))
+    }
+
+    /// Live key-values selected at `revision` (must be `>= compact_revision`, checked by the
+    /// caller), in key order. Calls `visit` for each; stops when it returns false.
+    pub fn scan_at(&self, selector: &KeySelector, revision: u64, mut visit: impl FnMut(&[u8], KeyRef<'_>) -> bool) {
+        for (key, versions) in self.keys.range(bounds(selector)) {
+            if let Some(v) = at_revision(versions, revision) {
+                if let Some(live) = &v.live {
+                    let kref = KeyRef { live, mod_revision: v.mod_revision };
+                    if !visit(key, kref) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `value` (None = delete) to `key` at `revision`. Several writes to one key at the same
+    /// revision (inside one transaction) collapse into one version. Returns the change, or None
+    /// when deleting an absent key (nothing changes).
+    pub fn write(&mut self, key: &[u8], value: Option<Vec<u8>>, revision: u64) -> Option<Change> {
+        let versions = self.keys.entry(key.to_vec()).or_default();
+        let prev = versions.last().and_then(|v| v.to_kv(key));
+        if prev.is_none() && value.is_none() {
+            if versions.is_empty() {
+                self.keys.remove(key);
+            }
+            return None;
+        }
+        let live = value.map(|value| match &prev {
+            Some(p) => Live { value, create_revision: p.create_revision, version: p.version + 1 },
+            None => Live { value, create_revision: revision, version: 1 },
+        });
+        let new = Version { mod_revision: revision, live };
+        let same_revision = versions.last().is_some_and(|v| v.mod_revision == revision);
+        if same_revision {
+            if let Some(last) = versions.last_mut() {
+                *last = new;
+            }
+        } else {
+            versions.push(new);
+            let changed = self.changed.entry(revision).or_default();
+            changed.push(key.to_vec());
+        }
+        let current = versions.last().and_then(|v| v.to_kv(key));
+        match (&prev, &current) {
+            (None, Some(_)) => self.live_keys += 1,
+            (Some(_), None) => self.live_keys -= 1,
+            _ => {}
+        }
+        Some(Change { prev, current })
+    }
+
+    /// The changes made at `revision` (which must be retained), in the order they were made:
+    /// for each changed key, its state before and after that revision.
+    pub fn changes_at(&self, revision: u64) -> Vec<Change> {
+        let Some(keys) = self.changed.get(&revision) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|key| {
+                let versions = self.keys.get(key)?;
+                let idx = versions.iter().position(|v| v.mod_revision == revision)?;
+                let prev = idx.checked_sub(1).and_then(|i| versions[i].to_kv(key));
+                Some(Change { prev, current: versions[idx].to_kv(key) })
+            })
+            .collect()
+    }
+
+    /// Retained revisions with changes, from `from` (inclusive).
+    pub fn changed_revisions_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        self.changed.range(from..).map(|(r, _)| *r)
+    }
+
+    /// Forgets history older than `revision`: afterwards, ranges at revisions `>= revision` and
+    /// changes at revisions `>= revision` are still available. Never moves backwards.
+    pub fn compact(&mut self, revision: u64) {
+        if revision <= self.compact_revision {
+            return;
+        }
+        self.keys.retain(|_, versions| {
+            // Keep the newest version older than `revision` (it is the state at revision - 1,
+            // the base for reads and the previous value of the first retained change).
+            let first_kept = versions.partition_point(|v| v.mod_revision < revision);
+            let drop = first_kept.saturating_sub(1);
+            versions.drain(..drop);
+            if versions.first().is_some_and(|v| v.mod_revision < revision && v.live.is_none()) {
+                versions.remove(0);
+            }
+            !versions.is_empty()
+        });
+        self.changed = self.changed.split_off(&revision);
+        self.compact_revision = revision;
+    }
+}
+
+/// Borrowed view of a live key at some revision.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'a> {
+    live: &'a Live,
+    mod_revision: u64,
+}
+
+impl KeyRef<'_> {
+    /// Materializes the key-value, optionally without its value.
+    pub fn to_kv(&self, key: &[u8], with_value: bool) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: if with_value { self.live.value.clone() } else { Vec::new() },
+            create_revision: self.live.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.live.version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(m: &mut Mvcc, k: &str, v: &str, rev: u64) -> Change {
+        m.write(k.as_bytes(), Some(v.as_bytes().to_vec()), rev).expect("put changes")
+    }
+
+    fn read(m: &Mvcc, sel: KeySelector, rev: u64) -> Vec<(String, String, u64, u64, u64)> {
+        let mut out = Vec::new();
+        m.scan_at(&sel, rev, |k, r| {
+            let kv = r.to_kv(k, true);
+            out.push((
+                String::from_utf8_lossy(&kv.key).into(),
+                String::from_utf8_lossy(&kv.value).into(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            ));
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn versions_and_revisions_follow_etcd() {
+        let mut m = Mvcc::default();
+        put(&mut m, "a", "1", 1);
+        let c = put(&mut m, "a", "2", 2);
+        assert_eq!(c.prev.as_ref().map(|p| p.version), Some(1));
+        assert_eq!(read(&m, KeySelector::Key(b"a".to_vec()), 2), vec![("a".into(), "2".into(), 1, 2, 2)]);
+        assert!(m.write(b"a", None, 3).is_some());
+        assert!(m.write(b"a", None, 4).is_none(), "deleting an absent key changes nothing");
+        put(&mut m, "a", "3", 4);
+        assert_eq!(read(&m, KeySelector::Key(b"a".to_vec()), 4), vec![("a".into(), "3".into(), 4, 4, 1)]);
+        assert_eq!(read(&m, KeySelector::Key(b"a".to_vec()), 3), vec![]);
+        assert_eq!(read(&m, KeySelector::Key(b"a".to_vec()), 1), vec![("a".into(), "1".into(), 1, 1, 1)]);
+        assert_eq!(m.live_keys(), 1);
+    }
+
+    #[test]
+    fn prefix_and_interval_selection() {
+        let mut m = Mvcc::default();
+        for (i, k) in ["a", "ab", "abc", "b", "\u{7f}"].iter().enumerate() {
+            put(&mut m, k, "v", i as u64 + 1);
+        }
+        let keys = |sel| read(&m, sel, 10).into_iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(keys(KeySelector::Prefix(b"ab".to_vec())), vec!["ab", "abc"]);
+        assert_eq!(keys(KeySelector::Prefix(Vec::new())).len(), 5);
+        assert_eq!(keys(KeySelector::Interval { start: b"ab".to_vec(), end: b"b".to_vec() }), vec!["ab", "abc"]);
+        assert_eq!(prefix_end(&[0x61, 0xff]), Some(vec![0x62]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn writes_in_one_revision_collapse() {
+        let mut m = Mvcc::default();
+        put(&mut m, "k", "1", 5);
+        let c = put(&mut m, "k", "2", 5);
+        assert_eq!(c.prev.map(|p| p.value), Some(b"1".to_vec()));
+        assert_eq!(read(&m, KeySelector::Key(b"k".to_vec()), 5), vec![("k".into(), "2".into(), 5, 5, 2)]);
+        assert_eq!(m.changes_at(5).len(), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_reads_from_the_compact_revision() {
+        let mut m = Mvcc::default();
+        put(&mut m, "a", "1", 1);
+        put(&mut m, "b", "1", 2);
+        m.write(b"b", None, 3);
+        put(&mut m, "a", "2", 4);
+        put(&mut m, "a", "3", 6);
+        m.compact(5);
+        assert_eq!(m.compact_revision(), 5);
+        assert_eq!(read(&m, KeySelector::Prefix(Vec::new()), 5), vec![("a".into(), "2".into(), 1, 4, 2)]);
+        assert_eq!(read(&m, KeySelector::Prefix(Vec::new()), 6), vec![("a".into(), "3".into(), 1, 6, 3)]);
+        let ch = m.changes_at(6);
+        assert_eq!(ch[0].prev.as_ref().map(|p| p.value.clone()), Some(b"2".to_vec()));
+        assert!(m.changes_at(4).is_empty(), "history before the compact revision is gone");
+        assert_eq!(m.keys.len(), 1, "the deleted key's tombstone is dropped");
+        m.compact(2);
+        assert_eq!(m.compact_revision(), 5, "compaction never moves backwards");
+    }
+}

@@ -1,0 +1,141 @@
+//! What applying a command produces. Business outcomes (a failed compare, an overflowing
+//! counter, a forgotten retry) are values here, agreed by every replica; they are never
+//! storage errors.
+
+use serde::{Deserialize, Serialize};
+
+use super::mvcc::KeyValue;
+
+/// The result of one proposal.
+pub type CommandResult = Result<Outcome, CommandError>;
+
+/// A successfully applied command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The store revision after the command (the revision it created, if it changed anything).
+    pub revision: u64,
+    /// Command-specific result.
+    pub body: OutcomeBody,
+}
+
+/// Command-specific results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OutcomeBody {
+    /// A put.
+    Put {
+        /// Previous key-value if requested and present.
+        prev: Option<KeyValue>,
+    },
+    /// A delete.
+    DeleteRange {
+        /// Number of keys deleted.
+        deleted: u64,
+        /// Deleted key-values if requested.
+        prev_kvs: Vec<KeyValue>,
+    },
+    /// A transaction.
+    Txn {
+        /// Whether every compare held.
+        succeeded: bool,
+        /// One result per executed operation.
+        responses: Vec<OpResult>,
+    },
+    /// A counter addition.
+    CounterAdd {
+        /// Value before.
+        previous: u64,
+        /// Value after.
+        value: u64,
+    },
+    /// A counter set.
+    CounterSet {
+        /// Value before (0 when it did not exist).
+        previous: u64,
+    },
+    /// A counter delete.
+    CounterDelete {
+        /// Whether the counter existed.
+        deleted: bool,
+    },
+    /// Node registration recorded.
+    Registered,
+}
+
+/// The result of one operation inside a transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// A range read.
+    Range(RangeResult),
+    /// A put.
+    Put {
+        /// Previous key-value if requested.
+        prev: Option<KeyValue>,
+    },
+    /// A delete.
+    DeleteRange {
+        /// Keys deleted.
+        deleted: u64,
+        /// Deleted key-values if requested.
+        prev_kvs: Vec<KeyValue>,
+    },
+    /// A counter addition.
+    CounterAdd {
+        /// Value before.
+        previous: u64,
+        /// Value after.
+        value: u64,
+    },
+    /// A counter read.
+    CounterGet {
+        /// Value (0 when missing).
+        value: u64,
+        /// Whether it exists.
+        exists: bool,
+        /// Revision of its last change.
+        mod_revision: u64,
+    },
+    /// A counter set.
+    CounterSet {
+        /// Value before.
+        previous: u64,
+    },
+    /// A counter delete.
+    CounterDelete {
+        /// Whether it existed.
+        deleted: bool,
+    },
+}
+
+/// The result of a range read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RangeResult {
+    /// Selected key-values (empty with count_only).
+    pub kvs: Vec<KeyValue>,
+    /// Whether the limit left keys out.
+    pub more: bool,
+    /// Number of selected keys, ignoring the limit.
+    pub count: u64,
+}
+
+/// A deterministic business failure: nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    /// The addition would pass u64::MAX.
+    #[error("counter {name:?} would overflow: {value} + {delta} exceeds u64::MAX")]
+    CounterOverflow {
+        /// Counter.
+        name: String,
+        /// Its value.
+        value: u64,
+        /// The delta.
+        delta: u64,
+    },
+    /// A retry whose original result has been forgotten; its outcome is unknown.
+    #[error("retry of request {seq} from client {client_id:#x} is too old: its result was forgotten, so its outcome is unknown (it was not applied again)")]
+    RetryTooOld {
+        /// Client id.
+        client_id: u64,
+        /// Sequence number.
+        seq: u64,
+    },
+}

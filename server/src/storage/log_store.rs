@@ -1,0 +1,177 @@
+//! openraft's `RaftLogStorage` over a [`LogEngine`]: the durable Raft log, vote and purge point.
+//!
+//! Durability: `save_vote`, `append` (before its flush callback fires) and `truncate` are fsynced.
+//! `purge` records the purge point durably before deleting entries, so a restart after a crash
+//! mid-purge still reports the right `last_purged_log_id`. Blocking engine calls run on tokio's
+//! blocking pool, never on the async worker threads.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::engine::LogEngine;
+use super::io_err;
+use crate::log_entry::{decode, encode};
+use crate::raft::{LogId, NodeId, StorageError, TypeConfig};
+
+type Entry = openraft::Entry<TypeConfig>;
+
+const VOTE: &str = "vote";
+const LAST_PURGED: &str = "last_purged";
+const COMMITTED: &str = "committed";
+
+/// The Raft log store. Cheap to clone (shares the engine).
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Arc<dyn LogEngine>,
+}
+
+impl LogStore {
+    /// A log store over `engine`.
+    pub fn new(engine: Arc<dyn LogEngine>) -> Self {
+        Self { engine }
+    }
+
+    async fn blocking<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn LogEngine) -> Result<T, String> + Send + 'static,
+    {
+        let engine = self.engine.clone();
+        let s2 = subject.clone();
+        tokio::task::spawn_blocking(move || f(engine.as_ref()))
+            .await
+            .map_err(|e| io_err(s2, verb, e))?
+            .map_err(|e| io_err(subject, verb, e))
+    }
+
+    async fn read_meta<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        self.blocking(ErrorSubject::Store, ErrorVerb::Read, move |e| {
+            e.get_meta(key)
+                .map_err(|e| e.to_string())?
+                .map(|bytes| decode::<T>(&bytes).map_err(|e| e.to_string()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn write_meta<T: Serialize>(&self, key: &'static str, value: &T, durable: bool) -> Result<(), StorageError> {
+        let bytes = encode(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.blocking(ErrorSubject::Store, ErrorVerb::Write, move |e| {
+            e.put_meta(key, &bytes, durable).map_err(|e| e.to_string())
+        })
+        .await
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.blocking(ErrorSubject::Logs, ErrorVerb::Read, move |e| {
+            e.range(start, end)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(|e| e.to_string()))
+                .collect()
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED).await?.flatten();
+        let last: Option<Entry> = self
+            .blocking(ErrorSubject::Logs, ErrorVerb::Read, |e| {
+                e.last()
+                    .map_err(|e| e.to_string())?
+                    .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(|e| e.to_string()))
+                    .transpose()
+            })
+            .await?;
+        let last_log_id = last.map(|e| e.log_id).or(last_purged);
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(VOTE, vote, true).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(VOTE).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not fsynced: a lost update only means re-applying fewer entries at start-up; the
+        // committed entries are re-learned from the leader.
+        self.write_meta(COMMITTED, &committed, false).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED).await?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|entry| encode(&entry).map(|bytes| (entry.log_id.index, bytes)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let result = self
+            .blocking(ErrorSubject::Logs, ErrorVerb::Write, move |e| e.append(encoded).map_err(|e| e.to_string()))
+            .await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let from = log_id.index;
+        self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.truncate_from(from).map_err(|e| e.to_string()))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.write_meta(LAST_PURGED, &Some(log_id), true).await?;
+        let upto = log_id.index;
+        self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.purge_upto(upto).map_err(|e| e.to_string()))
+            .await
+    }
+}
