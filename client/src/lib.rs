@@ -1,1 +1,75 @@
-//! placeholder
+//! Rust client for Conclave.
+//!
+//! [`Client`] talks to a cluster given any of its members: it discovers the others, follows the
+//! leader, retries safe operations transparently and gives every write a request id so a retry
+//! is never applied twice. When a write's outcome cannot be known it returns
+//! [`Error::Indeterminate`], never a guess.
+//!
+//! ```no_run
+//! # async fn demo() -> conclave_client::Result<()> {
+//! let client = conclave_client::Client::connect(vec!["127.0.0.1:7379".into()]).await?;
+//! client.put("greeting", "hello").await?;
+//! let previous = client.counter_add("checkpoint-id", 1).await?;
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod connection;
+mod counter;
+pub mod error;
+mod kv;
+mod request_id;
+
+use std::sync::Arc;
+
+pub use conclave_proto::v1 as proto;
+pub use connection::ClientConfig;
+pub use error::{Error, Result};
+pub use kv::{GetOptions, KeyValue, RangeResult};
+
+use connection::Connection;
+use request_id::RequestIds;
+
+/// A connection to a Conclave cluster. Cheap to clone; clones share connections and ids.
+#[derive(Clone)]
+pub struct Client {
+    conn: Arc<Connection>,
+    ids: Arc<RequestIds>,
+}
+
+impl Client {
+    /// Connects with default settings and learns the members.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for malformed endpoints. An unreachable cluster is not an error here;
+    /// calls will retry until their deadline.
+    pub async fn connect(endpoints: Vec<String>) -> Result<Self> {
+        Self::with_config(ClientConfig::new(endpoints)).await
+    }
+
+    /// Connects with explicit settings.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for malformed endpoints.
+    pub async fn with_config(config: ClientConfig) -> Result<Self> {
+        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()) };
+        // Best effort: discovery also happens on later calls.
+        let _ = client.refresh_members().await;
+        Ok(client)
+    }
+
+    /// This client's id (part of every request id).
+    pub fn client_id(&self) -> u64 {
+        self.ids.client_id()
+    }
+
+    /// The endpoints known so far (configured and discovered).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.conn.endpoints()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        self.conn.config()
+    }
+}

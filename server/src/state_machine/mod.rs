@@ -84,6 +84,12 @@ impl StateMachine {
         }
     }
 
+    /// An empty state machine with an injected deduplication table (tests of eviction).
+    #[cfg(test)]
+    pub(crate) fn with_dedup(config: SmConfig, dedup: Dedup) -> Self {
+        Self { dedup, ..Self::new(config) }
+    }
+
     /// Current revision.
     pub fn revision(&self) -> u64 {
         self.revision

@@ -1,0 +1,233 @@
+//! Leader-following connection management and the retry loop.
+//!
+//! The client keeps one lazily connected channel per endpoint, learns every member's client
+//! address (`MemberList`) and the leader (every response header), sends to the leader when it
+//! knows it, follows `x-conclave-leader` hints, and rotates through endpoints with backoff on
+//! transport failures. Every attempt has a deadline; the whole call has an overall deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::{Error, Result};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Endpoints (`host:port`) to start from; more are discovered.
+    pub endpoints: Vec<String>,
+    /// Deadline of one attempt.
+    pub attempt_timeout: Duration,
+    /// Deadline of a whole call, retries included.
+    pub call_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            attempt_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Default)]
+struct View {
+    /// Known endpoints in order of preference (configured first, then discovered).
+    endpoints: Vec<String>,
+    /// Index of the endpoint in use when no leader is known.
+    current: usize,
+    /// Client address by member id.
+    members: BTreeMap<u64, String>,
+    /// Leader id, if known.
+    leader: Option<u64>,
+    channels: HashMap<String, Channel>,
+}
+
+/// Connection state shared by all calls of a client.
+pub(crate) struct Connection {
+    config: ClientConfig,
+    view: Mutex<View>,
+}
+
+/// Classification of a failed attempt.
+enum Failure {
+    /// Definitely not applied; try elsewhere.
+    NotApplied(String),
+    /// Maybe applied; a retry (same request id) resolves it.
+    Unknown(String),
+    /// Final answer from the server.
+    Final(Error),
+}
+
+fn classify(s: &Status) -> Failure {
+    let msg = s.message().to_owned();
+    match s.code() {
+        Code::Unavailable => {
+            let lower = msg.to_lowercase();
+            if lower.contains("outcome unknown") || lower.contains("in flight") {
+                Failure::Unknown(msg)
+            } else if lower.contains("not the leader")
+                || lower.contains("no leader")
+                || lower.contains("connect")
+                || lower.contains("refused")
+            {
+                Failure::NotApplied(msg)
+            } else {
+                Failure::Unknown(msg)
+            }
+        }
+        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => Failure::Unknown(msg),
+        _ => Failure::Final(Error::from_status(s)),
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(config: ClientConfig) -> Result<Self> {
+        if config.endpoints.is_empty() {
+            return Err(Error::InvalidArgument("no endpoints given".into()));
+        }
+        let view = View { endpoints: config.endpoints.clone(), ..View::default() };
+        Ok(Self { config, view: Mutex::new(view) })
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn channel_for(&self, view: &mut View, addr: &str) -> Result<Channel> {
+        if let Some(c) = view.channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let uri = if addr.starts_with("http://") { addr.to_owned() } else { format!("http://{addr}") };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| Error::InvalidArgument(format!("endpoint {addr:?}: {e}")))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        view.channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The endpoint to use next: the leader's if known, else the current one.
+    fn pick(&self) -> Result<(String, Channel)> {
+        let mut view = self.view.lock().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let addr = match view.leader.and_then(|l| view.members.get(&l).cloned()).filter(|a| !a.is_empty()) {
+            Some(a) => a,
+            None => view.endpoints[view.current % view.endpoints.len()].clone(),
+        };
+        let channel = self.channel_for(&mut view, &addr)?;
+        Ok((addr, channel))
+    }
+
+    /// Forgets the leader and moves to the next endpoint (or to the hinted leader).
+    fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
+        let Ok(mut view) = self.view.lock() else { return };
+        view.leader = None;
+        if let Some((id, addr)) = hint {
+            if let Some(addr) = addr.filter(|a| !a.is_empty()) {
+                if !view.endpoints.contains(&addr) {
+                    view.endpoints.push(addr.clone());
+                }
+                if let Some(id) = id {
+                    view.members.insert(id, addr.clone());
+                    view.leader = Some(id);
+                }
+                return;
+            }
+        }
+        if view.endpoints[view.current % view.endpoints.len()] == failed {
+            view.current = (view.current + 1) % view.endpoints.len();
+        }
+    }
+
+    /// Records what a response header says about the leader.
+    pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
+        let Some(h) = header else { return };
+        if let Ok(mut view) = self.view.lock() {
+            view.leader = (h.leader_id != 0).then_some(h.leader_id);
+        }
+    }
+
+    /// Records the membership (client addresses) learned from the cluster.
+    pub(crate) fn learn_members(&self, members: &[pb::Member]) {
+        if let Ok(mut view) = self.view.lock() {
+            for m in members.iter().filter(|m| !m.client_addr.is_empty()) {
+                view.members.insert(m.id, m.client_addr.clone());
+                if !view.endpoints.contains(&m.client_addr) {
+                    view.endpoints.push(m.client_addr.clone());
+                }
+            }
+        }
+    }
+
+    /// Endpoints known so far.
+    pub(crate) fn endpoints(&self) -> Vec<String> {
+        self.view.lock().map(|v| v.endpoints.clone()).unwrap_or_default()
+    }
+
+    /// Runs `attempt` until it succeeds, fails finally, or the call deadline passes.
+    /// `write` makes an exhausted call with an ambiguous attempt end as `Indeterminate`.
+    pub(crate) async fn call<T, F, Fut>(&self, write: bool, attempt: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
+        let mut backoff = Duration::from_millis(20);
+        let mut maybe_applied = false;
+        let mut last;
+        loop {
+            let (addr, channel) = self.pick()?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timeout = self.config.attempt_timeout.min(remaining);
+            let failure = match tokio::time::timeout(timeout, attempt(channel)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(status)) => {
+                    let hint = leader_hint(&status);
+                    let f = classify(&status);
+                    if !matches!(f, Failure::Final(_)) {
+                        self.fail_over(&addr, hint);
+                    }
+                    f
+                }
+                Err(_) => {
+                    self.fail_over(&addr, None);
+                    Failure::Unknown(format!("attempt at {addr} timed out after {timeout:?}"))
+                }
+            };
+            match failure {
+                Failure::Final(e) => return Err(e),
+                Failure::NotApplied(m) => last = format!("{addr}: {m}"),
+                Failure::Unknown(m) => {
+                    maybe_applied = true;
+                    last = format!("{addr}: {m}");
+                }
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(if write && maybe_applied { Error::Indeterminate(last) } else { Error::Unavailable(last) });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+fn leader_hint(s: &Status) -> Option<(Option<u64>, Option<String>)> {
+    let md = s.metadata();
+    let id = md.get(conclave_proto::LEADER_ID_METADATA).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let addr = md.get(conclave_proto::LEADER_HINT_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (id.is_some() || addr.is_some()).then_some((id, addr))
+}

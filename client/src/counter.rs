@@ -1,0 +1,92 @@
+//! Counter operations.
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::counter_client::CounterClient;
+
+use crate::{Client, Result};
+
+impl Client {
+    /// Adds `delta` to counter `name` and returns the previous value, in one Raft round.
+    /// Exactly-once: a retry never skips or repeats a value.
+    ///
+    /// # Errors
+    /// `Status(FailedPrecondition)` on overflow; `Indeterminate` when the outcome is unknown.
+    pub async fn counter_add(&self, name: &str, delta: u64) -> Result<u64> {
+        Ok(self.counter_add_full(name, delta).await?.previous)
+    }
+
+    /// Like [`Client::counter_add`], returning the whole response (revision included).
+    ///
+    /// # Errors
+    /// See [`Client::counter_add`].
+    pub async fn counter_add_full(&self, name: &str, delta: u64) -> Result<pb::CounterAddResponse> {
+        let ticket = self.ids.begin();
+        let req = pb::CounterAddRequest { name: name.to_owned(), delta, request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { CounterClient::new(ch).add(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// Reads a counter (0 when it does not exist).
+    ///
+    /// # Errors
+    /// `Unavailable` when no member could answer.
+    pub async fn counter_get(&self, name: &str, serializable: bool) -> Result<pb::CounterGetResponse> {
+        let req = pb::CounterGetRequest { name: name.to_owned(), serializable };
+        let resp = self
+            .conn
+            .call(false, |ch| {
+                let r = req.clone();
+                async move { CounterClient::new(ch).get(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// Sets a counter; returns the previous value.
+    ///
+    /// # Errors
+    /// `Indeterminate` when the outcome is unknown.
+    pub async fn counter_set(&self, name: &str, value: u64) -> Result<u64> {
+        let ticket = self.ids.begin();
+        let req = pb::CounterSetRequest { name: name.to_owned(), value, request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { CounterClient::new(ch).set(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.previous)
+    }
+
+    /// Deletes a counter; returns whether it existed.
+    ///
+    /// # Errors
+    /// `Indeterminate` when the outcome is unknown.
+    pub async fn counter_delete(&self, name: &str) -> Result<bool> {
+        let ticket = self.ids.begin();
+        let req = pb::CounterDeleteRequest { name: name.to_owned(), request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { CounterClient::new(ch).delete(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.deleted)
+    }
+}

@@ -1,0 +1,48 @@
+//! The client's error type: keeps the gRPC status code and the server's message.
+
+use tonic::Code;
+
+/// Everything a client call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status (bad input, failed precondition, ...). Retrying
+    /// the same request will give the same answer.
+    #[error("{code:?}: {message}")]
+    Status {
+        /// gRPC status code.
+        code: Code,
+        /// The server's message.
+        message: String,
+    },
+    /// A write whose outcome cannot be known: it may or may not have been applied (the deadline
+    /// passed while the cluster was unreachable or changing leader after the write was sent).
+    /// Never treat it as success or as failure; read the state to find out, or retry with the
+    /// same request (the server deduplicates).
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+    /// No endpoint could be reached before the deadline; nothing was applied.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A malformed endpoint or argument given to the client.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The gRPC code this error corresponds to.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Status { code, .. } => *code,
+            Error::Indeterminate(_) => Code::Unknown,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+        }
+    }
+
+    pub(crate) fn from_status(s: &tonic::Status) -> Self {
+        Error::Status { code: s.code(), message: s.message().to_owned() }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,303 @@
+//! A cluster of `conclave` processes.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conclave_client::proto::StatusResponse;
+use conclave_client::Client;
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use crate::node::NodeProcess;
+use crate::wait_for;
+
+/// Settings of a test cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Extra flags for every node (e.g. `--snapshot-logs 50`).
+    pub extra_args: Vec<String>,
+    /// Binary to run (default: [`crate::conclave_binary`]).
+    pub binary: Option<PathBuf>,
+    /// Parent for the data directories (default: a temp dir removed on drop).
+    pub base_dir: Option<PathBuf>,
+    /// First address octet to try (127.0.0.x); default random per process.
+    pub first_ip_octet: Option<u8>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self { nodes: 3, extra_args: Vec::new(), binary: None, base_dir: None, first_ip_octet: None }
+    }
+}
+
+/// A running test cluster. Dropping it kills every process.
+pub struct Cluster {
+    nodes: Vec<NodeProcess>,
+    binary: PathBuf,
+    _tmp: Option<TempDir>,
+    /// Where data dirs and logs live.
+    pub dir: PathBuf,
+}
+
+/// Picks a port the kernel says is free on `ip`.
+fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+impl Cluster {
+    /// Starts `n` nodes with default options and waits for a leader.
+    ///
+    /// # Errors
+    /// When the binary is missing or no leader is elected in time.
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with(ClusterOptions { nodes: n, ..ClusterOptions::default() }).await
+    }
+
+    /// Starts a cluster and waits until every node knows the same leader.
+    ///
+    /// # Errors
+    /// When the binary is missing or no leader is elected in time.
+    pub async fn start_with(opts: ClusterOptions) -> anyhow::Result<Self> {
+        let binary = match opts.binary.clone() {
+            Some(b) => b,
+            None => crate::conclave_binary()?,
+        };
+        let (tmp, dir) = match &opts.base_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("conclave-test-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        // Distinct loopback IPs per node: 127.0.0.{base+i}, base random per process so parallel
+        // test processes rarely share IPs (ports are kernel-assigned anyway).
+        let base = opts.first_ip_octet.unwrap_or_else(|| 2 + (std::process::id() % 200) as u8);
+        let mut addrs = Vec::new();
+        for i in 0..opts.nodes {
+            let ip = Ipv4Addr::new(127, 0, 0, base.wrapping_add(i as u8).max(2));
+            addrs.push((format!("{ip}:{}", free_port(ip)?), format!("{ip}:{}", free_port(ip)?)));
+        }
+        let initial: Vec<String> = addrs.iter().enumerate().map(|(i, (_, p))| format!("{}={p}", i + 1)).collect();
+        let initial = initial.join(",");
+        let mut nodes = Vec::new();
+        for (i, (client, peer)) in addrs.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let data_dir = dir.join(format!("node{id}"));
+            let mut args = vec![
+                "--node-id".into(),
+                id.to_string(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--client-addr".into(),
+                client.clone(),
+                "--peer-addr".into(),
+                peer.clone(),
+                "--initial-cluster".into(),
+                initial.clone(),
+            ];
+            args.extend(opts.extra_args.iter().cloned());
+            nodes.push(NodeProcess {
+                id,
+                client_addr: client,
+                peer_addr: peer,
+                log_path: dir.join(format!("node{id}.log")),
+                data_dir,
+                args,
+                child: None,
+                paused: false,
+            });
+        }
+        for n in &mut nodes {
+            n.spawn(&binary)?;
+        }
+        let cluster = Self { nodes, binary, _tmp: tmp, dir };
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    /// One node by id (1-based).
+    ///
+    /// # Panics
+    /// When no node has that id (a bug in the test).
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        self.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
+        self.nodes.iter_mut().find(|n| n.id == id).ok_or_else(|| anyhow::anyhow!("no node {id}"))
+    }
+
+    /// Every node's client address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.client_addr.clone()).collect()
+    }
+
+    /// Client addresses of the nodes currently running.
+    pub fn running_endpoints(&mut self) -> Vec<String> {
+        self.nodes.iter_mut().filter_map(|n| (n.is_running() && !n.paused).then(|| n.client_addr.clone())).collect()
+    }
+
+    /// A client over every endpoint.
+    ///
+    /// # Errors
+    /// On malformed endpoints.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.endpoints()).await?)
+    }
+
+    /// A client pinned to one node's endpoint only.
+    ///
+    /// # Errors
+    /// On malformed endpoints.
+    pub async fn client_of(&self, id: u64) -> anyhow::Result<Client> {
+        Ok(Client::connect(vec![self.node(id).client_addr.clone()]).await?)
+    }
+
+    /// A node's own status (its view).
+    ///
+    /// # Errors
+    /// When it does not answer.
+    pub async fn status(&self, id: u64) -> anyhow::Result<StatusResponse> {
+        let client = Client::connect(vec![self.node(id).client_addr.clone()]).await?;
+        Ok(client.status_of(&self.node(id).client_addr).await?)
+    }
+
+    /// Waits until every running, unpaused node reports the same leader (itself running);
+    /// returns its id.
+    ///
+    /// # Errors
+    /// On timeout.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let ids: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some() && !n.paused).map(|n| n.id).collect();
+        wait_for("an agreed leader", timeout, || {
+            let ids = ids.clone();
+            async move {
+                let mut leader = None;
+                for id in &ids {
+                    let s = self.status(*id).await.ok()?;
+                    if s.leader_id == 0 || !ids.contains(&s.leader_id) || leader.is_some_and(|l| l != s.leader_id) {
+                        return None;
+                    }
+                    leader = Some(s.leader_id);
+                }
+                leader
+            }
+        })
+        .await
+    }
+
+    /// Waits until a leader other than `old` is agreed.
+    ///
+    /// # Errors
+    /// On timeout.
+    pub async fn wait_for_new_leader(&self, old: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let l = self.wait_for_leader(remaining).await?;
+            if l != old {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("leader is still {old}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied up to `revision`.
+    ///
+    /// # Errors
+    /// On timeout.
+    pub async fn wait_for_revision(&self, id: u64, revision: u64, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(&format!("node {id} at revision {revision}"), timeout, || async move {
+            let s = self.status(id).await.ok()?;
+            (s.revision >= revision).then_some(())
+        })
+        .await
+    }
+
+    /// `kill -9` a node.
+    ///
+    /// # Errors
+    /// When there is no such node.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        self.node_mut(id)?.kill9()
+    }
+
+    /// `kill -9` every node at once.
+    pub fn kill_all(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.signal(Signal::SIGKILL);
+        }
+        for n in &mut self.nodes {
+            let _ = n.kill9();
+        }
+    }
+
+    /// Graceful stop (SIGTERM) and wait for exit.
+    ///
+    /// # Errors
+    /// When there is no such node.
+    pub fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        let n = self.node_mut(id)?;
+        if n.signal(Signal::SIGTERM).is_ok() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.wait();
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP a node.
+    ///
+    /// # Errors
+    /// When it is not running.
+    pub fn pause(&mut self, id: u64) -> anyhow::Result<()> {
+        let n = self.node_mut(id)?;
+        n.signal(Signal::SIGSTOP)?;
+        n.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT a paused node.
+    ///
+    /// # Errors
+    /// When it is not running.
+    pub fn resume(&mut self, id: u64) -> anyhow::Result<()> {
+        let n = self.node_mut(id)?;
+        n.signal(Signal::SIGCONT)?;
+        n.paused = false;
+        Ok(())
+    }
+
+    /// Restarts a stopped or killed node from its data directory (same flags).
+    ///
+    /// # Errors
+    /// When it is still running or cannot be spawned.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let binary = self.binary.clone();
+        let n = self.node_mut(id)?;
+        if n.is_running() {
+            anyhow::bail!("node {id} is still running");
+        }
+        n.spawn(&binary)
+    }
+
+    /// Logs of every node that contain a panic.
+    pub fn panics(&self) -> Vec<(u64, String)> {
+        self.nodes.iter().filter(|n| n.log().contains("panicked")).map(|n| (n.id, n.log())).collect()
+    }
+}
