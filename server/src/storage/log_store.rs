@@ -2,7 +2,8 @@
 //!
 //! Durability: `save_vote`, `append` (before its flush callback fires) and `truncate` are fsynced.
 //! `purge` records the purge point durably before deleting entries, so a restart after a crash
-//! mid-purge still reports the right `last_purged_log_id`. Blocking engine calls run on tokio's
+//! mid-purge still reports the right `last_purged_log_id`; `get_log_state` (called at start-up)
+//! completes such an interrupted purge. Blocking engine calls run on tokio's
 //! blocking pool, never on the async worker threads.
 
 use std::fmt::Debug;
@@ -103,15 +104,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED).await?.flatten();
+        let purged_upto = last_purged.map(|l| l.index);
         let last: Option<Entry> = self
-            .blocking(ErrorSubject::Logs, ErrorVerb::Read, |e| {
+            .blocking(ErrorSubject::Logs, ErrorVerb::Read, move |e| {
+                // Entry deletion in `purge` is not durable: after a crash, entries up to the
+                // recorded purge point may be back. Complete the purge before reporting.
+                if let Some(upto) = purged_upto {
+                    e.purge_upto(upto).map_err(|e| e.to_string())?;
+                }
                 e.last()
                     .map_err(|e| e.to_string())?
                     .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(|e| e.to_string()))
                     .transpose()
             })
             .await?;
-        let last_log_id = last.map(|e| e.log_id).or(last_purged);
+        // Never behind the purge point (a purge may go past the end of the log).
+        let last_log_id = std::cmp::max(last.map(|e| e.log_id), last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 

@@ -1,1 +1,197 @@
-fn main() {}
+//! `conclavectl`: the command-line client of Conclave.
+//!
+//! Scripts depend on its command names, flags and output formats (`-o text` and `-o json`);
+//! see `conclavectl --help` and `conclavectl <command> --help`. Exit codes: 0 on success, 1 for
+//! server or client errors, 2 for usage errors.
+
+mod cluster;
+mod counter;
+mod kv;
+mod output;
+mod txn;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use conclave_client::{Client, ClientConfig};
+
+use crate::output::Format;
+
+/// Command-line client of Conclave, a Raft-replicated coordination service.
+#[derive(Parser, Debug)]
+#[command(name = "conclavectl", version, about, propagate_version = true)]
+struct Cli {
+    /// Comma-separated client endpoints (host:port) of cluster members; more are discovered.
+    #[arg(
+        long,
+        global = true,
+        env = "CONCLAVE_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7379",
+        value_name = "HOST:PORT,..."
+    )]
+    endpoints: Vec<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+
+    /// Deadline of the whole call in seconds, retries included (default 10).
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sets KEY to VALUE. Prints `OK` (json: {"revision":N}).
+    Put {
+        /// The key (non-empty).
+        key: String,
+        /// The value (may be empty).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Reads a key, a prefix or a range. Prints each key then its value on the next line.
+    Get(kv::GetArgs),
+    /// Deletes a key or every key with a prefix. Prints the number deleted.
+    Del {
+        /// The key (or prefix with --prefix).
+        key: String,
+        /// Delete every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// Runs a transaction: if every --compare holds, the --then ops run, else the --else ops.
+    #[command(long_about = txn::LONG_ABOUT)]
+    Txn(txn::TxnArgs),
+    /// Named atomic u64 counters.
+    #[command(subcommand)]
+    Counter(counter::CounterCommand),
+    /// Status of every endpoint given in --endpoints, each asked individually.
+    Status,
+    /// Cluster membership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// Lists the members: id, peer address, client address, voter or learner, leader marker.
+    List(EmptyArgs),
+}
+
+#[derive(Args, Debug)]
+struct EmptyArgs {}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: the timeout must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Global settings every command gets.
+pub struct Globals {
+    /// The endpoints as given (trimmed, non-empty).
+    pub endpoints: Vec<String>,
+    /// Output format.
+    pub format: Format,
+    /// `--timeout`, if given.
+    pub timeout: Option<Duration>,
+}
+
+impl Globals {
+    /// The client settings for these globals.
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(self.endpoints.clone());
+        if let Some(t) = self.timeout {
+            config.call_timeout = t;
+            config.attempt_timeout = config.attempt_timeout.min(t);
+            config.connect_timeout = config.connect_timeout.min(t);
+        }
+        config
+    }
+
+    /// A client over the endpoints.
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::with_config(self.config()).await?)
+    }
+}
+
+async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let endpoints: Vec<String> =
+        cli.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+    if endpoints.is_empty() {
+        bail!("no endpoints given (--endpoints or CONCLAVE_ENDPOINTS)");
+    }
+    let g = Globals { endpoints, format: cli.output, timeout: cli.timeout };
+    match cli.command {
+        Command::Put { key, value } => kv::put(&g, out, &key, &value).await,
+        Command::Get(args) => kv::get(&g, out, &args).await,
+        Command::Del { key, prefix } => kv::del(&g, out, &key, prefix).await,
+        Command::Txn(args) => txn::run(&g, out, &args).await,
+        Command::Counter(cmd) => counter::run(&g, out, cmd).await,
+        Command::Status => cluster::status(&g, out).await,
+        Command::Member(MemberCommand::List(_)) => cluster::member_list(&g, out).await,
+    }
+}
+
+/// Whether `e` is (caused by) a closed stdout, e.g. `conclavectl get --prefix a | head -1`.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = run(cli, &mut out).await;
+    let result = result.and_then(|()| out.flush().map_err(anyhow::Error::from));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_anywhere() -> Result<()> {
+        let cli = Cli::try_parse_from(["conclavectl", "get", "k", "-o", "json", "--endpoints", "a:1,b:2", "--timeout", "1.5"])?;
+        assert_eq!(cli.endpoints, ["a:1", "b:2"]);
+        assert_eq!(cli.output, Format::Json);
+        assert_eq!(cli.timeout, Some(Duration::from_millis(1500)));
+        assert!(Cli::try_parse_from(["conclavectl", "--timeout", "0", "status"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "--timeout", "x", "status"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "-o", "yaml", "status"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn put_value_may_start_with_a_dash() -> Result<()> {
+        let cli = Cli::try_parse_from(["conclavectl", "put", "k", "-1"])?;
+        assert!(matches!(cli.command, Command::Put { ref value, .. } if value == "-1"));
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! openraft's storage conformance suite against Conclave's real stores (the sled-backed
+//! [`LogStore`] and the snapshot-file [`SmStore`]), plus restart checks of the log store.
+
+use std::fmt::Display;
+use std::path::Path;
+use std::sync::Arc;
+
+use conclave_server::raft::{LogId, NodeId, StorageError, TypeConfig};
+use conclave_server::state_machine::SmConfig;
+use conclave_server::storage::engine::{EngineResult, LogEngine, SledEngine};
+use conclave_server::storage::log_store::LogStore;
+use conclave_server::storage::sm_store::SmStore;
+use conclave_server::storage::snapshot_file::SnapshotDir;
+use openraft::storage::{LogState, RaftLogStorage};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
+use tempfile::TempDir;
+
+fn err(e: impl Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, std::io::Error::other(e.to_string()))
+}
+
+fn open_log(dir: &Path) -> Result<LogStore, StorageError> {
+    Ok(LogStore::new(Arc::new(SledEngine::open(dir).map_err(err)?)))
+}
+
+fn open_sm(dir: &Path) -> Result<SmStore, StorageError> {
+    SmStore::open(SnapshotDir::open(dir).map_err(err)?, SmConfig::default()).map_err(err)
+}
+
+/// Builds both stores in a fresh temporary directory, which lives as long as the guard.
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, SmStore, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, SmStore), StorageError> {
+        let dir = TempDir::new().map_err(err)?;
+        let log = open_log(&dir.path().join("log"))?;
+        let sm = open_sm(&dir.path().join("snapshots"))?;
+        Ok((dir, log, sm))
+    }
+}
+
+type ConclaveSuite = Suite<TypeConfig, LogStore, SmStore, Builder, TempDir>;
+
+#[test]
+fn openraft_storage_suite() -> Result<(), StorageError> {
+    ConclaveSuite::test_all(Builder)
+}
+
+/// The log id the suite's entries carry (leader node 0).
+fn log_id(term: u64, index: u64) -> LogId {
+    openraft::testing::log_id::<NodeId>(term, 0, index)
+}
+
+#[tokio::test]
+async fn purge_point_vote_and_committed_survive_restart() -> Result<(), StorageError> {
+    let dir = TempDir::new().map_err(err)?;
+    let path = dir.path().join("log");
+    let before = {
+        let mut log = open_log(&path)?;
+        ConclaveSuite::feed_10_logs_vote_self(&mut log).await?; // entries 0..=10
+        log.purge(log_id(1, 4)).await?;
+        log.save_committed(Some(log_id(1, 8))).await?;
+        log.save_vote(&Vote::new(3, 2)).await?; // durable, and flushes the committed write too
+        log.get_log_state().await?
+    };
+    assert_eq!(before, LogState { last_purged_log_id: Some(log_id(1, 4)), last_log_id: Some(log_id(1, 10)) });
+
+    let mut log = open_log(&path)?;
+    assert_eq!(log.get_log_state().await?, before, "log state after restart");
+    assert_eq!(log.read_vote().await?, Some(Vote::new(3, 2)), "vote after restart");
+    assert_eq!(log.read_committed().await?, Some(log_id(1, 8)), "committed after restart");
+    let indexes: Vec<u64> = log.try_get_log_entries(0..).await?.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (5..=10).collect::<Vec<_>>(), "purged entries stay purged");
+
+    // Purging everything: the last log id is the purge point, also after a restart.
+    log.purge(log_id(1, 10)).await?;
+    drop(log);
+    let mut log = open_log(&path)?;
+    let purged = Some(log_id(1, 10));
+    assert_eq!(log.get_log_state().await?, LogState { last_purged_log_id: purged, last_log_id: purged });
+    assert!(log.try_get_log_entries(0..).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn truncate_survives_restart() -> Result<(), StorageError> {
+    let dir = TempDir::new().map_err(err)?;
+    let path = dir.path().join("log");
+    {
+        let mut log = open_log(&path)?;
+        ConclaveSuite::feed_10_logs_vote_self(&mut log).await?;
+        log.truncate(log_id(1, 7)).await?;
+    }
+    let mut log = open_log(&path)?;
+    assert_eq!(log.get_log_state().await?, LogState { last_purged_log_id: None, last_log_id: Some(log_id(1, 6)) });
+    assert_eq!(log.try_get_log_entries(0..).await?.len(), 7);
+    Ok(())
+}
+
+/// sled, except that purges are lost: the state after a crash right after `purge` recorded the
+/// purge point durably but before the (not necessarily durable) deletion reached the disk.
+struct LostPurges(SledEngine);
+
+impl LogEngine for LostPurges {
+    fn get_meta(&self, key: &str) -> EngineResult<Option<Vec<u8>>> {
+        self.0.get_meta(key)
+    }
+    fn put_meta(&self, key: &str, value: &[u8], durable: bool) -> EngineResult<()> {
+        self.0.put_meta(key, value, durable)
+    }
+    fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
+        self.0.append(entries)
+    }
+    fn range(&self, start: u64, end: u64) -> EngineResult<Vec<(u64, Vec<u8>)>> {
+        self.0.range(start, end)
+    }
+    fn last(&self) -> EngineResult<Option<(u64, Vec<u8>)>> {
+        self.0.last()
+    }
+    fn truncate_from(&self, from: u64) -> EngineResult<()> {
+        self.0.truncate_from(from)
+    }
+    fn purge_upto(&self, _upto: u64) -> EngineResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_purge_interrupted_by_a_crash_is_completed_on_restart() -> Result<(), StorageError> {
+    let dir = TempDir::new().map_err(err)?;
+    let path = dir.path().join("log");
+    {
+        let mut log = LogStore::new(Arc::new(LostPurges(SledEngine::open(&path).map_err(err)?)));
+        ConclaveSuite::feed_10_logs_vote_self(&mut log).await?; // entries 0..=10 at term 1
+                                                                // An installed snapshot purges beyond the end of the log; the deletion is lost.
+        log.purge(log_id(2, 20)).await?;
+    }
+    let mut log = open_log(&path)?;
+    let purged = Some(log_id(2, 20));
+    assert_eq!(
+        log.get_log_state().await?,
+        LogState { last_purged_log_id: purged, last_log_id: purged },
+        "the last log id is never behind the purge point"
+    );
+    assert!(log.try_get_log_entries(0..).await?.is_empty(), "entries up to the purge point are gone");
+    Ok(())
+}
