@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// Revisions of key history retained for past reads and watches. Must match on every node.
     #[arg(long, env = "CONCLAVE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
+    /// Most watches on one Watch stream.
+    #[arg(long, env = "CONCLAVE_MAX_WATCHES_PER_STREAM", default_value_t = 10_000)]
+    pub max_watches_per_stream: usize,
+    /// Idle time after which a watch created with progress_notify gets a progress notification.
+    #[arg(long, env = "CONCLAVE_WATCH_PROGRESS_MS", default_value_t = 5_000)]
+    pub watch_progress_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
@@ -91,6 +97,10 @@ pub struct Config {
     pub logs_kept_after_snapshot: u64,
     /// Retained history.
     pub history_revisions: u64,
+    /// Watch limit per stream.
+    pub max_watches_per_stream: usize,
+    /// Watch progress notification interval.
+    pub watch_progress_interval: Duration,
 }
 
 /// Parses `1=127.0.0.1:7380,2=127.0.0.2:7380`.
@@ -152,6 +162,8 @@ impl ServeArgs {
             snapshot_logs: self.snapshot_logs,
             logs_kept_after_snapshot: self.logs_kept_after_snapshot,
             history_revisions: self.history_revisions,
+            max_watches_per_stream: self.max_watches_per_stream.max(1),
+            watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
         })
     }
 }

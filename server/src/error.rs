@@ -5,7 +5,8 @@
 //! | `InvalidArgument`, `KeyTooLarge`, `ValueTooLarge`, `TooManyOps`, `EmptyKey` | INVALID_ARGUMENT |
 //! | `RequestTooLarge` | RESOURCE_EXHAUSTED |
 //! | `Compacted`, `FutureRevision` | OUT_OF_RANGE |
-//! | `Command(CounterOverflow)`, `Command(RetryTooOld)` | FAILED_PRECONDITION |
+//! | `Command(CounterOverflow)`, `Command(RetryTooOld)`, `Command(LeaseNotHeld)` | FAILED_PRECONDITION |
+//! | `Command(SessionNotFound)` | NOT_FOUND |
 //! | `NotLeader`, `NoLeader`, `LeaderChanged`, `Unavailable` | UNAVAILABLE (retriable; leader hint in metadata) |
 //! | `Internal` | INTERNAL |
 
@@ -135,6 +136,7 @@ impl From<Error> for Status {
             | Error::TooManyOps { .. } => Status::invalid_argument(message),
             Error::RequestTooLarge { .. } => Status::resource_exhausted(message),
             Error::Read(_) => Status::out_of_range(message),
+            Error::Command(CommandError::SessionNotFound { .. }) => Status::not_found(message),
             Error::Command(_) => Status::failed_precondition(message),
             Error::NotLeader { leader_id, leader_addr, .. } => {
                 let mut status = Status::unavailable(message);

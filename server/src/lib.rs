@@ -4,6 +4,7 @@
 //! - [`config`]: flags and environment → validated [`config::Config`].
 //! - [`node`]: wiring; [`node::run`] runs a node (used by the binary and tests).
 //! - [`service`]: the public gRPC services, one per file, thin handlers.
+//! - [`sessions`]: the leader's in-memory session deadlines and expiry loop.
 //! - [`raft`]: openraft glue: type config, peer network, write batching, read index, routing.
 //! - [`storage`]: the Raft log (sled, behind a narrow trait) and snapshot files.
 //! - [`state_machine`]: the deterministic state machine (revisioned KV, txns, counters, dedup).
@@ -18,5 +19,6 @@ pub mod log_entry;
 pub mod node;
 pub mod raft;
 pub mod service;
+pub mod sessions;
 pub mod state_machine;
 pub mod storage;

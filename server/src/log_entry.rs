@@ -86,6 +86,8 @@ pub enum Command {
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
+        /// Session the key is bound to (ephemeral); 0 = none.
+        session: u64,
     },
     /// Delete the selected keys.
     DeleteRange {
@@ -122,6 +124,38 @@ pub enum Command {
         /// Counter name.
         name: String,
     },
+    /// Open a session.
+    SessionOpen {
+        /// Time to live, milliseconds (validated by the service layer).
+        ttl_ms: u64,
+    },
+    /// Close a session at a client's request: delete its keys, release its leases.
+    SessionClose {
+        /// Session.
+        session_id: u64,
+    },
+    /// Expire a session (proposed by the leader when its deadline passed); like close, but a
+    /// no-op when the session is already gone.
+    SessionExpire {
+        /// Session.
+        session_id: u64,
+    },
+    /// Grant a lease to a session if free.
+    LeaseAcquire {
+        /// Lease name.
+        name: String,
+        /// Acquiring session.
+        session_id: u64,
+        /// Holder description.
+        info: Vec<u8>,
+    },
+    /// Release a lease held with `token`.
+    LeaseRelease {
+        /// Lease name.
+        name: String,
+        /// The holder's fencing token.
+        token: u64,
+    },
     /// A node announces the address it serves clients on (membership metadata).
     RegisterNode {
         /// The node's id.
@@ -144,6 +178,8 @@ pub enum TxnOp {
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
+        /// Session the key is bound to; 0 = none.
+        session: u64,
     },
     /// Delete keys.
     DeleteRange {
@@ -226,6 +262,13 @@ pub enum Compare {
         op: CompareOp,
         /// Operand.
         value: u64,
+    },
+    /// Fencing: the lease is held with exactly this token. Failing it rejects the transaction.
+    Lease {
+        /// Lease name.
+        name: String,
+        /// Expected token.
+        token: u64,
     },
 }
 

@@ -16,7 +16,8 @@ use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::peer_service::PeerService;
 use crate::raft::router::Router;
 use crate::raft::{PeerNode, Raft};
-use crate::service::{routes, Api};
+use crate::service::{routes, Api, ApiLimits, WatchLimits};
+use crate::sessions::SessionTracker;
 use crate::state_machine::SmConfig;
 use crate::storage::engine::SledEngine;
 use crate::storage::log_store::LogStore;
@@ -68,12 +69,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
 
     let router = Arc::new(Router::new(config.node_id, raft.clone(), network, shared, config.election_timeout * 4));
+    let sessions = SessionTracker::new(router.clone());
+    let expiry = sessions.spawn_expiry_loop(Duration::from_millis(50));
+    let limits = ApiLimits {
+        min_session_ttl_ms: (config.election_timeout.as_millis() as u64 * 4).max(2_000),
+        watch: WatchLimits {
+            max_watches_per_stream: config.max_watches_per_stream,
+            progress_interval: config.watch_progress_interval,
+        },
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let peer_server = {
-        let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(router.clone()))
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
+            router.clone(),
+            sessions.clone(),
+        ))
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut stop = stop_rx.clone();
         let listener = tokio::net::TcpListener::bind(config.peer_addr).await?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -91,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
-                .add_routes(routes(Api::new(router.clone())))
+                .add_routes(routes(Api::new(router.clone(), sessions.clone(), limits)))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
@@ -104,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     shutdown.await;
     tracing::info!("shutting down");
     registration.abort();
+    expiry.abort();
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     let _ = client_server.await;

@@ -1,19 +1,23 @@
 //! openraft's storage conformance suite against Conclave's real stores (the sled-backed
 //! [`LogStore`] and the snapshot-file [`SmStore`]), plus restart checks of the log store.
+#![allow(clippy::result_large_err)] // openraft's StorageError, as the suite returns it
 
 use std::fmt::Display;
+use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
+use conclave_server::log_entry::{BatchV1, Command, LogPayload, Proposal};
 use conclave_server::raft::{LogId, NodeId, StorageError, TypeConfig};
 use conclave_server::state_machine::SmConfig;
 use conclave_server::storage::engine::{EngineResult, LogEngine, SledEngine};
 use conclave_server::storage::log_store::LogStore;
 use conclave_server::storage::sm_store::SmStore;
 use conclave_server::storage::snapshot_file::SnapshotDir;
-use openraft::storage::{LogState, RaftLogStorage};
+use openraft::storage::{LogState, RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, Vote};
 use tempfile::TempDir;
 
 fn err(e: impl Display) -> StorageError {
@@ -144,5 +148,56 @@ async fn a_purge_interrupted_by_a_crash_is_completed_on_restart() -> Result<(), 
         "the last log id is never behind the purge point"
     );
     assert!(log.try_get_log_entries(0..).await?.is_empty(), "entries up to the purge point are gone");
+    Ok(())
+}
+
+/// A log entry putting `count` keys of `size` bytes each.
+fn big_entry(index: u64, count: usize, size: usize) -> openraft::Entry<TypeConfig> {
+    let proposals = (0..count)
+        .map(|i| Proposal {
+            request_id: None,
+            command: Command::Put {
+                key: format!("{index}/{i}").into_bytes(),
+                value: vec![7; size],
+                prev_kv: false,
+                session: 0,
+            },
+        })
+        .collect();
+    let batch = BatchV1 { leader_time_ms: 0, proposals };
+    openraft::Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(LogPayload::V1(batch)) }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_built_during_an_install_does_not_replace_the_newer_one() -> Result<(), StorageError> {
+    // The newer snapshot, as a leader would send it: small, at index 100.
+    let leader_dir = TempDir::new().map_err(err)?;
+    let mut leader = open_sm(leader_dir.path())?;
+    leader
+        .apply((1..=100).map(|i| openraft::Entry::<TypeConfig> { log_id: log_id(1, i), payload: EntryPayload::Blank }))
+        .await?;
+    let newer = leader.get_snapshot_builder().await.build_snapshot().await?;
+
+    // The follower holds a large state at index 5, so building its snapshot takes a while.
+    let dir = TempDir::new().map_err(err)?;
+    let mut follower = open_sm(&dir.path().join("snapshots"))?;
+    follower.apply((1..=5).map(|i| big_entry(i, 2_000, 1_000))).await?;
+    let mut builder = follower.get_snapshot_builder().await;
+    let build = builder.build_snapshot();
+    tokio::pin!(build);
+    // The first poll captures the state at index 5 and starts encoding it in the background.
+    assert!(futures::poll!(&mut build).is_pending(), "building a large snapshot takes a while");
+    let started = Instant::now();
+    follower.install_snapshot(&newer.meta, Box::new(Cursor::new(newer.snapshot.into_inner()))).await?;
+    let installed_after = started.elapsed();
+    let built = build.await?;
+    eprintln!("install took {installed_after:?}, the build {:?}", started.elapsed());
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 5)));
+
+    let current = follower.get_current_snapshot().await?.expect("a snapshot");
+    assert_eq!(current.meta, newer.meta, "the installed snapshot stays current");
+    drop(follower);
+    let mut reopened = open_sm(&dir.path().join("snapshots"))?;
+    assert_eq!(reopened.applied_state().await?.0, Some(log_id(1, 100)), "and is the one on disk");
     Ok(())
 }

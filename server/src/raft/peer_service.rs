@@ -14,18 +14,20 @@ use super::router::Router;
 use super::Raft;
 use crate::error::ForwardError;
 use crate::log_entry::{decode, encode, Proposal};
+use crate::sessions::{SessionTime, SessionTracker};
 use crate::state_machine::response::CommandResult;
 
 /// Serves the peer protocol for one node.
 pub struct PeerService {
     raft: Raft,
     router: Arc<Router>,
+    sessions: Arc<SessionTracker>,
 }
 
 impl PeerService {
-    /// A peer service feeding this node's Raft and router.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { raft: router.raft().clone(), router }
+    /// A peer service feeding this node's Raft, router and session tracker.
+    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>) -> Self {
+        Self { raft: router.raft().clone(), router, sessions }
     }
 }
 
@@ -70,6 +72,13 @@ impl RaftPeer for PeerService {
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let () = unpack(req)?;
         let result: Result<u64, ForwardError> = self.router.read_index_local().await.map_err(ForwardError::from);
+        pack(&result)
+    }
+
+    async fn sessions(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let (ids, renew): (Vec<u64>, bool) = unpack(req)?;
+        let result: Result<Vec<SessionTime>, ForwardError> =
+            self.router.session_times_local(&self.sessions, &ids, renew).await.map_err(ForwardError::from);
         pack(&result)
     }
 }

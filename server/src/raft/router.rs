@@ -21,6 +21,7 @@ use super::read_index::ReadIndex;
 use super::{NodeId, Raft};
 use crate::error::{Error, ForwardError};
 use crate::log_entry::{decode, encode, Proposal};
+use crate::sessions::{SessionTime, SessionTracker};
 use crate::state_machine::response::CommandResult;
 use crate::storage::sm_store::SharedState;
 
@@ -153,6 +154,43 @@ impl Router {
         }
     }
 
+    /// Renews (`renew`) or reports sessions on the leader, after it confirmed its leadership
+    /// with a quorum (so a deposed leader cannot keep sessions alive).
+    ///
+    /// # Errors
+    /// Retriable errors when no leader can confirm its leadership.
+    pub async fn session_times(
+        &self,
+        tracker: &SessionTracker,
+        ids: &[u64],
+        renew: bool,
+    ) -> Result<Vec<SessionTime>, Error> {
+        let leader = self.leader().await?;
+        if leader == self.node_id {
+            return self.session_times_local(tracker, ids, renew).await;
+        }
+        let result: Result<Vec<SessionTime>, ForwardError> =
+            self.forward(leader, Call::Sessions, &(ids.to_vec(), renew)).await?;
+        result.map_err(|e| self.map_forward_error(e))
+    }
+
+    /// [`Router::session_times`] on this node only (for requests forwarded by followers).
+    ///
+    /// # Errors
+    /// `NotLeader` when this node is not the leader.
+    pub async fn session_times_local(
+        &self,
+        tracker: &SessionTracker,
+        ids: &[u64],
+        renew: bool,
+    ) -> Result<Vec<SessionTime>, Error> {
+        self.read_index_local().await.map_err(|e| match e {
+            Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
+            other => other,
+        })?;
+        Ok(tracker.touch(ids, renew))
+    }
+
     fn map_forward_error(&self, e: ForwardError) -> Error {
         match e {
             ForwardError::NotLeader { leader_id, .. } => self.not_leader(leader_id),
@@ -182,6 +220,7 @@ impl Router {
             match call {
                 Call::Propose => client.propose(msg).await,
                 Call::ReadIndex => client.read_index(msg).await,
+                Call::Sessions => client.sessions(msg).await,
             }
         };
         let mut metrics = self.raft.metrics();
@@ -200,4 +239,5 @@ impl Router {
 enum Call {
     Propose,
     ReadIndex,
+    Sessions,
 }

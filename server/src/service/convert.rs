@@ -13,6 +13,7 @@ pub fn kv(kv: KeyValue) -> pb::KeyValue {
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
         version: kv.version,
+        session_id: kv.session,
     }
 }
 

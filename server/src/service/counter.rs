@@ -5,13 +5,8 @@ use conclave_proto::v1::counter_server::Counter;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::{validate, Api};
-use crate::error::Error;
+use super::{unexpected, validate, Api};
 use crate::state_machine::response::OutcomeBody;
-
-fn unexpected(body: &OutcomeBody) -> Status {
-    Error::Internal(format!("unexpected outcome {body:?}")).into()
-}
 
 #[tonic::async_trait]
 impl Counter for Api {

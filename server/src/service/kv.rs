@@ -5,13 +5,8 @@ use conclave_proto::v1::kv_server::Kv;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::{convert, validate, Api};
-use crate::error::Error;
+use super::{convert, unexpected, validate, Api};
 use crate::state_machine::response::OutcomeBody;
-
-fn unexpected(body: &OutcomeBody) -> Status {
-    Error::Internal(format!("unexpected outcome {body:?}")).into()
-}
 
 #[tonic::async_trait]
 impl Kv for Api {
@@ -58,10 +53,15 @@ impl Kv for Api {
         let cmd = validate::txn(&r)?;
         let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
-            OutcomeBody::Txn { succeeded, responses } => {
+            OutcomeBody::Txn { succeeded, responses, fencing_failure } => {
                 let header = self.header(outcome.revision);
                 let responses = responses.into_iter().map(|op| convert::op(op, &header)).collect();
-                Ok(Response::new(pb::TxnResponse { header: Some(header), succeeded, responses }))
+                let fencing_failure = fencing_failure.map(|f| pb::FencingFailure {
+                    lease: f.lease,
+                    presented_token: f.presented_token,
+                    current_token: f.current_token,
+                });
+                Ok(Response::new(pb::TxnResponse { header: Some(header), succeeded, responses, fencing_failure }))
             }
             other => Err(unexpected(&other)),
         }

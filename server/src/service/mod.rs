@@ -6,7 +6,10 @@ mod cluster;
 mod convert;
 mod counter;
 mod kv;
+mod lease;
+mod session;
 pub mod validate;
+mod watch;
 
 use std::sync::Arc;
 
@@ -17,19 +20,38 @@ use crate::error::{Error, Result};
 use crate::limits::GRPC_MAX_DECODE_BYTES;
 use crate::log_entry::{Command, Proposal};
 use crate::raft::router::Router;
-use crate::state_machine::response::Outcome;
+use crate::sessions::SessionTracker;
+use crate::state_machine::response::{Outcome, OutcomeBody};
 use crate::state_machine::StateMachine;
+
+pub use watch::WatchLimits;
+
+/// Per-node limits and tunables of the public API.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    /// Shortest session TTL accepted (twice the maximum election timeout, at least 2 s).
+    pub min_session_ttl_ms: u64,
+    /// Watch limits.
+    pub watch: WatchLimits,
+}
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct Api {
     router: Arc<Router>,
+    sessions: Arc<SessionTracker>,
+    limits: ApiLimits,
+}
+
+/// A state-machine outcome of the wrong kind for the request: a bug.
+fn unexpected(body: &OutcomeBody) -> tonic::Status {
+    Error::Internal(format!("unexpected outcome {body:?}")).into()
 }
 
 impl Api {
     /// Handlers over `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
+    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>, limits: ApiLimits) -> Self {
+        Self { router, sessions, limits }
     }
 
     /// The response header for a reply at `revision`.
@@ -67,7 +89,13 @@ pub fn routes(api: Api) -> Routes {
     use pb::cluster_server::ClusterServer;
     use pb::counter_server::CounterServer;
     use pb::kv_server::KvServer;
+    use pb::lease_server::LeaseServer;
+    use pb::session_server::SessionServer;
+    use pb::watch_server::WatchServer;
     Routes::new(KvServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
         .add_service(CounterServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(SessionServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
         .add_service(ClusterServer::new(api))
 }

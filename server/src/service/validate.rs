@@ -92,7 +92,7 @@ pub fn request_id(id: Option<&pb::RequestId>) -> Result<Option<RequestId>> {
 pub fn put(r: &pb::PutRequest) -> Result<Command> {
     key("put", &r.key)?;
     value(&r.value)?;
-    Ok(Command::Put { key: r.key.clone(), value: r.value.clone(), prev_kv: r.prev_kv })
+    Ok(Command::Put { key: r.key.clone(), value: r.value.clone(), prev_kv: r.prev_kv, session: r.session_id })
 }
 
 /// Converts a delete.
@@ -137,6 +137,15 @@ fn compare(c: &pb::Compare) -> Result<Compare> {
             counter_name(&cc.name)?;
             Ok(Compare::Counter { name: cc.name.clone(), op: compare_op(cc.op)?, value: cc.value })
         }
+        Some(Target::Lease(l)) => {
+            lease_name(&l.name)?;
+            if l.token == 0 {
+                return Err(Error::InvalidArgument(
+                    "lease compare needs the token the lease was granted with (not 0)".into(),
+                ));
+            }
+            Ok(Compare::Lease { name: l.name.clone(), token: l.token })
+        }
         None => Err(Error::InvalidArgument("compare needs a target (key or counter)".into())),
     }
 }
@@ -146,7 +155,7 @@ fn txn_op(op: &pb::RequestOp) -> Result<TxnOp> {
     Ok(match &op.request {
         Some(R::Range(r)) => TxnOp::Range(range(r)?),
         Some(R::Put(p)) => match put(p)? {
-            Command::Put { key, value, prev_kv } => TxnOp::Put { key, value, prev_kv },
+            Command::Put { key, value, prev_kv, session } => TxnOp::Put { key, value, prev_kv, session },
             _ => unreachable!("put() returns a put"),
         },
         Some(R::DeleteRange(d)) => TxnOp::DeleteRange { selector: selector(d.range.as_ref())?, prev_kv: d.prev_kv },
@@ -199,6 +208,38 @@ pub fn counter_set(r: &pb::CounterSetRequest) -> Result<Command> {
 pub fn counter_delete(r: &pb::CounterDeleteRequest) -> Result<Command> {
     counter_name(&r.name)?;
     Ok(Command::CounterDelete { name: r.name.clone() })
+}
+
+/// Validates a lease name.
+pub fn lease_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("lease name must not be empty".into()));
+    }
+    if name.len() > MAX_KEY_BYTES {
+        return Err(Error::KeyTooLarge { size: name.len(), limit: MAX_KEY_BYTES });
+    }
+    Ok(())
+}
+
+/// Converts a lease acquisition.
+pub fn lease_acquire(r: &pb::LeaseAcquireRequest) -> Result<Command> {
+    lease_name(&r.name)?;
+    if r.session_id == 0 {
+        return Err(Error::InvalidArgument("session_id is required to acquire a lease".into()));
+    }
+    if r.holder_info.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "holder_info is {} bytes; the limit is {MAX_KEY_BYTES} bytes",
+            r.holder_info.len()
+        )));
+    }
+    Ok(Command::LeaseAcquire { name: r.name.clone(), session_id: r.session_id, info: r.holder_info.clone() })
+}
+
+/// Converts a lease release.
+pub fn lease_release(r: &pb::LeaseReleaseRequest) -> Result<Command> {
+    lease_name(&r.name)?;
+    Ok(Command::LeaseRelease { name: r.name.clone(), token: r.token })
 }
 
 /// Validates a counter read.

@@ -1,7 +1,8 @@
 //! The replicated state machine: a pure, deterministic function of (state, command, entry).
 //!
-//! [`StateMachine::apply_batch`] never reads a clock, draws randomness or touches the network;
-//! time enters only through [`BatchV1::leader_time_ms`]. Every replica that applies the same log
+//! [`StateMachine::apply_batch`] never reads a clock, draws randomness or touches the network.
+//! Time never decides anything here: session expiry is decided by the leader's clock and
+//! proposed as a command (`SessionExpire`). Every replica that applies the same log
 //! reaches the same state and the same results. One global revision increments once per proposal
 //! that changes anything; all changes of one proposal share that revision.
 
@@ -9,6 +10,7 @@ pub mod counters;
 pub mod dedup;
 pub mod mvcc;
 pub mod response;
+pub mod sessions;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -18,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::log_entry::{BatchV1, Command, KeySelector, Proposal, RangeSpec};
 use counters::Counters;
 use dedup::Dedup;
-use mvcc::{KeyValue, Mvcc};
-use response::{CommandResult, Outcome, OutcomeBody, RangeResult};
+use mvcc::{Change, KeyValue, Mvcc};
+use response::{CommandError, CommandResult, Outcome, OutcomeBody, RangeResult};
+use sessions::SessionTable;
 
 /// Tunables of the state machine. They must be equal on every replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,10 +46,9 @@ pub struct StateMachine {
     kv: Mvcc,
     counters: Counters,
     dedup: Dedup,
+    sessions: SessionTable,
     /// Client addresses nodes registered, by node id.
     client_addrs: BTreeMap<u64, String>,
-    /// Leader clock of the last applied batch (ms since the Unix epoch).
-    last_time_ms: u64,
 }
 
 /// Why a read could not be served.
@@ -79,8 +81,8 @@ impl StateMachine {
             kv: Mvcc::default(),
             counters: Counters::default(),
             dedup: Dedup::default(),
+            sessions: SessionTable::default(),
             client_addrs: BTreeMap::new(),
-            last_time_ms: 0,
         }
     }
 
@@ -115,9 +117,13 @@ impl StateMachine {
         &self.counters
     }
 
+    /// Sessions and leases.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
     /// Applies one log entry's batch; returns one result per proposal, in order.
     pub fn apply_batch(&mut self, batch: &BatchV1, log_index: u64) -> Vec<CommandResult> {
-        self.last_time_ms = self.last_time_ms.max(batch.leader_time_ms);
         batch.proposals.iter().map(|p| self.apply_proposal(p, log_index)).collect()
     }
 
@@ -138,8 +144,9 @@ impl StateMachine {
     fn apply_command(&mut self, command: &Command) -> CommandResult {
         let next = self.revision + 1;
         let (changed, body) = match command {
-            Command::Put { key, value, prev_kv } => {
-                let change = self.kv.write(key, Some(value.clone()), next);
+            Command::Put { key, value, prev_kv, session } => {
+                self.require_session(*session)?;
+                let change = self.write_key(key, Some((value.clone(), *session)), next);
                 let prev = if *prev_kv { change.and_then(|c| c.prev) } else { None };
                 (true, OutcomeBody::Put { prev })
             }
@@ -164,6 +171,29 @@ impl StateMachine {
                 let deleted = self.counters.delete(name);
                 (deleted, OutcomeBody::CounterDelete { deleted })
             }
+            Command::SessionOpen { ttl_ms } => {
+                let session_id = self.sessions.open(*ttl_ms);
+                (false, OutcomeBody::SessionOpened { session_id })
+            }
+            Command::SessionClose { session_id } => {
+                self.require_session(*session_id)?;
+                self.end_session(*session_id, next)
+            }
+            Command::SessionExpire { session_id } => self.end_session(*session_id, next),
+            Command::LeaseAcquire { name, session_id, info } => {
+                self.require_session(*session_id)?;
+                let (holder, granted) = self.sessions.acquire(name, *session_id, info, next);
+                (holder.token == next, OutcomeBody::LeaseAcquired { granted, holder })
+            }
+            Command::LeaseRelease { name, token } => {
+                self.sessions.check_fence(name, *token).map_err(|current| CommandError::LeaseNotHeld {
+                    name: name.clone(),
+                    token: *token,
+                    current,
+                })?;
+                self.sessions.release(name);
+                (true, OutcomeBody::LeaseReleased)
+            }
             Command::RegisterNode { node_id, client_addr } => {
                 self.client_addrs.insert(*node_id, client_addr.clone());
                 (false, OutcomeBody::Registered)
@@ -175,6 +205,23 @@ impl StateMachine {
         Ok(Outcome { revision: self.revision, body })
     }
 
+    /// Fails unless `session` is 0 (none) or live.
+    fn require_session(&self, session: u64) -> Result<(), CommandError> {
+        if session != 0 && self.sessions.get(session).is_none() {
+            return Err(CommandError::SessionNotFound { session_id: session });
+        }
+        Ok(())
+    }
+
+    /// Writes a key and keeps the session table's ephemeral-key sets in step.
+    fn write_key(&mut self, key: &[u8], value: Option<(Vec<u8>, u64)>, revision: u64) -> Option<Change> {
+        let change = self.kv.write(key, value, revision)?;
+        let from = change.prev.as_ref().map_or(0, |p| p.session);
+        let to = change.current.as_ref().map_or(0, |c| c.session);
+        self.sessions.rebind_key(key, from, to);
+        Some(change)
+    }
+
     /// Deletes the selected keys at `revision`; returns their previous key-values.
     fn delete_range(&mut self, selector: &KeySelector, revision: u64) -> Vec<KeyValue> {
         let mut keys = Vec::new();
@@ -182,7 +229,21 @@ impl StateMachine {
             keys.push(k.to_vec());
             true
         });
-        keys.iter().filter_map(|k| self.kv.write(k, None, revision).and_then(|c| c.prev)).collect()
+        keys.iter().filter_map(|k| self.write_key(k, None, revision).and_then(|c| c.prev)).collect()
+    }
+
+    /// Ends a session: deletes its ephemeral keys and releases its leases, all at `revision`.
+    fn end_session(&mut self, session_id: u64, revision: u64) -> (bool, OutcomeBody) {
+        let Some(session) = self.sessions.remove(session_id) else {
+            return (false, OutcomeBody::SessionClosed { deleted_keys: 0, released_leases: Vec::new() });
+        };
+        let deleted_keys = session.keys.iter().filter(|k| self.kv.write(k, None, revision).is_some()).count() as u64;
+        let released_leases: Vec<String> = session.leases.into_iter().collect();
+        for name in &released_leases {
+            self.sessions.release(name);
+        }
+        let changed = deleted_keys > 0 || !released_leases.is_empty();
+        (changed, OutcomeBody::SessionClosed { deleted_keys, released_leases })
     }
 
     /// Reads a range at `revision` (0 = current).

@@ -23,6 +23,8 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// Number of puts since creation (1 after the first).
     pub version: u64,
+    /// Session the key is bound to (0 = none).
+    pub session: u64,
 }
 
 /// What a write did to one key, for events and `prev_kv`.
@@ -47,6 +49,7 @@ struct Live {
     value: Vec<u8>,
     create_revision: u64,
     version: u64,
+    session: u64,
 }
 
 /// Revisioned key space.
@@ -99,6 +102,7 @@ impl Version {
             create_revision: l.create_revision,
             mod_revision: self.mod_revision,
             version: l.version,
+            session: l.session,
         })
     }
 }
@@ -139,10 +143,10 @@ impl Mvcc {
         }
     }
 
-    /// Writes `value` (None = delete) to `key` at `revision`. Several writes to one key at the same
+    /// Writes `value` bound to a session (None = delete) to `key` at `revision`. Several writes to one key at the same
     /// revision (inside one transaction) collapse into one version. Returns the change, or None
     /// when deleting an absent key (nothing changes).
-    pub fn write(&mut self, key: &[u8], value: Option<Vec<u8>>, revision: u64) -> Option<Change> {
+    pub fn write(&mut self, key: &[u8], value: Option<(Vec<u8>, u64)>, revision: u64) -> Option<Change> {
         let versions = self.keys.entry(key.to_vec()).or_default();
         let prev = versions.last().and_then(|v| v.to_kv(key));
         if prev.is_none() && value.is_none() {
@@ -151,9 +155,9 @@ impl Mvcc {
             }
             return None;
         }
-        let live = value.map(|value| match &prev {
-            Some(p) => Live { value, create_revision: p.create_revision, version: p.version + 1 },
-            None => Live { value, create_revision: revision, version: 1 },
+        let live = value.map(|(value, session)| match &prev {
+            Some(p) => Live { value, create_revision: p.create_revision, version: p.version + 1, session },
+            None => Live { value, create_revision: revision, version: 1, session },
         });
         let new = Version { mod_revision: revision, live };
         let same_revision = versions.last().is_some_and(|v| v.mod_revision == revision);
@@ -178,10 +182,16 @@ impl Mvcc {
     /// The changes made at `revision` (which must be retained), in the order they were made:
     /// for each changed key, its state before and after that revision.
     pub fn changes_at(&self, revision: u64) -> Vec<Change> {
+        self.changes_matching(revision, |_| true)
+    }
+
+    /// Like [`Mvcc::changes_at`], only for keys accepted by `filter`.
+    pub fn changes_matching(&self, revision: u64, filter: impl Fn(&[u8]) -> bool) -> Vec<Change> {
         let Some(keys) = self.changed.get(&revision) else {
             return Vec::new();
         };
         keys.iter()
+            .filter(|key| filter(key))
             .filter_map(|key| {
                 let versions = self.keys.get(key)?;
                 let idx = versions.iter().position(|v| v.mod_revision == revision)?;
@@ -234,6 +244,7 @@ impl KeyRef<'_> {
             create_revision: self.live.create_revision,
             mod_revision: self.mod_revision,
             version: self.live.version,
+            session: self.live.session,
         }
     }
 }
@@ -243,7 +254,7 @@ mod tests {
     use super::*;
 
     fn put(m: &mut Mvcc, k: &str, v: &str, rev: u64) -> Change {
-        m.write(k.as_bytes(), Some(v.as_bytes().to_vec()), rev).expect("put changes")
+        m.write(k.as_bytes(), Some((v.as_bytes().to_vec(), 0)), rev).expect("put changes")
     }
 
     fn read(m: &Mvcc, sel: KeySelector, rev: u64) -> Vec<(String, String, u64, u64, u64)> {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::mvcc::KeyValue;
+use super::sessions::Holder;
 
 /// The result of one proposal.
 pub type CommandResult = Result<Outcome, CommandError>;
@@ -39,7 +40,30 @@ pub enum OutcomeBody {
         succeeded: bool,
         /// One result per executed operation.
         responses: Vec<OpResult>,
+        /// Set when a lease compare failed: the transaction was rejected, nothing ran.
+        fencing_failure: Option<FencingFailure>,
     },
+    /// A session was opened.
+    SessionOpened {
+        /// Its id.
+        session_id: u64,
+    },
+    /// A session was closed or expired.
+    SessionClosed {
+        /// Ephemeral keys deleted.
+        deleted_keys: u64,
+        /// Leases released.
+        released_leases: Vec<String>,
+    },
+    /// A lease acquisition.
+    LeaseAcquired {
+        /// Whether the session holds the lease now.
+        granted: bool,
+        /// The holder after the call.
+        holder: Holder,
+    },
+    /// A lease was released.
+    LeaseReleased,
     /// A counter addition.
     CounterAdd {
         /// Value before.
@@ -106,6 +130,17 @@ pub enum OpResult {
     },
 }
 
+/// Why a fenced transaction was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencingFailure {
+    /// The lease.
+    pub lease: String,
+    /// Token the transaction presented.
+    pub presented_token: u64,
+    /// Current token (0 = not held).
+    pub current_token: u64,
+}
+
 /// The result of a range read.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RangeResult {
@@ -129,6 +164,22 @@ pub enum CommandError {
         value: u64,
         /// The delta.
         delta: u64,
+    },
+    /// The session does not exist (never opened, expired or closed).
+    #[error("session {session_id} does not exist (expired or closed)")]
+    SessionNotFound {
+        /// Session.
+        session_id: u64,
+    },
+    /// Releasing a lease with a token that is not the current one.
+    #[error("lease {name:?} is not held with token {token} (current token: {current}, 0 = not held)")]
+    LeaseNotHeld {
+        /// Lease.
+        name: String,
+        /// Token presented.
+        token: u64,
+        /// Current token.
+        current: u64,
     },
     /// A retry whose original result has been forgotten; its outcome is unknown.
     #[error("retry of request {seq} from client {client_id:#x} is too old: its result was forgotten, so its outcome is unknown (it was not applied again)")]

@@ -21,7 +21,7 @@ fn b(s: &str) -> Vec<u8> {
 }
 
 fn kv(key: &str, value: &str, create_revision: u64, mod_revision: u64, version: u64) -> KeyValue {
-    KeyValue { key: b(key), value: b(value), create_revision, mod_revision, version }
+    KeyValue { key: b(key), value: b(value), create_revision, mod_revision, version, session: 0 }
 }
 
 fn key(k: &str) -> KeySelector {
@@ -37,11 +37,11 @@ fn spec(selector: KeySelector) -> RangeSpec {
 }
 
 fn put(k: &str, v: &str) -> Command {
-    Command::Put { key: b(k), value: b(v), prev_kv: false }
+    Command::Put { key: b(k), value: b(v), prev_kv: false, session: 0 }
 }
 
 fn put_prev(k: &str, v: &str) -> Command {
-    Command::Put { key: b(k), value: b(v), prev_kv: true }
+    Command::Put { key: b(k), value: b(v), prev_kv: true, session: 0 }
 }
 
 fn del(selector: KeySelector, prev_kv: bool) -> Command {
@@ -73,7 +73,7 @@ fn cmp_counter(name: &str, op: CompareOp, value: u64) -> Compare {
 }
 
 fn op_put(k: &str, v: &str) -> TxnOp {
-    TxnOp::Put { key: b(k), value: b(v), prev_kv: false }
+    TxnOp::Put { key: b(k), value: b(v), prev_kv: false, session: 0 }
 }
 
 fn op_add(name: &str, delta: u64) -> TxnOp {
@@ -98,7 +98,7 @@ fn with_id(request_id: RequestId, command: Command) -> Proposal {
 
 fn txn_body(outcome: Outcome) -> (bool, Vec<OpResult>) {
     match outcome.body {
-        OutcomeBody::Txn { succeeded, responses } => (succeeded, responses),
+        OutcomeBody::Txn { succeeded, responses, .. } => (succeeded, responses),
         other => panic!("not a txn outcome: {other:?}"),
     }
 }
@@ -156,17 +156,14 @@ impl Node {
         self.read(key(k), 0).expect("current revision is readable").kvs.pop()
     }
 
-    fn values(&self, revision: u64) -> Vec<(String, String)> {
+    /// Every live key as `key=value` at `revision`.
+    fn values(&self, revision: u64) -> Vec<String> {
         let r = self.read(prefix(""), revision).expect("readable");
         r.kvs
             .iter()
-            .map(|kv| (String::from_utf8_lossy(&kv.key).into(), String::from_utf8_lossy(&kv.value).into()))
+            .map(|kv| format!("{}={}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value)))
             .collect()
     }
-}
-
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 // ---- revisions ----
@@ -182,7 +179,10 @@ fn revision_bumps_once_per_changing_proposal() {
     let read_only = n.ok(txn(vec![], vec![TxnOp::Range(spec(prefix(""))), op_get("c")], vec![]));
     assert_eq!(read_only.revision, 2, "a txn of reads changes nothing");
     let failed = n.ok(txn(vec![cmp("a", Equal, KeyField::Value(b("no")))], vec![op_put("x", "1")], vec![]));
-    assert_eq!(failed, Outcome { revision: 2, body: OutcomeBody::Txn { succeeded: false, responses: vec![] } });
+    assert_eq!(
+        failed,
+        Outcome { revision: 2, body: OutcomeBody::Txn { succeeded: false, responses: vec![], fencing_failure: None } }
+    );
     assert_eq!(n.get("x"), None, "the success branch did not run");
     let deletes_nothing = txn(vec![], vec![TxnOp::DeleteRange { selector: prefix("zz"), prev_kv: false }], vec![]);
     assert_eq!(n.ok(deletes_nothing).revision, 2);
@@ -257,79 +257,75 @@ fn range_at_past_revisions_and_future_error() {
     n.ok(put("b", "1"));
     n.ok(del(key("a"), false));
     assert_eq!(n.read(key("a"), 1).expect("readable").kvs, vec![kv("a", "1", 1, 1, 1)]);
-    assert_eq!(n.values(2), pairs(&[("a", "2")]));
-    assert_eq!(n.values(3), pairs(&[("a", "2"), ("b", "1")]));
-    assert_eq!(n.values(4), pairs(&[("b", "1")]));
+    assert_eq!(n.values(2), ["a=2"]);
+    assert_eq!(n.values(3), ["a=2", "b=1"]);
+    assert_eq!(n.values(4), ["b=1"]);
     assert_eq!(n.values(0), n.values(4), "revision 0 means current");
     assert_eq!(n.read(prefix(""), 5), Err(ReadError::Future { requested: 5, current: 4 }));
 }
 
 // ---- transactions ----
 
+/// Runs a txn guarded by `compare` whose success branch is one read and whose failure branch is
+/// empty, and checks which branch ran.
+fn check_compare(n: &mut Node, compare: Compare, expected: bool) {
+    let (succeeded, responses) = txn_body(n.ok(txn(vec![compare.clone()], vec![TxnOp::Range(spec(key("k")))], vec![])));
+    assert_eq!((succeeded, responses.len()), (expected, usize::from(expected)), "{compare:?}");
+}
+
 #[test]
 fn txn_compares_every_kind_and_operator() {
     let mut n = Node::new();
     n.ok(put("k", "v1"));
-    n.ok(put("k", "v2")); // k: create 1, mod 2, version 2
     n.ok(put("other", "x"));
+    n.ok(put("k", "v2")); // k: version 2, create revision 1, mod revision 3
     n.ok(set("c", 5));
-    let k = |op: CompareOp, field: KeyField| cmp("k", op, field);
-    let m = |op: CompareOp, field: KeyField| cmp("missing", op, field);
-    use KeyField::{CreateRevision as Create, Exists, ModRevision as Mod, Value, Version};
-    let cases = [
-        (k(Equal, Value(b("v2"))), true),
-        (k(Equal, Value(b("v1"))), false),
-        (k(NotEqual, Value(b("v1"))), true),
-        (k(NotEqual, Value(b("v2"))), false),
-        (k(Greater, Value(b("v1"))), true),
-        (k(Greater, Value(b("v"))), true),
-        (k(Greater, Value(b("v2"))), false),
-        (k(Less, Value(b("v3"))), true),
-        (k(Less, Value(b("v1"))), false),
-        (m(NotEqual, Value(b("v"))), false),
-        (m(Less, Value(b("v"))), false),
-        (k(Equal, Version(2)), true),
-        (k(NotEqual, Version(2)), false),
-        (k(Greater, Version(1)), true),
-        (k(Greater, Version(2)), false),
-        (k(Less, Version(3)), true),
-        (k(Less, Version(2)), false),
-        (m(Equal, Version(0)), true),
-        (k(Equal, Create(1)), true),
-        (k(NotEqual, Create(1)), false),
-        (k(Greater, Create(0)), true),
-        (k(Less, Create(1)), false),
-        (m(Equal, Create(0)), true),
-        (k(Equal, Mod(2)), true),
-        (k(NotEqual, Mod(2)), false),
-        (k(Greater, Mod(1)), true),
-        (k(Less, Mod(2)), false),
-        (k(Less, Mod(3)), true),
-        (m(Less, Mod(1)), true),
-        (k(Equal, Exists(true)), true),
-        (k(NotEqual, Exists(true)), false),
-        (k(Equal, Exists(false)), false),
-        (m(Equal, Exists(false)), true),
-        (m(NotEqual, Exists(false)), false),
-        (cmp_counter("c", Equal, 5), true),
-        (cmp_counter("c", NotEqual, 5), false),
-        (cmp_counter("c", Greater, 4), true),
-        (cmp_counter("c", Greater, 5), false),
-        (cmp_counter("c", Less, 6), true),
-        (cmp_counter("c", Less, 5), false),
-        (cmp_counter("missing", Equal, 0), true),
-        (cmp_counter("missing", Greater, 0), false),
+    // The answer to `actual <op> operand` for operand = actual - 1, actual, actual + 1.
+    let truth = [
+        (Equal, [false, true, false]),
+        (NotEqual, [true, false, true]),
+        (Greater, [true, false, false]),
+        (Less, [false, false, true]),
     ];
-    for (compare, expected) in cases {
-        let marker = vec![TxnOp::Range(spec(key("k")))];
-        let (succeeded, responses) = txn_body(n.ok(txn(vec![compare.clone()], marker, vec![])));
-        assert_eq!(succeeded, expected, "{compare:?}");
-        assert_eq!(responses.len(), usize::from(expected), "{compare:?}: branch chosen by the compare");
+    type Field = fn(u64) -> KeyField;
+    let numeric: [(Field, u64); 3] =
+        [(KeyField::Version, 2), (KeyField::CreateRevision, 1), (KeyField::ModRevision, 3)];
+    for (op, answers) in truth {
+        for (field, actual) in numeric {
+            for (operand, expected) in [actual - 1, actual, actual + 1].into_iter().zip(answers) {
+                check_compare(&mut n, cmp("k", op, field(operand)), expected);
+            }
+            // A missing key's numeric fields are 0.
+            for (operand, expected) in [0, 1].into_iter().zip(answers[1..].iter().copied()) {
+                check_compare(&mut n, cmp("missing", op, field(operand)), expected);
+            }
+        }
+        for (operand, expected) in ["v1", "v2", "v3"].into_iter().zip(answers) {
+            check_compare(&mut n, cmp("k", op, KeyField::Value(b(operand))), expected);
+        }
+        check_compare(&mut n, cmp("missing", op, KeyField::Value(b("v2"))), false); // never true
+        for (operand, expected) in [4, 5, 6].into_iter().zip(answers) {
+            check_compare(&mut n, cmp_counter("c", op, operand), expected);
+        }
+        for (operand, expected) in [0, 1].into_iter().zip(answers[1..].iter().copied()) {
+            check_compare(&mut n, cmp_counter("missing", op, operand), expected);
+        }
+    }
+    check_compare(&mut n, cmp("k", Greater, KeyField::Value(b("v"))), true);
+    for (k, op, exists, expected) in [
+        ("k", Equal, true, true),
+        ("k", NotEqual, true, false),
+        ("k", Equal, false, false),
+        ("missing", Equal, false, true),
+        ("missing", NotEqual, false, false),
+        ("missing", Equal, true, false),
+    ] {
+        check_compare(&mut n, cmp(k, op, KeyField::Exists(exists)), expected);
     }
     let all = |c: Vec<Compare>| txn_body(n.sm.clone().apply_command(&txn(c, vec![], vec![])).expect("ok")).0;
     assert!(all(vec![]), "no compares: success");
-    assert!(all(vec![k(Equal, Version(2)), cmp_counter("c", Equal, 5)]));
-    assert!(!all(vec![k(Equal, Version(2)), cmp_counter("c", Equal, 6)]), "every compare must hold");
+    assert!(all(vec![cmp("k", Equal, KeyField::Version(2)), cmp_counter("c", Equal, 5)]));
+    assert!(!all(vec![cmp("k", Equal, KeyField::Version(2)), cmp_counter("c", Equal, 6)]), "all must hold");
     assert_eq!(n.sm.revision(), 4, "compares alone change nothing");
 }
 
@@ -357,8 +353,8 @@ fn txn_runs_one_branch_at_one_revision() {
     assert_eq!(r[3], OpResult::DeleteRange { deleted: 1, prev_kvs: vec![kv("old", "y", 1, 3, 2)] });
     assert_eq!(n.get("lock"), Some(kv("lock", "me", 3, 3, 1)));
     assert_eq!(n.sm.counters().get("c"), Some(Counter { value: 11, mod_revision: 3 }));
-    assert_eq!(n.values(3), pairs(&[("lock", "me")]));
-    assert_eq!(n.values(2), pairs(&[("old", "x")]), "revision 2 is untouched");
+    assert_eq!(n.values(3), ["lock=me"]);
+    assert_eq!(n.values(2), ["old=x"], "revision 2 is untouched");
 
     let (succeeded, r) = txn_body(n.ok(command));
     assert!(!succeeded, "the lock exists now");
@@ -575,7 +571,7 @@ fn compaction_happens_at_twice_the_history_window() {
     n.ok(put("k", "10"));
     assert_eq!((n.sm.revision(), n.sm.compact_revision()), (10, 5), "compacted back to the window");
     assert_eq!(n.read(prefix(""), 5), at5, "reads at the compact revision are unchanged");
-    assert_eq!(n.values(5), pairs(&[("k", "5")]));
+    assert_eq!(n.values(5), ["k=5"]);
     assert_eq!(n.read(prefix(""), 4), Err(ReadError::Compacted { requested: 4, oldest: 5 }));
     for i in 11..=14 {
         n.ok(put("k", &i.to_string()));
@@ -583,7 +579,7 @@ fn compaction_happens_at_twice_the_history_window() {
     assert_eq!(n.sm.compact_revision(), 5);
     n.ok(txn(vec![], vec![op_put("k", "15")], vec![]));
     assert_eq!(n.sm.compact_revision(), 10);
-    assert_eq!(n.values(10), pairs(&[("k", "10")]));
+    assert_eq!(n.values(10), ["k=10"]);
 }
 
 #[test]

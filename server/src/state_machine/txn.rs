@@ -1,11 +1,14 @@
 //! Transactions: compares, then one of two operation lists, atomically at one revision.
 //!
-//! Atomicity: the chosen list is first checked for failures that depend on state (counter
-//! overflow), simulating counter values in order; only if none would fail is anything written.
+//! Fencing first: if any lease compare fails, the transaction is rejected outright (neither
+//! branch runs) and the outcome names the lease and its current token.
+//! Atomicity: the chosen list is then checked for failures that depend on state (counter
+//! overflow, unknown session), simulating counter values in order; only if none would fail is
+//! anything written.
 
 use std::collections::BTreeMap;
 
-use super::response::{CommandError, CommandResult, OpResult, Outcome, OutcomeBody};
+use super::response::{CommandError, CommandResult, FencingFailure, OpResult, Outcome, OutcomeBody};
 use super::StateMachine;
 use crate::log_entry::{Compare, CompareOp, KeyField, TxnOp};
 
@@ -38,13 +41,30 @@ impl StateMachine {
                 }
             }
             Compare::Counter { name, op, value } => holds(&self.counters.value(name), *op, value),
+            Compare::Lease { name, token } => self.sessions.check_fence(name, *token).is_ok(),
         }
     }
 
+    /// The first failing lease compare, if any.
+    fn fencing_failure(&self, compares: &[Compare]) -> Option<FencingFailure> {
+        compares.iter().find_map(|c| match c {
+            Compare::Lease { name, token } => self
+                .sessions
+                .check_fence(name, *token)
+                .err()
+                .map(|current| FencingFailure { lease: name.clone(), presented_token: *token, current_token: current }),
+            _ => None,
+        })
+    }
+
     pub(super) fn apply_txn(&mut self, compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> CommandResult {
+        if let Some(f) = self.fencing_failure(compares) {
+            let body = OutcomeBody::Txn { succeeded: false, responses: Vec::new(), fencing_failure: Some(f) };
+            return Ok(Outcome { revision: self.revision, body });
+        }
         let succeeded = compares.iter().all(|c| self.compare_holds(c));
         let ops = if succeeded { success } else { failure };
-        self.check_counter_ops(ops)?;
+        self.precheck(ops)?;
         let next = self.revision + 1;
         let mut changed = false;
         let mut responses = Vec::with_capacity(ops.len());
@@ -54,8 +74,8 @@ impl StateMachine {
                     // Reads inside a transaction see the transaction's earlier writes.
                     OpResult::Range(self.range_unchecked(spec, next))
                 }
-                TxnOp::Put { key, value, prev_kv } => {
-                    let change = self.kv.write(key, Some(value.clone()), next);
+                TxnOp::Put { key, value, prev_kv, session } => {
+                    let change = self.write_key(key, Some((value.clone(), *session)), next);
                     changed = true;
                     OpResult::Put { prev: if *prev_kv { change.and_then(|c| c.prev) } else { None } }
                 }
@@ -97,14 +117,16 @@ impl StateMachine {
         if changed {
             self.revision = next;
         }
-        Ok(Outcome { revision: self.revision, body: OutcomeBody::Txn { succeeded, responses } })
+        Ok(Outcome { revision: self.revision, body: OutcomeBody::Txn { succeeded, responses, fencing_failure: None } })
     }
 
-    /// Fails if any counter addition in `ops`, taken in order, would overflow.
-    fn check_counter_ops(&self, ops: &[TxnOp]) -> Result<(), CommandError> {
+    /// Fails if any operation in `ops`, taken in order, would fail: a counter addition that
+    /// overflows, or a put bound to a session that does not exist.
+    fn precheck(&self, ops: &[TxnOp]) -> Result<(), CommandError> {
         let mut values: BTreeMap<&str, u64> = BTreeMap::new();
         for op in ops {
             match op {
+                TxnOp::Put { session, .. } => self.require_session(*session)?,
                 TxnOp::CounterAdd { name, delta } => {
                     let current = *values.entry(name).or_insert_with(|| self.counters.value(name));
                     values.insert(name, checked_add(name, current, *delta)?);

@@ -32,6 +32,10 @@ pub struct SharedState {
     pub sm: RwLock<StateMachine>,
     applied: Mutex<(Option<LogId>, StoredMembership)>,
     current: Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    /// Serializes saving snapshot files and replacing `current`: openraft builds snapshots in a
+    /// spawned task, concurrently with installing one from the leader, and a build that started
+    /// before an install must not replace the newer installed snapshot (file or `current`).
+    snapshot_io: Mutex<()>,
     applied_tx: watch::Sender<Applied>,
 }
 
@@ -72,8 +76,13 @@ impl SmStore {
         };
         let initial = Applied { index: applied.0.map_or(0, |l| l.index), revision: sm.revision() };
         let (applied_tx, _) = watch::channel(initial);
-        let shared =
-            SharedState { sm: RwLock::new(sm), applied: Mutex::new(applied), current: Mutex::new(current), applied_tx };
+        let shared = SharedState {
+            sm: RwLock::new(sm),
+            applied: Mutex::new(applied),
+            current: Mutex::new(current),
+            snapshot_io: Mutex::new(()),
+            applied_tx,
+        };
         Ok(Self { shared: Arc::new(shared), dir })
     }
 
@@ -87,6 +96,7 @@ impl SmStore {
             .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
         let revision = contents.state.revision();
         let index = meta.last_log_id.map_or(0, |l| l.index);
+        let _io = self.shared.snapshot_io.lock().map_err(lock_err)?;
         self.dir
             .save(index, &bytes)
             .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
@@ -112,16 +122,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
         let this = self.clone();
         let meta2 = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-            let bytes = SnapshotContents { format: SNAPSHOT_FORMAT, meta: meta2, state }.to_bytes()?;
-            this.dir.save(index, &bytes).map_err(|e| e.to_string())?;
-            Ok(bytes)
+            let bytes = Arc::new(SnapshotContents { format: SNAPSHOT_FORMAT, meta: meta2.clone(), state }.to_bytes()?);
+            let _io = this.shared.snapshot_io.lock().map_err(|e| e.to_string())?;
+            let current = this.shared.current.lock().map_err(|e| e.to_string())?.as_ref().map(|(m, _)| m.last_log_id);
+            // A snapshot installed while this one was being built is newer: keep it. openraft
+            // ignores a built snapshot that is not newer than the one it knows.
+            if current.is_none_or(|installed| installed <= meta2.last_log_id) {
+                this.dir.save(index, &bytes).map_err(|e| e.to_string())?;
+                *this.shared.current.lock().map_err(|e| e.to_string())? = Some((meta2, bytes.clone()));
+            }
+            Ok(bytes.as_ref().clone())
         })
         .await
         .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
         .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        let bytes = Arc::new(bytes);
-        *self.shared.current.lock().map_err(lock_err)? = Some((meta.clone(), bytes.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes.as_ref().clone())) })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 

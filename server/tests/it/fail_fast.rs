@@ -36,6 +36,7 @@ async fn in_flight_write_ends_promptly(kill: bool) -> anyhow::Result<()> {
             value: b"v".to_vec(),
             prev_kv: false,
             request_id: Some(pb::RequestId { client_id: 7, seq: 1, first_incomplete: 1 }),
+            session_id: 0,
         });
         req.set_timeout(Duration::from_secs(20));
         let started = Instant::now();

@@ -22,7 +22,7 @@ use crate::output::Format;
 
 /// Command-line client of Conclave, a Raft-replicated coordination service.
 #[derive(Parser, Debug)]
-#[command(name = "conclavectl", version, about, propagate_version = true)]
+#[command(name = "conclavectl", version, propagate_version = true)]
 struct Cli {
     /// Comma-separated client endpoints (host:port) of cluster members; more are discovered.
     #[arg(
@@ -126,8 +126,7 @@ impl Globals {
 }
 
 async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    let endpoints: Vec<String> =
-        cli.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+    let endpoints: Vec<String> = cli.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
     if endpoints.is_empty() {
         bail!("no endpoints given (--endpoints or CONCLAVE_ENDPOINTS)");
     }
@@ -178,7 +177,17 @@ mod tests {
 
     #[test]
     fn global_flags_anywhere() -> Result<()> {
-        let cli = Cli::try_parse_from(["conclavectl", "get", "k", "-o", "json", "--endpoints", "a:1,b:2", "--timeout", "1.5"])?;
+        let cli = Cli::try_parse_from([
+            "conclavectl",
+            "get",
+            "k",
+            "-o",
+            "json",
+            "--endpoints",
+            "a:1,b:2",
+            "--timeout",
+            "1.5",
+        ])?;
         assert_eq!(cli.endpoints, ["a:1", "b:2"]);
         assert_eq!(cli.output, Format::Json);
         assert_eq!(cli.timeout, Some(Duration::from_millis(1500)));

@@ -57,7 +57,8 @@ pub fn json_kvs(kvs: &[pb::KeyValue]) -> Vec<JsonKv> {
 
 /// Writes `v` as one line of JSON.
 pub fn json_line(out: &mut dyn Write, v: &impl Serialize) -> Result<()> {
-    serde_json::to_writer(&mut *out, v)?;
+    // As an io::Error so that a closed stdout is recognized as such.
+    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
@@ -118,7 +119,14 @@ mod tests {
     use super::*;
 
     fn kv(k: &str, v: &str) -> pb::KeyValue {
-        pb::KeyValue { key: k.into(), value: v.into(), create_revision: 2, mod_revision: 3, version: 4 }
+        pb::KeyValue {
+            key: k.into(),
+            value: v.into(),
+            create_revision: 2,
+            mod_revision: 3,
+            version: 4,
+            ..Default::default()
+        }
     }
 
     #[test]

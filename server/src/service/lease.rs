@@ -1,0 +1,126 @@
+//! The `Lease` service: acquire (optionally waiting), release, get.
+
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::lease_server::Lease;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::{unexpected, validate, Api};
+use crate::error::{Error, Result};
+use crate::log_entry::{Command, Proposal};
+use crate::state_machine::response::OutcomeBody;
+use crate::state_machine::sessions::Holder;
+
+/// Longest `wait_ms` of an acquire.
+pub const MAX_ACQUIRE_WAIT_MS: u64 = 60_000;
+
+fn holder(h: Holder) -> pb::LeaseHolder {
+    pb::LeaseHolder { session_id: h.session_id, holder_info: h.info, token: h.token, grant_revision: h.token }
+}
+
+impl Api {
+    /// Waits until lease `name` is free or its holder's session is gone, or `until` passes.
+    async fn wait_for_release(&self, name: &str, until: tokio::time::Instant) -> bool {
+        let mut applied = self.router.shared().subscribe_applied();
+        loop {
+            let free = self
+                .router
+                .shared()
+                .sm
+                .read()
+                .map(|sm| sm.sessions().lease(name).and_then(|l| l.holder.as_ref()).is_none())
+                .unwrap_or(false);
+            if free {
+                return true;
+            }
+            match tokio::time::timeout_at(until, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    async fn acquire_once(
+        &self,
+        cmd: Command,
+        request_id: Option<&pb::RequestId>,
+        size: usize,
+    ) -> Result<(u64, bool, Holder)> {
+        let outcome = self.write(cmd, request_id, size).await?;
+        match outcome.body {
+            OutcomeBody::LeaseAcquired { granted, holder } => Ok((outcome.revision, granted, holder)),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for Api {
+    async fn acquire(
+        &self,
+        req: Request<pb::LeaseAcquireRequest>,
+    ) -> Result<Response<pb::LeaseAcquireResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = validate::lease_acquire(&r)?;
+        if r.wait_ms > MAX_ACQUIRE_WAIT_MS {
+            return Err(Error::InvalidArgument(format!(
+                "wait_ms {} exceeds the limit of {MAX_ACQUIRE_WAIT_MS} ms",
+                r.wait_ms
+            ))
+            .into());
+        }
+        let until = tokio::time::Instant::now() + Duration::from_millis(r.wait_ms);
+        let size = r.encoded_len();
+        let (mut revision, mut granted, mut current) =
+            self.acquire_once(cmd.clone(), r.request_id.as_ref(), size).await?;
+        // Waiting: no queue; when the lease is released, every waiter proposes again and the
+        // first applied wins. Retries carry no request id (acquire is idempotent per session).
+        while !granted && self.wait_for_release(&r.name, until).await {
+            let retry = Proposal { request_id: None, command: cmd.clone() };
+            let outcome = self.router.propose(retry, size).await?.map_err(Error::from)?;
+            match outcome.body {
+                OutcomeBody::LeaseAcquired { granted: g, holder: h } => {
+                    (revision, granted, current) = (outcome.revision, g, h);
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        Ok(Response::new(pb::LeaseAcquireResponse {
+            header: Some(self.header(revision)),
+            granted,
+            holder: Some(holder(current)),
+        }))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::LeaseReleaseRequest>,
+    ) -> Result<Response<pb::LeaseReleaseResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = validate::lease_release(&r)?;
+        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::LeaseReleased => {
+                Ok(Response::new(pb::LeaseReleaseResponse { header: Some(self.header(outcome.revision)) }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get(&self, req: Request<pb::LeaseGetRequest>) -> Result<Response<pb::LeaseGetResponse>, Status> {
+        let r = req.into_inner();
+        validate::lease_name(&r.name)?;
+        let (revision, state) =
+            self.read(r.serializable, |sm| Ok((sm.revision(), sm.sessions().lease(&r.name).cloned()))).await?;
+        let state = state.unwrap_or_default();
+        Ok(Response::new(pb::LeaseGetResponse {
+            header: Some(self.header(revision)),
+            held: state.holder.is_some(),
+            holder: state.holder.map(holder),
+            transitions: state.transitions,
+            last_token: state.last_token,
+        }))
+    }
+}

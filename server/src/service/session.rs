@@ -1,0 +1,132 @@
+//! The `Session` service: open, keep alive (a stream), close, inspect.
+
+use std::pin::Pin;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::session_server::Session;
+use futures::{Stream, StreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{unexpected, Api};
+use crate::error::{Error, Result};
+use crate::log_entry::Command;
+use crate::sessions::SessionTime;
+use crate::state_machine::response::OutcomeBody;
+
+/// Longest session TTL.
+pub const MAX_TTL_MS: u64 = 3_600_000;
+
+impl Api {
+    fn status_of(&self, ids: &[u64], times: &[SessionTime]) -> Result<Vec<pb::SessionStatus>> {
+        let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let s = sm.sessions().get(*id)?;
+                let remaining =
+                    times.iter().find(|t| t.session_id == *id && t.alive).map_or(s.ttl_ms, |t| t.remaining_ms);
+                Some(pb::SessionStatus {
+                    session_id: *id,
+                    ttl_ms: s.ttl_ms,
+                    remaining_ms: remaining,
+                    keys: s.keys.iter().cloned().collect(),
+                    leases: s.leases.iter().cloned().collect(),
+                })
+            })
+            .collect())
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Session for Api {
+    async fn open(&self, req: Request<pb::SessionOpenRequest>) -> Result<Response<pb::SessionOpenResponse>, Status> {
+        let r = req.into_inner();
+        let min = self.limits.min_session_ttl_ms;
+        if r.ttl_ms < min || r.ttl_ms > MAX_TTL_MS {
+            return Err(Error::InvalidArgument(format!(
+                "ttl_ms {} is out of range: sessions live {min} to {MAX_TTL_MS} ms (the minimum is twice the maximum election timeout, so a leader change cannot expire a live session)",
+                r.ttl_ms
+            ))
+            .into());
+        }
+        let outcome =
+            self.write(Command::SessionOpen { ttl_ms: r.ttl_ms }, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::SessionOpened { session_id } => Ok(Response::new(pb::SessionOpenResponse {
+                header: Some(self.header(outcome.revision)),
+                session_id,
+                ttl_ms: r.ttl_ms,
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    type KeepAliveStream = KeepAliveStream;
+
+    async fn keep_alive(
+        &self,
+        req: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        let api = self.clone();
+        let stream = req.into_inner().then(move |item| {
+            let api = api.clone();
+            async move {
+                let r = item?;
+                if r.session_ids.len() > 100_000 {
+                    return Err(Status::resource_exhausted("at most 100000 sessions per keep-alive request"));
+                }
+                let times = api.router.session_times(&api.sessions, &r.session_ids, true).await?;
+                let revision = api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+                Ok(pb::KeepAliveResponse {
+                    header: Some(api.header(revision)),
+                    results: times
+                        .into_iter()
+                        .map(|t| pb::KeepAliveResult { session_id: t.session_id, alive: t.alive, ttl_ms: t.ttl_ms })
+                        .collect(),
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn close(&self, req: Request<pb::SessionCloseRequest>) -> Result<Response<pb::SessionCloseResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::SessionClose { session_id: r.session_id };
+        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        match outcome.body {
+            OutcomeBody::SessionClosed { deleted_keys, released_leases } => {
+                Ok(Response::new(pb::SessionCloseResponse {
+                    header: Some(self.header(outcome.revision)),
+                    deleted_keys,
+                    released_leases,
+                }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
+        let id = req.into_inner().session_id;
+        let revision = self.read(false, |sm| Ok(sm.revision())).await?;
+        let times = self.router.session_times(&self.sessions, &[id], false).await.unwrap_or_default();
+        let session = self
+            .status_of(&[id], &times)?
+            .pop()
+            .ok_or_else(|| Status::not_found(format!("session {id} does not exist (expired or closed)")))?;
+        Ok(Response::new(pb::SessionInfoResponse { header: Some(self.header(revision)), session: Some(session) }))
+    }
+
+    async fn list(&self, _req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
+        let (revision, ids) = self
+            .read(false, |sm| Ok((sm.revision(), sm.sessions().iter().map(|(id, _)| *id).collect::<Vec<_>>())))
+            .await?;
+        let times = self.router.session_times(&self.sessions, &[], false).await.unwrap_or_default();
+        Ok(Response::new(pb::SessionListResponse {
+            header: Some(self.header(revision)),
+            sessions: self.status_of(&ids, &times)?,
+        }))
+    }
+}

@@ -1,0 +1,282 @@
+//! The `Watch` service: streams of key changes, served from this node's applied history.
+//!
+//! Each stream is one task that owns its watches. A watch is a position (`next`) in the
+//! revision history; the task pulls the changes from the state machine's retained history
+//! (`Mvcc::changes_matching`) whenever the applied revision moves, one response per revision,
+//! in order. Because delivery reads only applied (hence committed) state and each watch only
+//! moves forward, nothing is delivered before it is committed, nothing twice, nothing out of
+//! order, across leader changes and this node's restarts.
+//!
+//! Resource policy: a stream buffers at most [`STREAM_BUFFER`] responses; a slow reader makes
+//! its task wait (it holds only positions, not events). A watch that falls behind the
+//! compaction point is canceled with `compact_revision` set; the client re-reads and resumes.
+//! Invalid requests end the stream with INVALID_ARGUMENT; more than `max_watches_per_stream`
+//! watches end it with RESOURCE_EXHAUSTED.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::watch_server::Watch;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{convert, validate, Api};
+use crate::log_entry::KeySelector;
+use crate::state_machine::mvcc::{selects, Change};
+
+/// Responses buffered per stream.
+pub const STREAM_BUFFER: usize = 16;
+/// Revisions read from history per lock acquisition.
+const CHUNK_REVISIONS: usize = 64;
+
+/// Watch limits and tunables.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchLimits {
+    /// Most watches on one stream.
+    pub max_watches_per_stream: usize,
+    /// Idle time before a progress notification (watches created with progress_notify).
+    pub progress_interval: Duration,
+}
+
+struct Watcher {
+    selector: KeySelector,
+    /// Next revision to deliver.
+    next: u64,
+    prev_kv: bool,
+    progress_notify: bool,
+    last_sent: Instant,
+}
+
+/// One result of reading history for a watcher.
+enum Pull {
+    /// Responses to send, in order; the watcher's position was advanced past them.
+    Events(Vec<pb::WatchResponse>),
+    /// The watcher's next revision was compacted: the oldest available revision.
+    Compacted(u64),
+}
+
+type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+fn event(change: Change, revision: u64, prev_kv: bool) -> Option<pb::Event> {
+    let prev = if prev_kv { change.prev.clone().map(convert::kv) } else { None };
+    match change.current {
+        Some(kv) => {
+            Some(pb::Event { r#type: pb::event::EventType::Put as i32, kv: Some(convert::kv(kv)), prev_kv: prev })
+        }
+        None => {
+            let key = change.prev?.key;
+            let kv = pb::KeyValue { key, mod_revision: revision, ..Default::default() };
+            Some(pb::Event { r#type: pb::event::EventType::Delete as i32, kv: Some(kv), prev_kv: prev })
+        }
+    }
+}
+
+struct StreamTask {
+    api: Api,
+    out: Out,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+}
+
+impl StreamTask {
+    fn response(&self, watch_id: i64, revision: u64) -> pb::WatchResponse {
+        pb::WatchResponse { header: Some(self.api.header(revision)), watch_id, ..Default::default() }
+    }
+
+    async fn send(&self, r: Result<pb::WatchResponse, Status>) -> Result<(), ()> {
+        self.out.send(r).await.map_err(|_| ())
+    }
+
+    /// Reads the next chunk of history for one watcher (under the state-machine read lock).
+    fn pull(&mut self, id: i64) -> Option<Pull> {
+        let sm = self.api.router.shared().sm.read().ok()?;
+        let w = self.watchers.get_mut(&id)?;
+        let current = sm.revision();
+        if w.next > current {
+            return Some(Pull::Events(Vec::new()));
+        }
+        if w.next < sm.compact_revision() {
+            return Some(Pull::Compacted(sm.compact_revision()));
+        }
+        let revisions: Vec<u64> = sm.kv().changed_revisions_from(w.next).take(CHUNK_REVISIONS).collect();
+        let done = revisions.len() < CHUNK_REVISIONS;
+        let mut responses = Vec::new();
+        for rev in &revisions {
+            let events: Vec<pb::Event> = sm
+                .kv()
+                .changes_matching(*rev, |k| selects(&w.selector, k))
+                .into_iter()
+                .filter_map(|c| event(c, *rev, w.prev_kv))
+                .collect();
+            if !events.is_empty() {
+                responses.push((*rev, events));
+            }
+        }
+        w.next = if done { current + 1 } else { revisions.last().map_or(current + 1, |r| r + 1) };
+        drop(sm);
+        Some(Pull::Events(
+            responses.into_iter().map(|(rev, events)| pb::WatchResponse { events, ..self.response(id, rev) }).collect(),
+        ))
+    }
+
+    /// Delivers everything applied so far to one watcher.
+    async fn deliver(&mut self, id: i64) -> Result<(), ()> {
+        loop {
+            match self.pull(id) {
+                None => return Ok(()),
+                Some(Pull::Compacted(oldest)) => {
+                    self.watchers.remove(&id);
+                    let reason =
+                        format!("required revision has been compacted; the oldest available revision is {oldest}");
+                    let r = pb::WatchResponse {
+                        canceled: true,
+                        cancel_reason: reason,
+                        compact_revision: oldest,
+                        ..self.response(id, oldest)
+                    };
+                    return self.send(Ok(r)).await;
+                }
+                Some(Pull::Events(responses)) => {
+                    if responses.is_empty() {
+                        let caught_up = self.watchers.get(&id).is_none_or(|w| {
+                            self.api.router.shared().sm.read().map(|sm| w.next > sm.revision()).unwrap_or(true)
+                        });
+                        if caught_up {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    for r in responses {
+                        self.send(Ok(r)).await?;
+                    }
+                    if let Some(w) = self.watchers.get_mut(&id) {
+                        w.last_sent = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver_all(&mut self) -> Result<(), ()> {
+        let ids: Vec<i64> = self.watchers.keys().copied().collect();
+        for id in ids {
+            self.deliver(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn progress(&mut self, only_idle: bool) -> Result<(), ()> {
+        self.deliver_all().await?;
+        let now = Instant::now();
+        let interval = self.api.limits.watch.progress_interval;
+        let due: Vec<(i64, u64)> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| !only_idle || (w.progress_notify && now.duration_since(w.last_sent) >= interval))
+            .map(|(id, w)| (*id, w.next.saturating_sub(1)))
+            .collect();
+        for (id, revision) in due {
+            self.send(Ok(pb::WatchResponse { progress: true, ..self.response(id, revision) })).await?;
+            if let Some(w) = self.watchers.get_mut(&id) {
+                w.last_sent = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
+        let selector = match validate::selector(c.range.as_ref()) {
+            Ok(s) => s,
+            Err(e) => return self.send(Err(Status::invalid_argument(format!("watch: {e}")))).await.and(Err(())),
+        };
+        if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
+            let msg = format!("this stream already has {} watches, the limit", self.watchers.len());
+            return self.send(Err(Status::resource_exhausted(msg))).await.and(Err(()));
+        }
+        let id = if c.watch_id != 0 {
+            if c.watch_id < 0 || self.watchers.contains_key(&c.watch_id) {
+                let msg = format!("watch id {} is negative or already in use on this stream", c.watch_id);
+                return self.send(Err(Status::invalid_argument(msg))).await.and(Err(()));
+            }
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id
+        };
+        let current = self.api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+        let next = if c.start_revision == 0 { current + 1 } else { c.start_revision };
+        let watcher = Watcher {
+            selector,
+            next,
+            prev_kv: c.prev_kv,
+            progress_notify: c.progress_notify,
+            last_sent: Instant::now(),
+        };
+        self.watchers.insert(id, watcher);
+        self.send(Ok(pb::WatchResponse { created: true, ..self.response(id, current) })).await?;
+        self.deliver(id).await
+    }
+
+    async fn handle(&mut self, req: pb::WatchRequest) -> Result<(), ()> {
+        use pb::watch_request::Request as R;
+        match req.request {
+            Some(R::Create(c)) => self.create(c).await,
+            Some(R::Cancel(c)) => {
+                if self.watchers.remove(&c.watch_id).is_some() {
+                    let revision = self.api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+                    let reason = "canceled by the client".to_owned();
+                    self.send(Ok(pb::WatchResponse {
+                        canceled: true,
+                        cancel_reason: reason,
+                        ..self.response(c.watch_id, revision)
+                    }))
+                    .await
+                } else {
+                    Ok(())
+                }
+            }
+            Some(R::Progress(_)) => self.progress(false).await,
+            None => self.send(Err(Status::invalid_argument("empty watch request"))).await.and(Err(())),
+        }
+    }
+
+    async fn run(mut self, mut incoming: Streaming<pb::WatchRequest>) {
+        let mut applied = self.api.router.shared().subscribe_applied();
+        let mut tick = tokio::time::interval(self.api.limits.watch.progress_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                msg = incoming.message() => match msg {
+                    Ok(Some(req)) => self.handle(req).await,
+                    Ok(None) | Err(_) => Err(()),
+                },
+                changed = applied.changed() => match changed {
+                    Ok(()) => self.deliver_all().await,
+                    Err(_) => Err(()),
+                },
+                _ = tick.tick() => self.progress(true).await,
+                _ = self.out.closed() => Err(()),
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for Api {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, rx) = mpsc::channel(STREAM_BUFFER);
+        let task = StreamTask { api: self.clone(), out, watchers: BTreeMap::new(), next_id: 1 };
+        tokio::spawn(task.run(req.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

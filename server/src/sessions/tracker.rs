@@ -1,0 +1,154 @@
+//! The leader's session deadlines and the expiry loop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::log_entry::{Command, Proposal};
+use crate::raft::router::Router;
+
+/// Liveness of one session as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTime {
+    /// Session id.
+    pub session_id: u64,
+    /// Whether it exists and is not being expired.
+    pub alive: bool,
+    /// Its TTL (0 when unknown).
+    pub ttl_ms: u64,
+    /// Milliseconds until the leader expires it.
+    pub remaining_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    at: Instant,
+    /// Expiry has been proposed; keep-alives can no longer save it.
+    expiring: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Term in which the deadlines were set; a new term (new leadership) resets them.
+    term: u64,
+    deadlines: HashMap<u64, Deadline>,
+}
+
+/// Deadlines of every session, valid only while this node leads in `State::term`.
+pub struct SessionTracker {
+    router: Arc<Router>,
+    state: Mutex<State>,
+}
+
+impl SessionTracker {
+    /// A tracker for this node.
+    pub fn new(router: Arc<Router>) -> Arc<Self> {
+        Arc::new(Self { router, state: Mutex::default() })
+    }
+
+    /// Leadership term if this node is the leader now.
+    fn leader_term(&self) -> Option<u64> {
+        let metrics = self.router.raft().metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader).then_some(m.current_term)
+    }
+
+    /// Brings the deadlines in line with the replicated session table; returns sessions whose
+    /// deadline has passed (marking them expiring).
+    fn sync(&self, now: Instant) -> Vec<u64> {
+        let term = self.leader_term();
+        let Ok(mut st) = self.state.lock() else { return Vec::new() };
+        let Some(term) = term else {
+            st.deadlines.clear();
+            st.term = 0;
+            return Vec::new();
+        };
+        if st.term != term {
+            st.deadlines.clear();
+            st.term = term;
+        }
+        let Ok(sm) = self.router.shared().sm.read() else { return Vec::new() };
+        let sessions = sm.sessions();
+        st.deadlines.retain(|id, _| sessions.get(*id).is_some());
+        for (id, s) in sessions.iter() {
+            st.deadlines
+                .entry(*id)
+                .or_insert_with(|| Deadline { at: now + Duration::from_millis(s.ttl_ms), expiring: false });
+        }
+        let mut expired = Vec::new();
+        for (id, d) in st.deadlines.iter_mut() {
+            if d.at <= now && !d.expiring {
+                d.expiring = true;
+                expired.push(*id);
+            }
+        }
+        expired
+    }
+
+    /// Renews (`renew`) or only reports the given sessions (all when `ids` is empty and not
+    /// renewing). Call only after confirming leadership with a quorum.
+    pub fn touch(&self, ids: &[u64], renew: bool) -> Vec<SessionTime> {
+        let now = Instant::now();
+        let _ = self.sync(now);
+        let Ok(mut st) = self.state.lock() else { return Vec::new() };
+        let Ok(sm) = self.router.shared().sm.read() else { return Vec::new() };
+        let sessions = sm.sessions();
+        let ids: Vec<u64> =
+            if ids.is_empty() && !renew { sessions.iter().map(|(id, _)| *id).collect() } else { ids.to_vec() };
+        ids.into_iter()
+            .map(|id| match (sessions.get(id), st.deadlines.get_mut(&id)) {
+                (Some(s), Some(d)) if !d.expiring => {
+                    if renew {
+                        d.at = now + Duration::from_millis(s.ttl_ms);
+                    }
+                    let remaining = d.at.saturating_duration_since(now).as_millis() as u64;
+                    SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: remaining }
+                }
+                (Some(s), None) => {
+                    // Not tracked (only if this node is not the leader): report the full TTL.
+                    SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: s.ttl_ms }
+                }
+                _ => SessionTime { session_id: id, alive: false, ttl_ms: 0, remaining_ms: 0 },
+            })
+            .collect()
+    }
+
+    /// Runs the expiry loop every `tick` until the process ends.
+    pub fn spawn_expiry_loop(self: &Arc<Self>, tick: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                for id in this.sync(Instant::now()) {
+                    let router = this.router.clone();
+                    let tracker = this.clone();
+                    tokio::spawn(async move {
+                        let proposal =
+                            Proposal { request_id: None, command: Command::SessionExpire { session_id: id } };
+                        match router.propose_local(proposal, 16).await {
+                            Ok(_) => tracing::info!(session_id = id, "session expired"),
+                            Err(e) => {
+                                tracing::warn!(session_id = id, "expiry not committed: {e}");
+                                tracker.unmark(id);
+                            }
+                        }
+                    });
+                }
+            }
+        })
+    }
+
+    fn unmark(&self, id: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(d) = st.deadlines.get_mut(&id) {
+                d.expiring = false;
+            }
+        }
+    }
+}
