@@ -1,0 +1,2 @@
+//! conclave-bench (work in progress)
+fn main() {}

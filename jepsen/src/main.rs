@@ -1,0 +1,2 @@
+//! conclave-jepsen (work in progress)
+fn main() {}
