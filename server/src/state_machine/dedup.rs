@@ -3,11 +3,13 @@
 //!
 //! Bounded: a client's results below its reported `first_incomplete` are forgotten, at most
 //! [`MAX_RESULTS_PER_CLIENT`] are kept per client, and at most `max_clients` clients are tracked
-//! (the least recently active are forgotten first). A retry whose result was forgotten gets
+//! (the least recently active are forgotten first). Of a forgotten client only its highest
+//! sequence number is kept (for up to [`EVICTED_PER_CLIENT_SLOT`] x `max_clients` clients), so
+//! its later new writes apply normally. A retry whose result was forgotten gets
 //! [`CommandError::RetryTooOld`]: its outcome cannot be known, and it is not applied again.
 //! Everything here is a deterministic function of the applied log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,8 @@ use crate::log_entry::RequestId;
 
 /// Results kept per client at most.
 pub const MAX_RESULTS_PER_CLIENT: usize = 4096;
+/// Forgotten clients whose highest sequence number is remembered, per tracked-client slot.
+pub const EVICTED_PER_CLIENT_SLOT: usize = 8;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct ClientResults {
@@ -24,6 +28,8 @@ struct ClientResults {
     floor: u64,
     /// Log index of the client's last write (recency, for eviction).
     last_index: u64,
+    /// Highest sequence number applied.
+    high: u64,
 }
 
 /// The deduplication table.
@@ -31,11 +37,15 @@ struct ClientResults {
 pub struct Dedup {
     clients: BTreeMap<u64, ClientResults>,
     max_clients: usize,
+    /// Highest applied sequence number of forgotten clients.
+    evicted: BTreeMap<u64, u64>,
+    /// Order in which clients were forgotten (oldest first; may hold ids since revived).
+    evicted_order: VecDeque<u64>,
 }
 
 impl Default for Dedup {
     fn default() -> Self {
-        Self { clients: BTreeMap::new(), max_clients: 16_384 }
+        Self::with_max_clients(16_384)
     }
 }
 
@@ -43,7 +53,10 @@ impl Dedup {
     /// Looks up a write before applying it: `Some(result)` when it was already applied (or its
     /// result was forgotten), `None` when it is new. Also forgets results the client no longer needs.
     pub fn check(&mut self, id: &RequestId) -> Option<CommandResult> {
-        let client = self.clients.get_mut(&id.client_id)?;
+        let Some(client) = self.clients.get_mut(&id.client_id) else {
+            let high = *self.evicted.get(&id.client_id)?;
+            return (id.seq <= high).then_some(Err(CommandError::RetryTooOld { client_id: id.client_id, seq: id.seq }));
+        };
         if id.first_incomplete > client.floor {
             client.floor = id.first_incomplete;
             client.results = client.results.split_off(&id.first_incomplete);
@@ -59,8 +72,13 @@ impl Dedup {
 
     /// Records the result of a newly applied write.
     pub fn record(&mut self, id: &RequestId, result: &CommandResult, log_index: u64) {
-        let client = self.clients.entry(id.client_id).or_default();
+        let revived_floor = self.evicted.remove(&id.client_id).map_or(0, |high| high + 1);
+        let client = self
+            .clients
+            .entry(id.client_id)
+            .or_insert_with(|| ClientResults { floor: revived_floor, ..ClientResults::default() });
         client.last_index = log_index;
+        client.high = client.high.max(id.seq);
         if id.seq < client.floor {
             return;
         }
@@ -81,7 +99,18 @@ impl Dedup {
         recency.sort_unstable();
         let n = (self.max_clients / 8).max(1);
         for (_, id) in recency.into_iter().take(n) {
-            self.clients.remove(&id);
+            if let Some(c) = self.clients.remove(&id) {
+                self.evicted.insert(id, c.high.max(c.floor.saturating_sub(1)));
+                self.evicted_order.push_back(id);
+            }
+        }
+        while self.evicted.len() > self.max_clients * EVICTED_PER_CLIENT_SLOT {
+            match self.evicted_order.pop_front() {
+                Some(id) => {
+                    self.evicted.remove(&id);
+                }
+                None => break,
+            }
         }
     }
 
@@ -90,8 +119,7 @@ impl Dedup {
         self.clients.len()
     }
 
-    #[cfg(test)]
     pub(crate) fn with_max_clients(max_clients: usize) -> Self {
-        Self { clients: BTreeMap::new(), max_clients }
+        Self { clients: BTreeMap::new(), max_clients, evicted: BTreeMap::new(), evicted_order: VecDeque::new() }
     }
 }

@@ -176,6 +176,22 @@ impl Mvcc {
             (Some(_), None) => self.live_keys -= 1,
             _ => {}
         }
+        // A key created and deleted within one revision never existed as far as history is
+        // concerned: drop the tombstone rather than record an absent-to-absent change.
+        let created_and_deleted =
+            same_revision && current.is_none() && versions.iter().rev().nth(1).is_none_or(|v| v.live.is_none());
+        if created_and_deleted {
+            versions.pop();
+            if versions.is_empty() {
+                self.keys.remove(key);
+            }
+            if let Some(changed) = self.changed.get_mut(&revision) {
+                changed.retain(|k| k != key);
+                if changed.is_empty() {
+                    self.changed.remove(&revision);
+                }
+            }
+        }
         Some(Change { prev, current })
     }
 
@@ -311,6 +327,28 @@ mod tests {
         assert_eq!(c.prev.map(|p| p.value), Some(b"1".to_vec()));
         assert_eq!(read(&m, KeySelector::Key(b"k".to_vec()), 5), vec![("k".into(), "2".into(), 5, 5, 2)]);
         assert_eq!(m.changes_at(5).len(), 1);
+    }
+
+    #[test]
+    fn a_key_created_and_deleted_in_one_revision_leaves_no_history() {
+        let mut m = Mvcc::default();
+        put(&mut m, "k", "1", 7);
+        let c = m.write(b"k", None, 7).expect("the delete removes the fresh key");
+        assert_eq!(c.prev.map(|p| p.value), Some(b"1".to_vec()));
+        assert!(m.changes_at(7).is_empty(), "no absent-to-absent change is recorded");
+        assert_eq!(m.changed_revisions_from(0).count(), 0);
+        assert!(m.keys.is_empty());
+        assert_eq!(m.live_keys(), 0);
+        // An existing key put and deleted in one revision is an ordinary delete.
+        put(&mut m, "e", "0", 8);
+        put(&mut m, "e", "1", 9);
+        m.write(b"e", None, 9);
+        let ch = m.changes_at(9);
+        assert_eq!(ch.len(), 1);
+        assert_eq!(
+            (ch[0].prev.as_ref().map(|p| p.value.clone()), ch[0].current.is_none()),
+            (Some(b"0".to_vec()), true)
+        );
     }
 
     #[test]

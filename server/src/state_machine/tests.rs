@@ -483,11 +483,20 @@ fn least_recently_active_clients_are_evicted() {
     assert_eq!(n.sm.dedup.clients(), 4, "bounded");
 
     let mut probe = n.sm.dedup.clone();
-    assert_eq!(probe.check(&id(2, 1, 1)), None, "client 2, the least recently active, was forgotten");
+    assert_eq!(
+        probe.check(&id(2, 1, 1)),
+        Some(Err(CommandError::RetryTooOld { client_id: 2, seq: 1 })),
+        "client 2, the least recently active, was forgotten: its retry is not applied again"
+    );
     for client in [1, 3, 4, 5] {
         assert_eq!(n.apply_as(Some(id(client, 1, 1)), add("c", 1)), originals[&client], "client {client}");
     }
     assert_eq!(n.sm.counters().value("c"), 6);
+    // The forgotten client's new writes apply normally, and are deduplicated again.
+    let fresh = n.apply_as(Some(id(2, 2, 2)), add("c", 1));
+    assert!(fresh.is_ok());
+    assert_eq!(n.apply_as(Some(id(2, 2, 2)), add("c", 1)), fresh);
+    assert_eq!(n.sm.counters().value("c"), 7);
 }
 
 // ---- determinism, compaction, snapshots ----
