@@ -122,7 +122,7 @@ impl Connection {
     }
 
     /// The endpoint to use next: the leader's if known, else the current one.
-    fn pick(&self) -> Result<(String, Channel)> {
+    pub(crate) fn pick(&self) -> Result<(String, Channel)> {
         let mut view = self.view.lock().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let addr = match view.leader.and_then(|l| view.members.get(&l).cloned()).filter(|a| !a.is_empty()) {
             Some(a) => a,
@@ -133,7 +133,7 @@ impl Connection {
     }
 
     /// Forgets the leader and moves to the next endpoint (or to the hinted leader).
-    fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
+    pub(crate) fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
         let Ok(mut view) = self.view.lock() else { return };
         view.leader = None;
         if let Some((id, addr)) = hint {

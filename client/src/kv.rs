@@ -51,6 +51,20 @@ impl Client {
         Ok(self.put_request(req).await?.header.map_or(0, |h| h.revision))
     }
 
+    /// Puts a key bound to a session (an ephemeral key: deleted when the session ends).
+    ///
+    /// # Errors
+    /// As [`Client::put`]; `Status(NotFound)` when the session does not exist.
+    pub async fn put_ephemeral(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, session_id: u64) -> Result<u64> {
+        let req = pb::PutRequest {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+            session_id,
+            ..Default::default()
+        };
+        Ok(self.put_request(req).await?.header.map_or(0, |h| h.revision))
+    }
+
     /// Sends a put as given (its `request_id` is filled in).
     ///
     /// # Errors

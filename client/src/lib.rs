@@ -18,7 +18,10 @@ mod connection;
 mod counter;
 pub mod error;
 mod kv;
+mod lease;
 mod request_id;
+pub mod session;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -26,6 +29,9 @@ pub use conclave_proto::v1 as proto;
 pub use connection::ClientConfig;
 pub use error::{Error, Result};
 pub use kv::{GetOptions, KeyValue, RangeResult};
+pub use lease::fence;
+pub use session::{Session, SessionState};
+pub use watch::{WatchEvent, WatchOptions, Watcher};
 
 use connection::Connection;
 use request_id::RequestIds;
@@ -53,8 +59,11 @@ impl Client {
     /// `InvalidArgument` for malformed endpoints.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
         let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()) };
-        // Best effort: discovery also happens on later calls.
-        let _ = client.refresh_members().await;
+        // Member discovery in the background: connecting never waits for an unreachable cluster.
+        let discover = client.clone();
+        tokio::spawn(async move {
+            let _ = discover.refresh_members().await;
+        });
         Ok(client)
     }
 

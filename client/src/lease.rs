@@ -1,0 +1,87 @@
+//! Named leases: exclusive claims with fencing tokens.
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::lease_client::LeaseClient;
+
+use crate::{Client, Result};
+
+/// A transaction compare that holds only while lease `name` is held with `token`: put it in a
+/// transaction to make the transaction's writes conditional on still holding the lease. When it
+/// fails, the transaction is rejected and `TxnResponse::fencing_failure` says why.
+pub fn fence(name: &str, token: u64) -> pb::Compare {
+    pb::Compare { target: Some(pb::compare::Target::Lease(pb::LeaseCompare { name: name.to_owned(), token })) }
+}
+
+impl Client {
+    /// Tries to acquire lease `name` for `session_id`; waits up to `wait_ms` for a holder to
+    /// release it. The response says whether it was granted and who holds it now; a granted
+    /// lease carries its fencing token. Acquiring a lease the session already holds returns the
+    /// existing grant (idempotent).
+    ///
+    /// # Errors
+    /// `Status(NotFound)` for an unknown session; `Indeterminate` when the outcome is unknown
+    /// (call again: acquisition is idempotent per session).
+    pub async fn lease_acquire(
+        &self,
+        name: &str,
+        session_id: u64,
+        info: &[u8],
+        wait_ms: u64,
+    ) -> Result<pb::LeaseAcquireResponse> {
+        let ticket = self.ids.begin();
+        let req = pb::LeaseAcquireRequest {
+            name: name.to_owned(),
+            session_id,
+            holder_info: info.to_vec(),
+            request_id: Some(ticket.id),
+            wait_ms,
+        };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { LeaseClient::new(ch).acquire(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// Releases lease `name` held with `token`.
+    ///
+    /// # Errors
+    /// `Status(FailedPrecondition)` when it is not held with that token.
+    pub async fn lease_release(&self, name: &str, token: u64) -> Result<u64> {
+        let ticket = self.ids.begin();
+        let req = pb::LeaseReleaseRequest { name: name.to_owned(), token, request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { LeaseClient::new(ch).release(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// Reads a lease's holder, token and transitions.
+    ///
+    /// # Errors
+    /// `Unavailable` when no member could answer.
+    pub async fn lease_get(&self, name: &str, serializable: bool) -> Result<pb::LeaseGetResponse> {
+        let req = pb::LeaseGetRequest { name: name.to_owned(), serializable };
+        let resp = self
+            .conn
+            .call(false, |ch| {
+                let r = req.clone();
+                async move { LeaseClient::new(ch).get(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+}

@@ -1,0 +1,221 @@
+//! Sessions: the low-level calls and [`Session`], a handle that keeps one session alive.
+//!
+//! Connection states ([`SessionState`]), as a job manager sees them:
+//! - `Connected`: keep-alives succeed.
+//! - `Suspended`: a keep-alive failed (the contacted member is down, no leader yet, ...); the
+//!   session may well be alive on the cluster: nothing is lost yet. Fenced writes stay safe.
+//! - `Reconnected`: keep-alives succeed again after a suspension; the session survived.
+//! - `Expired`: the cluster reported the session gone, or no keep-alive succeeded for a whole
+//!   TTL (the cluster may expire it any moment after that, so the handle gives it up). Final.
+
+use std::time::Duration;
+
+use conclave_proto::v1 as pb;
+use conclave_proto::v1::session_client::SessionClient;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{Client, Error, Result};
+
+/// A session's connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Keep-alives succeed.
+    Connected,
+    /// A keep-alive failed; the session may still be alive.
+    Suspended,
+    /// Keep-alives succeed again after a suspension.
+    Reconnected,
+    /// The session is gone (final).
+    Expired,
+}
+
+impl Client {
+    /// Opens a session with a TTL; returns its id.
+    ///
+    /// # Errors
+    /// `Status(InvalidArgument)` when the TTL is out of range (the message states the range).
+    pub async fn session_open(&self, ttl: Duration) -> Result<u64> {
+        let ticket = self.ids.begin();
+        let req = pb::SessionOpenRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { SessionClient::new(ch).open(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.session_id)
+    }
+
+    /// Renews sessions once (one request can renew many); returns each session's liveness.
+    ///
+    /// # Errors
+    /// `Unavailable` when no leader could confirm the renewal in time.
+    pub async fn keep_alive(&self, session_ids: &[u64]) -> Result<Vec<pb::KeepAliveResult>> {
+        let req = pb::KeepAliveRequest { session_ids: session_ids.to_vec() };
+        let resp = self
+            .conn
+            .call(false, |ch| {
+                let r = req.clone();
+                async move {
+                    let mut stream = SessionClient::new(ch).keep_alive(futures::stream::iter([r])).await?.into_inner();
+                    stream
+                        .message()
+                        .await?
+                        .ok_or_else(|| tonic::Status::unavailable("keep-alive stream closed without an answer"))
+                }
+            })
+            .await?;
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.results)
+    }
+
+    /// Closes a session: its ephemeral keys are deleted and its leases released at once.
+    ///
+    /// # Errors
+    /// `Status(NotFound)` when it does not exist.
+    pub async fn session_close(&self, session_id: u64) -> Result<pb::SessionCloseResponse> {
+        let ticket = self.ids.begin();
+        let req = pb::SessionCloseRequest { session_id, request_id: Some(ticket.id) };
+        let resp = self
+            .conn
+            .call(true, |ch| {
+                let r = req.clone();
+                async move { SessionClient::new(ch).close(r).await }
+            })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp)
+    }
+
+    /// A session's TTL, remaining time, keys and leases.
+    ///
+    /// # Errors
+    /// `Status(NotFound)` when it does not exist.
+    pub async fn session_info(&self, session_id: u64) -> Result<pb::SessionStatus> {
+        let req = pb::SessionInfoRequest { session_id };
+        let resp =
+            self.conn.call(false, |ch| async move { SessionClient::new(ch).info(req).await }).await?.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        resp.session.ok_or_else(|| Error::Status { code: tonic::Code::Internal, message: "empty session info".into() })
+    }
+
+    /// Every live session.
+    ///
+    /// # Errors
+    /// `Unavailable` when no member could answer.
+    pub async fn session_list(&self) -> Result<Vec<pb::SessionStatus>> {
+        let resp = self
+            .conn
+            .call(false, |ch| async move { SessionClient::new(ch).list(pb::SessionListRequest {}).await })
+            .await?;
+        let resp = resp.into_inner();
+        self.conn.observe(resp.header.as_ref());
+        Ok(resp.sessions)
+    }
+}
+
+/// A session kept alive by a background task until [`Session::close`] (or drop, as a safety
+/// net: the task stops and the session then expires after its TTL).
+pub struct Session {
+    client: Client,
+    id: u64,
+    ttl: Duration,
+    state: watch::Receiver<SessionState>,
+    task: JoinHandle<()>,
+}
+
+impl Session {
+    /// Opens a session and starts keeping it alive (every TTL / 3).
+    ///
+    /// # Errors
+    /// As [`Client::session_open`].
+    pub async fn open(client: &Client, ttl: Duration) -> Result<Self> {
+        let id = client.session_open(ttl).await?;
+        Ok(Self::attach(client, id, ttl))
+    }
+
+    /// Starts keeping an existing session alive.
+    pub fn attach(client: &Client, id: u64, ttl: Duration) -> Self {
+        let (tx, state) = watch::channel(SessionState::Connected);
+        let task = tokio::spawn(keep_alive_loop(client.clone(), id, ttl, tx));
+        Self { client: client.clone(), id, ttl, state, task }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> SessionState {
+        *self.state.borrow()
+    }
+
+    /// A stream of connection-state changes (a `watch` receiver: always has the latest state).
+    pub fn subscribe(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    /// Stops the keep-alives and closes the session on the cluster (its keys and leases go at
+    /// once).
+    ///
+    /// # Errors
+    /// As [`Client::session_close`]; a session that already expired is not an error.
+    pub async fn close(self) -> Result<()> {
+        self.task.abort();
+        match self.client.session_close(self.id).await {
+            Ok(_) => Ok(()),
+            Err(Error::Status { code: tonic::Code::NotFound, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::Sender<SessionState>) {
+    let interval = (ttl / 3).max(Duration::from_millis(50));
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep_until(Instant::now() + interval).await;
+        // Each renewal gets at most one interval, so a slow member cannot eat the TTL.
+        let attempt = tokio::time::timeout(interval, client.keep_alive(&[id])).await;
+        let next = match attempt {
+            Ok(Ok(results)) if results.iter().any(|r| r.session_id == id && r.alive) => {
+                last_ok = Instant::now();
+                match *state.borrow() {
+                    SessionState::Suspended | SessionState::Reconnected => SessionState::Reconnected,
+                    _ => SessionState::Connected,
+                }
+            }
+            Ok(Ok(_)) => SessionState::Expired,
+            _ if last_ok.elapsed() >= ttl => SessionState::Expired,
+            _ => SessionState::Suspended,
+        };
+        state.send_if_modified(|s| {
+            let changed = *s != next;
+            if changed {
+                *s = next;
+            }
+            changed
+        });
+        if next == SessionState::Expired {
+            return;
+        }
+    }
+}
