@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Learn the other members and follow the leader (default). When false, the client talks
+    /// only to the configured endpoints (tests that pin a member; the member forwards).
+    pub discover: bool,
 }
 
 impl ClientConfig {
@@ -37,6 +40,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_millis(500),
+            discover: true,
         }
     }
 }
@@ -136,7 +140,7 @@ impl Connection {
     pub(crate) fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
         let Ok(mut view) = self.view.lock() else { return };
         view.leader = None;
-        if let Some((id, addr)) = hint {
+        if let Some((id, addr)) = hint.filter(|_| self.config.discover) {
             if let Some(addr) = addr.filter(|a| !a.is_empty()) {
                 if !view.endpoints.contains(&addr) {
                     view.endpoints.push(addr.clone());
@@ -155,7 +159,7 @@ impl Connection {
 
     /// Records what a response header says about the leader.
     pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
-        let Some(h) = header else { return };
+        let Some(h) = header.filter(|_| self.config.discover) else { return };
         if let Ok(mut view) = self.view.lock() {
             view.leader = (h.leader_id != 0).then_some(h.leader_id);
         }
@@ -163,6 +167,9 @@ impl Connection {
 
     /// Records the membership (client addresses) learned from the cluster.
     pub(crate) fn learn_members(&self, members: &[pb::Member]) {
+        if !self.config.discover {
+            return;
+        }
         if let Ok(mut view) = self.view.lock() {
             for m in members.iter().filter(|m| !m.client_addr.is_empty()) {
                 view.members.insert(m.id, m.client_addr.clone());

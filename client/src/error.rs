@@ -20,6 +20,18 @@ pub enum Error {
     /// same request (the server deduplicates).
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
+    /// A fenced write was rejected: the lease is no longer held with the presented token (the
+    /// writer's session expired or a newer holder took over). The writer must stop acting as
+    /// the owner; nothing was written.
+    #[error("fenced out: lease {lease:?} is not held with token {presented_token} (current token {current_token}, 0 = not held)")]
+    Fenced {
+        /// The lease.
+        lease: String,
+        /// The token the write presented.
+        presented_token: u64,
+        /// The current token (0 = not held).
+        current_token: u64,
+    },
     /// No endpoint could be reached before the deadline; nothing was applied.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -34,6 +46,7 @@ impl Error {
         match self {
             Error::Status { code, .. } => *code,
             Error::Indeterminate(_) => Code::Unknown,
+            Error::Fenced { .. } => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::InvalidArgument(_) => Code::InvalidArgument,
         }

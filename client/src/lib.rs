@@ -19,6 +19,7 @@ mod counter;
 pub mod error;
 mod kv;
 mod lease;
+pub mod recipes;
 mod request_id;
 pub mod session;
 pub mod watch;

@@ -263,6 +263,15 @@ pub enum Compare {
         /// Operand.
         value: u64,
     },
+    /// The number of live keys under a prefix.
+    Children {
+        /// The prefix (non-empty).
+        prefix: Vec<u8>,
+        /// Operator.
+        op: CompareOp,
+        /// Operand.
+        count: u64,
+    },
     /// Fencing: the lease is held with exactly this token. Failing it rejects the transaction.
     Lease {
         /// Lease name.

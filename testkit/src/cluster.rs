@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use conclave_client::proto::StatusResponse;
-use conclave_client::Client;
+use conclave_client::{Client, ClientConfig};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -25,11 +25,14 @@ pub struct ClusterOptions {
     pub base_dir: Option<PathBuf>,
     /// First address octet to try (127.0.0.x); default random per process.
     pub first_ip_octet: Option<u8>,
+    /// Extra environment variables for every node process; `{id}` in a value is replaced by the
+    /// node's id (e.g. a per-node `FAKETIME_TIMESTAMP_FILE`). Kept across restarts.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { nodes: 3, extra_args: Vec::new(), binary: None, base_dir: None, first_ip_octet: None }
+        Self { nodes: 3, extra_args: Vec::new(), binary: None, base_dir: None, first_ip_octet: None, env: Vec::new() }
     }
 }
 
@@ -103,6 +106,7 @@ impl Cluster {
                 initial.clone(),
             ];
             args.extend(opts.extra_args.iter().cloned());
+            let env = opts.env.iter().map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string()))).collect();
             nodes.push(NodeProcess {
                 id,
                 client_addr: client,
@@ -112,6 +116,7 @@ impl Cluster {
                 args,
                 child: None,
                 paused: false,
+                env,
             });
         }
         for n in &mut nodes {
@@ -157,12 +162,15 @@ impl Cluster {
         Ok(Client::connect(self.endpoints()).await?)
     }
 
-    /// A client pinned to one node's endpoint only.
+    /// A client pinned to one node's endpoint only (no discovery: every request goes to that
+    /// node, which forwards to the leader when needed).
     ///
     /// # Errors
     /// On malformed endpoints.
     pub async fn client_of(&self, id: u64) -> anyhow::Result<Client> {
-        Ok(Client::connect(vec![self.node(id).client_addr.clone()]).await?)
+        let mut config = ClientConfig::new(vec![self.node(id).client_addr.clone()]);
+        config.discover = false;
+        Ok(Client::with_config(config).await?)
     }
 
     /// A node's own status (its view).
@@ -294,6 +302,11 @@ impl Cluster {
             anyhow::bail!("node {id} is still running");
         }
         n.spawn(&binary)
+    }
+
+    /// Whether node `id` is running (spawned and not exited or killed); false for unknown ids.
+    pub fn node_is_running(&mut self, id: u64) -> bool {
+        self.node_mut(id).map(|n| n.is_running()).unwrap_or(false)
     }
 
     /// Logs of every node that contain a panic.

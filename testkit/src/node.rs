@@ -22,6 +22,8 @@ pub struct NodeProcess {
     pub(crate) args: Vec<String>,
     pub(crate) child: Option<Child>,
     pub(crate) paused: bool,
+    /// Extra environment variables of the process.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -30,6 +32,7 @@ impl NodeProcess {
         let child = Command::new(binary)
             .arg("serve")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -45,6 +48,16 @@ impl NodeProcess {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// Whether the process was paused with SIGSTOP (and not resumed since).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The IP address the node binds (its peer address's host part).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.peer_addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
     }
 
     /// Process id, if running.

@@ -137,6 +137,10 @@ fn compare(c: &pb::Compare) -> Result<Compare> {
             counter_name(&cc.name)?;
             Ok(Compare::Counter { name: cc.name.clone(), op: compare_op(cc.op)?, value: cc.value })
         }
+        Some(Target::Children(ch)) => {
+            key("children compare prefix", &ch.prefix)?;
+            Ok(Compare::Children { prefix: ch.prefix.clone(), op: compare_op(ch.op)?, count: ch.count })
+        }
         Some(Target::Lease(l)) => {
             lease_name(&l.name)?;
             if l.token == 0 {
@@ -146,7 +150,7 @@ fn compare(c: &pb::Compare) -> Result<Compare> {
             }
             Ok(Compare::Lease { name: l.name.clone(), token: l.token })
         }
-        None => Err(Error::InvalidArgument("compare needs a target (key or counter)".into())),
+        None => Err(Error::InvalidArgument("compare needs a target (key, counter, lease or children)".into())),
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::response::{CommandError, CommandResult, FencingFailure, OpResult, Outcome, OutcomeBody};
 use super::StateMachine;
-use crate::log_entry::{Compare, CompareOp, KeyField, TxnOp};
+use crate::log_entry::{Compare, CompareOp, KeyField, KeySelector, TxnOp};
 
 /// `value + delta`, or the overflow error.
 pub(super) fn checked_add(name: &str, value: u64, delta: u64) -> Result<u64, CommandError> {
@@ -42,6 +42,14 @@ impl StateMachine {
             }
             Compare::Counter { name, op, value } => holds(&self.counters.value(name), *op, value),
             Compare::Lease { name, token } => self.sessions.check_fence(name, *token).is_ok(),
+            Compare::Children { prefix, op, count } => {
+                let mut n = 0u64;
+                self.kv.scan_at(&KeySelector::Prefix(prefix.clone()), self.revision, |_, _| {
+                    n += 1;
+                    true
+                });
+                holds(&n, *op, count)
+            }
         }
     }
 

@@ -5,8 +5,11 @@ mod counter_failover;
 mod durability;
 mod fail_fast;
 mod kv;
+mod leases;
 mod limits;
+mod sessions;
 mod snapshot_catchup;
+mod watches;
 
 use std::path::PathBuf;
 

@@ -58,10 +58,15 @@ struct DelJson {
     revision: u64,
 }
 
-/// `put KEY VALUE`.
-pub async fn put(g: &Globals, out: &mut dyn Write, key: &str, value: &str) -> Result<()> {
+/// `put KEY VALUE [--session ID]`.
+pub async fn put(g: &Globals, out: &mut dyn Write, key: &str, value: &str, session: Option<u64>) -> Result<()> {
     let client = g.client().await?;
-    let revision = client.put(key, value).await.with_context(|| format!("put {key:?}"))?;
+    let revision = match session {
+        Some(id) => {
+            client.put_ephemeral(key, value, id).await.with_context(|| format!("put {key:?} --session {id}"))?
+        }
+        None => client.put(key, value).await.with_context(|| format!("put {key:?}"))?,
+    };
     match g.format {
         Format::Text => writeln!(out, "OK")?,
         Format::Json => json_line(out, &PutJson { revision })?,

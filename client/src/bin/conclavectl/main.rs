@@ -7,8 +7,11 @@
 mod cluster;
 mod counter;
 mod kv;
+mod lease;
 mod output;
+mod session;
 mod txn;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,6 +59,9 @@ enum Command {
         /// The value (may be empty).
         #[arg(allow_hyphen_values = true)]
         value: String,
+        /// Bind the key to this session (an ephemeral key: deleted when the session ends).
+        #[arg(long, value_name = "ID")]
+        session: Option<u64>,
     },
     /// Reads a key, a prefix or a range. Prints each key then its value on the next line.
     Get(kv::GetArgs),
@@ -78,6 +84,17 @@ enum Command {
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Sessions: liveness that ephemeral keys and leases are bound to.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
+    /// Named leases: exclusive claims held by sessions, with fencing tokens.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Prints every change to KEY (or a prefix), one line per event, until killed:
+    /// `[rev N] PUT key value` / `[rev N] DELETE key` (json: {"type":"put"|"delete","key",
+    /// "value","mod_revision"} and "prev_value" with --prev-kv). Resumes by itself across member
+    /// failures; exits 1 if the revisions to deliver were compacted.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,15 +149,30 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     }
     let g = Globals { endpoints, format: cli.output, timeout: cli.timeout };
     match cli.command {
-        Command::Put { key, value } => kv::put(&g, out, &key, &value).await,
+        Command::Put { key, value, session } => kv::put(&g, out, &key, &value, session).await,
         Command::Get(args) => kv::get(&g, out, &args).await,
         Command::Del { key, prefix } => kv::del(&g, out, &key, prefix).await,
         Command::Txn(args) => txn::run(&g, out, &args).await,
         Command::Counter(cmd) => counter::run(&g, out, cmd).await,
         Command::Status => cluster::status(&g, out).await,
         Command::Member(MemberCommand::List(_)) => cluster::member_list(&g, out).await,
+        Command::Session(cmd) => session::run(&g, out, cmd).await,
+        Command::Lease(cmd) => lease::run(&g, out, cmd).await,
+        Command::Watch(args) => watch::run(&g, out, &args).await,
     }
 }
+
+/// A failure already explained on stderr: exit 1 without another message.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed (reported above)")
+    }
+}
+
+impl std::error::Error for Reported {}
 
 /// Whether `e` is (caused by) a closed stdout, e.g. `conclavectl get --prefix a | head -1`.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -157,6 +189,10 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => {
+            let _ = out.flush();
+            ExitCode::FAILURE
+        }
         Err(e) => {
             let _ = out.flush();
             eprintln!("Error: {e:#}");
@@ -201,6 +237,28 @@ mod tests {
     fn put_value_may_start_with_a_dash() -> Result<()> {
         let cli = Cli::try_parse_from(["conclavectl", "put", "k", "-1"])?;
         assert!(matches!(cli.command, Command::Put { ref value, .. } if value == "-1"));
+        Ok(())
+    }
+
+    #[test]
+    fn new_commands_parse() -> Result<()> {
+        let cli = Cli::try_parse_from(["conclavectl", "put", "k", "v", "--session", "7"])?;
+        assert!(matches!(cli.command, Command::Put { session: Some(7), .. }));
+        let cli = Cli::try_parse_from(["conclavectl", "session", "open", "2.5", "--keepalive"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Session(session::SessionCommand::Open(session::OpenArgs { ttl_ms: 2500, keepalive: true }))
+        ));
+        let cli = Cli::try_parse_from(["conclavectl", "lease", "acquire", "l", "--session", "3", "--wait", "1.5"])?;
+        assert!(matches!(
+            cli.command,
+            Command::Lease(lease::LeaseCommand::Acquire(lease::AcquireArgs { session: 3, wait: 1500, .. }))
+        ));
+        let cli = Cli::try_parse_from(["conclavectl", "watch", "p/", "--prefix", "--rev", "5", "--prev-kv"])?;
+        assert!(matches!(cli.command, Command::Watch(watch::WatchArgs { prefix: true, rev: 5, prev_kv: true, .. })));
+        assert!(Cli::try_parse_from(["conclavectl", "lease", "acquire", "l"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "lease", "release", "l", "--token", "x"]).is_err());
+        assert!(Cli::try_parse_from(["conclavectl", "session", "open", "soon"]).is_err());
         Ok(())
     }
 }

@@ -1,0 +1,82 @@
+//! Leases: exclusive grants with strictly increasing fencing tokens; a fenced write from a
+//! superseded holder is rejected with a distinct result.
+
+use std::time::{Duration, Instant};
+
+use conclave_client::proto as pb;
+use conclave_client::{fence, Session};
+
+use crate::{assert_no_panics, cluster};
+
+fn fenced_put(name: &str, token: u64, key: &str, value: &str) -> pb::TxnRequest {
+    pb::TxnRequest {
+        compare: vec![fence(name, token)],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::Put(pb::PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_contender_takes_over_with_a_larger_token_and_stale_writes_are_fenced() -> anyhow::Result<()> {
+    let c = cluster(3, &[]).await?;
+    let holder_client = c.client().await?;
+    let contender_client = c.client().await?;
+    let ttl = Duration::from_secs(2);
+    let holder = Session::open(&holder_client, ttl).await?;
+    let contender = Session::open(&contender_client, ttl).await?;
+
+    let first = holder_client.lease_acquire("leader", holder.id(), b"jm-1", 0).await?;
+    assert!(first.granted);
+    let t1 = first.holder.as_ref().map(|h| h.token).unwrap_or_default();
+    // Re-acquiring by the holder is idempotent.
+    let again = holder_client.lease_acquire("leader", holder.id(), b"jm-1", 0).await?;
+    assert_eq!(again.holder.map(|h| h.token), Some(t1));
+    // The contender is told who holds it.
+    let denied = contender_client.lease_acquire("leader", contender.id(), b"jm-2", 0).await?;
+    assert!(!denied.granted);
+    assert_eq!(
+        denied.holder.as_ref().map(|h| (h.session_id, h.holder_info.clone())),
+        Some((holder.id(), b"jm-1".to_vec()))
+    );
+    // Someone else's token cannot release it.
+    let e = contender_client.lease_release("leader", t1 + 1).await.expect_err("wrong token");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(holder_client.txn(fenced_put("leader", t1, "pointer", "from-jm-1")).await?.succeeded);
+
+    // The holder's process dies: its keep-alives stop.
+    drop(holder);
+    let died = Instant::now();
+    let granted = contender_client.lease_acquire("leader", contender.id(), b"jm-2", 10_000).await?;
+    let took = died.elapsed();
+    eprintln!("contender granted {took:?} after the holder stopped");
+    assert!(granted.granted, "contender granted after the holder's session expired");
+    assert!(took <= Duration::from_secs(4), "takeover took {took:?} (TTL 2 s + bound)");
+    let t2 = granted.holder.as_ref().map(|h| h.token).unwrap_or_default();
+    assert!(t2 > t1, "tokens strictly increase: {t2} <= {t1}");
+
+    // The old holder's fenced write is rejected with the distinct fencing result.
+    let stale = holder_client.txn(fenced_put("leader", t1, "pointer", "stale")).await?;
+    assert!(!stale.succeeded);
+    let f = stale.fencing_failure.expect("a fencing failure, not a generic compare failure");
+    assert_eq!((f.lease.as_str(), f.presented_token, f.current_token), ("leader", t1, t2));
+    assert_eq!(holder_client.get("pointer").await?.map(|kv| kv.value), Some(b"from-jm-1".to_vec()));
+    assert!(contender_client.txn(fenced_put("leader", t2, "pointer", "from-jm-2")).await?.succeeded);
+
+    let state = contender_client.lease_get("leader", false).await?;
+    assert_eq!((state.held, state.transitions, state.last_token), (true, 1, t2));
+    assert_eq!(state.holder.map(|h| (h.session_id, h.grant_revision)), Some((contender.id(), t2)));
+
+    // Release, then a fenced write with the released token fails with current token 0.
+    contender_client.lease_release("leader", t2).await?;
+    let after = contender_client.txn(fenced_put("leader", t2, "pointer", "late")).await?;
+    assert_eq!(after.fencing_failure.map(|f| f.current_token), Some(0));
+    contender.close().await?;
+    assert_no_panics(&c);
+    Ok(())
+}
