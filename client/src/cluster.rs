@@ -12,12 +12,9 @@ impl Client {
     /// # Errors
     /// `Unavailable` when no member could answer.
     pub async fn refresh_members(&self) -> Result<Vec<pb::Member>> {
-        let resp = self
-            .conn
-            .call(false, |ch| async move { ClusterClient::new(ch).member_list(pb::MemberListRequest {}).await })
-            .await?
-            .into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let req = pb::MemberListRequest {};
+        let resp =
+            self.conn.unary(false, req, |ch, r| async move { ClusterClient::new(ch).member_list(r).await }).await?;
         self.conn.learn_members(&resp.members);
         Ok(resp.members)
     }

@@ -238,3 +238,53 @@ fn leader_hint(s: &Status) -> Option<(Option<u64>, Option<String>)> {
     let addr = md.get(conclave_proto::LEADER_HINT_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned);
     (id.is_some() || addr.is_some()).then_some((id, addr))
 }
+
+/// Responses that carry a [`pb::ResponseHeader`] (the client learns the leader from it).
+pub(crate) trait Headed {
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($t:ty),* $(,)?) => {
+        $(impl Headed for $t {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        })*
+    };
+}
+
+headed!(
+    pb::PutResponse,
+    pb::RangeResponse,
+    pb::DeleteRangeResponse,
+    pb::TxnResponse,
+    pb::CounterAddResponse,
+    pb::CounterGetResponse,
+    pb::CounterSetResponse,
+    pb::CounterDeleteResponse,
+    pb::SessionOpenResponse,
+    pb::SessionCloseResponse,
+    pb::SessionInfoResponse,
+    pb::SessionListResponse,
+    pb::KeepAliveResponse,
+    pb::LeaseAcquireResponse,
+    pb::LeaseReleaseResponse,
+    pb::LeaseGetResponse,
+    pb::MemberListResponse,
+);
+
+impl Connection {
+    /// One unary call with retries (see [`Connection::call`]); records the leader from the reply.
+    pub(crate) async fn unary<Req, Resp, F, Fut>(&self, write: bool, req: Req, send: F) -> Result<Resp>
+    where
+        Req: Clone,
+        Resp: Headed,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        let resp = self.call(write, |ch| send(ch, req.clone())).await?.into_inner();
+        self.observe(resp.header());
+        Ok(resp)
+    }
+}

@@ -22,15 +22,7 @@ impl Client {
     pub async fn counter_add_full(&self, name: &str, delta: u64) -> Result<pb::CounterAddResponse> {
         let ticket = self.ids.begin();
         let req = pb::CounterAddRequest { name: name.to_owned(), delta, request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { CounterClient::new(ch).add(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { CounterClient::new(ch).add(r).await }).await?;
         Ok(resp)
     }
 
@@ -40,15 +32,7 @@ impl Client {
     /// `Unavailable` when no member could answer.
     pub async fn counter_get(&self, name: &str, serializable: bool) -> Result<pb::CounterGetResponse> {
         let req = pb::CounterGetRequest { name: name.to_owned(), serializable };
-        let resp = self
-            .conn
-            .call(false, |ch| {
-                let r = req.clone();
-                async move { CounterClient::new(ch).get(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(false, req, |ch, r| async move { CounterClient::new(ch).get(r).await }).await?;
         Ok(resp)
     }
 
@@ -59,15 +43,7 @@ impl Client {
     pub async fn counter_set(&self, name: &str, value: u64) -> Result<u64> {
         let ticket = self.ids.begin();
         let req = pb::CounterSetRequest { name: name.to_owned(), value, request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { CounterClient::new(ch).set(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { CounterClient::new(ch).set(r).await }).await?;
         Ok(resp.previous)
     }
 
@@ -78,15 +54,7 @@ impl Client {
     pub async fn counter_delete(&self, name: &str) -> Result<bool> {
         let ticket = self.ids.begin();
         let req = pb::CounterDeleteRequest { name: name.to_owned(), request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { CounterClient::new(ch).delete(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { CounterClient::new(ch).delete(r).await }).await?;
         Ok(resp.deleted)
     }
 }

@@ -72,15 +72,7 @@ impl Client {
     pub async fn put_request(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse> {
         let ticket = self.ids.begin();
         req.request_id = Some(ticket.id);
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { KvClient::new(ch).put(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).put(r).await }).await?;
         Ok(resp)
     }
 
@@ -119,15 +111,7 @@ impl Client {
     /// # Errors
     /// See [`Client::get_with`].
     pub async fn range_request(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
-        let resp = self
-            .conn
-            .call(false, |ch| {
-                let r = req.clone();
-                async move { KvClient::new(ch).range(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(false, req, |ch, r| async move { KvClient::new(ch).range(r).await }).await?;
         Ok(resp)
     }
 
@@ -150,15 +134,7 @@ impl Client {
     pub async fn delete_request(&self, mut req: pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse> {
         let ticket = self.ids.begin();
         req.request_id = Some(ticket.id);
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { KvClient::new(ch).delete_range(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).delete_range(r).await }).await?;
         Ok(resp)
     }
 
@@ -169,15 +145,7 @@ impl Client {
     pub async fn txn(&self, mut req: pb::TxnRequest) -> Result<pb::TxnResponse> {
         let ticket = self.ids.begin();
         req.request_id = Some(ticket.id);
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { KvClient::new(ch).txn(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).txn(r).await }).await?;
         Ok(resp)
     }
 }

@@ -36,15 +36,7 @@ impl Client {
             request_id: Some(ticket.id),
             wait_ms,
         };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { LeaseClient::new(ch).acquire(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await }).await?;
         Ok(resp)
     }
 
@@ -55,15 +47,7 @@ impl Client {
     pub async fn lease_release(&self, name: &str, token: u64) -> Result<u64> {
         let ticket = self.ids.begin();
         let req = pb::LeaseReleaseRequest { name: name.to_owned(), token, request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { LeaseClient::new(ch).release(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { LeaseClient::new(ch).release(r).await }).await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }
 
@@ -73,15 +57,7 @@ impl Client {
     /// `Unavailable` when no member could answer.
     pub async fn lease_get(&self, name: &str, serializable: bool) -> Result<pb::LeaseGetResponse> {
         let req = pb::LeaseGetRequest { name: name.to_owned(), serializable };
-        let resp = self
-            .conn
-            .call(false, |ch| {
-                let r = req.clone();
-                async move { LeaseClient::new(ch).get(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(false, req, |ch, r| async move { LeaseClient::new(ch).get(r).await }).await?;
         Ok(resp)
     }
 }

@@ -39,15 +39,7 @@ impl Client {
     pub async fn session_open(&self, ttl: Duration) -> Result<u64> {
         let ticket = self.ids.begin();
         let req = pb::SessionOpenRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { SessionClient::new(ch).open(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { SessionClient::new(ch).open(r).await }).await?;
         Ok(resp.session_id)
     }
 
@@ -70,7 +62,7 @@ impl Client {
                 }
             })
             .await?;
-        self.conn.observe(resp.header.as_ref());
+        self.conn.observe(crate::connection::Headed::header(&resp));
         Ok(resp.results)
     }
 
@@ -81,15 +73,7 @@ impl Client {
     pub async fn session_close(&self, session_id: u64) -> Result<pb::SessionCloseResponse> {
         let ticket = self.ids.begin();
         let req = pb::SessionCloseRequest { session_id, request_id: Some(ticket.id) };
-        let resp = self
-            .conn
-            .call(true, |ch| {
-                let r = req.clone();
-                async move { SessionClient::new(ch).close(r).await }
-            })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(true, req, |ch, r| async move { SessionClient::new(ch).close(r).await }).await?;
         Ok(resp)
     }
 
@@ -99,9 +83,7 @@ impl Client {
     /// `Status(NotFound)` when it does not exist.
     pub async fn session_info(&self, session_id: u64) -> Result<pb::SessionStatus> {
         let req = pb::SessionInfoRequest { session_id };
-        let resp =
-            self.conn.call(false, |ch| async move { SessionClient::new(ch).info(req).await }).await?.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let resp = self.conn.unary(false, req, |ch, r| async move { SessionClient::new(ch).info(r).await }).await?;
         resp.session.ok_or_else(|| Error::Status { code: tonic::Code::Internal, message: "empty session info".into() })
     }
 
@@ -110,12 +92,8 @@ impl Client {
     /// # Errors
     /// `Unavailable` when no member could answer.
     pub async fn session_list(&self) -> Result<Vec<pb::SessionStatus>> {
-        let resp = self
-            .conn
-            .call(false, |ch| async move { SessionClient::new(ch).list(pb::SessionListRequest {}).await })
-            .await?;
-        let resp = resp.into_inner();
-        self.conn.observe(resp.header.as_ref());
+        let req = pb::SessionListRequest {};
+        let resp = self.conn.unary(false, req, |ch, r| async move { SessionClient::new(ch).list(r).await }).await?;
         Ok(resp.sessions)
     }
 }
