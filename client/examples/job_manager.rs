@@ -137,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
                     let state = *states.borrow_and_update();
                     emit(json!({"event": "session", "state": format!("{state:?}")}));
                     if state == SessionState::Expired {
-                        if let Some(w) = worker.take() { w.abort(); }
+                        if let Some(w) = worker.take() {
+                            w.abort();
+                            emit(json!({"event": "revoked", "reason": "session expired"}));
+                        }
                         break;
                     }
                 }

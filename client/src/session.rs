@@ -5,8 +5,13 @@
 //! - `Suspended`: a keep-alive failed (the contacted member is down, no leader yet, ...); the
 //!   session may well be alive on the cluster: nothing is lost yet. Fenced writes stay safe.
 //! - `Reconnected`: keep-alives succeed again after a suspension; the session survived.
-//! - `Expired`: the cluster reported the session gone, or no keep-alive succeeded for a whole
-//!   TTL (the cluster may expire it any moment after that, so the handle gives it up). Final.
+//! - `Expired`: the cluster reported the session gone, or no keep-alive succeeded for twice the
+//!   TTL (by then the cluster has expired it or soon will: a leader change can stretch a
+//!   session's life to 2 x TTL plus an election, never more than that beyond its last renewal,
+//!   so the handle gives it up). Final.
+//!
+//! Keep-alives go every TTL / 3; after a failure they are retried every 100 ms, so a session
+//! rides out a leader change (about one election timeout) without expiring.
 
 use std::time::Duration;
 
@@ -166,24 +171,33 @@ impl Drop for Session {
     }
 }
 
+/// Delay between keep-alive attempts after a failure.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+
 async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::Sender<SessionState>) {
     let interval = (ttl / 3).max(Duration::from_millis(50));
+    // One attempt may take up to half the TTL (a follower waits for a new leader to answer).
+    let attempt_budget = (ttl / 2).max(Duration::from_millis(500));
     let mut last_ok = Instant::now();
+    let mut delay = interval;
     loop {
-        tokio::time::sleep_until(Instant::now() + interval).await;
-        // Each renewal gets at most one interval, so a slow member cannot eat the TTL.
-        let attempt = tokio::time::timeout(interval, client.keep_alive(&[id])).await;
+        tokio::time::sleep(delay).await;
+        let attempt = tokio::time::timeout(attempt_budget, client.keep_alive(&[id])).await;
         let next = match attempt {
             Ok(Ok(results)) if results.iter().any(|r| r.session_id == id && r.alive) => {
                 last_ok = Instant::now();
+                delay = interval;
                 match *state.borrow() {
                     SessionState::Suspended | SessionState::Reconnected => SessionState::Reconnected,
                     _ => SessionState::Connected,
                 }
             }
             Ok(Ok(_)) => SessionState::Expired,
-            _ if last_ok.elapsed() >= ttl => SessionState::Expired,
-            _ => SessionState::Suspended,
+            _ if last_ok.elapsed() >= ttl * 2 => SessionState::Expired,
+            _ => {
+                delay = RETRY_DELAY;
+                SessionState::Suspended
+            }
         };
         state.send_if_modified(|s| {
             let changed = *s != next;

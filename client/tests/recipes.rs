@@ -1,5 +1,6 @@
 //! Job-manager recipes against a real cluster, with real job-manager processes
-//! (`client/examples/job_manager.rs`) killed and paused.
+//! (`client/examples/job_manager.rs`) killed and paused. `cargo test` builds the examples first;
+//! when running this file alone after changing the library, build them too (`cargo build --examples`).
 
 use std::path::PathBuf;
 use std::process::Stdio;

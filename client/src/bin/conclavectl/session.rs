@@ -17,7 +17,8 @@ use crate::Globals;
 #[derive(Subcommand, Debug)]
 pub enum SessionCommand {
     /// Opens a session and prints its id on the first line (json: {"session_id":N,"ttl_ms":N}).
-    /// With --keepalive, keeps it alive until SIGINT/SIGTERM (then closes it and exits 0);
+    /// Without --keepalive it expires after TTL unless something keeps it alive. With
+    /// --keepalive, keeps it alive until SIGINT/SIGTERM (then closes it and exits 0);
     /// connection-state changes go to stderr, and an expired session exits 1.
     Open(OpenArgs),
     /// Lists the live sessions: id, TTL, remaining time, number of keys, leases.
@@ -63,11 +64,9 @@ fn parse_ttl_ms(s: &str) -> Result<u64, String> {
 
 /// Milliseconds as seconds for humans: `2s`, `2.5s`, `0.125s`.
 pub fn human_secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        let s = format!("{}.{:03}", ms / 1000, ms % 1000);
-        format!("{}s", s.trim_end_matches('0'))
+    match ms % 1000 {
+        0 => format!("{}s", ms / 1000),
+        frac => format!("{}.{}s", ms / 1000, format!("{frac:03}").trim_end_matches('0')),
     }
 }
 
@@ -221,7 +220,7 @@ async fn keep_alive(
                         "session {id} expired (no keep-alive succeeded within its TTL, or the cluster dropped it)"
                     ),
                     SessionState::Suspended => {
-                        eprintln!("session {id}: suspended (keep-alive failed; retrying, the session may still be alive)")
+                        eprintln!("session {id}: suspended (a keep-alive failed; retrying, it may still be alive)")
                     }
                     SessionState::Reconnected => eprintln!("session {id}: reconnected (keep-alives succeed again)"),
                     SessionState::Connected => eprintln!("session {id}: connected"),
