@@ -57,19 +57,31 @@ impl SessionTracker {
         (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
+    /// Resets the deadlines when leadership changed (a new term restarts every deadline at the
+    /// full TTL); returns whether this node leads.
+    fn check_term(&self, st: &mut State) -> bool {
+        match self.leader_term() {
+            Some(term) => {
+                if st.term != term {
+                    st.deadlines.clear();
+                    st.term = term;
+                }
+                true
+            }
+            None => {
+                st.deadlines.clear();
+                st.term = 0;
+                false
+            }
+        }
+    }
+
     /// Brings the deadlines in line with the replicated session table; returns sessions whose
-    /// deadline has passed (marking them expiring).
+    /// deadline has passed (marking them expiring). O(sessions): run by the expiry loop only.
     fn sync(&self, now: Instant) -> Vec<u64> {
-        let term = self.leader_term();
         let Ok(mut st) = self.state.lock() else { return Vec::new() };
-        let Some(term) = term else {
-            st.deadlines.clear();
-            st.term = 0;
+        if !self.check_term(&mut st) {
             return Vec::new();
-        };
-        if st.term != term {
-            st.deadlines.clear();
-            st.term = term;
         }
         let Ok(sm) = self.router.shared().sm.read() else { return Vec::new() };
         let sessions = sm.sessions();
@@ -90,29 +102,35 @@ impl SessionTracker {
     }
 
     /// Renews (`renew`) or only reports the given sessions (all when `ids` is empty and not
-    /// renewing). Call only after confirming leadership with a quorum.
+    /// renewing). Call only after confirming leadership with a quorum. Costs O(ids), so many
+    /// keep-alives per second stay cheap however many sessions exist.
     pub fn touch(&self, ids: &[u64], renew: bool) -> Vec<SessionTime> {
         let now = Instant::now();
-        let _ = self.sync(now);
         let Ok(mut st) = self.state.lock() else { return Vec::new() };
+        let leading = self.check_term(&mut st);
         let Ok(sm) = self.router.shared().sm.read() else { return Vec::new() };
         let sessions = sm.sessions();
         let ids: Vec<u64> =
             if ids.is_empty() && !renew { sessions.iter().map(|(id, _)| *id).collect() } else { ids.to_vec() };
         ids.into_iter()
-            .map(|id| match (sessions.get(id), st.deadlines.get_mut(&id)) {
-                (Some(s), Some(d)) if !d.expiring => {
-                    if renew {
-                        d.at = now + Duration::from_millis(s.ttl_ms);
-                    }
-                    let remaining = d.at.saturating_duration_since(now).as_millis() as u64;
-                    SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: remaining }
+            .map(|id| {
+                let Some(s) = sessions.get(id) else {
+                    return SessionTime { session_id: id, alive: false, ttl_ms: 0, remaining_ms: 0 };
+                };
+                let ttl = Duration::from_millis(s.ttl_ms);
+                if !leading {
+                    // Only the leader tracks deadlines: report the full TTL.
+                    return SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: s.ttl_ms };
                 }
-                (Some(s), None) => {
-                    // Not tracked (only if this node is not the leader): report the full TTL.
-                    SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: s.ttl_ms }
+                let d = st.deadlines.entry(id).or_insert(Deadline { at: now + ttl, expiring: false });
+                if d.expiring {
+                    return SessionTime { session_id: id, alive: false, ttl_ms: s.ttl_ms, remaining_ms: 0 };
                 }
-                _ => SessionTime { session_id: id, alive: false, ttl_ms: 0, remaining_ms: 0 },
+                if renew {
+                    d.at = now + ttl;
+                }
+                let remaining = d.at.saturating_duration_since(now).as_millis() as u64;
+                SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: remaining }
             })
             .collect()
     }
