@@ -4,10 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
-use conclave_testkit::Cluster;
+use conclave_testkit::{wait_for, Cluster, ClusterOptions};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+use tokio::time::Instant;
 
 const CTL: &str = env!("CARGO_BIN_EXE_conclavectl");
 
@@ -77,6 +84,76 @@ fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
     k.sort_unstable();
     k
+}
+
+/// A long-running `conclavectl` (`watch`, `session open --keepalive`) whose stdout is read line
+/// by line. Killed when dropped.
+struct Running {
+    child: tokio::process::Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    args: Vec<String>,
+}
+
+impl Running {
+    /// Starts `conclavectl --endpoints <endpoints> <args>`.
+    fn spawn(endpoints: &str, args: &[&str]) -> Result<Self> {
+        let mut all = vec!["--endpoints".to_owned(), endpoints.to_owned()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut child = Command::new(CTL)
+            .args(&all)
+            .env_remove("CONCLAVE_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {CTL}"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        Ok(Self { child, lines: BufReader::new(stdout).lines(), args: all })
+    }
+
+    /// The next line of stdout (within 10 s).
+    async fn line(&mut self) -> Result<String> {
+        match tokio::time::timeout(Duration::from_secs(10), self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(None)) => {
+                let stderr = self.stderr().await;
+                Err(anyhow!("conclavectl {:?} closed stdout: {stderr}", self.args))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(anyhow!("conclavectl {:?} printed no line in 10 s", self.args)),
+        }
+    }
+
+    /// The next line of stdout as JSON.
+    async fn json(&mut self) -> Result<Value> {
+        let line = self.line().await?;
+        serde_json::from_str(&line).with_context(|| format!("conclavectl {:?} printed {line:?}", self.args))
+    }
+
+    /// Sends `signal`.
+    fn signal(&self, signal: Signal) -> Result<()> {
+        let pid = self.child.id().ok_or_else(|| anyhow!("conclavectl {:?} already exited", self.args))?;
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
+    }
+
+    /// Waits (up to 10 s) for the exit; returns the exit code and stderr.
+    async fn exit(&mut self) -> Result<(Option<i32>, String)> {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .map_err(|_| anyhow!("conclavectl {:?} did not exit in 10 s", self.args))??;
+        Ok((status.code(), self.stderr().await))
+    }
+
+    /// Whatever it wrote to stderr so far (all of it once it exited).
+    async fn stderr(&mut self) -> String {
+        let mut buf = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), err.read_to_string(&mut buf)).await;
+        }
+        buf
+    }
 }
 
 /// A loopback address nothing listens on.
@@ -284,5 +361,232 @@ async fn usage_errors_exit_2() -> Result<()> {
     ] {
         ctl(&dead, args).await?.failed(2)?;
     }
+    Ok(())
+}
+
+/// `lease get NAME -o json`.
+async fn lease_json(eps: &str, name: &str) -> Result<Value> {
+    ctl(eps, &["lease", "get", name, "-o", "json"]).await?.json()
+}
+
+/// The ids in `session list -o json`.
+async fn session_ids(eps: &str) -> Result<BTreeSet<u64>> {
+    let list = ctl(eps, &["session", "list", "-o", "json"]).await?.json()?;
+    let sessions = list["sessions"].as_array().ok_or_else(|| anyhow!("no sessions in {list}"))?;
+    Ok(sessions.iter().filter_map(|s| s["session_id"].as_u64()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sessions_and_leases() -> Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let eps = cluster.endpoints().join(",");
+    let eps = eps.as_str();
+
+    // A TTL out of the cluster's range: the server's message states the range, exit 1.
+    let short = ctl(eps, &["session", "open", "0.1"]).await?.failed(1)?;
+    assert!(short.stderr.contains("out of range") && short.stderr.contains("ttl"), "{short:?}");
+    assert!(short.stdout.is_empty(), "{short:?}");
+
+    // open -> list -> put --session -> info -> close -> the key is gone.
+    let opened = ctl(eps, &["session", "open", "30", "-o", "json"]).await?.json()?;
+    assert_eq!(keys(&opened), ["session_id", "ttl_ms"]);
+    assert_eq!(u64_at(&opened, "/ttl_ms")?, 30_000);
+    let sid = u64_at(&opened, "/session_id")?;
+    let sid_s = sid.to_string();
+    let list = ctl(eps, &["session", "list", "-o", "json"]).await?.json()?;
+    assert_eq!(keys(&list), ["sessions"]);
+    let mine = list["sessions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["session_id"].as_u64() == Some(sid)))
+        .ok_or_else(|| anyhow!("session {sid} not in {list}"))?;
+    assert_eq!(keys(mine), ["keys", "leases", "remaining_ms", "session_id", "ttl_ms"]);
+    assert_eq!(u64_at(mine, "/ttl_ms")?, 30_000);
+    assert!(u64_at(mine, "/remaining_ms")? <= 30_000, "{mine}");
+    assert_eq!(mine["keys"], Value::Array(vec![]));
+    assert_eq!(ctl(eps, &["put", "eph/k", "v", "--session", &sid_s]).await?.ok()?, "OK\n");
+    assert_eq!(ctl(eps, &["get", "eph/k"]).await?.ok()?, "eph/k\nv\n");
+    let info = ctl(eps, &["session", "info", &sid_s, "-o", "json"]).await?.json()?;
+    assert_eq!(keys(&info), ["keys", "leases", "remaining_ms", "session_id", "ttl_ms"]);
+    assert_eq!(info["keys"], serde_json::json!(["eph/k"]));
+    let table = ctl(eps, &["session", "list"]).await?.ok()?;
+    assert!(table.starts_with("ID"), "{table}");
+    let row = table.lines().find(|l| l.split_whitespace().next() == Some(sid_s.as_str())).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cells.get(1), cells.get(3), cells.get(4)), (Some(&"30s"), Some(&"1"), Some(&"-")), "{table}");
+    let closed = ctl(eps, &["session", "close", &sid_s, "-o", "json"]).await?.json()?;
+    assert_eq!(keys(&closed), ["deleted_keys", "released_leases", "revision"]);
+    assert_eq!(u64_at(&closed, "/deleted_keys")?, 1);
+    assert_eq!(closed["released_leases"], Value::Array(vec![]));
+    assert!(u64_at(&closed, "/revision")? > 0);
+    assert_eq!(ctl(eps, &["get", "eph/k"]).await?.ok()?, "");
+    assert!(!session_ids(eps).await?.contains(&sid));
+    let gone = ctl(eps, &["session", "close", &sid_s]).await?.failed(1)?;
+    assert!(gone.stderr.contains("NotFound"), "{gone:?}");
+    ctl(eps, &["put", "eph/k", "v", "--session", &sid_s]).await?.failed(1)?;
+    ctl(eps, &["session", "info", &sid_s]).await?.failed(1)?;
+    // Fractional TTLs.
+    let frac = ctl(eps, &["session", "open", "2.5", "-o", "json"]).await?.json()?;
+    assert_eq!(u64_at(&frac, "/ttl_ms")?, 2_500);
+    let frac_id = u64_at(&frac, "/session_id")?.to_string();
+    assert_eq!(ctl(eps, &["session", "close", &frac_id]).await?.ok()?, "0\n");
+
+    // A session kept alive by `session open --keepalive` holds a lease.
+    let mut keeper = Running::spawn(eps, &["session", "open", "2", "--keepalive"])?;
+    let opened_at = Instant::now();
+    let holder_s = keeper.line().await?;
+    let holder: u64 = holder_s.parse().with_context(|| format!("session id {holder_s:?}"))?;
+    let acquire = ["lease", "acquire", "jobs/leader", "--session", &holder_s, "--info", "worker-1"];
+    let token_s = ctl(eps, &acquire).await?.ok()?;
+    let token: u64 = token_s.trim().parse().with_context(|| format!("token {token_s:?}"))?;
+    let got = lease_json(eps, "jobs/leader").await?;
+    assert_eq!(keys(&got), ["held", "holder", "holder_info", "revision", "token", "transitions"]);
+    assert_eq!(got["held"], Value::Bool(true));
+    assert_eq!(u64_at(&got, "/holder")?, holder);
+    assert_eq!(str_at(&got, "/holder_info")?, "worker-1");
+    assert_eq!((u64_at(&got, "/token")?, u64_at(&got, "/revision")?), (token, token));
+    assert_eq!(u64_at(&got, "/transitions")?, 0);
+    let text = ctl(eps, &["lease", "get", "jobs/leader"]).await?.ok()?;
+    assert!(text.starts_with(&format!("held by session {holder} (token {token},")), "{text}");
+    // Acquiring again with the same session: the same grant.
+    let again: Vec<&str> = acquire.iter().copied().chain(["-o", "json"]).collect();
+    let again = ctl(eps, &again).await?.json()?;
+    assert_eq!(again["granted"], Value::Bool(true));
+    assert_eq!((u64_at(&again, "/token")?, u64_at(&again, "/holder")?), (token, holder));
+
+    // Another session cannot take it: exit 1, the holder on stderr (and in JSON on stdout).
+    let other_s = ctl(eps, &["session", "open", "30"]).await?.ok()?.trim().to_owned();
+    let other: u64 = other_s.parse()?;
+    let refused = ctl(eps, &["lease", "acquire", "jobs/leader", "--session", &other_s]).await?.failed(1)?;
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    assert_eq!(refused.stderr.trim(), format!("held by session {holder} (token {token})"));
+    let refused =
+        ctl(eps, &["lease", "acquire", "jobs/leader", "--session", &other_s, "-o", "json"]).await?.failed(1)?;
+    let refused: Value = serde_json::from_str(&refused.stdout)?;
+    assert_eq!(refused["granted"], Value::Bool(false));
+    assert_eq!((u64_at(&refused, "/token")?, u64_at(&refused, "/holder")?), (token, holder));
+
+    // Releasing with a wrong token fails (FAILED_PRECONDITION) and changes nothing.
+    let wrong = (token + 1).to_string();
+    let wrong = ctl(eps, &["lease", "release", "jobs/leader", "--token", &wrong]).await?.failed(1)?;
+    assert!(wrong.stderr.contains("FailedPrecondition") && wrong.stderr.contains("not held"), "{wrong:?}");
+    // The keep-alives carry the session past its TTL: still held a TTL and more after opening.
+    loop {
+        let got = lease_json(eps, "jobs/leader").await?;
+        assert_eq!((got["held"].as_bool(), got["holder"].as_u64()), (Some(true), Some(holder)), "{got}");
+        if opened_at.elapsed() > Duration::from_millis(3_000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // kill -9 the keeper: the session expires and the lease is freed within a bound.
+    keeper.signal(Signal::SIGKILL)?;
+    let (code, _) = keeper.exit().await?;
+    assert_eq!(code, None, "killed by a signal");
+    wait_for("the lease of the killed keeper to be freed", Duration::from_secs(10), || async {
+        lease_json(eps, "jobs/leader").await.ok().filter(|g| g["held"] == Value::Bool(false))
+    })
+    .await?;
+    let free = lease_json(eps, "jobs/leader").await?;
+    assert_eq!((&free["holder"], &free["holder_info"]), (&Value::Null, &Value::Null), "{free}");
+    assert!(!session_ids(eps).await?.contains(&holder));
+    // Now the other session gets it, with a greater token.
+    let token2: u64 =
+        ctl(eps, &["lease", "acquire", "jobs/leader", "--session", &other_s]).await?.ok()?.trim().parse()?;
+    assert!(token2 > token, "{token2} <= {token}");
+    let got = lease_json(eps, "jobs/leader").await?;
+    assert_eq!((u64_at(&got, "/holder")?, u64_at(&got, "/transitions")?), (other, 1));
+    assert_eq!(got["holder_info"], Value::String(String::new()));
+    let release = ["lease", "release", "jobs/leader", "--token", &token2.to_string()];
+    assert_eq!(ctl(eps, &release).await?.ok()?, "OK\n");
+    assert_eq!(lease_json(eps, "jobs/leader").await?["held"], Value::Bool(false));
+    assert!(ctl(eps, &["lease", "get", "jobs/leader"]).await?.ok()?.starts_with("free"));
+    assert_eq!(ctl(eps, &["session", "close", &other_s]).await?.ok()?, "0\n");
+
+    // SIGTERM closes a kept-alive session at once (its 30 s TTL is not waited for); exit 0.
+    let mut graceful = Running::spawn(eps, &["session", "open", "30", "--keepalive", "-o", "json"])?;
+    let first = graceful.json().await?;
+    assert_eq!(keys(&first), ["session_id", "ttl_ms"]);
+    let gid = u64_at(&first, "/session_id")?.to_string();
+    ctl(eps, &["put", "eph/g", "v", "--session", &gid]).await?.ok()?;
+    graceful.signal(Signal::SIGTERM)?;
+    let (code, stderr) = graceful.exit().await?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(ctl(eps, &["get", "eph/g"]).await?.ok()?, "");
+
+    assert!(cluster.panics().is_empty(), "a node panicked");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch() -> Result<()> {
+    // A short history, so that the test can compact it.
+    let opts = ClusterOptions { extra_args: vec!["--history-revisions".into(), "20".into()], ..Default::default() };
+    let mut cluster = Cluster::start_with(opts).await?;
+    let endpoints = cluster.endpoints();
+    let eps = endpoints.join(",");
+    let eps = eps.as_str();
+    let put = |k: &'static str, v: &'static str| async move {
+        u64_at(&ctl(eps, &["-o", "json", "put", k, v]).await?.json()?, "/revision")
+    };
+
+    // Watch from the next revision: nothing can be missed however late the watch starts.
+    let start = put("other", "x").await? + 1;
+    let mut watch = Running::spawn(eps, &["watch", "w/", "--prefix", "-o", "json", "--rev", &start.to_string()])?;
+    let mut revs = vec![put("w/a", "1").await?, put("w/b", "2").await?];
+    put("outside", "x").await?;
+    revs.push(put("w/a", "3").await?);
+    let del = ctl(eps, &["-o", "json", "del", "w/a"]).await?.json()?;
+    revs.push(u64_at(&del, "/revision")?);
+    let expected = [("put", "w/a", "1"), ("put", "w/b", "2"), ("put", "w/a", "3"), ("delete", "w/a", "")];
+    let mut last = 0;
+    for ((kind, key, value), rev) in expected.into_iter().zip(&revs) {
+        let e = watch.json().await?;
+        assert_eq!(keys(&e), ["key", "mod_revision", "type", "value"], "{e}");
+        assert_eq!((str_at(&e, "/type")?, str_at(&e, "/key")?, str_at(&e, "/value")?), (kind, key, value), "{e}");
+        let mod_revision = u64_at(&e, "/mod_revision")?;
+        assert_eq!(mod_revision, *rev, "{e}");
+        assert!(mod_revision > last, "{e}");
+        last = mod_revision;
+    }
+
+    // Text with --prev-kv, one key, replayed from the start revision.
+    let mut text = Running::spawn(eps, &["watch", "w/a", "--rev", &start.to_string(), "--prev-kv"])?;
+    for want in [
+        format!("[rev {}] PUT w/a 1", revs[0]),
+        format!("[rev {}] PUT w/a 3 (prev: 1)", revs[2]),
+        format!("[rev {}] DELETE w/a (prev: 3)", revs[3]),
+    ] {
+        assert_eq!(text.line().await?, want);
+    }
+    drop(text);
+
+    // The member of the first endpoint dies (the watch started there unless it already knew the
+    // leader): the watch resumes on another member without losing or repeating an event.
+    cluster.kill(1)?;
+    let rest = endpoints[1..].join(",");
+    let rev = u64_at(&ctl(&rest, &["-o", "json", "put", "w/c", "4"]).await?.json()?, "/revision")?;
+    let e = watch.json().await?;
+    assert_eq!((str_at(&e, "/key")?, str_at(&e, "/value")?, u64_at(&e, "/mod_revision")?), ("w/c", "4", rev), "{e}");
+    drop(watch);
+
+    // Compacted history: an error naming the oldest revision, exit 1.
+    let client = cluster.client_of(2).await?;
+    for i in 0..40 {
+        client.put("filler", i.to_string()).await?;
+    }
+    // Every running member compacts at the same revision; wait until both did.
+    let cluster = &cluster;
+    let oldest = wait_for("both running members to compact past the start", Duration::from_secs(10), || async move {
+        let (a, b) = (cluster.status(2).await.ok()?, cluster.status(3).await.ok()?);
+        (a.compact_revision == b.compact_revision && a.compact_revision > start).then_some(a.compact_revision)
+    })
+    .await?;
+    let mut compacted = Running::spawn(&rest, &["watch", "w/", "--prefix", "--rev", &start.to_string()])?;
+    let (code, stderr) = compacted.exit().await?;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("compacted") && stderr.contains(&format!("is {oldest} ")), "{stderr}");
+
+    assert!(cluster.panics().is_empty(), "a node panicked");
     Ok(())
 }
