@@ -183,9 +183,11 @@ struct Campaign {
 }
 
 impl Campaign {
+    /// Drops the current leadership (reporting it, if there was one); returns whether the
+    /// campaign should go on (false once nobody listens to the events any more).
     async fn revoke(&self, reason: &str) -> bool {
         let had = self.current.lock().await.take().is_some();
-        had && self.tx.send(LeadershipEvent::Revoked(reason.to_owned())).await.is_ok() || !had
+        !had || self.tx.send(LeadershipEvent::Revoked(reason.to_owned())).await.is_ok()
     }
 
     /// Usable for campaigning under the policy.
