@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// directory is empty; defaults to this node alone.
     #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
-    /// Client address to advertise to other members and clients (default: --client-addr).
+    /// Client address to advertise to other members and clients (default: --client-addr);
+    /// `host:port`, e.g. `conclave-0.conclave:7379` when listening on 0.0.0.0.
     #[arg(long, env = "CONCLAVE_ADVERTISE_CLIENT_ADDR")]
     pub advertise_client_addr: Option<String>,
     /// Leader heartbeat interval, milliseconds.
@@ -103,7 +104,22 @@ pub struct Config {
     pub watch_progress_interval: Duration,
 }
 
-/// Parses `1=127.0.0.1:7380,2=127.0.0.2:7380`.
+/// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
+/// `conclave-0.conclave:7380`).
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    port.parse::<u16>().map_err(|_| format!("{addr:?} has no valid port"))?;
+    let valid = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid {
+        return Err(format!("{addr:?}: {host:?} is not a host name or IP address"));
+    }
+    Ok(())
+}
+
+/// Parses `1=127.0.0.1:7380,2=127.0.0.2:7380` (or DNS names instead of IPs).
 ///
 /// # Errors
 /// A message naming the malformed part.
@@ -117,7 +133,7 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
             return Err("--initial-cluster: node id 0 is reserved".into());
         }
         let addr = addr.trim();
-        addr.parse::<SocketAddr>().map_err(|e| format!("--initial-cluster: {addr:?} is not host:port ({e})"))?;
+        check_host_port(addr).map_err(|e| format!("--initial-cluster: {e}"))?;
         if members.insert(id, addr.to_owned()).is_some() {
             return Err(format!("--initial-cluster: node {id} is listed twice"));
         }
@@ -179,6 +195,8 @@ mod tests {
         assert!(parse_initial_cluster("1=127.0.0.1:7380,1=127.0.0.2:7380").is_err());
         assert!(parse_initial_cluster("x=127.0.0.1:7380").is_err());
         assert!(parse_initial_cluster("1=nowhere").is_err());
+        assert!(parse_initial_cluster("1=conclave-0.conclave.default.svc:7380").is_ok());
+        assert!(parse_initial_cluster("1=bad host:1").is_err());
         assert!(parse_initial_cluster("0=127.0.0.1:1").is_err());
     }
 }
