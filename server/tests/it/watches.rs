@@ -96,3 +96,35 @@ async fn compacted_revision_and_empty_range_get_documented_errors() -> anyhow::R
     assert_no_panics(&c);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_notifications_on_request_and_when_idle() -> anyhow::Result<()> {
+    let c = cluster(1, &["--watch-progress-ms", "200"]).await?;
+    let client = c.client().await?;
+    let rev = client.put("p/1", "x").await?;
+    // On request: the watch is up to date with the current revision.
+    let mut w = client.watch("p/", WatchOptions { prefix: true, ..Default::default() });
+    let other = client.put("unrelated", "y").await?;
+    w.request_progress();
+    let progress = loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await? {
+            Some(Ok(WatchEvent::Progress { revision })) => break revision,
+            Some(Ok(e)) => anyhow::bail!("unexpected {e:?}"),
+            other => anyhow::bail!("watch ended: {other:?}"),
+        }
+    };
+    assert!(progress >= rev && progress <= other, "progress {progress} within [{rev}, {other}]");
+    // When idle, with progress_notify: notifications arrive without asking, and they are
+    // never ahead of what was delivered.
+    let mut idle = client.watch("p/", WatchOptions { prefix: true, progress_notify: true, ..Default::default() });
+    let mut notified = Vec::new();
+    while notified.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), idle.next()).await? {
+            Some(Ok(WatchEvent::Progress { revision })) => notified.push(revision),
+            Some(Ok(e)) => anyhow::bail!("unexpected {e:?}"),
+            other => anyhow::bail!("watch ended: {other:?}"),
+        }
+    }
+    assert!(notified.iter().all(|r| *r == other), "idle progress reports the current revision: {notified:?}");
+    Ok(())
+}
