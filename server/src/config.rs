@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Revisions of key history retained for past reads and watches. Must match on every node.
     #[arg(long, env = "CONCLAVE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
+    /// Write batches (log entries) proposed but not yet applied, at most. More overlaps
+    /// replication with the next batch; fewer makes each batch (one fsync) carry more writes.
+    #[arg(long, env = "CONCLAVE_BATCHES_IN_FLIGHT", default_value_t = 2)]
+    pub batches_in_flight: usize,
     /// Most watches on one Watch stream.
     #[arg(long, env = "CONCLAVE_MAX_WATCHES_PER_STREAM", default_value_t = 10_000)]
     pub max_watches_per_stream: usize,
@@ -98,6 +102,8 @@ pub struct Config {
     pub logs_kept_after_snapshot: u64,
     /// Retained history.
     pub history_revisions: u64,
+    /// Write batches in flight.
+    pub batches_in_flight: usize,
     /// Watch limit per stream.
     pub max_watches_per_stream: usize,
     /// Watch progress notification interval.
@@ -178,6 +184,7 @@ impl ServeArgs {
             snapshot_logs: self.snapshot_logs,
             logs_kept_after_snapshot: self.logs_kept_after_snapshot,
             history_revisions: self.history_revisions,
+            batches_in_flight: self.batches_in_flight.max(1),
             max_watches_per_stream: self.max_watches_per_stream.max(1),
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
         })

@@ -68,7 +68,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
 
-    let router = Arc::new(Router::new(config.node_id, raft.clone(), network, shared, config.election_timeout * 4));
+    let router = Arc::new(Router::new(
+        config.node_id,
+        raft.clone(),
+        network,
+        shared,
+        config.election_timeout * 4,
+        config.batches_in_flight,
+    ));
     let sessions = SessionTracker::new(router.clone());
     let expiry = sessions.spawn_expiry_loop(Duration::from_millis(50));
     let limits = ApiLimits {
@@ -88,8 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut stop = stop_rx.clone();
-        let listener = tokio::net::TcpListener::bind(config.peer_addr).await?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = incoming(config.peer_addr)?;
         tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
             incoming,
             async move {
@@ -99,8 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     let client_server = {
         let mut stop = stop_rx.clone();
-        let listener = tokio::net::TcpListener::bind(config.client_addr).await?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = incoming(config.client_addr)?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
@@ -123,6 +128,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = client_server.await;
     let _ = peer_server.await;
     Ok(())
+}
+
+/// Listens on `addr` with TCP_NODELAY on every accepted connection (tonic's builder setting
+/// does not apply to a custom incoming stream; without it Nagle + delayed ACKs add ~40 ms).
+fn incoming(addr: std::net::SocketAddr) -> std::io::Result<tonic::transport::server::TcpIncoming> {
+    Ok(tonic::transport::server::TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
 }
 
 /// Makes sure the replicated membership metadata holds this node's client address, so any

@@ -3,7 +3,7 @@
 //!
 //! Proposals queue in a channel. A single task takes everything queued (up to
 //! [`MAX_BATCH_PROPOSALS`] / [`MAX_BATCH_BYTES`]) and submits it as one entry; at most
-//! [`MAX_IN_FLIGHT`] entries are in flight at once, so while they commit the queue fills and the
+//! `--batches-in-flight` entries are in flight at once, so while they commit the queue fills and the
 //! next batch is larger. Latency stays one Raft round at low load; throughput grows with load.
 
 use std::sync::Arc;
@@ -21,8 +21,6 @@ use crate::state_machine::response::CommandResult;
 pub const MAX_BATCH_PROPOSALS: usize = 2048;
 /// Most payload bytes in one log entry (a single larger proposal still goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Most log entries proposed but not yet applied.
-pub const MAX_IN_FLIGHT: usize = 4;
 
 struct Pending {
     proposal: Proposal,
@@ -37,10 +35,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft` on this node.
-    pub fn spawn(raft: Raft, node_id: u64) -> Self {
+    /// Starts the batching task for `raft` on this node, with at most `in_flight` log entries
+    /// proposed but not yet applied.
+    pub fn spawn(raft: Raft, node_id: u64, in_flight: usize) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, node_id, rx));
+        tokio::spawn(run(raft, node_id, rx, in_flight.max(1)));
         Self { tx }
     }
 
@@ -68,8 +67,8 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>, in_flight: usize) {
+    let in_flight = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;

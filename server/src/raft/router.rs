@@ -37,15 +37,16 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for this node.
+    /// A router for this node; `batches_in_flight` bounds the write pipeline (see `proposer`).
     pub fn new(
         node_id: NodeId,
         raft: Raft,
         peers: PeerNetwork,
         shared: Arc<SharedState>,
         leader_wait: Duration,
+        batches_in_flight: usize,
     ) -> Self {
-        let proposer = Proposer::spawn(raft.clone(), node_id);
+        let proposer = Proposer::spawn(raft.clone(), node_id, batches_in_flight);
         let read_index = ReadIndex::spawn(raft.clone(), node_id);
         Self { node_id, raft, proposer, read_index, peers, shared, leader_wait }
     }
