@@ -1,0 +1,75 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::jobmanager::JobManagerArgs;
+use crate::targets::TargetKind;
+use crate::workloads::Workload;
+
+/// Runs the same workloads against Conclave, etcd and ZooKeeper (3 members each, on loopback)
+/// and writes a Markdown table, JSON and SVG plots under `<out>/<timestamp>/`.
+#[derive(Debug, Parser)]
+#[command(name = "conclave-bench", version)]
+pub struct Cli {
+    /// Internal subcommands (the harness runs them as child processes).
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    /// Suite options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// A job-manager process for the job-manager failover workload (internal).
+    #[command(hide = true)]
+    JobManager(JobManagerArgs),
+}
+
+/// Options of a suite run.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// A 1-2 minute smoke run (short durations, fewer sessions and watchers, one repetition).
+    #[arg(long)]
+    pub quick: bool,
+    /// Targets to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub targets: Vec<TargetKind>,
+    /// Workloads to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
+    /// Results go to `<out>/<timestamp>/`.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    pub out: PathBuf,
+    /// Seconds of each throughput workload (default 20; quick 2).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Sessions of the keep-alive workload (default 10,000; quick 500).
+    #[arg(long)]
+    pub sessions: Option<usize>,
+    /// Watchers of the fan-out workload (default 1,000; quick 50).
+    #[arg(long)]
+    pub watchers: Option<usize>,
+    /// Leader kills (default 5; quick 1).
+    #[arg(long)]
+    pub failover_reps: Option<usize>,
+    /// The `conclave` server binary (default: next to this executable, i.e. the release build).
+    #[arg(long, env = "CONCLAVE_BIN")]
+    pub conclave_bin: Option<PathBuf>,
+    /// Extra flags for every Conclave member, whitespace-separated (e.g.
+    /// `--conclave-flags="--election-timeout-ms 200"`); default: none (the server's defaults).
+    #[arg(long, allow_hyphen_values = true)]
+    pub conclave_flags: Option<String>,
+    /// The etcd 3.4 server (Debian package `etcd-server`).
+    #[arg(long, default_value = crate::targets::etcd::DEFAULT_BINARY)]
+    pub etcd_bin: PathBuf,
+    /// ZooKeeper's server script (Debian package `zookeeper`).
+    #[arg(long, default_value = crate::targets::zookeeper::DEFAULT_SCRIPT)]
+    pub zk_server: PathBuf,
+    /// Keep the servers' data directories and logs (printed at the end) instead of deleting them.
+    #[arg(long)]
+    pub keep_data: bool,
+}

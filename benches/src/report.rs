@@ -1,0 +1,327 @@
+//! The results: a Markdown table (a row per workload, a column per target, Conclave's ratios
+//! and the goals), the same data as JSON, and SVG plots.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::plot::{bar_chart, Group};
+use crate::targets::TargetKind;
+use crate::workloads::{Better, Outcome, Params, Status, Workload};
+
+/// Facts about the run, printed above the tables.
+#[derive(Clone, Debug, Serialize)]
+pub struct Meta {
+    /// UTC start time, `YYYY-MM-DD HH:MM:SS`.
+    pub started_utc: String,
+    /// The command line.
+    pub command: String,
+    /// CPUs, memory, kernel.
+    pub machine: String,
+    /// Server versions / binaries.
+    pub servers: Vec<String>,
+    /// Whether this was a `--quick` run.
+    pub quick: bool,
+}
+
+/// Everything written to `results.json`.
+#[derive(Serialize)]
+struct Json<'a> {
+    meta: &'a Meta,
+    params: &'a Params,
+    outcomes: &'a [Outcome],
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
+fn find(outcomes: &[Outcome], w: Workload, t: TargetKind) -> Option<&Outcome> {
+    outcomes.iter().find(|o| o.workload == w && o.target == t)
+}
+
+fn headline(outcomes: &[Outcome], w: Workload, t: TargetKind) -> Option<f64> {
+    find(outcomes, w, t).filter(|o| o.status == Status::Ok).and_then(|o| o.headline)
+}
+
+fn number(v: f64) -> String {
+    if v >= 1000.0 {
+        let s = format!("{v:.0}");
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn count(v: u64) -> String {
+    if v >= 1000 {
+        number(v as f64)
+    } else {
+        v.to_string()
+    }
+}
+
+fn cell(o: Option<&Outcome>) -> String {
+    match o {
+        None => "–".into(),
+        Some(o) => match &o.status {
+            Status::Ok => o.headline.map_or_else(|| "–".into(), number),
+            Status::Skipped(_) => "skipped".into(),
+            Status::NotAvailable(_) => "n/a".into(),
+            Status::Failed(_) => "failed".into(),
+        },
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
+}
+
+/// The goal for a row, and whether this run met it.
+fn goal(outcomes: &[Outcome], w: Workload) -> String {
+    let c = headline(outcomes, w, TargetKind::Conclave);
+    let e = ratio(c, headline(outcomes, w, TargetKind::Etcd));
+    let z = ratio(c, headline(outcomes, w, TargetKind::Zookeeper));
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not measured",
+    };
+    match w {
+        Workload::Put64 => format!("≥ 2× etcd: {}", verdict(e.map(|r| r >= 2.0))),
+        Workload::GetLinearizable => format!("≥ etcd: {}", verdict(e.map(|r| r >= 1.0))),
+        Workload::GetSerializable => format!("≥ ZooKeeper local read: {}", verdict(z.map(|r| r >= 1.0))),
+        Workload::Counter16 => {
+            let both = match (e, z) {
+                (Some(e), Some(z)) => Some(e >= 20.0 && z >= 20.0),
+                (Some(e), None) => Some(e >= 20.0),
+                (None, Some(z)) => Some(z >= 20.0),
+                _ => None,
+            };
+            format!("≥ 20× both: {}", verdict(both))
+        }
+        Workload::LeaderFailover => format!("median < 1 s: {}", verdict(c.map(|g| g < 1.0))),
+        _ => String::new(),
+    }
+}
+
+/// Renders the Markdown report.
+pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Conclave benchmark results{}\n", if meta.quick { " (quick smoke run)" } else { "" });
+    let _ = writeln!(s, "- started: {} UTC", meta.started_utc);
+    let _ = writeln!(s, "- command: `{}`", meta.command);
+    let _ = writeln!(s, "- machine: {}", meta.machine);
+    for v in &meta.servers {
+        let _ = writeln!(s, "- {v}");
+    }
+    let _ = writeln!(
+        s,
+        "- parameters: {} s per throughput workload, {}-byte values, {} sessions (TTL {:?}) held {:?}, {} watchers × {} puts, {} leader kills with {} writers, {} job-manager kills (TTL {:?})",
+        params.duration.as_secs(),
+        params.value_size,
+        params.sessions,
+        params.session_ttl,
+        params.session_hold,
+        params.watchers,
+        params.watch_rounds,
+        params.failover_reps,
+        params.failover_clients,
+        params.election_reps,
+        params.election_ttl
+    );
+    let _ = writeln!(s, "- all targets: 3 members on loopback, default durability (fsync on)\n");
+
+    let _ = writeln!(s, "## Summary\n");
+    let _ =
+        writeln!(s, "| workload | metric | Conclave | etcd | ZooKeeper | Conclave/etcd | Conclave/ZooKeeper | goal |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
+    let workloads: Vec<Workload> =
+        Workload::ALL.into_iter().filter(|w| outcomes.iter().any(|o| o.workload == *w)).collect();
+    for w in &workloads {
+        let (metric, better) = w.headline();
+        let c = headline(outcomes, *w, TargetKind::Conclave);
+        let _ = writeln!(
+            s,
+            "| {} | {}{} | {} | {} | {} | {} | {} | {} |",
+            w.label(),
+            metric,
+            if better == Better::Lower { " (lower is better)" } else { "" },
+            cell(find(outcomes, *w, TargetKind::Conclave)),
+            cell(find(outcomes, *w, TargetKind::Etcd)),
+            cell(find(outcomes, *w, TargetKind::Zookeeper)),
+            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Etcd))),
+            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Zookeeper))),
+            goal(outcomes, *w)
+        );
+    }
+    // Memory after the 64-client put run (the shared KV cluster, measured right after it).
+    if workloads.contains(&Workload::Put64) {
+        let rss =
+            |t| find(outcomes, Workload::Put64, t).filter(|o| o.status == Status::Ok).map(|o| o.rss_bytes as f64 / MB);
+        let c = rss(TargetKind::Conclave);
+        let e = ratio(c, rss(TargetKind::Etcd));
+        let _ = writeln!(
+            s,
+            "| server RSS after put, 64 clients | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
+            c.map_or("–".into(), number),
+            rss(TargetKind::Etcd).map_or("–".into(), number),
+            rss(TargetKind::Zookeeper).map_or("–".into(), number),
+            ratio_cell(e),
+            ratio_cell(ratio(c, rss(TargetKind::Zookeeper))),
+            match e {
+                Some(r) if r < 0.5 => "met",
+                Some(_) => "**not met**",
+                None => "not measured",
+            }
+        );
+    }
+
+    let _ = writeln!(s, "\n## Details\n");
+    let _ = writeln!(
+        s,
+        "RSS and data-dir size are sums over the 3 members at the end of the workload (the six KV workloads share one cluster per target, in table order). Server CPU is all members' user+system time during the measured interval. Watch latency is from the writer's acknowledgement to the last watcher's notification, per put (0 when every notification arrived before the acknowledgement). Failover latencies are the per-repetition gaps.\n"
+    );
+    let _ = writeln!(s, "| workload | target | ops | ops/s | p50 ms | p99 ms | max ms | errors | RSS MB | data MB | server CPU s | Raft log growth | notes |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for w in &workloads {
+        for t in TargetKind::ALL {
+            let Some(o) = find(outcomes, *w, t) else { continue };
+            let status_note = match &o.status {
+                Status::Ok => String::new(),
+                Status::Skipped(r) => format!("skipped: {r}"),
+                Status::NotAvailable(r) => format!("not available: {r}"),
+                Status::Failed(r) => format!("failed: {r}"),
+            };
+            let mut notes = o.notes.clone();
+            if !status_note.is_empty() {
+                notes.insert(0, status_note);
+            }
+            let measured = o.status == Status::Ok;
+            let lat = o.latency.filter(|_| measured);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.label(),
+                t.label(),
+                if measured { count(o.ops) } else { "–".into() },
+                o.ops_per_sec.filter(|_| measured).map_or("–".into(), number),
+                lat.map_or("–".into(), |l| number(l.p50_ms)),
+                lat.map_or("–".into(), |l| number(l.p99_ms)),
+                lat.map_or("–".into(), |l| number(l.max_ms)),
+                if measured { o.errors.to_string() } else { "–".into() },
+                if measured { number(o.rss_bytes as f64 / MB) } else { "–".into() },
+                if measured { number(o.data_dir_bytes as f64 / MB) } else { "–".into() },
+                if measured { number(o.server_cpu_s) } else { "–".into() },
+                o.raft_log_growth.map_or("–".into(), |g| g.to_string()),
+                notes.join("; ").replace('|', "/")
+            );
+        }
+    }
+    let _ = writeln!(s, "\nPlots: `throughput.svg`, `latency.svg`. Raw data: `results.json`.");
+    s
+}
+
+fn groups(
+    outcomes: &[Outcome],
+    pick: impl Fn(&Outcome) -> Option<f64>,
+    workloads: &[Workload],
+    suffix: &str,
+) -> Vec<Group> {
+    workloads
+        .iter()
+        .filter(|w| outcomes.iter().any(|o| o.workload == **w))
+        .map(|w| Group {
+            label: format!("{}{suffix}", w.label()),
+            values: TargetKind::ALL
+                .iter()
+                .map(|t| (*t, find(outcomes, *w, *t).filter(|o| o.status == Status::Ok).and_then(&pick)))
+                .collect(),
+        })
+        .filter(|g: &Group| g.values.iter().any(|(_, v)| v.is_some()))
+        .collect()
+}
+
+/// Writes `results.md`, `results.json`, `throughput.svg` and `latency.svg` into `dir`.
+///
+/// # Errors
+/// On I/O errors.
+pub fn write_all(dir: &Path, meta: &Meta, params: &Params, outcomes: &[Outcome]) -> anyhow::Result<String> {
+    let md = markdown(meta, params, outcomes);
+    std::fs::write(dir.join("results.md"), &md)?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&Json { meta, params, outcomes })?)?;
+    let throughput = [
+        Workload::Put1,
+        Workload::Put64,
+        Workload::GetLinearizable,
+        Workload::GetSerializable,
+        Workload::Counter1,
+        Workload::Counter16,
+    ];
+    let tp = groups(outcomes, |o| o.ops_per_sec, &throughput, "");
+    std::fs::write(
+        dir.join("throughput.svg"),
+        bar_chart("Throughput", "operations per second (higher is better)", &tp),
+    )?;
+    let mut lat = Vec::new();
+    for w in Workload::ALL {
+        lat.extend(groups(outcomes, |o| o.latency.map(|l| l.p50_ms), &[w], " — p50"));
+        lat.extend(groups(outcomes, |o| o.latency.map(|l| l.p99_ms), &[w], " — p99"));
+    }
+    std::fs::write(
+        dir.join("latency.svg"),
+        bar_chart(
+            "Latency",
+            "ms (lower is better); watch: ack → last notification; leader failover: writes during the run; job manager: takeover",
+            &lat,
+        ),
+    )?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::LatencyStats;
+
+    #[test]
+    fn table_has_ratios_and_goals() {
+        let mk = |t, v: f64, rss: u64| {
+            let mut o = Outcome::new(Workload::Put64, t, Status::Ok);
+            o.headline = Some(v);
+            o.ops_per_sec = Some(v);
+            o.latency = Some(LatencyStats::default());
+            o.rss_bytes = rss;
+            o
+        };
+        let outcomes = vec![
+            mk(TargetKind::Conclave, 30_000.0, 100 << 20),
+            mk(TargetKind::Etcd, 12_000.0, 300 << 20),
+            Outcome::new(Workload::Put64, TargetKind::Zookeeper, Status::Skipped("not installed".into())),
+        ];
+        let meta =
+            Meta { started_utc: "now".into(), command: "x".into(), machine: "m".into(), servers: vec![], quick: true };
+        let md = markdown(&meta, &Params::quick(), &outcomes);
+        assert!(
+            md.contains("| put, 64 clients | ops/s | 30,000 | 12,000 | skipped | 2.50× | – | ≥ 2× etcd: met |"),
+            "{md}"
+        );
+        assert!(md.contains("< ½ etcd: met"), "{md}");
+        assert!(md.contains("skipped: not installed"), "{md}");
+    }
+}

@@ -1,0 +1,311 @@
+//! Runs the selected workloads on the selected targets, one cluster at a time, and writes the
+//! report. Workloads are run workload-major (each group on every target in turn) so that
+//! background noise on a shared machine spreads over all targets alike.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::RunArgs;
+use crate::measure::{dir_size, total_cpu, total_rss};
+use crate::report::{self, Meta};
+use crate::targets::conclave::ConclaveTarget;
+use crate::targets::etcd::EtcdTarget;
+use crate::targets::zookeeper::ZookeeperTarget;
+use crate::targets::{Target, TargetKind};
+use crate::workloads::{self, Outcome, Params, Status, Workload};
+
+/// Where each target's server is, or why it is skipped.
+struct Servers {
+    conclave: Result<PathBuf, String>,
+    etcd: Result<PathBuf, String>,
+    zookeeper: Result<PathBuf, String>,
+    conclave_flags: Option<String>,
+}
+
+impl Servers {
+    fn find(args: &RunArgs) -> Self {
+        let conclave = match &args.conclave_bin {
+            Some(p) if p.is_file() => Ok(p.clone()),
+            Some(p) => Err(format!("{} not found", p.display())),
+            None => conclave_testkit::conclave_binary()
+                .map_err(|e| format!("{e:#} (build it: cargo build --release -p conclave-server -p conclave-bench)")),
+        };
+        let exists = |p: &Path, pkg: &str| {
+            if p.is_file() {
+                Ok(p.to_path_buf())
+            } else {
+                Err(format!("{} not found: install the Debian package `{pkg}` to compare", p.display()))
+            }
+        };
+        let zookeeper = exists(&args.zk_server, "zookeeper").and_then(|p| {
+            if Path::new("/usr/bin/java").exists() || which("java") {
+                Ok(p)
+            } else {
+                Err("java not found (ZooKeeper needs a JRE)".into())
+            }
+        });
+        Self {
+            conclave,
+            etcd: exists(&args.etcd_bin, "etcd-server"),
+            zookeeper,
+            conclave_flags: args.conclave_flags.clone(),
+        }
+    }
+
+    fn get(&self, t: TargetKind) -> &Result<PathBuf, String> {
+        match t {
+            TargetKind::Conclave => &self.conclave,
+            TargetKind::Etcd => &self.etcd,
+            TargetKind::Zookeeper => &self.zookeeper,
+        }
+    }
+}
+
+/// Prints above the progress bar, or to stderr when there is no terminal (the bar is hidden).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(cmd).is_file()))
+}
+
+async fn start(kind: TargetKind, server: &Path, dir: &Path, args: &RunArgs) -> anyhow::Result<Box<dyn Target>> {
+    std::fs::create_dir_all(dir)?;
+    let fut = async {
+        Ok::<Box<dyn Target>, anyhow::Error>(match kind {
+            TargetKind::Conclave => {
+                let flags = args.conclave_flags.as_deref().unwrap_or_default();
+                Box::new(
+                    ConclaveTarget::start(server, dir, flags.split_whitespace().map(str::to_owned).collect()).await?,
+                )
+            }
+            TargetKind::Etcd => Box::new(EtcdTarget::start(server, dir).await?),
+            TargetKind::Zookeeper => Box::new(ZookeeperTarget::start(server, dir).await?),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(180), fut).await.map_err(|_| anyhow::anyhow!("start timed out"))?
+}
+
+/// Runs one workload on a running target and adds the server-side measurements.
+async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Outcome {
+    let pids = target.pids();
+    let cpu0 = total_cpu(&pids);
+    let log0 = target.raft_log_index().await;
+    let budget = Duration::from_secs(900);
+    let run = async {
+        match w {
+            Workload::Sessions => workloads::sessions::run(target, p).await,
+            Workload::WatchFanout => workloads::watch::run(target, p).await,
+            Workload::LeaderFailover => workloads::failover::run(target, p).await,
+            Workload::JobManagerFailover => workloads::election::run(target, p, dir).await,
+            _ => workloads::kv::run(target, w, p).await,
+        }
+    };
+    let mut o = match tokio::time::timeout(budget, run).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::new(w, target.kind(), Status::Failed(format!("{e:#}"))),
+        Err(_) => Outcome::new(w, target.kind(), Status::Failed(format!("did not finish within {budget:?}"))),
+    };
+    let pids = target.pids();
+    o.rss_bytes = total_rss(&pids);
+    o.data_dir_bytes = target.data_dirs().iter().map(|d| dir_size(d)).sum();
+    if w != Workload::Sessions {
+        // Sessions measure CPU over the hold only; failover restarts members (CPU is partial).
+        o.server_cpu_s = total_cpu(&pids).saturating_sub(cpu0).as_secs_f64();
+        if o.raft_log_growth.is_none() {
+            if let (Some(a), Some(b)) = (log0, target.raft_log_index().await) {
+                o.raft_log_growth = Some(b.saturating_sub(a));
+            }
+        }
+    }
+    o
+}
+
+/// UTC calendar time of `t` as (year, month, day, hour, minute, second).
+fn utc(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, {mem} GiB memory, Linux {}", kernel.trim())
+}
+
+fn version_of(cmd: &Path, arg: &str) -> Option<String> {
+    let out = std::process::Command::new(cmd).arg(arg).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
+}
+
+fn server_lines(servers: &Servers) -> Vec<String> {
+    let mut v = Vec::new();
+    match &servers.conclave {
+        Ok(p) => v.push(format!(
+            "Conclave: {}{}",
+            p.display(),
+            servers.conclave_flags.as_ref().map_or(String::new(), |f| format!(" with flags `{f}`"))
+        )),
+        Err(e) => v.push(format!("Conclave: skipped ({e})")),
+    }
+    match &servers.etcd {
+        Ok(p) => v.push(format!("etcd: {} ({})", p.display(), version_of(p, "--version").unwrap_or_default())),
+        Err(e) => v.push(format!("etcd: skipped ({e})")),
+    }
+    match &servers.zookeeper {
+        Ok(p) => {
+            let jar = std::fs::read_link("/usr/share/java/zookeeper.jar").ok().map(|j| j.display().to_string());
+            v.push(format!("ZooKeeper: {} ({})", p.display(), jar.unwrap_or_else(|| "version unknown".into())));
+        }
+        Err(e) => v.push(format!("ZooKeeper: skipped ({e})")),
+    }
+    v
+}
+
+/// Runs the suite and writes the report; returns the results directory.
+///
+/// # Errors
+/// When the results directory cannot be written.
+pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
+    let mut params = if args.quick { Params::quick() } else { Params::full() };
+    if let Some(d) = args.duration {
+        params.duration = Duration::from_secs(d);
+    }
+    if let Some(n) = args.sessions {
+        params.sessions = n;
+    }
+    if let Some(n) = args.watchers {
+        params.watchers = n;
+    }
+    if let Some(n) = args.failover_reps {
+        params.failover_reps = n;
+        params.election_reps = n;
+    }
+    let targets: Vec<TargetKind> =
+        if args.targets.is_empty() { TargetKind::ALL.to_vec() } else { args.targets.clone() };
+    let selected: Vec<Workload> =
+        if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
+    let mut groups: Vec<Vec<Workload>> = Vec::new();
+    let shared: Vec<Workload> =
+        Workload::ALL.into_iter().filter(|w| selected.contains(w) && w.shares_cluster()).collect();
+    if !shared.is_empty() {
+        groups.push(shared);
+    }
+    for w in Workload::ALL.into_iter().filter(|w| selected.contains(w) && !w.shares_cluster()) {
+        groups.push(vec![w]);
+    }
+
+    let started = SystemTime::now();
+    let (y, mo, d, h, mi, s) = utc(started);
+    let out = args.out.join(format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}"));
+    std::fs::create_dir_all(&out)?;
+    let work = tempfile::Builder::new().prefix("conclave-bench-").tempdir()?;
+    let servers = Servers::find(&args);
+    let meta = Meta {
+        started_utc: format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: machine(),
+        servers: server_lines(&servers),
+        quick: args.quick,
+    };
+
+    let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len();
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    for t in &targets {
+        if let Err(e) = servers.get(*t) {
+            say(&bar, format!("{}: skipped: {e}", t.label()));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (gi, group) in groups.iter().enumerate() {
+        for &kind in &targets {
+            let server = match servers.get(kind) {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    for &w in group {
+                        outcomes.push(Outcome::new(w, kind, Status::Skipped(e.clone())));
+                        bar.inc(1);
+                    }
+                    continue;
+                }
+            };
+            bar.set_message(format!("{}: starting", kind.label()));
+            let dir = work.path().join(format!("{gi:02}-{:?}", kind).to_lowercase());
+            let target = match start(kind, &server, &dir, &args).await {
+                Ok(t) => t,
+                Err(e) => {
+                    say(&bar, format!("{}: could not start: {e:#}", kind.label()));
+                    for &w in group {
+                        outcomes.push(Outcome::new(w, kind, Status::Failed(format!("start: {e:#}"))));
+                        bar.inc(1);
+                    }
+                    continue;
+                }
+            };
+            for &w in group {
+                bar.set_message(format!("{} on {}", w.label(), kind.label()));
+                let t0 = Instant::now();
+                let o = measure(target.as_ref(), w, &params, &dir).await;
+                let summary = match (&o.status, o.headline) {
+                    (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
+                    (Status::Ok, None) => "done".into(),
+                    (st, _) => format!("{st:?}"),
+                };
+                say(
+                    &bar,
+                    format!("{:<30} {:<10} {summary} ({:.0} s)", w.label(), kind.label(), t0.elapsed().as_secs_f64()),
+                );
+                outcomes.push(o);
+                bar.inc(1);
+            }
+            drop(target);
+        }
+    }
+    bar.finish_with_message("done");
+    let md = report::write_all(&out, &meta, &params, &outcomes)?;
+    println!("\n{md}");
+    if args.keep_data {
+        let kept = work.keep();
+        println!("server data and logs kept in {}", kept.display());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_calendar() {
+        assert_eq!(utc(SystemTime::UNIX_EPOCH), (1970, 1, 1, 0, 0, 0));
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29 12:34:56
+        assert_eq!(utc(t), (2024, 2, 29, 12, 34, 56));
+    }
+}

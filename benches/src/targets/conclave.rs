@@ -1,0 +1,245 @@
+//! Conclave: a 3-node cluster of the release `conclave` binary, started by `conclave-testkit`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclave_client::{Client, GetOptions, Session, SessionState, WatchEvent, WatchOptions};
+use conclave_testkit::{Cluster, ClusterOptions};
+use tokio::sync::mpsc;
+
+use super::{BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+
+/// A running Conclave cluster.
+pub struct ConclaveTarget {
+    cluster: Mutex<Cluster>,
+    endpoints: Vec<String>,
+    data_dirs: Vec<PathBuf>,
+}
+
+impl ConclaveTarget {
+    /// Starts 3 members of `binary` under `dir` (default flags, fsync on, plus `extra_args`) and
+    /// waits for a leader.
+    ///
+    /// # Errors
+    /// When the binary is missing or no leader is elected.
+    pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>) -> anyhow::Result<Self> {
+        let opts = ClusterOptions {
+            nodes: 3,
+            extra_args,
+            binary: Some(binary.to_path_buf()),
+            base_dir: Some(dir.to_path_buf()),
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start_with(opts).await?;
+        let endpoints = cluster.endpoints();
+        let data_dirs = cluster.nodes().iter().map(|n| n.data_dir.clone()).collect();
+        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs };
+        // Every member must know every other's client address before clients spread out.
+        target.wait_whole(Duration::from_secs(30)).await?;
+        Ok(target)
+    }
+
+    async fn client_now(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.endpoints.clone()).await?)
+    }
+
+    /// Waits until every member reports the same leader among them.
+    async fn wait_whole(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let probe = self.client_now().await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for e in &self.endpoints {
+                if let Ok(s) = probe.status_of(e).await {
+                    leaders.push(s.leader_id);
+                }
+            }
+            if leaders.len() == self.endpoints.len()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && (leaders[0] as usize) <= self.endpoints.len()
+            {
+                return Ok(leaders[0] as usize - 1);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("Conclave: no agreed leader within {timeout:?} (saw {leaders:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
+        self.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+struct ConclaveKv {
+    client: Client,
+}
+
+impl Kv for ConclaveKv {
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.client.put(key, value).await?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let opts = GetOptions { serializable: !linearizable, ..GetOptions::default() };
+            let r = self.client.get_with(key, opts).await?;
+            anyhow::ensure!(!r.kvs.is_empty(), "key not found");
+            Ok(())
+        })
+    }
+
+    fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>> {
+        Box::pin(async move {
+            self.client.counter_add(&counter, 1).await?;
+            Ok(1)
+        })
+    }
+}
+
+struct ConclaveSessions {
+    sessions: Vec<Session>,
+}
+
+impl SessionHold for ConclaveSessions {
+    fn lost(&self) -> BoxFut<'_, u64> {
+        Box::pin(async move {
+            self.sessions
+                .iter()
+                .filter(|s| matches!(s.state(), SessionState::Expired | SessionState::Suspended))
+                .count() as u64
+        })
+    }
+}
+
+/// Clients the session and watch workloads spread their sessions and watchers over.
+const SHARED_CLIENTS: usize = 64;
+
+impl Target for ConclaveTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Conclave
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.endpoints.clone()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.lock().nodes().iter().filter_map(|n| n.pid()).collect()
+    }
+
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        self.data_dirs.clone()
+    }
+
+    fn client(&self, _n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
+        // The Conclave client follows the leader by itself; where it starts does not matter.
+        Box::pin(async move { Ok(Arc::new(ConclaveKv { client: self.client_now().await? }) as Arc<dyn Kv>) })
+    }
+
+    fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
+        Box::pin(self.wait_whole(Duration::from_secs(30)))
+    }
+
+    fn kill(&self, member: usize) -> anyhow::Result<()> {
+        self.lock().kill(member as u64 + 1)
+    }
+
+    fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.lock().restart(member as u64 + 1)?;
+            self.wait_whole(Duration::from_secs(60)).await?;
+            Ok(())
+        })
+    }
+
+    fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
+        Box::pin(async move {
+            let probe = self.client_now().await.ok()?;
+            let leader = self.wait_whole(Duration::from_secs(10)).await.ok()?;
+            probe.status_of(&self.endpoints[leader]).await.ok().map(|s| s.last_log_index)
+        })
+    }
+
+    fn open_sessions(
+        &self,
+        n: usize,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> BoxFut<'_, anyhow::Result<(SessionRun, Box<dyn SessionHold>)>> {
+        Box::pin(async move {
+            let mut clients = Vec::new();
+            for _ in 0..SHARED_CLIENTS {
+                clients.push(self.client_now().await?);
+            }
+            let started = Instant::now();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for client in clients {
+                let (tx, next) = (tx.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n && Instant::now() < deadline {
+                        let _ = tx.send(Session::open(&client, ttl).await);
+                    }
+                }));
+            }
+            drop(tx);
+            let mut run = SessionRun::default();
+            let mut sessions = Vec::with_capacity(n);
+            while let Some(r) = rx.recv().await {
+                match r {
+                    Ok(s) => sessions.push(s),
+                    Err(_) => run.errors += 1,
+                }
+            }
+            run.opened = sessions.len() as u64;
+            run.open_time = started.elapsed();
+            Ok((run, Box::new(ConclaveSessions { sessions }) as Box<dyn SessionHold>))
+        })
+    }
+
+    fn start_watchers(
+        &self,
+        n: usize,
+        key: String,
+        tx: mpsc::UnboundedSender<Notification>,
+    ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>> {
+        Box::pin(async move {
+            let mut clients = Vec::new();
+            for _ in 0..SHARED_CLIENTS.min(n.max(1)) {
+                clients.push(self.client_now().await?);
+            }
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let mut watcher = clients[i % clients.len()].watch(key.clone(), WatchOptions::default());
+                let tx = tx.clone();
+                tasks.push(AbortOnDrop(tokio::spawn(async move {
+                    while let Some(ev) = watcher.next().await {
+                        if let Ok(WatchEvent::Changes { .. }) = ev {
+                            if tx.send((i, Instant::now())).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                })));
+            }
+            Ok(Box::new((tasks, clients)) as Box<dyn Send>)
+        })
+    }
+}
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,506 @@
+//! etcd 3.4: three `etcd` processes on 127.0.1.x, and a small leader-following client written
+//! against etcd's own gRPC API (the same calls `clientv3` makes).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::conclave::AbortOnDrop;
+use super::{free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use crate::etcdpb::etcdserverpb as pb;
+use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
+use pb::maintenance_client::MaintenanceClient;
+use pb::watch_client::WatchClient;
+
+/// Where Debian's `etcd-server` package installs the server.
+pub const DEFAULT_BINARY: &str = "/usr/bin/etcd";
+
+struct Member {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    process: Option<ChildGuard>,
+}
+
+/// A running 3-member etcd cluster.
+pub struct EtcdTarget {
+    binary: PathBuf,
+    initial_cluster: String,
+    members: Mutex<Vec<Member>>,
+    endpoints: Vec<String>,
+    data_dirs: Vec<PathBuf>,
+}
+
+impl EtcdTarget {
+    /// Starts 3 members under `dir` with default settings (fsync on) and waits for a leader.
+    ///
+    /// # Errors
+    /// When a member cannot be started or no leader is elected in time.
+    pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let mut members = Vec::new();
+        for i in 0..3u8 {
+            let ip = Ipv4Addr::new(127, 0, 1, 11 + i);
+            let m = Member {
+                name: format!("m{}", i + 1),
+                client_url: format!("http://{ip}:{}", free_port(ip)?),
+                peer_url: format!("http://{ip}:{}", free_port(ip)?),
+                data_dir: dir.join(format!("etcd{}", i + 1)),
+                log: dir.join(format!("etcd{}.log", i + 1)),
+                process: None,
+            };
+            members.push(m);
+        }
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let endpoints = members.iter().map(|m| m.client_url.trim_start_matches("http://").to_owned()).collect();
+        let data_dirs = members.iter().map(|m| m.data_dir.clone()).collect();
+        let target =
+            Self { binary: binary.to_path_buf(), initial_cluster, members: Mutex::new(members), endpoints, data_dirs };
+        for i in 0..3 {
+            target.spawn(i)?;
+        }
+        target.wait_whole(Duration::from_secs(60)).await?;
+        Ok(target)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spawn(&self, i: usize) -> anyhow::Result<()> {
+        let mut members = self.lock();
+        let m = &mut members[i];
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "conclave-bench", "--logger", "zap", "--log-level", "warn"]);
+        m.process = Some(ChildGuard::spawn(cmd, &m.log)?);
+        Ok(())
+    }
+
+    /// Waits until every running member reports the same leader; returns its index.
+    async fn wait_whole(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(i) = self.leader_once().await {
+                return Ok(i);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("etcd: no agreed leader within {timeout:?} (logs in {:?})", self.lock()[0].log.parent());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn leader_once(&self) -> anyhow::Result<usize> {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for e in &self.endpoints {
+            let mut c = MaintenanceClient::new(channel(e)?);
+            let s = tokio::time::timeout(Duration::from_secs(1), c.status(pb::StatusRequest {})).await??.into_inner();
+            ids.push(s.header.map_or(0, |h| h.member_id));
+            leaders.push(s.leader);
+        }
+        anyhow::ensure!(leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]), "no agreed leader");
+        ids.iter().position(|id| *id == leaders[0]).ok_or_else(|| anyhow::anyhow!("leader is not a member"))
+    }
+}
+
+/// A lazily connected channel to `addr` (`host:port`).
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .connect_lazy())
+}
+
+/// One etcd client: a channel per member, pinned to one until it fails, then the next (as
+/// `clientv3` fails over); every call retries until a 10 s deadline.
+pub struct EtcdKv {
+    channels: Vec<Channel>,
+    current: AtomicUsize,
+}
+
+impl EtcdKv {
+    /// A client over `endpoints`, starting at member `start`.
+    ///
+    /// # Errors
+    /// On malformed endpoints.
+    pub fn new(endpoints: &[String], start: usize) -> anyhow::Result<Self> {
+        let channels = endpoints.iter().map(|e| channel(e)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self { channels, current: AtomicUsize::new(start % endpoints.len()) })
+    }
+
+    /// Runs `attempt` against the current member, moving to the next on failure.
+    ///
+    /// # Errors
+    /// A final error from the server, or the last failure at the deadline.
+    pub async fn call<T, F, Fut>(&self, attempt: F) -> anyhow::Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let idx = self.current.load(Ordering::Relaxed);
+            let err = match tokio::time::timeout(Duration::from_secs(2), attempt(self.channels[idx].clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(s)) if matches!(s.code(), Code::InvalidArgument | Code::NotFound | Code::OutOfRange) => {
+                    return Err(s.into());
+                }
+                Ok(Err(s)) => anyhow::anyhow!("etcd {}: {s}", idx + 1),
+                Err(_) => anyhow::anyhow!("etcd {}: attempt timed out", idx + 1),
+            };
+            let _ = self.current.compare_exchange(
+                idx,
+                (idx + 1) % self.channels.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Moves to the next member.
+    pub fn rotate(&self) {
+        let idx = self.current.load(Ordering::Relaxed);
+        self.current.store((idx + 1) % self.channels.len(), Ordering::Relaxed);
+    }
+
+    /// The channel currently in use.
+    pub fn current_channel(&self) -> Channel {
+        self.channels[self.current.load(Ordering::Relaxed)].clone()
+    }
+
+    async fn range(&self, key: &str, serializable: bool) -> anyhow::Result<pb::RangeResponse> {
+        let req = pb::RangeRequest { key: key.as_bytes().to_vec(), serializable, ..Default::default() };
+        self.call(|ch| {
+            let r = req.clone();
+            async move { KvClient::new(ch).range(r).await.map(tonic::Response::into_inner) }
+        })
+        .await
+    }
+}
+
+/// The value and mod revision of a counter key (0, 0 when missing).
+fn counter_state(kvs: &[crate::etcdpb::mvccpb::KeyValue]) -> (u64, i64) {
+    kvs.first().map_or((0, 0), |kv| {
+        (std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()).unwrap_or(0), kv.mod_revision)
+    })
+}
+
+impl Kv for EtcdKv {
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let req = pb::PutRequest { key: key.into_bytes(), value, ..Default::default() };
+            self.call(|ch| {
+                let r = req.clone();
+                async move { KvClient::new(ch).put(r).await }
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let r = self.range(&key, !linearizable).await?;
+            anyhow::ensure!(!r.kvs.is_empty(), "key not found");
+            Ok(())
+        })
+    }
+
+    /// The compare-and-swap loop on `mod_revision` (what `clientv3`'s STM does): read, then a
+    /// transaction "if mod_revision unchanged, put value + 1, else read it again".
+    fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>> {
+        Box::pin(async move {
+            let key = counter.into_bytes();
+            let first = self.range(std::str::from_utf8(&key)?, false).await?;
+            let (mut value, mut mod_rev) = counter_state(&first.kvs);
+            for attempt in 1..=10_000u32 {
+                let compare = if mod_rev == 0 {
+                    pb::Compare {
+                        result: pb::compare::CompareResult::Equal as i32,
+                        target: pb::compare::CompareTarget::Version as i32,
+                        key: key.clone(),
+                        target_union: Some(pb::compare::TargetUnion::Version(0)),
+                        ..Default::default()
+                    }
+                } else {
+                    pb::Compare {
+                        result: pb::compare::CompareResult::Equal as i32,
+                        target: pb::compare::CompareTarget::Mod as i32,
+                        key: key.clone(),
+                        target_union: Some(pb::compare::TargetUnion::ModRevision(mod_rev)),
+                        ..Default::default()
+                    }
+                };
+                let put = pb::PutRequest {
+                    key: key.clone(),
+                    value: (value + 1).to_string().into_bytes(),
+                    ..Default::default()
+                };
+                let get = pb::RangeRequest { key: key.clone(), ..Default::default() };
+                let req = pb::TxnRequest {
+                    compare: vec![compare],
+                    success: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(put)) }],
+                    failure: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestRange(get)) }],
+                };
+                let resp = self
+                    .call(|ch| {
+                        let r = req.clone();
+                        async move { KvClient::new(ch).txn(r).await.map(tonic::Response::into_inner) }
+                    })
+                    .await?;
+                if resp.succeeded {
+                    return Ok(attempt);
+                }
+                let kvs = match resp.responses.into_iter().next().and_then(|r| r.response) {
+                    Some(pb::response_op::Response::ResponseRange(r)) => r.kvs,
+                    _ => Vec::new(),
+                };
+                (value, mod_rev) = counter_state(&kvs);
+            }
+            anyhow::bail!("counter increment did not succeed in 10,000 attempts")
+        })
+    }
+}
+
+/// What the keep-alive streams learned about each lease.
+#[derive(Default)]
+pub struct LeaseBook {
+    /// When each lease was last confirmed alive (granted or renewed).
+    last_ok: Mutex<HashMap<i64, Instant>>,
+    /// Renewals answered with "lease not found" (TTL <= 0).
+    expired: AtomicU64,
+}
+
+impl LeaseBook {
+    fn confirm(&self, id: i64) {
+        self.last_ok.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, Instant::now());
+    }
+
+    /// Leases reported gone, or not confirmed alive for a whole `ttl`.
+    pub fn lost(&self, ttl: Duration) -> u64 {
+        let stale = self
+            .last_ok
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|t| t.elapsed() > ttl)
+            .count() as u64;
+        stale.max(self.expired.load(Ordering::Relaxed))
+    }
+}
+
+/// Leases kept alive the way `clientv3` does: one keep-alive stream per client, each lease
+/// renewed every TTL / 3 (checked every 500 ms).
+struct EtcdLeases {
+    _tasks: Vec<AbortOnDrop>,
+    book: Arc<LeaseBook>,
+    ttl: Duration,
+}
+
+impl SessionHold for EtcdLeases {
+    fn lost(&self) -> BoxFut<'_, u64> {
+        Box::pin(async move { self.book.lost(self.ttl) })
+    }
+}
+
+/// Keeps `leases` alive over one stream on `channel`: each renewed every TTL / 3 (checked every
+/// 500 ms, as `clientv3` does), the stream re-opened if it breaks; answers go to `book`.
+pub async fn keep_leases_alive(channel: Channel, leases: Vec<i64>, ttl: Duration, book: Arc<LeaseBook>) {
+    let interval = ttl / 3;
+    for id in &leases {
+        book.confirm(*id);
+    }
+    let leases = Arc::new(leases);
+    loop {
+        let (tx, rx) = mpsc::channel(1024);
+        // The sender runs first: etcd answers the call's headers only with the first renewal.
+        let sender = {
+            let leases = leases.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let mut due: Vec<(i64, Instant)> = leases.iter().map(|id| (*id, Instant::now())).collect();
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    let now = Instant::now();
+                    for (id, next) in &mut due {
+                        if *next <= now {
+                            if tx.send(pb::LeaseKeepAliveRequest { id: *id }).await.is_err() {
+                                return;
+                            }
+                            *next = now + interval;
+                        }
+                    }
+                }
+            }))
+        };
+        if let Ok(s) = LeaseClient::new(channel.clone()).lease_keep_alive(ReceiverStream::new(rx)).await {
+            let mut stream = s.into_inner();
+            while let Ok(Some(r)) = stream.message().await {
+                if r.ttl <= 0 {
+                    book.expired.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    book.confirm(r.id);
+                }
+            }
+        }
+        drop(sender);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl Target for EtcdTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Etcd
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.endpoints.clone()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.lock().iter().filter_map(|m| m.process.as_ref().and_then(ChildGuard::pid)).collect()
+    }
+
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        self.data_dirs.clone()
+    }
+
+    fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
+        Box::pin(async move { Ok(Arc::new(EtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>) })
+    }
+
+    fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
+        Box::pin(self.wait_whole(Duration::from_secs(30)))
+    }
+
+    fn kill(&self, member: usize) -> anyhow::Result<()> {
+        if let Some(mut p) = self.lock()[member].process.take() {
+            p.kill();
+        }
+        Ok(())
+    }
+
+    fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            // On an existing data dir etcd ignores the initial-cluster flags.
+            self.spawn(member)?;
+            self.wait_whole(Duration::from_secs(60)).await?;
+            Ok(())
+        })
+    }
+
+    fn open_sessions(
+        &self,
+        n: usize,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> BoxFut<'_, anyhow::Result<(SessionRun, Box<dyn SessionHold>)>> {
+        Box::pin(async move {
+            const CLIENTS: usize = 64;
+            let clients: Vec<Arc<EtcdKv>> =
+                (0..CLIENTS).map(|i| EtcdKv::new(&self.endpoints, i).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+            let started = Instant::now();
+            let next = Arc::new(AtomicUsize::new(0));
+            let ttl_s = ttl.as_secs().max(1) as i64;
+            let mut tasks = Vec::new();
+            for c in &clients {
+                let (c, next) = (c.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let (mut ids, mut errors) = (Vec::new(), 0u64);
+                    while next.fetch_add(1, Ordering::Relaxed) < n && Instant::now() < deadline {
+                        let r = c
+                            .call(|ch| async move {
+                                LeaseClient::new(ch).lease_grant(pb::LeaseGrantRequest { ttl: ttl_s, id: 0 }).await
+                            })
+                            .await;
+                        match r {
+                            Ok(resp) => ids.push(resp.into_inner().id),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    (ids, errors)
+                }));
+            }
+            let mut run = SessionRun::default();
+            let book = Arc::new(LeaseBook::default());
+            let mut keepers = Vec::new();
+            for (c, t) in clients.iter().zip(tasks) {
+                let (ids, errors) = t.await?;
+                run.opened += ids.len() as u64;
+                run.errors += errors;
+                keepers.push(AbortOnDrop(tokio::spawn(keep_leases_alive(c.current_channel(), ids, ttl, book.clone()))));
+            }
+            run.open_time = started.elapsed();
+            Ok((run, Box::new(EtcdLeases { _tasks: keepers, book, ttl }) as Box<dyn SessionHold>))
+        })
+    }
+
+    fn start_watchers(
+        &self,
+        n: usize,
+        key: String,
+        tx: mpsc::UnboundedSender<Notification>,
+    ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>> {
+        Box::pin(async move {
+            const CLIENTS: usize = 64;
+            let channels = (0..CLIENTS.min(n.max(1)))
+                .map(|i| channel(&self.endpoints[i % 3]))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let (ch, tx, key) = (channels[i % channels.len()].clone(), tx.clone(), key.clone());
+                tasks.push(AbortOnDrop(tokio::spawn(async move {
+                    // One watch stream per watcher; re-created if it breaks.
+                    loop {
+                        let (req_tx, req_rx) = mpsc::channel(4);
+                        let create = pb::WatchCreateRequest { key: key.clone().into_bytes(), ..Default::default() };
+                        let _ = req_tx
+                            .send(pb::WatchRequest {
+                                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+                            })
+                            .await;
+                        if let Ok(s) = WatchClient::new(ch.clone()).watch(ReceiverStream::new(req_rx)).await {
+                            let mut stream = s.into_inner();
+                            while let Ok(Some(r)) = stream.message().await {
+                                if !r.events.is_empty() && tx.send((i, Instant::now())).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        drop(req_tx);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                })));
+            }
+            Ok(Box::new(tasks) as Box<dyn Send>)
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! The systems under test. Each target starts a 3-member cluster on loopback, hands out clients
+//! (one [`Kv`] per simulated user), and can kill and restart members for failover workloads.
+
+pub mod conclave;
+pub mod etcd;
+mod process;
+pub mod zookeeper;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use process::{free_port, ChildGuard};
+
+/// A boxed, sendable future (keeps the traits object-safe).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Conclave (the release binary, through `conclave-testkit`).
+    Conclave,
+    /// etcd 3.4 (`/usr/bin/etcd`).
+    Etcd,
+    /// ZooKeeper 3.8 (`zkServer.sh start-foreground`).
+    Zookeeper,
+}
+
+impl TargetKind {
+    /// Every target, in report column order.
+    pub const ALL: [TargetKind; 3] = [TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper];
+
+    /// Display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            TargetKind::Conclave => "Conclave",
+            TargetKind::Etcd => "etcd",
+            TargetKind::Zookeeper => "ZooKeeper",
+        }
+    }
+}
+
+/// One user's connection: the operations the KV workloads need, each a complete client-side
+/// recipe (retries across members included, bounded by a deadline).
+pub trait Kv: Send + Sync {
+    /// Writes a value (etcd put, ZooKeeper setData, creating the node on first use).
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Reads a key, linearizably or from the contacted member's local state.
+    fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Get-and-increment of a counter; returns how many attempts it took (1 = no conflict).
+    fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>>;
+}
+
+/// What a session keep-alive run observed on the client side.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRun {
+    /// Sessions opened.
+    pub opened: u64,
+    /// Sessions that could not be opened or were lost during the hold.
+    pub errors: u64,
+    /// Time to open them all.
+    pub open_time: Duration,
+}
+
+/// A handle on running sessions: dropping it stops their keep-alives.
+pub trait SessionHold: Send {
+    /// Sessions that are not alive (expired or disconnected) right now, by the client's view.
+    fn lost(&self) -> BoxFut<'_, u64>;
+}
+
+/// Sent by a watcher for each notification: (watcher index, when it arrived).
+pub type Notification = (usize, Instant);
+
+/// A running cluster of one target.
+pub trait Target: Send + Sync {
+    /// Which system.
+    fn kind(&self) -> TargetKind;
+    /// Client addresses of the members, in member order.
+    fn endpoints(&self) -> Vec<String>;
+    /// Process ids of the running members.
+    fn pids(&self) -> Vec<u32>;
+    /// Data directories of the members.
+    fn data_dirs(&self) -> Vec<PathBuf>;
+    /// A new independent client (connection, session); `n` spreads clients over members where
+    /// the system's own client would.
+    fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>>;
+    /// Index (0-based, member order) of the current leader.
+    fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>>;
+    /// `kill -9` a member.
+    fn kill(&self, member: usize) -> anyhow::Result<()>;
+    /// Restarts a killed member from its data directory and waits until the cluster is whole.
+    fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Conclave only: the leader's last Raft log index (log growth).
+    fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
+        Box::pin(async { None })
+    }
+    /// Opens `n` sessions (etcd: leases; ZooKeeper: sessions) with `ttl`, kept alive the way the
+    /// system's own client does, until the returned handle is dropped.
+    fn open_sessions(
+        &self,
+        n: usize,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> BoxFut<'_, anyhow::Result<(SessionRun, Box<dyn SessionHold>)>>;
+    /// Starts `n` watchers of `key`; each sends a [`Notification`] per change it sees. Returns once
+    /// every watch is registered; dropping the returned guard stops them.
+    fn start_watchers(
+        &self,
+        n: usize,
+        key: String,
+        tx: mpsc::UnboundedSender<Notification>,
+    ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>>;
+}
