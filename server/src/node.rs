@@ -79,6 +79,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let sessions = SessionTracker::new(router.clone());
     let expiry = sessions.spawn_expiry_loop(Duration::from_millis(50));
     let limits = ApiLimits {
+        // A follower campaigns at most 2 x the maximum election timeout (= 4 x the minimum)
+        // after the last heartbeat: a session must outlive that.
         min_session_ttl_ms: (config.election_timeout.as_millis() as u64 * 4).max(2_000),
         watch: WatchLimits {
             max_watches_per_stream: config.max_watches_per_stream,

@@ -47,7 +47,7 @@ impl Session for Api {
         let min = self.limits.min_session_ttl_ms;
         if r.ttl_ms < min || r.ttl_ms > MAX_TTL_MS {
             return Err(Error::InvalidArgument(format!(
-                "ttl_ms {} is out of range: sessions live {min} to {MAX_TTL_MS} ms (the minimum is twice the maximum election timeout, so a leader change cannot expire a live session)",
+                "ttl_ms {} is out of range: sessions live {min} to {MAX_TTL_MS} ms (the minimum covers the longest wait for a new leader, so a leader change cannot expire a live session)",
                 r.ttl_ms
             ))
             .into());

@@ -9,7 +9,7 @@ use crate::{assert_no_panics, cluster};
 
 const TTL: Duration = Duration::from_secs(2);
 /// Documented bound after keep-alives stop with a stable leader: TTL + expiry tick + commit;
-/// we allow one maximum election timeout (1 s) plus 1 s of margin on a loaded 2-core machine.
+/// we allow one election (1 s) plus 1 s of margin on a loaded 2-core machine.
 const EXPIRY_BOUND: Duration = Duration::from_secs(4);
 
 #[tokio::test(flavor = "multi_thread")]
