@@ -30,6 +30,8 @@ pub struct ClientConfig {
     /// Learn the other members and follow the leader (default). When false, the client talks
     /// only to the configured endpoints (tests that pin a member; the member forwards).
     pub discover: bool,
+    /// Local address outgoing connections bind to (fault injection per client address).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -41,6 +43,7 @@ impl ClientConfig {
             call_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_millis(500),
             discover: true,
+            local_address: None,
         }
     }
 }
@@ -117,6 +120,7 @@ impl Connection {
         let channel = Endpoint::from_shared(uri)
             .map_err(|e| Error::InvalidArgument(format!("endpoint {addr:?}: {e}")))?
             .connect_timeout(self.config.connect_timeout)
+            .local_address(self.config.local_address)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
@@ -183,6 +187,29 @@ impl Connection {
     /// Endpoints known so far.
     pub(crate) fn endpoints(&self) -> Vec<String> {
         self.view.lock().map(|v| v.endpoints.clone()).unwrap_or_default()
+    }
+
+    /// Runs `attempt` once on the preferred endpoint (within the attempt timeout); on failure the
+    /// next call goes elsewhere. For callers that report connection trouble themselves.
+    pub(crate) async fn call_once<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        let (addr, channel) = self.pick()?;
+        match tokio::time::timeout(self.config.attempt_timeout, attempt(channel)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(status)) => {
+                if !matches!(classify(&status), Failure::Final(_)) {
+                    self.fail_over(&addr, leader_hint(&status));
+                }
+                Err(Error::from_status(&status))
+            }
+            Err(_) => {
+                self.fail_over(&addr, None);
+                Err(Error::Unavailable(format!("{addr} did not answer within {:?}", self.config.attempt_timeout)))
+            }
+        }
     }
 
     /// Runs `attempt` until it succeeds, fails finally, or the call deadline passes.

@@ -10,8 +10,10 @@
 //!   session's life to 2 x TTL plus an election, never more than that beyond its last renewal,
 //!   so the handle gives it up). Final.
 //!
-//! Keep-alives go every TTL / 3; after a failure they are retried every 100 ms, so a session
-//! rides out a leader change (about one election timeout) without expiring.
+//! Keep-alives go every TTL / 3, each one attempt on the member the client is connected to: a
+//! failure (that member died, or no leader yet) reports `Suspended`, and the next attempt, 100 ms
+//! later, goes to another member, so a session rides out a member's death or a leader change
+//! (about one second) without expiring.
 
 use std::time::Duration;
 
@@ -54,19 +56,16 @@ impl Client {
     /// `Unavailable` when no leader could confirm the renewal in time.
     pub async fn keep_alive(&self, session_ids: &[u64]) -> Result<Vec<pb::KeepAliveResult>> {
         let req = pb::KeepAliveRequest { session_ids: session_ids.to_vec() };
-        let resp = self
-            .conn
-            .call(false, |ch| {
-                let r = req.clone();
-                async move {
-                    let mut stream = SessionClient::new(ch).keep_alive(futures::stream::iter([r])).await?.into_inner();
-                    stream
-                        .message()
-                        .await?
-                        .ok_or_else(|| tonic::Status::unavailable("keep-alive stream closed without an answer"))
-                }
-            })
-            .await?;
+        let resp = self.conn.call(false, |ch| keep_alive_rpc(ch, req.clone())).await?;
+        self.conn.observe(crate::connection::Headed::header(&resp));
+        Ok(resp.results)
+    }
+
+    /// One keep-alive attempt on the current endpoint, no retries: a failure means this
+    /// client's connection is in trouble (the [`Session`] handle reports `Suspended`).
+    async fn keep_alive_once(&self, session_ids: &[u64]) -> Result<Vec<pb::KeepAliveResult>> {
+        let req = pb::KeepAliveRequest { session_ids: session_ids.to_vec() };
+        let resp = self.conn.call_once(|ch| keep_alive_rpc(ch, req)).await?;
         self.conn.observe(crate::connection::Headed::header(&resp));
         Ok(resp.results)
     }
@@ -101,6 +100,14 @@ impl Client {
         let resp = self.conn.unary(false, req, |ch, r| async move { SessionClient::new(ch).list(r).await }).await?;
         Ok(resp.sessions)
     }
+}
+
+async fn keep_alive_rpc(
+    ch: tonic::transport::Channel,
+    req: pb::KeepAliveRequest,
+) -> std::result::Result<pb::KeepAliveResponse, tonic::Status> {
+    let mut stream = SessionClient::new(ch).keep_alive(futures::stream::iter([req])).await?.into_inner();
+    stream.message().await?.ok_or_else(|| tonic::Status::unavailable("keep-alive stream closed without an answer"))
 }
 
 /// A session kept alive by a background task until [`Session::close`] (or drop, as a safety
@@ -182,7 +189,7 @@ async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::S
     let mut delay = interval;
     loop {
         tokio::time::sleep(delay).await;
-        let attempt = tokio::time::timeout(attempt_budget, client.keep_alive(&[id])).await;
+        let attempt = tokio::time::timeout(attempt_budget, client.keep_alive_once(&[id])).await;
         let next = match attempt {
             Ok(Ok(results)) if results.iter().any(|r| r.session_id == id && r.alive) => {
                 last_ok = Instant::now();

@@ -87,6 +87,8 @@ impl Ctx {
         let n = self.endpoints.len();
         let endpoints: Vec<String> = (0..n).map(|i| self.endpoints[(home + i) % n].clone()).collect();
         let mut config = ClientConfig::new(endpoints.clone());
+        // Each client process connects from its own loopback address (127.0.0.101, .102, ...).
+        config.local_address = Some(std::net::IpAddr::from([127, 0, 0, 101 + (home % 100) as u8]));
         config.call_timeout = self.settings.op_timeout;
         config.attempt_timeout = self.settings.op_timeout.min(Duration::from_secs(1));
         config.connect_timeout = Duration::from_millis(300);
