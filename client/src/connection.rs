@@ -58,8 +58,14 @@ struct View {
     members: BTreeMap<u64, String>,
     /// Leader id, if known.
     leader: Option<u64>,
+    /// Endpoints that just failed, until when they are avoided as "the leader" (other members
+    /// keep naming a dead leader in their headers until they elect a new one).
+    suspect: HashMap<String, tokio::time::Instant>,
     channels: HashMap<String, Channel>,
 }
+
+/// How long an endpoint that failed is not trusted as the leader's address.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// Connection state shared by all calls of a client.
 pub(crate) struct Connection {
@@ -132,9 +138,19 @@ impl Connection {
     /// The endpoint to use next: the leader's if known, else the current one.
     pub(crate) fn pick(&self) -> Result<(String, Channel)> {
         let mut view = self.view.lock().map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let addr = match view.leader.and_then(|l| view.members.get(&l).cloned()).filter(|a| !a.is_empty()) {
+        let now = tokio::time::Instant::now();
+        view.suspect.retain(|_, until| *until > now);
+        let leader = view.leader.and_then(|l| view.members.get(&l).cloned()).filter(|a| !a.is_empty());
+        let addr = match leader.filter(|a| !view.suspect.contains_key(a)) {
             Some(a) => a,
-            None => view.endpoints[view.current % view.endpoints.len()].clone(),
+            None => {
+                // The current endpoint, skipping suspects while there is an alternative.
+                let n = view.endpoints.len();
+                let start = view.current % n;
+                let pick = (0..n).map(|i| (start + i) % n).find(|i| !view.suspect.contains_key(&view.endpoints[*i]));
+                view.current = pick.unwrap_or(start);
+                view.endpoints[view.current].clone()
+            }
         };
         let channel = self.channel_for(&mut view, &addr)?;
         Ok((addr, channel))
@@ -144,6 +160,7 @@ impl Connection {
     pub(crate) fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
         let Ok(mut view) = self.view.lock() else { return };
         view.leader = None;
+        view.suspect.insert(failed.to_owned(), tokio::time::Instant::now() + SUSPECT_FOR);
         if let Some((id, addr)) = hint.filter(|_| self.config.discover) {
             if let Some(addr) = addr.filter(|a| !a.is_empty()) {
                 if !view.endpoints.contains(&addr) {
@@ -254,7 +271,7 @@ impl Connection {
                 return Err(if write && maybe_applied { Error::Indeterminate(last) } else { Error::Unavailable(last) });
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
 }
