@@ -114,7 +114,7 @@ async fn etcd(args: &JobManagerArgs) -> anyhow::Result<()> {
             }
         }
     }
-    loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    }
+    // Hold leadership until the harness kills this process.
+    std::future::pending::<()>().await;
+    Ok(())
 }
