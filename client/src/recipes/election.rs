@@ -119,12 +119,17 @@ impl LeaderElection {
             current: self.current.clone(),
             tx,
         }));
+        self.set_task(Some(task));
+        rx
+    }
+
+    /// Replaces the campaign task, stopping the previous one.
+    fn set_task(&self, task: Option<JoinHandle<()>>) {
         if let Ok(mut t) = self.task.lock() {
-            if let Some(old) = t.replace(task) {
+            if let Some(old) = std::mem::replace(&mut *t, task) {
                 old.abort();
             }
         }
-        rx
     }
 
     /// The leadership this process believes it holds (local view; see [`Self::has_leadership`]).
@@ -146,11 +151,7 @@ impl LeaderElection {
     /// # Errors
     /// As [`Client::lease_release`]; releasing leadership that was already lost is not an error.
     pub async fn resign(&self) -> Result<()> {
-        if let Ok(mut t) = self.task.lock() {
-            if let Some(task) = t.take() {
-                task.abort();
-            }
-        }
+        self.set_task(None);
         let token = self.current.lock().await.take();
         if let Some(token) = token {
             match self.client.lease_release(&token.lease, token.epoch).await {
@@ -164,11 +165,7 @@ impl LeaderElection {
 
 impl Drop for LeaderElection {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.task.lock() {
-            if let Some(task) = t.take() {
-                task.abort();
-            }
-        }
+        self.set_task(None);
     }
 }
 

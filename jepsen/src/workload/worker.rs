@@ -86,25 +86,16 @@ impl Ctx {
     pub async fn client(&self, home: usize) -> Client {
         let n = self.endpoints.len();
         let endpoints: Vec<String> = (0..n).map(|i| self.endpoints[(home + i) % n].clone()).collect();
-        let mut config = ClientConfig::new(endpoints.clone());
+        let mut config = ClientConfig::new(endpoints);
         // Each client process connects from its own loopback address (127.0.0.101, .102, ...).
         config.local_address = Some(std::net::IpAddr::from([127, 0, 0, 101 + (home % 100) as u8]));
         config.call_timeout = self.settings.op_timeout;
         config.attempt_timeout = self.settings.op_timeout.min(Duration::from_secs(1));
         config.connect_timeout = Duration::from_millis(300);
-        let connect = Client::with_config(config);
-        match tokio::time::timeout(self.settings.op_timeout, connect).await {
-            Ok(Ok(c)) => c,
-            // Discovery timed out: connect without it (calls will discover later).
-            _ => {
-                let mut config = ClientConfig::new(endpoints);
-                config.call_timeout = self.settings.op_timeout;
-                config.attempt_timeout = self.settings.op_timeout.min(Duration::from_secs(1));
-                match Client::with_config(config).await {
-                    Ok(c) => c,
-                    Err(e) => panic!("client for {:?}: {e}", self.endpoints),
-                }
-            }
+        // Connecting never waits for the cluster (member discovery runs in the background).
+        match Client::with_config(config).await {
+            Ok(c) => c,
+            Err(e) => panic!("client for {:?}: {e}", self.endpoints),
         }
     }
 }
@@ -186,16 +177,9 @@ impl Worker {
 
     /// Records a completion; after an unknown outcome the process is retired.
     pub async fn complete(&mut self, inv: Invocation, c: Completion) {
-        let (kind, value, node, error) = match c {
-            Completion::Ok(v, node) => (EventType::Ok, v, node, None),
-            Completion::Fail(m, v) => (EventType::Fail, v, None, Some(m)),
-            Completion::Info(m) => (EventType::Info, Value::Null, None, Some(m)),
-        };
-        let mut e = Event::new(kind, self.process, inv.f, inv.key, value);
-        e.node = node.map(|n| format!("n{n}"));
-        e.error = error;
-        self.ctx.recorder.record(e);
-        if kind == EventType::Info {
+        let unknown = matches!(c, Completion::Info(_));
+        self.complete_keep(inv, c);
+        if unknown {
             self.renew().await;
         }
     }
