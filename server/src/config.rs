@@ -52,8 +52,8 @@ pub struct ServeArgs {
     pub heartbeat_ms: u64,
     /// Minimum election timeout, milliseconds (the maximum is twice this). openraft 0.9 lets a
     /// follower of a committed leader campaign only after the maximum (its leader lease) plus a
-    /// random timeout since the last heartbeat: 750-1000 ms with the default 250.
-    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    /// random timeout since the last heartbeat: 450-600 ms with the default 150.
+    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
     /// Take a snapshot (and compact the log) every this many log entries.
     #[arg(long, env = "CONCLAVE_SNAPSHOT_LOGS", default_value_t = 5000)]

@@ -40,6 +40,10 @@ pub trait LogEngine: Send + Sync + 'static {
     fn purge_upto(&self, upto: u64) -> EngineResult<()>;
 }
 
+/// sled's page cache. The log is written once and read back once (replication) while recent,
+/// so a small cache loses nothing; sled's default (1 GiB) would be most of a node's memory.
+pub const SLED_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// sled-backed engine: tree `log` (index big-endian → entry), tree `meta`.
 pub struct SledEngine {
     db: sled::Db,
@@ -55,7 +59,7 @@ impl SledEngine {
     pub fn open(dir: &Path) -> EngineResult<Self> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(SLED_CACHE_BYTES)
             .mode(sled::Mode::LowSpace)
             .flush_every_ms(None)
             .open()?;
