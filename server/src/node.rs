@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::log_entry::{Command, Proposal};
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::peer_service::PeerService;
+use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
 use crate::raft::{PeerNode, Raft};
 use crate::service::{routes, Api, ApiLimits, WatchLimits};
@@ -32,6 +33,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     std::fs::create_dir_all(&config.data_dir)?;
     let engine = SledEngine::open(&config.data_dir.join("raft"))?;
     let log_store = LogStore::new(Arc::new(engine));
+    let probe_log = log_store.clone();
     let sm_store = SmStore::open(
         SnapshotDir::open(&config.data_dir.join("snapshots"))?,
         SmConfig { history_revisions: config.history_revisions },
@@ -57,6 +59,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let network = PeerNetwork::new(Some(config.peer_addr.ip()));
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
+    // openraft's leader lease is the maximum election timeout.
+    let election = PromptElection::new(config.node_id, raft.clone(), probe_log, network.clone(), config.election_timeout * 2);
+    let election_task = election.spawn();
 
     // Bootstrap only a brand-new node; a restarted node ignores --initial-cluster.
     if !raft.is_initialized().await? {
@@ -93,6 +98,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
             router.clone(),
             sessions.clone(),
+            election,
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -125,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!("shutting down");
     registration.abort();
     expiry.abort();
+    election_task.abort();
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     let _ = client_server.await;

@@ -4,6 +4,7 @@
 
 pub mod network;
 pub mod peer_service;
+pub mod prompt_election;
 pub mod proposer;
 pub mod read_index;
 pub mod router;

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use super::network::FORMAT_BINCODE;
+use super::prompt_election::{ProbeReply, PromptElection};
 use super::router::Router;
 use super::Raft;
 use crate::error::ForwardError;
@@ -22,12 +23,13 @@ pub struct PeerService {
     raft: Raft,
     router: Arc<Router>,
     sessions: Arc<SessionTracker>,
+    election: Arc<PromptElection>,
 }
 
 impl PeerService {
-    /// A peer service feeding this node's Raft, router and session tracker.
-    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>) -> Self {
-        Self { raft: router.raft().clone(), router, sessions }
+    /// A peer service feeding this node's Raft, router, session tracker and election driver.
+    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>, election: Arc<PromptElection>) -> Self {
+        Self { raft: router.raft().clone(), router, sessions, election }
     }
 }
 
@@ -80,5 +82,11 @@ impl RaftPeer for PeerService {
         let result: Result<Vec<SessionTime>, ForwardError> =
             self.router.session_times_local(&self.sessions, &ids, renew).await.map_err(ForwardError::from);
         pack(&result)
+    }
+
+    async fn election_probe(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let _asker: u64 = unpack(req)?;
+        let reply: ProbeReply = self.election.probe_reply().await.map_err(Status::unavailable)?;
+        pack(&reply)
     }
 }

@@ -73,6 +73,26 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// The id of the last log entry (or the purge point if the log is empty), read-only: what
+    /// a voter compares a candidate's log against. Used by the pre-vote probe, outside openraft.
+    ///
+    /// # Errors
+    /// When the engine cannot be read.
+    pub async fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED).await?.flatten();
+        let last: Option<Entry> = self
+            .blocking(ErrorSubject::Logs, ErrorVerb::Read, |e| {
+                e.last()
+                    .map_err(|e| e.to_string())?
+                    .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(|e| e.to_string()))
+                    .transpose()
+            })
+            .await?;
+        Ok(std::cmp::max(last.map(|e| e.log_id), last_purged))
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -104,22 +124,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.read_meta::<Option<LogId>>(LAST_PURGED).await?.flatten();
-        let purged_upto = last_purged.map(|l| l.index);
-        let last: Option<Entry> = self
-            .blocking(ErrorSubject::Logs, ErrorVerb::Read, move |e| {
-                // Entry deletion in `purge` is not durable: after a crash, entries up to the
-                // recorded purge point may be back. Complete the purge before reporting.
-                if let Some(upto) = purged_upto {
-                    e.purge_upto(upto).map_err(|e| e.to_string())?;
-                }
-                e.last()
-                    .map_err(|e| e.to_string())?
-                    .map(|(_, bytes)| decode::<Entry>(&bytes).map_err(|e| e.to_string()))
-                    .transpose()
-            })
-            .await?;
+        if let Some(upto) = last_purged.map(|l| l.index) {
+            // Entry deletion in `purge` is not durable: after a crash, entries up to the
+            // recorded purge point may be back. Complete the purge before reporting.
+            self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.purge_upto(upto).map_err(|e| e.to_string()))
+                .await?;
+        }
         // Never behind the purge point (a purge may go past the end of the log).
-        let last_log_id = std::cmp::max(last.map(|e| e.log_id), last_purged);
+        let last_log_id = self.last_log_id().await?;
         Ok(LogState { last_purged_log_id: last_purged, last_log_id })
     }
 

@@ -7,6 +7,7 @@ mod fail_fast;
 mod kv;
 mod leases;
 mod limits;
+mod prompt_election;
 mod sessions;
 mod snapshot_catchup;
 mod watches;
