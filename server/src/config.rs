@@ -64,9 +64,9 @@ pub struct ServeArgs {
     /// Revisions of key history retained for past reads and watches. Must match on every node.
     #[arg(long, env = "CONCLAVE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
-    /// Write batches (log entries) proposed but not yet applied, at most. More overlaps
-    /// replication with the next batch; fewer makes each batch (one fsync) carry more writes.
-    #[arg(long, env = "CONCLAVE_BATCHES_IN_FLIGHT", default_value_t = 2)]
+    /// Write batches (log entries) proposed but not yet applied, at most. openraft 0.9 appends
+    /// and replicates entries one after another, so more than one only makes batches smaller.
+    #[arg(long, env = "CONCLAVE_BATCHES_IN_FLIGHT", default_value_t = 1)]
     pub batches_in_flight: usize,
     /// Most watches on one Watch stream.
     #[arg(long, env = "CONCLAVE_MAX_WATCHES_PER_STREAM", default_value_t = 10_000)]

@@ -2,10 +2,14 @@
 //! and on each follower) covers many writes.
 //!
 //! Proposals queue in a channel. A single task takes everything queued (up to
-//! [`MAX_BATCH_PROPOSALS`] / [`MAX_BATCH_BYTES`]) and submits it as one entry; at most
-//! `--batches-in-flight` entries are in flight at once, so while they commit the queue fills and the
-//! next batch is larger. Latency stays one Raft round at low load; throughput grows with load.
+//! [`MAX_BATCH_PROPOSALS`] / [`MAX_BATCH_BYTES`]), lets the writers answered by the previous
+//! batch join (at most [`LINGER`], see [`next_batch`]) and submits it as one entry; at most
+//! `--batches-in-flight` entries (default 1) are in flight at once. openraft 0.9 appends and
+//! replicates one entry after another, so a second entry in flight only splits the writers into
+//! smaller batches: measured, 1 in flight with the linger gave 7,100 increments/s for 16 writers
+//! on one counter, 2 in flight 4,800. Latency stays one Raft round at low load.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,23 +71,24 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Longest a batch waits for the writers of the batch that just completed to send their next
+/// write (see [`next_batch`]). tokio's timer has millisecond resolution; the wait normally ends much
+/// sooner, when the expected writes have arrived.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The share of the last completed batch's writes a new batch waits for, in quarters.
+const EXPECT_QUARTERS: usize = 3;
+
+/// The batching loop: one batch at a time (see [`next_batch`]), at most `in_flight` in Raft.
 async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>, in_flight: usize) {
     let in_flight = Arc::new(Semaphore::new(in_flight));
+    // Writes answered by the batch that completed last and not yet waited for.
+    let answered = Arc::new(AtomicUsize::new(0));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.size;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_PROPOSALS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.size;
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = next_batch(first, &mut rx, answered.swap(0, Ordering::Relaxed)).await;
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
         let payload = LogPayload::V1(BatchV1 { leader_time_ms: now_ms(), proposals });
         match raft.client_write_ff(payload).await {
@@ -93,14 +98,55 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>, in_fligh
                 }
             }
             Ok(responder) => {
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let outcome = responder.await;
+                    answered.store(replies.len(), Ordering::Relaxed);
                     drop(permit);
                     deliver(node_id, outcome, replies);
                 });
             }
         }
     }
+}
+
+/// Forms one batch: `first`, everything queued (up to [`MAX_BATCH_PROPOSALS`] /
+/// [`MAX_BATCH_BYTES`]), then, if `answered` writes were just answered by a completed batch,
+/// waits (at most [`LINGER`]) until about ¾ of them have queued their next write as well.
+///
+/// Why: writers are mostly closed loops (a job manager, a client with a bounded number of
+/// outstanding calls), and the writers of a batch that just completed send their next write a
+/// fraction of a millisecond later. Proposing only what is queued at that moment splits the
+/// writers into groups that alternate, each waiting for the other's whole Raft round (16
+/// writers on one counter ran as two batches of 8). Waiting that fraction of a millisecond
+/// keeps them in one batch per round. Nothing answered means nothing expected: an idle node's
+/// first write never waits.
+async fn next_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>, answered: usize) -> Vec<Pending> {
+    let mut bytes = first.size;
+    let mut batch = vec![first];
+    let full = |batch: &Vec<Pending>, bytes: usize| batch.len() >= MAX_BATCH_PROPOSALS || bytes >= MAX_BATCH_BYTES;
+    while !full(&batch, bytes) {
+        match rx.try_recv() {
+            Ok(p) => {
+                bytes += p.size;
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    // The writers queued now were waiting already; those just answered come on top.
+    let expect = batch.len() + answered * EXPECT_QUARTERS / 4;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while batch.len() < expect && !full(&batch, bytes) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => {
+                bytes += p.size;
+                batch.push(p);
+            }
+            _ => break,
+        }
+    }
+    batch
 }
 
 type WriteOutcome = Result<
@@ -137,5 +183,81 @@ fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Res
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::log_entry::Command;
+
+    fn pending(n: u64) -> (Pending, oneshot::Receiver<Result<CommandResult, Error>>) {
+        let (reply, rx) = oneshot::channel();
+        let proposal = Proposal { request_id: None, command: Command::RegisterNode { node_id: n, client_addr: String::new() } };
+        (Pending { proposal, size: 16, reply }, rx)
+    }
+
+    fn ids(batch: &[Pending]) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|p| match &p.proposal.command {
+                Command::RegisterNode { node_id, .. } => *node_id,
+                _ => u64::MAX,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn takes_everything_queued_and_does_not_wait_when_nothing_was_answered() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut keep = Vec::new();
+        for n in 1..=3 {
+            let (p, r) = pending(n);
+            keep.push(r);
+            tx.send(p).await.expect("queued");
+        }
+        let (first, r) = pending(0);
+        keep.push(r);
+        // A sender that would add more writes later must not be waited for.
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (p, r) = pending(9);
+            let _ = tx.send(p).await;
+            r
+        });
+        let batch = next_batch(first, &mut rx, 0).await;
+        assert_eq!(ids(&batch), vec![0, 1, 2, 3]);
+        let _ = late.await;
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_writers_just_answered_then_stops_at_the_linger_bound() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (first, _r0) = pending(0);
+        // Eight writes were just answered: about six of them are expected back.
+        let senders = tokio::spawn(async move {
+            let mut keep = Vec::new();
+            for n in 1..=8 {
+                tokio::task::yield_now().await;
+                let (p, r) = pending(n);
+                keep.push(r);
+                let _ = tx.send(p).await;
+            }
+            keep
+        });
+        let batch = next_batch(first, &mut rx, 8).await;
+        assert!(batch.len() >= 7, "the returning writers joined the batch: {:?}", ids(&batch));
+        let _ = senders.await;
+
+        // Expected writers that never come: the batch goes after the linger bound.
+        let (tx, mut rx) = mpsc::channel::<Pending>(16);
+        let (first, _r) = pending(0);
+        let started = tokio::time::Instant::now();
+        let batch = next_batch(first, &mut rx, 8).await;
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(1), "bounded wait");
+        drop(tx);
     }
 }
