@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::engine::LogEngine;
 use super::io_err;
+use super::recent_entries::RecentEntries;
 use crate::log_entry::{decode, encode};
 use crate::raft::{LogId, NodeId, StorageError, TypeConfig};
 
@@ -26,16 +27,17 @@ const VOTE: &str = "vote";
 const LAST_PURGED: &str = "last_purged";
 const COMMITTED: &str = "committed";
 
-/// The Raft log store. Cheap to clone (shares the engine).
+/// The Raft log store. Cheap to clone (shares the engine and the cache of recent entries).
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<dyn LogEngine>,
+    recent: Arc<RecentEntries<Entry>>,
 }
 
 impl LogStore {
     /// A log store over `engine`.
     pub fn new(engine: Arc<dyn LogEngine>) -> Self {
-        Self { engine }
+        Self { engine, recent: Arc::default() }
     }
 
     async fn blocking<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
@@ -108,6 +110,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(entries) = self.recent.get(start, end) {
+            return Ok(entries);
+        }
         self.blocking(ErrorSubject::Logs, ErrorVerb::Read, move |e| {
             e.range(start, end)
                 .map_err(|e| e.to_string())?
@@ -162,16 +167,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|entry| encode(&entry).map(|bytes| (entry.log_id.index, bytes)))
+            .iter()
+            .map(|entry| encode(entry).map(|bytes| (entry.log_id.index, bytes)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
         let result = self
             .blocking(ErrorSubject::Logs, ErrorVerb::Write, move |e| e.append(encoded).map_err(|e| e.to_string()))
             .await;
         match result {
             Ok(()) => {
+                self.recent.appended(entries.into_iter().zip(sizes).collect());
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -184,6 +192,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let from = log_id.index;
+        self.recent.truncated(from);
         self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.truncate_from(from).map_err(|e| e.to_string()))
             .await
     }
@@ -191,6 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.write_meta(LAST_PURGED, &Some(log_id), true).await?;
         let upto = log_id.index;
+        self.recent.purged(upto);
         self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.purge_upto(upto).map_err(|e| e.to_string()))
             .await
     }

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod log_store;
+pub mod recent_entries;
 pub mod sm_store;
 pub mod snapshot_file;
 
