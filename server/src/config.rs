@@ -74,9 +74,42 @@ pub struct ServeArgs {
     /// Idle time after which a watch created with progress_notify gets a progress notification.
     #[arg(long, env = "CONCLAVE_WATCH_PROGRESS_MS", default_value_t = 5_000)]
     pub watch_progress_ms: u64,
+    /// Storage engine of the Raft log and vote: `file` (segment files, one fdatasync per append)
+    /// or `sled`. Default: whatever the data directory already holds (`raft/` is sled,
+    /// `raftlog/` is file), else `file`. Naming the other engine than the one holding data is
+    /// refused: a node must never start over with an empty log and vote.
+    #[arg(long, env = "CONCLAVE_LOG_ENGINE", value_enum)]
+    pub log_engine: Option<LogEngineKind>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// The Raft log's storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogEngineKind {
+    /// Append-only segment files (`storage/file_engine.rs`).
+    File,
+    /// sled 0.34 (`storage/engine.rs`).
+    Sled,
+}
+
+impl LogEngineKind {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogEngineKind::File => "file",
+            LogEngineKind::Sled => "sled",
+        }
+    }
+
+    /// The engine's directory under the data directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            LogEngineKind::File => "raftlog",
+            LogEngineKind::Sled => "raft",
+        }
+    }
 }
 
 /// Validated configuration.
@@ -110,6 +143,8 @@ pub struct Config {
     pub max_watches_per_stream: usize,
     /// Watch progress notification interval.
     pub watch_progress_interval: Duration,
+    /// Raft log engine, if named on the command line.
+    pub log_engine: Option<LogEngineKind>,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -189,7 +224,41 @@ impl ServeArgs {
             batches_in_flight: self.batches_in_flight.max(1),
             max_watches_per_stream: self.max_watches_per_stream.max(1),
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
+            log_engine: self.log_engine,
         })
+    }
+}
+
+/// Chooses the log engine for `data_dir`: the one named, else the one holding data, else
+/// `file`.
+///
+/// # Errors
+/// When the engine named is not the one whose data the directory holds.
+pub fn choose_log_engine(data_dir: &std::path::Path, named: Option<LogEngineKind>) -> Result<LogEngineKind, String> {
+    let present: Vec<LogEngineKind> =
+        [LogEngineKind::File, LogEngineKind::Sled].into_iter().filter(|k| data_dir.join(k.dir_name()).exists()).collect();
+    match (named, present.as_slice()) {
+        (_, [a, b]) => Err(format!(
+            "{} holds both a {} log ({}/) and a {} log ({}/); remove the one not in use",
+            data_dir.display(),
+            a.name(),
+            a.dir_name(),
+            b.name(),
+            b.dir_name()
+        )),
+        (Some(n), [p]) if n != *p => Err(format!(
+            "--log-engine {} but {} holds a {} log ({}/): starting with an empty log and vote could \
+             elect two leaders; use --log-engine {} (or move the data away to make a new member)",
+            n.name(),
+            data_dir.display(),
+            p.name(),
+            p.dir_name(),
+            p.name()
+        )),
+        (_, [p]) => Ok(*p),
+        (Some(n), []) => Ok(n),
+        (None, []) => Ok(LogEngineKind::File),
+        _ => Err("unreachable engine choice".into()),
     }
 }
 
@@ -207,5 +276,18 @@ mod tests {
         assert!(parse_initial_cluster("1=conclave-0.conclave.default.svc:7380").is_ok());
         assert!(parse_initial_cluster("1=bad host:1").is_err());
         assert!(parse_initial_cluster("0=127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn log_engine_follows_the_data_and_refuses_a_mismatch() {
+        let dir = tempfile::TempDir::new().expect("tmp");
+        assert_eq!(choose_log_engine(dir.path(), None), Ok(LogEngineKind::File));
+        assert_eq!(choose_log_engine(dir.path(), Some(LogEngineKind::Sled)), Ok(LogEngineKind::Sled));
+        std::fs::create_dir(dir.path().join("raft")).expect("mkdir");
+        assert_eq!(choose_log_engine(dir.path(), None), Ok(LogEngineKind::Sled), "an existing sled log is kept");
+        let err = choose_log_engine(dir.path(), Some(LogEngineKind::File)).expect_err("mismatch");
+        assert!(err.contains("--log-engine sled"), "{err}");
+        std::fs::create_dir(dir.path().join("raftlog")).expect("mkdir");
+        assert!(choose_log_engine(dir.path(), None).is_err(), "both present");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
-use crate::config::Config;
+use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::log_entry::{Command, Proposal};
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::peer_service::PeerService;
@@ -20,7 +20,8 @@ use crate::raft::{PeerNode, Raft};
 use crate::service::{routes, Api, ApiLimits, WatchLimits};
 use crate::sessions::SessionTracker;
 use crate::state_machine::SmConfig;
-use crate::storage::engine::SledEngine;
+use crate::storage::engine::{LogEngine, SledEngine};
+use crate::storage::file_engine::FileEngine;
 use crate::storage::log_store::LogStore;
 use crate::storage::sm_store::SmStore;
 use crate::storage::snapshot_file::SnapshotDir;
@@ -31,8 +32,14 @@ use crate::storage::snapshot_file::SnapshotDir;
 /// When storage cannot be opened, the addresses cannot be bound, or Raft fails to start.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let engine = SledEngine::open(&config.data_dir.join("raft"))?;
-    let log_store = LogStore::new(Arc::new(engine));
+    let kind = choose_log_engine(&config.data_dir, config.log_engine).map_err(anyhow::Error::msg)?;
+    let engine_dir = config.data_dir.join(kind.dir_name());
+    let engine: Arc<dyn LogEngine> = match kind {
+        LogEngineKind::File => Arc::new(FileEngine::open(&engine_dir)?),
+        LogEngineKind::Sled => Arc::new(SledEngine::open(&engine_dir)?),
+    };
+    tracing::info!(engine = ?kind, dir = %engine_dir.display(), "raft log storage");
+    let log_store = LogStore::new(engine);
     let probe_log = log_store.clone();
     let sm_store = SmStore::open(
         SnapshotDir::open(&config.data_dir.join("snapshots"))?,

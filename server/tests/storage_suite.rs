@@ -1,5 +1,6 @@
-//! openraft's storage conformance suite against Conclave's real stores (the sled-backed
-//! [`LogStore`] and the snapshot-file [`SmStore`]), plus restart checks of the log store.
+//! openraft's storage conformance suite against Conclave's real stores (the [`LogStore`] over
+//! each log engine, sled and segment files, and the snapshot-file [`SmStore`]), plus restart
+//! checks of the log store on each engine.
 #![allow(clippy::result_large_err)] // openraft's StorageError, as the suite returns it
 
 use std::fmt::Display;
@@ -12,6 +13,7 @@ use conclave_server::log_entry::{BatchV1, Command, LogPayload, Proposal};
 use conclave_server::raft::{LogId, NodeId, StorageError, TypeConfig};
 use conclave_server::state_machine::SmConfig;
 use conclave_server::storage::engine::{EngineResult, LogEngine, SledEngine};
+use conclave_server::storage::file_engine::FileEngine;
 use conclave_server::storage::log_store::LogStore;
 use conclave_server::storage::sm_store::SmStore;
 use conclave_server::storage::snapshot_file::SnapshotDir;
@@ -24,8 +26,24 @@ fn err(e: impl Display) -> StorageError {
     StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Read, std::io::Error::other(e.to_string()))
 }
 
-fn open_log(dir: &Path) -> Result<LogStore, StorageError> {
-    Ok(LogStore::new(Arc::new(SledEngine::open(dir).map_err(err)?)))
+/// The log engines under test.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sled,
+    File,
+}
+
+const KINDS: [Kind; 2] = [Kind::Sled, Kind::File];
+
+fn open_engine(kind: Kind, dir: &Path) -> Result<Arc<dyn LogEngine>, StorageError> {
+    Ok(match kind {
+        Kind::Sled => Arc::new(SledEngine::open(dir).map_err(err)?),
+        Kind::File => Arc::new(FileEngine::open(dir).map_err(err)?),
+    })
+}
+
+fn open_log(kind: Kind, dir: &Path) -> Result<LogStore, StorageError> {
+    Ok(LogStore::new(open_engine(kind, dir)?))
 }
 
 fn open_sm(dir: &Path) -> Result<SmStore, StorageError> {
@@ -33,12 +51,12 @@ fn open_sm(dir: &Path) -> Result<SmStore, StorageError> {
 }
 
 /// Builds both stores in a fresh temporary directory, which lives as long as the guard.
-struct Builder;
+struct Builder(Kind);
 
 impl StoreBuilder<TypeConfig, LogStore, SmStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, SmStore), StorageError> {
         let dir = TempDir::new().map_err(err)?;
-        let log = open_log(&dir.path().join("log"))?;
+        let log = open_log(self.0, &dir.path().join("log"))?;
         let sm = open_sm(&dir.path().join("snapshots"))?;
         Ok((dir, log, sm))
     }
@@ -47,8 +65,13 @@ impl StoreBuilder<TypeConfig, LogStore, SmStore, TempDir> for Builder {
 type ConclaveSuite = Suite<TypeConfig, LogStore, SmStore, Builder, TempDir>;
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    ConclaveSuite::test_all(Builder)
+fn openraft_storage_suite_sled() -> Result<(), StorageError> {
+    ConclaveSuite::test_all(Builder(Kind::Sled))
+}
+
+#[test]
+fn openraft_storage_suite_segment_files() -> Result<(), StorageError> {
+    ConclaveSuite::test_all(Builder(Kind::File))
 }
 
 /// The log id the suite's entries carry (leader node 0).
@@ -58,10 +81,17 @@ fn log_id(term: u64, index: u64) -> LogId {
 
 #[tokio::test]
 async fn purge_point_vote_and_committed_survive_restart() -> Result<(), StorageError> {
+    for kind in KINDS {
+        purge_point_vote_and_committed_survive_restart_on(kind).await?;
+    }
+    Ok(())
+}
+
+async fn purge_point_vote_and_committed_survive_restart_on(kind: Kind) -> Result<(), StorageError> {
     let dir = TempDir::new().map_err(err)?;
     let path = dir.path().join("log");
     let before = {
-        let mut log = open_log(&path)?;
+        let mut log = open_log(kind, &path)?;
         ConclaveSuite::feed_10_logs_vote_self(&mut log).await?; // entries 0..=10
         log.purge(log_id(1, 4)).await?;
         log.save_committed(Some(log_id(1, 8))).await?;
@@ -70,7 +100,7 @@ async fn purge_point_vote_and_committed_survive_restart() -> Result<(), StorageE
     };
     assert_eq!(before, LogState { last_purged_log_id: Some(log_id(1, 4)), last_log_id: Some(log_id(1, 10)) });
 
-    let mut log = open_log(&path)?;
+    let mut log = open_log(kind, &path)?;
     assert_eq!(log.get_log_state().await?, before, "log state after restart");
     assert_eq!(log.read_vote().await?, Some(Vote::new(3, 2)), "vote after restart");
     assert_eq!(log.read_committed().await?, Some(log_id(1, 8)), "committed after restart");
@@ -80,7 +110,7 @@ async fn purge_point_vote_and_committed_survive_restart() -> Result<(), StorageE
     // Purging everything: the last log id is the purge point, also after a restart.
     log.purge(log_id(1, 10)).await?;
     drop(log);
-    let mut log = open_log(&path)?;
+    let mut log = open_log(kind, &path)?;
     let purged = Some(log_id(1, 10));
     assert_eq!(log.get_log_state().await?, LogState { last_purged_log_id: purged, last_log_id: purged });
     assert!(log.try_get_log_entries(0..).await?.is_empty());
@@ -89,22 +119,29 @@ async fn purge_point_vote_and_committed_survive_restart() -> Result<(), StorageE
 
 #[tokio::test]
 async fn truncate_survives_restart() -> Result<(), StorageError> {
+    for kind in KINDS {
+        truncate_survives_restart_on(kind).await?;
+    }
+    Ok(())
+}
+
+async fn truncate_survives_restart_on(kind: Kind) -> Result<(), StorageError> {
     let dir = TempDir::new().map_err(err)?;
     let path = dir.path().join("log");
     {
-        let mut log = open_log(&path)?;
+        let mut log = open_log(kind, &path)?;
         ConclaveSuite::feed_10_logs_vote_self(&mut log).await?;
         log.truncate(log_id(1, 7)).await?;
     }
-    let mut log = open_log(&path)?;
+    let mut log = open_log(kind, &path)?;
     assert_eq!(log.get_log_state().await?, LogState { last_purged_log_id: None, last_log_id: Some(log_id(1, 6)) });
     assert_eq!(log.try_get_log_entries(0..).await?.len(), 7);
     Ok(())
 }
 
-/// sled, except that purges are lost: the state after a crash right after `purge` recorded the
+/// An engine whose purges are lost: the state after a crash right after `purge` recorded the
 /// purge point durably but before the (not necessarily durable) deletion reached the disk.
-struct LostPurges(SledEngine);
+struct LostPurges(Arc<dyn LogEngine>);
 
 impl LogEngine for LostPurges {
     fn get_meta(&self, key: &str) -> EngineResult<Option<Vec<u8>>> {
@@ -132,15 +169,22 @@ impl LogEngine for LostPurges {
 
 #[tokio::test]
 async fn a_purge_interrupted_by_a_crash_is_completed_on_restart() -> Result<(), StorageError> {
+    for kind in KINDS {
+        a_purge_interrupted_by_a_crash_is_completed_on_restart_on(kind).await?;
+    }
+    Ok(())
+}
+
+async fn a_purge_interrupted_by_a_crash_is_completed_on_restart_on(kind: Kind) -> Result<(), StorageError> {
     let dir = TempDir::new().map_err(err)?;
     let path = dir.path().join("log");
     {
-        let mut log = LogStore::new(Arc::new(LostPurges(SledEngine::open(&path).map_err(err)?)));
+        let mut log = LogStore::new(Arc::new(LostPurges(open_engine(kind, &path)?)));
         ConclaveSuite::feed_10_logs_vote_self(&mut log).await?; // entries 0..=10 at term 1
                                                                 // An installed snapshot purges beyond the end of the log; the deletion is lost.
         log.purge(log_id(2, 20)).await?;
     }
-    let mut log = open_log(&path)?;
+    let mut log = open_log(kind, &path)?;
     let purged = Some(log_id(2, 20));
     assert_eq!(
         log.get_log_state().await?,
