@@ -176,12 +176,18 @@ async fn suspended_connection_does_not_revoke_leadership() -> anyhow::Result<()>
     let mut a = JobManager::start(&c, "suspend", "jm-a:1")?;
     a.wait_for("A granted", Duration::from_secs(15), is("granted")).await?;
     a.wait_for("A checkpoints", Duration::from_secs(10), is("checkpoint")).await?;
-    // Kill the Conclave member A talks to (the leader); the others stay up.
+    // Kill the Conclave member A talks to (the leader) and one more: with no quorum left, A's
+    // keep-alives fail until they come back. (Killing the leader alone is no longer enough: a
+    // new leader is elected in ~0.4 s, often before A's next keep-alive is due.)
     let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = (1..=3).find(|i| *i != leader).unwrap_or(1);
     c.kill(leader)?;
+    c.kill(follower)?;
     let (_, state) =
         a.wait_for("A's connection suspended", Duration::from_secs(10), |v| v["event"] == "session").await?;
     assert_eq!(state["state"], "Suspended");
+    c.restart(leader)?;
+    c.restart(follower)?;
     a.wait_for("A reconnected", Duration::from_secs(15), |v| v["event"] == "session" && v["state"] == "Reconnected")
         .await?;
     for _ in 0..5 {
