@@ -3,8 +3,9 @@
 //! Durability: `save_vote`, `append` (before its flush callback fires) and `truncate` are fsynced.
 //! `purge` records the purge point durably before deleting entries, so a restart after a crash
 //! mid-purge still reports the right `last_purged_log_id`; `get_log_state` (called at start-up)
-//! completes such an interrupted purge. Blocking engine calls run on tokio's
-//! blocking pool, never on the async worker threads.
+//! completes such an interrupted purge. Blocking engine calls run on tokio's blocking pool,
+//! except `append`, which RaftCore awaits before doing anything else: it runs in place under
+//! `block_in_place` (tokio moves the worker's other tasks to another thread meanwhile).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -51,6 +52,21 @@ impl LogStore {
             .await
             .map_err(|e| io_err(s2, verb, e))?
             .map_err(|e| io_err(subject, verb, e))
+    }
+
+    /// Like [`Self::blocking`], but runs `f` on this worker thread (tokio's `block_in_place`,
+    /// which moves the worker's other tasks elsewhere) when the runtime allows it.
+    async fn blocking_inline<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn LogEngine) -> Result<T, String> + Send + 'static,
+    {
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            let engine = self.engine.clone();
+            tokio::task::block_in_place(move || f(engine.as_ref())).map_err(|e| io_err(subject, verb, e))
+        } else {
+            self.blocking(subject, verb, f).await
+        }
     }
 
     async fn read_meta<T: DeserializeOwned + Send + 'static>(
@@ -174,8 +190,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
+        // Inline (block_in_place), not on the blocking pool: RaftCore waits for this append
+        // anyway, and handing it to a pool thread cost ~100 µs of wake-up per append.
         let result = self
-            .blocking(ErrorSubject::Logs, ErrorVerb::Write, move |e| e.append(encoded).map_err(|e| e.to_string()))
+            .blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, move |e| e.append(encoded).map_err(|e| e.to_string()))
             .await;
         match result {
             Ok(()) => {
