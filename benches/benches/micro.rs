@@ -2,7 +2,7 @@
 //! - `apply/*`: `StateMachine::apply_batch` of put, txn (compare mod_revision, then put) and
 //!   counter-add proposals, each carrying a request id as the client sends them, in batches of
 //!   1 and 256 proposals (one Raft entry each);
-//! - `storage/append_flush`: `SledEngine::append` (which fsyncs) of one log entry holding a batch
+//! - `storage/append_flush/{file,sled}`: `LogEngine::append` (which fsyncs) of one log entry holding a batch
 //!   of N 256-byte puts, for several N: the cost of one durable point, amortized by batching.
 //!
 //! `cargo bench -p conclave-bench --bench micro`
@@ -17,6 +17,7 @@ use conclave_server::log_entry::{
 };
 use conclave_server::state_machine::{SmConfig, StateMachine};
 use conclave_server::storage::engine::{LogEngine, SledEngine};
+use conclave_server::storage::file_engine::FileEngine;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const VALUE: [u8; 256] = [b'v'; 256];
@@ -101,23 +102,29 @@ fn storage(c: &mut Criterion) {
             Err(e) => panic!("encode: {e}"),
         };
         g.throughput(Throughput::Elements(n));
-        g.bench_with_input(BenchmarkId::new("append_flush", n), &entry, |b, entry| {
-            let dir = match tempfile::tempdir() {
-                Ok(d) => d,
-                Err(e) => panic!("tempdir: {e}"),
-            };
-            let engine = match SledEngine::open(dir.path()) {
-                Ok(e) => e,
-                Err(e) => panic!("open sled: {e}"),
-            };
-            let mut index = 0u64;
-            b.iter(|| {
-                index += 1;
-                if let Err(e) = engine.append(vec![(index, entry.clone())]) {
-                    panic!("append: {e}");
-                }
+        for engine_name in ["file", "sled"] {
+            g.bench_with_input(BenchmarkId::new(format!("append_flush/{engine_name}"), n), &entry, |b, entry| {
+                let dir = match tempfile::tempdir() {
+                    Ok(d) => d,
+                    Err(e) => panic!("tempdir: {e}"),
+                };
+                let opened: Result<Box<dyn LogEngine>, String> = match engine_name {
+                    "file" => FileEngine::open(dir.path()).map(|e| Box::new(e) as Box<dyn LogEngine>).map_err(|e| e.to_string()),
+                    _ => SledEngine::open(dir.path()).map(|e| Box::new(e) as Box<dyn LogEngine>).map_err(|e| e.to_string()),
+                };
+                let engine = match opened {
+                    Ok(e) => e,
+                    Err(e) => panic!("open {engine_name}: {e}"),
+                };
+                let mut index = 0u64;
+                b.iter(|| {
+                    index += 1;
+                    if let Err(e) = engine.append(vec![(index, entry.clone())]) {
+                        panic!("append: {e}");
+                    }
+                });
             });
-        });
+        }
     }
     g.finish();
 }
