@@ -128,7 +128,8 @@ impl PromptElection {
             .filter(|id| *id != self.node_id)
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.peer_addr.clone())))
             .collect();
-        let quorum = (others.len() + 1) / 2 + 1;
+        let voters = others.len() + 1; // this node too
+        let quorum = voters / 2 + 1;
         Some((others, quorum))
     }
 

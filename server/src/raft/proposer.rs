@@ -225,7 +225,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let (p, r) = pending(9);
             let _ = tx.send(p).await;
-            r
+            vec![r] // kept alive until the test ends
         });
         let batch = next_batch(first, &mut rx, 0).await;
         assert_eq!(ids(&batch), vec![0, 1, 2, 3]);

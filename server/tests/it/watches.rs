@@ -106,12 +106,10 @@ async fn progress_notifications_on_request_and_when_idle() -> anyhow::Result<()>
     let mut w = client.watch("p/", WatchOptions { prefix: true, ..Default::default() });
     let other = client.put("unrelated", "y").await?;
     w.request_progress();
-    let progress = loop {
-        match tokio::time::timeout(Duration::from_secs(10), w.next()).await? {
-            Some(Ok(WatchEvent::Progress { revision })) => break revision,
-            Some(Ok(e)) => anyhow::bail!("unexpected {e:?}"),
-            other => anyhow::bail!("watch ended: {other:?}"),
-        }
+    let progress = match tokio::time::timeout(Duration::from_secs(10), w.next()).await? {
+        Some(Ok(WatchEvent::Progress { revision })) => revision,
+        Some(Ok(e)) => anyhow::bail!("unexpected {e:?}"),
+        other => anyhow::bail!("watch ended: {other:?}"),
     };
     assert!(progress >= rev && progress <= other, "progress {progress} within [{rev}, {other}]");
     // When idle, with progress_notify: notifications arrive without asking, and they are
