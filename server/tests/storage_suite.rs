@@ -37,9 +37,24 @@ const KINDS: [Kind; 2] = [Kind::Sled, Kind::File];
 
 fn open_engine(kind: Kind, dir: &Path) -> Result<Arc<dyn LogEngine>, StorageError> {
     Ok(match kind {
-        Kind::Sled => Arc::new(SledEngine::open(dir).map_err(err)?),
+        Kind::Sled => Arc::new(open_sled(dir)?),
         Kind::File => Arc::new(FileEngine::open(dir).map_err(err)?),
     })
+}
+
+/// Opens sled, waiting (bounded) for the previous handle's lock: sled's IO threads may hold the
+/// database a moment after the handle of a "restarted" store in this process was dropped.
+fn open_sled(dir: &Path) -> Result<SledEngine, StorageError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledEngine::open(dir) {
+            Ok(e) => return Ok(e),
+            Err(e) if e.0.contains("could not acquire lock") && Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5)); // poll the lock
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
 }
 
 fn open_log(kind: Kind, dir: &Path) -> Result<LogStore, StorageError> {
