@@ -21,8 +21,13 @@ fn holder(h: Holder) -> pb::LeaseHolder {
 }
 
 impl Api {
-    /// Waits until lease `name` is free or its holder's session is gone, or `until` passes.
-    async fn wait_for_release(&self, name: &str, until: tokio::time::Instant) -> bool {
+    /// Waits until lease `name` is free (or already held by `session`), or `until` passes.
+    ///
+    /// "Held by `session`" matters for a client's retry of a waiting acquire: its first attempt
+    /// may have been granted after the client gave up on it, and the retry (same request id)
+    /// first gets the original "not granted" answer; it must then get the existing grant, not
+    /// wait for a release that will never come.
+    async fn wait_for_release(&self, name: &str, session: u64, until: tokio::time::Instant) -> bool {
         let mut applied = self.router.shared().subscribe_applied();
         loop {
             let free = self
@@ -30,7 +35,9 @@ impl Api {
                 .shared()
                 .sm
                 .read()
-                .map(|sm| sm.sessions().lease(name).and_then(|l| l.holder.as_ref()).is_none())
+                .map(|sm| {
+                    sm.sessions().lease(name).and_then(|l| l.holder.as_ref()).is_none_or(|h| h.session_id == session)
+                })
                 .unwrap_or(false);
             if free {
                 return true;
@@ -77,7 +84,7 @@ impl Lease for Api {
             self.acquire_once(cmd.clone(), r.request_id.as_ref(), size).await?;
         // Waiting: no queue; when the lease is released, every waiter proposes again and the
         // first applied wins. Retries carry no request id (acquire is idempotent per session).
-        while !granted && self.wait_for_release(&r.name, until).await {
+        while !granted && self.wait_for_release(&r.name, r.session_id, until).await {
             let retry = Proposal { request_id: None, command: cmd.clone() };
             let outcome = self.router.propose(retry, size).await?.map_err(Error::from)?;
             match outcome.body {

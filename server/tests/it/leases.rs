@@ -80,3 +80,41 @@ async fn second_contender_takes_over_with_a_larger_token_and_stale_writes_are_fe
     assert_no_panics(&c);
     Ok(())
 }
+
+/// A waiting acquire that the client retried (same request id) after its first attempt was
+/// granted unseen: the retry first gets the original "not granted" answer from deduplication,
+/// and must then return the session's existing grant instead of waiting for a release that
+/// never comes (the session itself holds the lease).
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_waiting_acquire_returns_the_grant_its_session_already_holds() -> anyhow::Result<()> {
+    use conclave_client::proto::lease_client::LeaseClient;
+
+    let c = cluster(1, &[]).await?;
+    let client = c.client().await?;
+    let ttl = Duration::from_secs(2);
+    let holder = Session::open(&client, ttl).await?;
+    let contender = Session::open(&client, ttl).await?;
+    assert!(client.lease_acquire("jm", holder.id(), b"a", 0).await?.granted);
+
+    let mut raw = LeaseClient::connect(format!("http://{}", c.node(1).client_addr)).await?;
+    let attempt = |wait_ms: u64| pb::LeaseAcquireRequest {
+        name: "jm".into(),
+        session_id: contender.id(),
+        holder_info: b"b".to_vec(),
+        request_id: Some(pb::RequestId { client_id: 4242, seq: 1, first_incomplete: 1 }),
+        wait_ms,
+    };
+    // The first attempt: denied (the holder has it); its answer is remembered for the request id.
+    assert!(!raw.acquire(attempt(0)).await?.into_inner().granted);
+    // Meanwhile the holder goes away and the contender's session gets the lease.
+    holder.close().await?;
+    let grant = client.lease_acquire("jm", contender.id(), b"b", 0).await?;
+    assert!(grant.granted);
+    let token = grant.holder.map(|h| h.token);
+    // The retry of the first attempt, willing to wait: it must report the grant.
+    let retry = raw.acquire(attempt(5_000)).await?.into_inner();
+    assert!(retry.granted, "the retry reports the lease its session holds: {retry:?}");
+    assert_eq!(retry.holder.map(|h| h.token), token, "the existing grant, not a new one");
+    assert_no_panics(&c);
+    Ok(())
+}
