@@ -236,14 +236,25 @@ impl Connection {
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.config.call_timeout;
+        self.call_waiting(write, Duration::ZERO, attempt).await
+    }
+
+    /// [`Connection::call`] for a request the server may hold for up to `server_wait` (a
+    /// waiting lease acquire): every attempt, and the whole call, get that much more time.
+    pub(crate) async fn call_waiting<T, F, Fut>(&self, write: bool, server_wait: Duration, attempt: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        let attempt_timeout = self.config.attempt_timeout + server_wait;
+        let deadline = tokio::time::Instant::now() + self.config.call_timeout.max(attempt_timeout);
         let mut backoff = Duration::from_millis(20);
         let mut maybe_applied = false;
         let mut last;
         loop {
             let (addr, channel) = self.pick()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let timeout = self.config.attempt_timeout.min(remaining);
+            let timeout = attempt_timeout.min(remaining);
             let failure = match tokio::time::timeout(timeout, attempt(channel)).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(status)) => {
@@ -327,7 +338,24 @@ impl Connection {
         F: Fn(Channel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let resp = self.call(write, |ch| send(ch, req.clone())).await?.into_inner();
+        self.unary_waiting(write, Duration::ZERO, req, send).await
+    }
+
+    /// [`Connection::unary`] with [`Connection::call_waiting`]'s longer deadlines.
+    pub(crate) async fn unary_waiting<Req, Resp, F, Fut>(
+        &self,
+        write: bool,
+        server_wait: Duration,
+        req: Req,
+        send: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        Resp: Headed,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        let resp = self.call_waiting(write, server_wait, |ch| send(ch, req.clone())).await?.into_inner();
         self.observe(resp.header());
         Ok(resp)
     }

@@ -20,7 +20,8 @@ impl Client {
     ///
     /// # Errors
     /// `Status(NotFound)` for an unknown session; `Indeterminate` when the outcome is unknown
-    /// (call again: acquisition is idempotent per session).
+    /// (call again: acquisition is idempotent per session). Each attempt may take `wait_ms` plus
+    /// the client's attempt timeout.
     pub async fn lease_acquire(
         &self,
         name: &str,
@@ -36,7 +37,12 @@ impl Client {
             request_id: Some(ticket.id),
             wait_ms,
         };
-        let resp = self.conn.unary(true, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await }).await?;
+        // The server holds the request up to wait_ms: attempts must not give up before that.
+        let wait = std::time::Duration::from_millis(wait_ms);
+        let resp = self
+            .conn
+            .unary_waiting(true, wait, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await })
+            .await?;
         Ok(resp)
     }
 
