@@ -109,8 +109,12 @@ fn storage(c: &mut Criterion) {
                     Err(e) => panic!("tempdir: {e}"),
                 };
                 let opened: Result<Box<dyn LogEngine>, String> = match engine_name {
-                    "file" => FileEngine::open(dir.path()).map(|e| Box::new(e) as Box<dyn LogEngine>).map_err(|e| e.to_string()),
-                    _ => SledEngine::open(dir.path()).map(|e| Box::new(e) as Box<dyn LogEngine>).map_err(|e| e.to_string()),
+                    "file" => FileEngine::open(dir.path())
+                        .map(|e| Box::new(e) as Box<dyn LogEngine>)
+                        .map_err(|e| e.to_string()),
+                    _ => SledEngine::open(dir.path())
+                        .map(|e| Box::new(e) as Box<dyn LogEngine>)
+                        .map_err(|e| e.to_string()),
                 };
                 let engine = match opened {
                     Ok(e) => e,

@@ -235,8 +235,10 @@ impl ServeArgs {
 /// # Errors
 /// When the engine named is not the one whose data the directory holds.
 pub fn choose_log_engine(data_dir: &std::path::Path, named: Option<LogEngineKind>) -> Result<LogEngineKind, String> {
-    let present: Vec<LogEngineKind> =
-        [LogEngineKind::File, LogEngineKind::Sled].into_iter().filter(|k| data_dir.join(k.dir_name()).exists()).collect();
+    let present: Vec<LogEngineKind> = [LogEngineKind::File, LogEngineKind::Sled]
+        .into_iter()
+        .filter(|k| data_dir.join(k.dir_name()).exists())
+        .collect();
     match (named, present.as_slice()) {
         (_, [a, b]) => Err(format!(
             "{} holds both a {} log ({}/) and a {} log ({}/); remove the one not in use",

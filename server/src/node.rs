@@ -67,7 +67,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let network = PeerNetwork::new(Some(config.peer_addr.ip()));
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     // openraft's leader lease is the maximum election timeout.
-    let election = PromptElection::new(config.node_id, raft.clone(), probe_log, network.clone(), config.election_timeout * 2);
+    let election =
+        PromptElection::new(config.node_id, raft.clone(), probe_log, network.clone(), config.election_timeout * 2);
     let election_task = election.spawn();
 
     // Bootstrap only a brand-new node; a restarted node ignores --initial-cluster.

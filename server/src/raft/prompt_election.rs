@@ -143,9 +143,11 @@ impl PromptElection {
             return Ok(());
         }
         let mine = self.log.last_log_id().await.map_err(|e| e.to_string())?;
-        let replies = futures::future::join_all(others.iter().map(|(id, addr)| async move {
-            (*id, tokio::time::timeout(PROBE_TIMEOUT, self.probe(addr)).await)
-        }))
+        let replies = futures::future::join_all(
+            others
+                .iter()
+                .map(|(id, addr)| async move { (*id, tokio::time::timeout(PROBE_TIMEOUT, self.probe(addr)).await) }),
+        )
         .await;
         let replies: Vec<(NodeId, Option<ProbeReply>)> =
             replies.into_iter().map(|(id, r)| (id, r.ok().and_then(Result::ok))).collect();

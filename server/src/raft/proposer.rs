@@ -195,7 +195,8 @@ mod tests {
 
     fn pending(n: u64) -> (Pending, oneshot::Receiver<Result<CommandResult, Error>>) {
         let (reply, rx) = oneshot::channel();
-        let proposal = Proposal { request_id: None, command: Command::RegisterNode { node_id: n, client_addr: String::new() } };
+        let proposal =
+            Proposal { request_id: None, command: Command::RegisterNode { node_id: n, client_addr: String::new() } };
         (Pending { proposal, size: 16, reply }, rx)
     }
 

@@ -141,7 +141,9 @@ impl FileEngine {
                 )));
             }
             tracing::warn!(segment = %path.display(), offset = valid, "{why}: cutting a torn append off the log's end");
-            file.set_len(valid).and_then(|()| file.sync_all()).map_err(|e| io(format_args!("cut {}", path.display()), e))?;
+            file.set_len(valid)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io(format_args!("cut {}", path.display()), e))?;
         }
         if records.is_empty() {
             return Ok(valid);
@@ -234,11 +236,9 @@ fn parse_records(bytes: &[u8], first: u64) -> (Vec<Loc>, u64, Option<&'static st
         }
         let Some(header) = bytes.get(at..at + HEADER as usize) else { break Some("truncated header") };
         let field = |r: std::ops::Range<usize>| header.get(r).map(<[u8]>::to_vec).unwrap_or_default();
-        let (Ok(len), Ok(sum), Ok(index)) = (
-            <[u8; 4]>::try_from(field(0..4)),
-            <[u8; 4]>::try_from(field(4..8)),
-            <[u8; 8]>::try_from(field(8..16)),
-        ) else {
+        let (Ok(len), Ok(sum), Ok(index)) =
+            (<[u8; 4]>::try_from(field(0..4)), <[u8; 4]>::try_from(field(4..8)), <[u8; 8]>::try_from(field(8..16)))
+        else {
             break Some("truncated header");
         };
         let (len, sum, index) = (u32::from_le_bytes(len), u32::from_le_bytes(sum), u64::from_le_bytes(index));

@@ -56,7 +56,12 @@ impl LogStore {
 
     /// Like [`Self::blocking`], but runs `f` on this worker thread (tokio's `block_in_place`,
     /// which moves the worker's other tasks elsewhere) when the runtime allows it.
-    async fn blocking_inline<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
+    async fn blocking_inline<T, F>(
+        &self,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+        f: F,
+    ) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn LogEngine) -> Result<T, String> + Send + 'static,
@@ -148,8 +153,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(upto) = last_purged.map(|l| l.index) {
             // Entry deletion in `purge` is not durable: after a crash, entries up to the
             // recorded purge point may be back. Complete the purge before reporting.
-            self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.purge_upto(upto).map_err(|e| e.to_string()))
-                .await?;
+            self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| {
+                e.purge_upto(upto).map_err(|e| e.to_string())
+            })
+            .await?;
         }
         // Never behind the purge point (a purge may go past the end of the log).
         let last_log_id = self.last_log_id().await?;
@@ -193,7 +200,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Inline (block_in_place), not on the blocking pool: RaftCore waits for this append
         // anyway, and handing it to a pool thread cost ~100 µs of wake-up per append.
         let result = self
-            .blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, move |e| e.append(encoded).map_err(|e| e.to_string()))
+            .blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, move |e| {
+                e.append(encoded).map_err(|e| e.to_string())
+            })
             .await;
         match result {
             Ok(()) => {
