@@ -235,20 +235,22 @@ impl ServeArgs {
 /// # Errors
 /// When the engine named is not the one whose data the directory holds.
 pub fn choose_log_engine(data_dir: &std::path::Path, named: Option<LogEngineKind>) -> Result<LogEngineKind, String> {
-    let present: Vec<LogEngineKind> = [LogEngineKind::File, LogEngineKind::Sled]
-        .into_iter()
-        .filter(|k| data_dir.join(k.dir_name()).exists())
-        .collect();
-    match (named, present.as_slice()) {
-        (_, [a, b]) => Err(format!(
-            "{} holds both a {} log ({}/) and a {} log ({}/); remove the one not in use",
-            data_dir.display(),
-            a.name(),
-            a.dir_name(),
-            b.name(),
-            b.dir_name()
-        )),
-        (Some(n), [p]) if n != *p => Err(format!(
+    let holds = |k: LogEngineKind| data_dir.join(k.dir_name()).exists();
+    let present = match (holds(LogEngineKind::File), holds(LogEngineKind::Sled)) {
+        (true, true) => {
+            return Err(format!(
+                "{} holds both a file log ({}/) and a sled log ({}/); remove the one not in use",
+                data_dir.display(),
+                LogEngineKind::File.dir_name(),
+                LogEngineKind::Sled.dir_name()
+            ))
+        }
+        (true, false) => Some(LogEngineKind::File),
+        (false, true) => Some(LogEngineKind::Sled),
+        (false, false) => None,
+    };
+    match (named, present) {
+        (Some(n), Some(p)) if n != p => Err(format!(
             "--log-engine {} but {} holds a {} log ({}/): starting with an empty log and vote could \
              elect two leaders; use --log-engine {} (or move the data away to make a new member)",
             n.name(),
@@ -257,10 +259,8 @@ pub fn choose_log_engine(data_dir: &std::path::Path, named: Option<LogEngineKind
             p.dir_name(),
             p.name()
         )),
-        (_, [p]) => Ok(*p),
-        (Some(n), []) => Ok(n),
-        (None, []) => Ok(LogEngineKind::File),
-        _ => Err("unreachable engine choice".into()),
+        (_, Some(p)) => Ok(p),
+        (named, None) => Ok(named.unwrap_or(LogEngineKind::File)),
     }
 }
 

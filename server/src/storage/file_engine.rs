@@ -165,6 +165,12 @@ impl FileEngine {
         self.log_dir.join(segment_name(first))
     }
 
+    /// Deletes a segment's file (the caller fsyncs the directory where that must be durable).
+    fn remove_segment(&self, seg: Segment) -> EngineResult<()> {
+        let path = self.segment_path(seg.first);
+        fs::remove_file(&path).map_err(|e| io(format_args!("delete {}", path.display()), e))
+    }
+
     fn read(&self, state: &State, loc: Loc) -> EngineResult<Vec<u8>> {
         let seg = state
             .segments
@@ -191,8 +197,7 @@ impl FileEngine {
         let mut deleted = false;
         while state.segments.last().is_some_and(|s| s.first > cut.segment) {
             if let Some(seg) = state.segments.pop() {
-                let path = self.segment_path(seg.first);
-                fs::remove_file(&path).map_err(|e| io(format_args!("delete {}", path.display()), e))?;
+                self.remove_segment(seg)?;
                 deleted = true;
             }
         }
@@ -306,8 +311,7 @@ impl LogEngine for FileEngine {
             // Whatever the files still hold is purged or truncated: start clean, so a segment
             // never holds records that are not consecutive.
             for seg in std::mem::take(&mut state.segments) {
-                let path = self.segment_path(seg.first);
-                fs::remove_file(&path).map_err(|e| io(format_args!("delete {}", path.display()), e))?;
+                self.remove_segment(seg)?;
             }
         }
         if state.segments.last().is_none_or(|s| s.len >= self.segment_bytes) {
@@ -341,7 +345,7 @@ impl LogEngine for FileEngine {
             offset += HEADER + u64::from(len);
         }
         let seg = state.segments.last_mut().ok_or_else(|| EngineError("no active segment".into()))?;
-        let path = self.log_dir.join(segment_name(seg.first));
+        let path = self.segment_path(seg.first);
         seg.file
             .write_all_at(&buf, seg.len)
             .and_then(|()| seg.file.sync_data())
@@ -401,8 +405,7 @@ impl LogEngine for FileEngine {
                 None => true,
             };
             if dead {
-                let path = self.segment_path(seg.first);
-                fs::remove_file(&path).map_err(|e| io(format_args!("delete {}", path.display()), e))?;
+                self.remove_segment(seg)?;
             } else {
                 kept.push(seg);
             }

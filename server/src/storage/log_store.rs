@@ -94,9 +94,7 @@ impl LogStore {
         })
         .await
     }
-}
 
-impl LogStore {
     /// The id of the last log entry (or the purge point if the log is empty), read-only: what
     /// a voter compares a candidate's log against. Used by the pre-vote probe, outside openraft.
     ///
