@@ -1,13 +1,16 @@
 //! The `conclave` binary: parses configuration and runs a node until SIGINT/SIGTERM.
 
 use clap::Parser;
-use conclave_server::config::{Cli, CliCommand};
+use conclave_server::config::{Cli, CliCommand, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let CliCommand::Serve(args) = cli.command;
+    args.runtime.build()?.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

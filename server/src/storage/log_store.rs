@@ -4,8 +4,9 @@
 //! `purge` records the purge point durably before deleting entries, so a restart after a crash
 //! mid-purge still reports the right `last_purged_log_id`; `get_log_state` (called at start-up)
 //! completes such an interrupted purge. Blocking engine calls run on tokio's blocking pool,
-//! except `append`, which RaftCore awaits before doing anything else: it runs in place under
-//! `block_in_place` (tokio moves the worker's other tasks to another thread meanwhile).
+//! except two that sit on every write's path and that RaftCore awaits before doing anything
+//! else: `append` (see [`LogStore::blocking_inline`]) and `save_committed` (no fsync) run in
+//! place.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -54,8 +55,10 @@ impl LogStore {
             .map_err(|e| io_err(subject, verb, e))
     }
 
-    /// Like [`Self::blocking`], but runs `f` on this worker thread (tokio's `block_in_place`,
-    /// which moves the worker's other tasks elsewhere) when the runtime allows it.
+    /// Like [`Self::blocking`], but runs `f` on this thread: under `block_in_place` on a
+    /// multi-thread runtime (tokio moves the worker's other tasks elsewhere meanwhile), plainly
+    /// on a current-thread runtime, whose whole node then waits for `f` (`--runtime`). Handing
+    /// `f` to the blocking pool instead costs a thread wake-up each way, ~100 µs per call.
     async fn blocking_inline<T, F>(
         &self,
         subject: ErrorSubject<NodeId>,
@@ -70,7 +73,7 @@ impl LogStore {
             let engine = self.engine.clone();
             tokio::task::block_in_place(move || f(engine.as_ref())).map_err(|e| io_err(subject, verb, e))
         } else {
-            self.blocking(subject, verb, f).await
+            f(self.engine.as_ref()).map_err(|e| io_err(subject, verb, e))
         }
     }
 
@@ -89,10 +92,14 @@ impl LogStore {
 
     async fn write_meta<T: Serialize>(&self, key: &'static str, value: &T, durable: bool) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.blocking(ErrorSubject::Store, ErrorVerb::Write, move |e| {
-            e.put_meta(key, &bytes, durable).map_err(|e| e.to_string())
-        })
-        .await
+        let write = move |e: &dyn LogEngine| e.put_meta(key, &bytes, durable).map_err(|e| e.to_string());
+        if durable {
+            self.blocking(ErrorSubject::Store, ErrorVerb::Write, write).await
+        } else {
+            // No fsync: one small write of a few microseconds, far cheaper than a hand-off to
+            // another thread, so it runs right here on whatever runtime.
+            write(self.engine.as_ref()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        }
     }
 
     /// The id of the last log entry (or the purge point if the log is empty), read-only: what
@@ -195,8 +202,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
-        // Inline (block_in_place), not on the blocking pool: RaftCore waits for this append
-        // anyway, and handing it to a pool thread cost ~100 µs of wake-up per append.
+        // In place, not on the blocking pool: RaftCore waits for this append anyway, and
+        // handing it to a pool thread cost ~100 µs of wake-up per append.
         let result = self
             .blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, move |e| {
                 e.append(encoded).map_err(|e| e.to_string())

@@ -153,13 +153,14 @@ fn torn_tail_of_the_newest_segment_is_cut() {
         drop(e);
         let path = dir.path().join("log").join(segment_files(&dir).pop().expect("a segment"));
         let mut bytes = fs::read(&path).expect("read");
+        // The records end at the last non-zero byte (payloads end in ASCII); zeros of the
+        // preallocated space follow.
+        let end = data_end(&bytes);
         match damage {
-            "chop" => bytes.truncate(bytes.len() - 3),
-            "garbage" => bytes.extend_from_slice(&[0xff; 40]),
-            _ => {
-                let n = bytes.len();
-                bytes[n - 1] ^= 0x55;
-            }
+            // A torn append: its last bytes never reached the disk.
+            "chop" => bytes[end - 3..end].fill(0),
+            "garbage" => bytes.splice(end..end + 40, [0xff; 40]).for_each(drop),
+            _ => bytes[end - 1] ^= 0x55,
         }
         fs::write(&path, &bytes).expect("write");
         let e = FileEngine::open(dir.path()).expect("reopen");
@@ -172,6 +173,47 @@ fn torn_tail_of_the_newest_segment_is_cut() {
         let e = FileEngine::open(dir.path()).expect("reopen");
         assert_eq!(e.last().expect("last"), Some(entry(next)), "{damage}");
     }
+}
+
+fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+}
+
+#[test]
+fn a_segment_is_preallocated_and_its_zeros_end_the_log() {
+    let dir = TempDir::new().expect("tmp");
+    let e = FileEngine::open(dir.path()).expect("open");
+    e.append(entries(1..=3)).expect("append");
+    let path = dir.path().join("log").join(segment_files(&dir).pop().expect("a segment"));
+    // Every filesystem a data dir lives on in practice (ext4, xfs, btrfs, tmpfs) can fallocate.
+    assert_eq!(fs::metadata(&path).expect("stat").len(), SEGMENT_BYTES, "preallocated");
+    let written = data_end(&fs::read(&path).expect("read"));
+    drop(e);
+    let e = FileEngine::open(dir.path()).expect("reopen");
+    assert_eq!(e.range(0, 100).expect("range"), entries(1..=3));
+    // Appends go on right after the records, inside the preallocated space.
+    e.append(vec![entry(4)]).expect("append");
+    drop(e);
+    let bytes = fs::read(&path).expect("read");
+    assert_eq!(bytes.len() as u64, SEGMENT_BYTES, "the file did not grow");
+    assert_eq!(data_end(&bytes), written + HEADER as usize + entry(4).1.len());
+    let e = FileEngine::open(dir.path()).expect("reopen");
+    assert_eq!(e.range(0, 100).expect("range"), entries(1..=4));
+}
+
+#[test]
+fn bytes_after_zeros_in_an_older_segment_are_corruption() {
+    let dir = TempDir::new().expect("tmp");
+    let e = small(&dir);
+    append_each(&e, 1..=20);
+    drop(e);
+    let first = dir.path().join("log").join(segment_files(&dir).remove(0));
+    let mut bytes = fs::read(&first).expect("read");
+    // A zeroed record header with data after it is a hole, not the end of the records.
+    bytes[..HEADER as usize].fill(0);
+    fs::write(&first, bytes).expect("write");
+    let err = FileEngine::open_with_segment_bytes(dir.path(), 100).err().expect("refused");
+    assert!(err.0.contains("corrupt"), "{err}");
 }
 
 #[test]
