@@ -4,10 +4,18 @@
 //! address (`MemberList`) and the leader (every response header), sends to the leader when it
 //! knows it, follows `x-conclave-leader` hints, and rotates through endpoints with backoff on
 //! transport failures. Every attempt has a deadline; the whole call has an overall deadline.
+//!
+//! Serializable reads go to the client's *home* member instead (the clients of a process take
+//! the configured endpoints in turn), as ZooKeeper sessions and etcd's balancer spread reads.
+//! They carry the highest revision the client has seen in any response, and the member waits
+//! until it has applied that revision: a client's serializable reads see its own writes and
+//! never go back in time, wherever they are served (session consistency, ZooKeeper's
+//! guarantee). When the home member fails or lags, the read goes the leader's way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use conclave_proto::v1 as pb;
@@ -71,6 +79,17 @@ const SUSPECT_FOR: Duration = Duration::from_secs(2);
 pub(crate) struct Connection {
     config: ClientConfig,
     view: Mutex<View>,
+    /// Where serializable reads go first (one of the configured endpoints).
+    home: String,
+    /// Highest store revision seen in a response (see the module documentation).
+    seen_revision: AtomicU64,
+}
+
+/// The clients of one process take the configured endpoints in turn as their home member,
+/// starting at a random one, so that many clients (and processes) spread their reads.
+fn next_home() -> usize {
+    static NEXT: OnceLock<AtomicUsize> = OnceLock::new();
+    NEXT.get_or_init(|| AtomicUsize::new(usize::from(rand::random::<u16>()))).fetch_add(1, Ordering::Relaxed)
 }
 
 /// Classification of a failed attempt.
@@ -111,7 +130,8 @@ impl Connection {
             return Err(Error::InvalidArgument("no endpoints given".into()));
         }
         let view = View { endpoints: config.endpoints.clone(), ..View::default() };
-        Ok(Self { config, view: Mutex::new(view) })
+        let home = config.endpoints[next_home() % config.endpoints.len()].clone();
+        Ok(Self { config, view: Mutex::new(view), home, seen_revision: AtomicU64::new(0) })
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -178,8 +198,11 @@ impl Connection {
         }
     }
 
-    /// Records what a response header says about the leader.
+    /// Records what a response header says about the leader and the store's revision.
     pub(crate) fn observe(&self, header: Option<&pb::ResponseHeader>) {
+        if let Some(h) = header {
+            self.seen_revision.fetch_max(h.revision, Ordering::Relaxed);
+        }
         let Some(h) = header.filter(|_| self.config.discover) else { return };
         if let Ok(mut view) = self.view.lock() {
             view.leader = (h.leader_id != 0).then_some(h.leader_id);
@@ -198,6 +221,27 @@ impl Connection {
                     view.endpoints.push(m.client_addr.clone());
                 }
             }
+        }
+    }
+
+    /// The highest store revision seen in any response so far.
+    fn seen_revision(&self) -> u64 {
+        self.seen_revision.load(Ordering::Relaxed)
+    }
+
+    /// The home member's channel, unless it failed recently.
+    fn home_channel(&self) -> Option<Channel> {
+        let mut view = self.view.lock().ok()?;
+        let now = tokio::time::Instant::now();
+        if view.suspect.get(&self.home).is_some_and(|until| *until > now) {
+            return None;
+        }
+        self.channel_for(&mut view, &self.home).ok()
+    }
+
+    fn suspect(&self, addr: &str) {
+        if let Ok(mut view) = self.view.lock() {
+            view.suspect.insert(addr.to_owned(), tokio::time::Instant::now() + SUSPECT_FOR);
         }
     }
 
@@ -358,5 +402,41 @@ impl Connection {
         let resp = self.call_waiting(write, server_wait, |ch| send(ch, req.clone())).await?.into_inner();
         self.observe(resp.header());
         Ok(resp)
+    }
+
+    /// A read. When `serializable`: one attempt at the home member, with the request built for
+    /// the highest revision seen so far (its `min_revision`), then, if that fails (down,
+    /// behind, or not answering), [`Connection::unary`] the leader's way. Otherwise straight
+    /// through the leader, built for revision 0.
+    pub(crate) async fn read<Req, Resp, F, Fut>(
+        &self,
+        serializable: bool,
+        request_for: impl FnOnce(u64) -> Req,
+        send: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        Resp: Headed,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        if !serializable {
+            return self.unary(false, request_for(0), send).await;
+        }
+        let req = request_for(self.seen_revision());
+        if let Some(channel) = self.home_channel() {
+            match tokio::time::timeout(self.config.attempt_timeout, send(channel, req.clone())).await {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    self.observe(resp.header());
+                    return Ok(resp);
+                }
+                Ok(Err(status)) if matches!(classify(&status), Failure::Final(_)) => {
+                    return Err(Error::from_status(&status));
+                }
+                _ => self.suspect(&self.home),
+            }
+        }
+        self.unary(false, req, send).await
     }
 }

@@ -31,9 +31,8 @@ impl Client {
     /// # Errors
     /// `Unavailable` when no member could answer.
     pub async fn counter_get(&self, name: &str, serializable: bool) -> Result<pb::CounterGetResponse> {
-        let req = pb::CounterGetRequest { name: name.to_owned(), serializable };
-        let resp = self.conn.unary(false, req, |ch, r| async move { CounterClient::new(ch).get(r).await }).await?;
-        Ok(resp)
+        let req = |min_revision| pb::CounterGetRequest { name: name.to_owned(), serializable, min_revision };
+        self.conn.read(serializable, req, |ch, r| async move { CounterClient::new(ch).get(r).await }).await
     }
 
     /// Sets a counter; returns the previous value.

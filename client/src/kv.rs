@@ -96,6 +96,7 @@ impl Client {
             keys_only: opts.keys_only,
             count_only: opts.count_only,
             serializable: opts.serializable,
+            min_revision: 0,
         };
         let resp = self.range_request(req).await?;
         Ok(RangeResult {
@@ -111,8 +112,8 @@ impl Client {
     /// # Errors
     /// See [`Client::get_with`].
     pub async fn range_request(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse> {
-        let resp = self.conn.unary(false, req, |ch, r| async move { KvClient::new(ch).range(r).await }).await?;
-        Ok(resp)
+        let request_for = |seen: u64| pb::RangeRequest { min_revision: req.min_revision.max(seen), ..req.clone() };
+        self.conn.read(req.serializable, request_for, |ch, r| async move { KvClient::new(ch).range(r).await }).await
     }
 
     /// Deletes one key (or, with `prefix`, every key starting with it); returns how many.

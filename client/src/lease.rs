@@ -62,8 +62,7 @@ impl Client {
     /// # Errors
     /// `Unavailable` when no member could answer.
     pub async fn lease_get(&self, name: &str, serializable: bool) -> Result<pb::LeaseGetResponse> {
-        let req = pb::LeaseGetRequest { name: name.to_owned(), serializable };
-        let resp = self.conn.unary(false, req, |ch, r| async move { LeaseClient::new(ch).get(r).await }).await?;
-        Ok(resp)
+        let req = |min_revision| pb::LeaseGetRequest { name: name.to_owned(), serializable, min_revision };
+        self.conn.read(serializable, req, |ch, r| async move { LeaseClient::new(ch).get(r).await }).await
     }
 }

@@ -155,6 +155,26 @@ impl Router {
         }
     }
 
+    /// Returns once this node's state machine has applied `min_revision` (at once when it has),
+    /// so that a client's serializable read here sees what that client has seen elsewhere.
+    ///
+    /// # Errors
+    /// `Unavailable` when this node has not caught up within the leader wait (it is cut off or
+    /// lagging; the client should ask another member).
+    pub async fn wait_applied_revision(&self, min_revision: u64) -> Result<(), Error> {
+        let mut applied = self.shared.subscribe_applied();
+        let wait = async move { applied.wait_for(|a| a.revision >= min_revision).await.map(|a| a.revision).ok() };
+        match tokio::time::timeout(self.leader_wait, wait).await {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(Error::Unavailable(format!(
+                "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
+                 ask another member or read linearizably",
+                self.node_id,
+                self.shared.subscribe_applied().borrow().revision
+            ))),
+        }
+    }
+
     /// Renews (`renew`) or reports sessions on the leader, after it confirmed its leadership
     /// with a quorum (so a deposed leader cannot keep sessions alive).
     ///

@@ -27,7 +27,7 @@ impl Counter for Api {
         let r = req.into_inner();
         validate::counter_get(&r)?;
         let (counter, revision) =
-            self.read(r.serializable, |sm| Ok((sm.counters().get(&r.name), sm.revision()))).await?;
+            self.read(r.serializable, r.min_revision, |sm| Ok((sm.counters().get(&r.name), sm.revision()))).await?;
         Ok(Response::new(pb::CounterGetResponse {
             header: Some(self.header(revision)),
             value: counter.map_or(0, |c| c.value),

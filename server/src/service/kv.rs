@@ -14,7 +14,7 @@ impl Kv for Api {
         let r = req.into_inner();
         let spec = validate::range(&r)?;
         let (result, revision) =
-            self.read(r.serializable, |sm| Ok((sm.range(&spec, r.revision)?, sm.revision()))).await?;
+            self.read(r.serializable, r.min_revision, |sm| Ok((sm.range(&spec, r.revision)?, sm.revision()))).await?;
         Ok(Response::new(convert::range(result, self.header(revision))))
     }
 

@@ -119,8 +119,9 @@ impl Lease for Api {
     async fn get(&self, req: Request<pb::LeaseGetRequest>) -> Result<Response<pb::LeaseGetResponse>, Status> {
         let r = req.into_inner();
         validate::lease_name(&r.name)?;
-        let (revision, state) =
-            self.read(r.serializable, |sm| Ok((sm.revision(), sm.sessions().lease(&r.name).cloned()))).await?;
+        let (revision, state) = self
+            .read(r.serializable, r.min_revision, |sm| Ok((sm.revision(), sm.sessions().lease(&r.name).cloned())))
+            .await?;
         let state = state.unwrap_or_default();
         Ok(Response::new(pb::LeaseGetResponse {
             header: Some(self.header(revision)),

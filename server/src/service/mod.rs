@@ -74,9 +74,17 @@ impl Api {
         Ok(self.router.propose(proposal, size).await??)
     }
 
-    /// Runs `f` against the state machine: after a linearizable barrier unless `serializable`.
-    async fn read<T>(&self, serializable: bool, f: impl FnOnce(&StateMachine) -> Result<T>) -> Result<T> {
-        if !serializable {
+    /// Runs `f` against the state machine: after a linearizable barrier, or, when
+    /// `serializable`, once this node has applied `min_revision` (session consistency).
+    async fn read<T>(
+        &self,
+        serializable: bool,
+        min_revision: u64,
+        f: impl FnOnce(&StateMachine) -> Result<T>,
+    ) -> Result<T> {
+        if serializable {
+            self.router.wait_applied_revision(min_revision).await?;
+        } else {
             self.router.linearizable_barrier().await?;
         }
         let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(e.to_string()))?;

@@ -110,7 +110,7 @@ impl Session for Api {
 
     async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
         let id = req.into_inner().session_id;
-        let revision = self.read(false, |sm| Ok(sm.revision())).await?;
+        let revision = self.read(false, 0, |sm| Ok(sm.revision())).await?;
         let times = self.router.session_times(&self.sessions, &[id], false).await.unwrap_or_default();
         let session = self
             .status_of(&[id], &times)?
@@ -121,7 +121,7 @@ impl Session for Api {
 
     async fn list(&self, _req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
         let (revision, ids) = self
-            .read(false, |sm| Ok((sm.revision(), sm.sessions().iter().map(|(id, _)| *id).collect::<Vec<_>>())))
+            .read(false, 0, |sm| Ok((sm.revision(), sm.sessions().iter().map(|(id, _)| *id).collect::<Vec<_>>())))
             .await?;
         let times = self.router.session_times(&self.sessions, &[], false).await.unwrap_or_default();
         Ok(Response::new(pb::SessionListResponse {

@@ -8,6 +8,7 @@ mod kv;
 mod leases;
 mod limits;
 mod prompt_election;
+mod serializable_reads;
 mod sessions;
 mod snapshot_catchup;
 mod watches;

@@ -359,7 +359,7 @@ pub fn parse_op(s: &str) -> Result<pb::RequestOp> {
         "counter-get" => {
             let a = OpArgs::parse(op, rest, &[])?;
             let name = a.expect(&["NAME"], false)?.remove(0);
-            Request::CounterGet(pb::CounterGetRequest { name, serializable: false })
+            Request::CounterGet(pb::CounterGetRequest { name, serializable: false, min_revision: 0 })
         }
         "counter-set" => {
             let a = OpArgs::parse(op, rest, &[])?;

@@ -136,7 +136,7 @@ fn ops() -> Result<()> {
     assert_eq!(req("incr c 10")?, add("c", 10));
     assert_eq!(
         req("counter-get c")?,
-        Request::CounterGet(pb::CounterGetRequest { name: "c".into(), serializable: false })
+        Request::CounterGet(pb::CounterGetRequest { name: "c".into(), serializable: false, min_revision: 0 })
     );
     assert_eq!(
         req("counter-set c 42")?,
