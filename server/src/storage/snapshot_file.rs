@@ -1,6 +1,7 @@
 //! Snapshot files: the serialized state machine plus its Raft metadata, one file per snapshot
 //! in `<data-dir>/snapshots/`, written atomically (temp file, fsync, rename, fsync directory).
-//! Only the newest file is kept.
+//! Only the newest file is kept. Between builds a snapshot lives in its file only; it is read
+//! back when a follower needs it.
 
 use std::fs;
 use std::io::Write;
@@ -24,6 +25,28 @@ pub struct SnapshotContents {
     pub meta: SnapshotMeta,
     /// The state machine as of `meta.last_log_id`.
     pub state: StateMachine,
+}
+
+/// [`SnapshotContents`] by reference: encodes to the same bytes without owning (or cloning)
+/// the state machine.
+#[derive(Serialize)]
+pub struct SnapshotContentsRef<'a> {
+    /// Encoding version ([`SNAPSHOT_FORMAT`]).
+    pub format: u32,
+    /// Raft metadata.
+    pub meta: &'a SnapshotMeta,
+    /// The state machine.
+    pub state: &'a StateMachine,
+}
+
+impl SnapshotContentsRef<'_> {
+    /// Encodes for a file or the wire, as [`SnapshotContents::to_bytes`] does.
+    ///
+    /// # Errors
+    /// When encoding fails.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        encode(self).map_err(|e| format!("encode snapshot: {e}"))
+    }
 }
 
 impl SnapshotContents {
@@ -64,24 +87,36 @@ impl SnapshotDir {
         Ok(Self { dir: dir.to_path_buf() })
     }
 
-    /// Durably writes a snapshot as the newest, then removes older ones.
+    fn name(index: u64) -> String {
+        format!("snapshot-{index:020}.bin")
+    }
+
+    /// Durably writes a snapshot (its bytes) as the newest, then removes older ones.
     ///
     /// # Errors
     /// On I/O failure.
-    pub fn save(&self, index: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let name = format!("snapshot-{index:020}.bin");
+    pub fn save(&self, index: u64, bytes: &[u8]) -> Result<(), String> {
+        let name = Self::name(index);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join(&name))?;
-        fs::File::open(&self.dir)?.sync_all()?;
-        for old in self.list()? {
+        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
+        let mut f = fs::File::create(&tmp).map_err(|e| io("create", e))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io("write", e))?;
+        fs::rename(&tmp, self.dir.join(&name)).map_err(|e| io("rename", e))?;
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync directory of", e))?;
+        for old in self.list().map_err(|e| format!("list {}: {e}", self.dir.display()))? {
             if old.file_name().and_then(|n| n.to_str()) != Some(name.as_str()) {
                 let _ = fs::remove_file(old);
             }
         }
         Ok(())
+    }
+
+    /// The bytes of the snapshot of log index `index`.
+    ///
+    /// # Errors
+    /// On I/O failure (or when that snapshot was replaced).
+    pub fn load(&self, index: u64) -> std::io::Result<Vec<u8>> {
+        fs::read(self.dir.join(Self::name(index)))
     }
 
     /// The newest snapshot's bytes, if any.
