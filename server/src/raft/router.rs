@@ -163,6 +163,9 @@ impl Router {
     /// lagging; the client should ask another member).
     pub async fn wait_applied_revision(&self, min_revision: u64) -> Result<(), Error> {
         let mut applied = self.shared.subscribe_applied();
+        if applied.borrow().revision >= min_revision {
+            return Ok(());
+        }
         let wait = async move { applied.wait_for(|a| a.revision >= min_revision).await.map(|a| a.revision).ok() };
         match tokio::time::timeout(self.leader_wait, wait).await {
             Ok(Some(_)) => Ok(()),
