@@ -5,8 +5,9 @@
 //! knows it, follows `x-conclave-leader` hints, and rotates through endpoints with backoff on
 //! transport failures. Every attempt has a deadline; the whole call has an overall deadline.
 //!
-//! Serializable reads go to the client's *home* member instead (the clients of a process take
-//! the configured endpoints in turn), as ZooKeeper sessions and etcd's balancer spread reads.
+//! Serializable reads and watches go to the client's *home* member instead (the clients of a
+//! process take the configured endpoints in turn), as ZooKeeper sessions and etcd's balancer
+//! spread reads.
 //! They carry the highest revision the client has seen in any response, and the member waits
 //! until it has applied that revision: a client's serializable reads see its own writes and
 //! never go back in time, wherever they are served (session consistency, ZooKeeper's
@@ -225,7 +226,7 @@ impl Connection {
     }
 
     /// The highest store revision seen in any response so far.
-    fn seen_revision(&self) -> u64 {
+    pub(crate) fn seen_revision(&self) -> u64 {
         self.seen_revision.load(Ordering::Relaxed)
     }
 
@@ -237,6 +238,15 @@ impl Connection {
             return None;
         }
         self.channel_for(&mut view, &self.home).ok()
+    }
+
+    /// The home member (see the module documentation) unless it failed recently, else
+    /// [`Connection::pick`]: where watches go, as any member serves them.
+    pub(crate) fn pick_home(&self) -> Result<(String, Channel)> {
+        match self.home_channel() {
+            Some(channel) => Ok((self.home.clone(), channel)),
+            None => self.pick(),
+        }
     }
 
     fn suspect(&self, addr: &str) {

@@ -1,6 +1,8 @@
 //! Watches that survive member failures: [`Client::watch`] returns a [`Watcher`] whose
 //! background task reconnects (to another member if needed) and resumes from the last
 //! delivered revision + 1, so the caller sees every change exactly once, in revision order.
+//! Any member serves a watch (each delivers changes as it applies them); a watch goes to the
+//! client's home member, like serializable reads, so many watchers spread over the members.
 //!
 //! If the resume point was compacted away, the watcher yields [`WatchEvent::Compacted`] and ends:
 //! the caller re-reads the current state and starts a new watch from that read's revision + 1.
@@ -122,6 +124,18 @@ async fn run(
     }
 }
 
+/// The revision a (re)created stream starts at: the next one to deliver, or, for a watch "from
+/// now" that has not started yet, just after the newest revision this client has seen, so a
+/// member that lags behind it does not deliver changes from before the watch (0 = the serving
+/// member's now, when the client has seen nothing).
+fn start_revision(next: u64, seen: u64) -> u64 {
+    if next != 0 || seen == 0 {
+        next
+    } else {
+        seen + 1
+    }
+}
+
 async fn stream_once(
     client: &Client,
     range: &pb::KeyRange,
@@ -130,7 +144,7 @@ async fn stream_once(
     tx: &mpsc::Sender<Result<WatchEvent, Error>>,
     progress_rx: &mut mpsc::UnboundedReceiver<()>,
 ) -> End {
-    let (addr, channel) = match client.conn.pick() {
+    let (addr, channel) = match client.conn.pick_home() {
         Ok(p) => p,
         Err(e) => {
             let _ = tx.send(Err(e)).await;
@@ -140,7 +154,7 @@ async fn stream_once(
     let create = pb::WatchRequest {
         request: Some(pb::watch_request::Request::Create(pb::WatchCreateRequest {
             range: Some(range.clone()),
-            start_revision: *next,
+            start_revision: start_revision(*next, client.conn.seen_revision()),
             prev_kv: opts.prev_kv,
             progress_notify: opts.progress_notify,
             watch_id: 1,
@@ -202,5 +216,17 @@ async fn stream_once(
         if tx.send(Ok(event)).await.is_err() {
             return End::Done;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_revision;
+
+    #[test]
+    fn a_watch_from_now_starts_after_what_the_client_has_seen() {
+        assert_eq!(start_revision(0, 0), 0, "nothing seen: the serving member's now");
+        assert_eq!(start_revision(0, 41), 42);
+        assert_eq!(start_revision(7, 41), 7, "an explicit or resumed start is kept");
     }
 }

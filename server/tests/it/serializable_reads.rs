@@ -1,11 +1,13 @@
-//! Serializable reads on any member, with session consistency: a member serves a read once it
-//! has applied the `min_revision` the client names, and says it is behind otherwise.
+//! Serializable reads and watches on any member, with session consistency: a member serves a
+//! read once it has applied the `min_revision` the client names, and says it is behind
+//! otherwise; a watch "from now" starts after what its client has seen.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use conclave_client::proto as pb;
 use conclave_client::proto::kv_client::KvClient;
+use conclave_client::{WatchEvent, WatchOptions};
 use tonic::Code;
 
 use crate::{assert_no_panics, cluster};
@@ -89,5 +91,27 @@ async fn clients_spread_serializable_reads_and_each_sees_its_own_writes() -> any
     }
     assert!(served_by.len() >= 2, "9 clients read from members {served_by:?} only");
     assert_no_panics(&c);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_from_now_on_any_member_starts_after_the_clients_own_writes() -> anyhow::Result<()> {
+    let c = cluster(3, &[]).await?;
+    c.wait_for_leader(Duration::from_secs(10)).await?;
+    for n in 0..9 {
+        // Clients take the members in turn as their home, where their watches go.
+        let client = c.client().await?;
+        let key = format!("w-{n}");
+        let before = client.put(&key, "before the watch").await?;
+        let mut w = client.watch(&key, WatchOptions::default());
+        let after = client.put(&key, "after").await?;
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await? {
+            Some(Ok(WatchEvent::Changes { revision, events })) => {
+                assert_eq!(revision, after, "client {n}: first change at {revision}, written at {before} and {after}");
+                assert_eq!(events[0].kv.as_ref().map(|kv| kv.value.as_slice()), Some(&b"after"[..]));
+            }
+            other => anyhow::bail!("client {n}: {other:?}"),
+        }
+    }
     Ok(())
 }
