@@ -34,6 +34,7 @@ pub struct Router {
     peers: PeerNetwork,
     shared: Arc<SharedState>,
     leader_wait: Duration,
+    leader_lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Router {
@@ -48,7 +49,14 @@ impl Router {
     ) -> Self {
         let proposer = Proposer::spawn(raft.clone(), node_id, batches_in_flight);
         let read_index = ReadIndex::spawn(raft.clone(), node_id);
-        Self { node_id, raft, proposer, read_index, peers, shared, leader_wait }
+        // Checked once per election timeout (a quarter of the leader wait).
+        let leader_lost = super::leader_presence::spawn(raft.clone(), leader_wait / 4);
+        Self { node_id, raft, proposer, read_index, peers, shared, leader_wait, leader_lost }
+    }
+
+    /// Whether this node has lost its leader (see `leader_presence`).
+    pub fn leader_lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leader_lost.clone()
     }
 
     /// This node's id.

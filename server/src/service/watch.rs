@@ -11,7 +11,9 @@
 //! its task wait (it holds only positions, not events). A watch that falls behind the
 //! compaction point is canceled with `compact_revision` set; the client re-reads and resumes.
 //! Invalid requests end the stream with INVALID_ARGUMENT; more than `max_watches_per_stream`
-//! watches end it with RESOURCE_EXHAUSTED.
+//! watches end it with RESOURCE_EXHAUSTED. A node that has lost its leader (no leader for
+//! 8 election timeouts in a row, `raft/leader_presence.rs`) ends its streams, and refuses new
+//! ones, with UNAVAILABLE: its history no longer moves, so its watchers must resume elsewhere.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -245,7 +247,21 @@ impl StreamTask {
         }
     }
 
+    /// Ends the stream because this node has lost its leader (its history stopped moving).
+    async fn leader_lost(&mut self) -> Result<(), ()> {
+        let msg = format!(
+            "node {} has had no leader for a while: its changes stopped; reconnect to another member and resume",
+            self.api.router.node_id()
+        );
+        self.send(Err(Status::unavailable(msg))).await.and(Err(()))
+    }
+
     async fn run(mut self, mut incoming: Streaming<pb::WatchRequest>) {
+        let mut leader_lost = self.api.router.leader_lost();
+        if *leader_lost.borrow_and_update() {
+            let _ = self.leader_lost().await;
+            return;
+        }
         let mut applied = self.api.router.shared().subscribe_applied();
         let mut tick = tokio::time::interval(self.api.limits.watch.progress_interval / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,6 +276,11 @@ impl StreamTask {
                     Err(_) => Err(()),
                 },
                 _ = tick.tick() => self.progress(true).await,
+                changed = leader_lost.changed() => match changed {
+                    Ok(()) if *leader_lost.borrow_and_update() => self.leader_lost().await,
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(()),
+                },
                 _ = self.out.closed() => Err(()),
             };
             if step.is_err() {

@@ -126,3 +126,44 @@ async fn progress_notifications_on_request_and_when_idle() -> anyhow::Result<()>
     assert!(notified.iter().all(|r| *r == other), "idle progress reports the current revision: {notified:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_without_a_leader_ends_its_watch_streams_and_refuses_new_ones() -> anyhow::Result<()> {
+    use conclave_client::proto as pb;
+    use conclave_client::proto::watch_client::WatchClient;
+
+    let mut c = cluster(3, &[]).await?;
+    let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
+    let survivor = (1..=3).find(|i| *i != leader).unwrap_or(1);
+    let create = || pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Create(pb::WatchCreateRequest {
+            range: Some(pb::KeyRange { key: b"k".to_vec(), ..Default::default() }),
+            ..Default::default()
+        })),
+    };
+    let addr = format!("http://{}", c.node(survivor).client_addr);
+    // The request side stays open (a closed request stream ends the watch stream).
+    let open = |first: pb::WatchRequest| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(first);
+        (tx, tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+    };
+    let (_keep, requests) = open(create());
+    let mut stream = WatchClient::connect(addr.clone()).await?.watch(requests).await?.into_inner();
+    assert!(stream.message().await?.is_some_and(|r| r.created), "the watch is created");
+    // Without a quorum the survivor can never have a leader again: its history stops.
+    for id in (1..=3).filter(|i| *i != survivor) {
+        c.kill(id)?;
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message()).await?;
+    let status = end.expect_err("the stream ends with an error, not silently or cleanly");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("no leader"), "{}", status.message());
+    // A new stream there is refused at once, until a leader is back.
+    let (_keep_again, requests) = open(create());
+    let mut again = WatchClient::connect(addr).await?.watch(requests).await?.into_inner();
+    let refused = tokio::time::timeout(Duration::from_secs(2), again.message()).await?;
+    assert_eq!(refused.expect_err("refused").code(), tonic::Code::Unavailable);
+    assert_no_panics(&c);
+    Ok(())
+}
