@@ -260,3 +260,37 @@ async fn a_snapshot_built_during_an_install_does_not_replace_the_newer_one() -> 
     assert_eq!(reopened.applied_state().await?.0, Some(log_id(1, 100)), "and is the one on disk");
     Ok(())
 }
+
+/// Apply waits for a long holder of the state machine's read lock (a snapshot being encoded on
+/// the blocking pool) without blocking its thread: on a current-thread runtime, other tasks
+/// (heartbeats, reads, the network) go on meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn apply_waiting_for_the_state_lock_does_not_block_the_runtime() -> Result<(), StorageError> {
+    let dir = TempDir::new().map_err(err)?;
+    let mut sm = open_sm(dir.path())?;
+    let shared = sm.shared();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _read = shared.sm.read().expect("read lock");
+        held_tx.send(()).expect("signal");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    });
+    held_rx.recv().map_err(err)?;
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    sm.apply([openraft::Entry::<TypeConfig> { log_id: log_id(1, 1), payload: EntryPayload::Blank }]).await?;
+    ticker.abort();
+    holder.join().map_err(|_| err("holder panicked"))?;
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ticks >= 10, "only {ticks} ticks of 5 ms while apply waited ~300 ms for the lock");
+    assert_eq!(sm.applied_state().await?.0, Some(log_id(1, 1)));
+    Ok(())
+}

@@ -5,11 +5,12 @@
 //! On start-up the newest snapshot is loaded and openraft re-applies the committed log after it.
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::io_err;
 use super::snapshot_file::{SnapshotContents, SnapshotContentsRef, SnapshotDir, SNAPSHOT_FORMAT};
@@ -37,6 +38,9 @@ pub struct SharedState {
     /// spawned task, concurrently with installing one from the leader, and a build that started
     /// before an install must not replace the newer installed snapshot (file or `current`).
     snapshot_io: Mutex<()>,
+    /// Set while a snapshot is being encoded under the read lock; `encoded` wakes apply after.
+    encoding: AtomicBool,
+    encoded: Notify,
     applied_tx: watch::Sender<Applied>,
 }
 
@@ -82,6 +86,8 @@ impl SmStore {
             applied: Mutex::new(applied),
             current: Mutex::new(current),
             snapshot_io: Mutex::new(()),
+            encoding: AtomicBool::new(false),
+            encoded: Notify::new(),
             applied_tx,
         };
         Ok(Self { shared: Arc::new(shared), dir })
@@ -112,13 +118,14 @@ impl SmStore {
 
 impl SmStore {
     /// Encodes a snapshot of the state as applied now, under the state machine's read lock
-    /// (apply waits meanwhile: a few milliseconds), then saves it durably after releasing the
+    /// (apply waits meanwhile, without blocking its thread: see [`SmStore::write_sm`]), then saves it durably after releasing the
     /// lock. No copy of the state is made: a copy cost its whole size in memory, and the
     /// allocator kept it afterwards (measured: ~20 MB per node after the put benchmark). A
     /// snapshot installed before is newer: it is kept, nothing is written, and it is returned.
     fn build_blocking(&self) -> Result<Snapshot<TypeConfig>, String> {
         let _io = self.shared.snapshot_io.lock().map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
+        let _encoding = Encoding::start(&self.shared);
         let sm = self.shared.sm.read().map_err(|e| e.to_string())?;
         let (last_log_id, last_membership) = self.shared.applied.lock().map_err(|e| e.to_string())?.clone();
         let index = last_log_id.map_or(0, |l| l.index);
@@ -131,6 +138,7 @@ impl SmStore {
         }
         let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
         drop(sm);
+        drop(_encoding);
         let held = started.elapsed();
         self.dir.save(index, &bytes)?;
         *current = Some(meta.clone());
@@ -156,6 +164,47 @@ impl SmStore {
         let _io = self.shared.snapshot_io.lock().map_err(|e| e.to_string())?;
         let current = self.shared.current.lock().map_err(|e| e.to_string())?.clone();
         current.map(|meta| self.read_snapshot(meta)).transpose()
+    }
+}
+
+/// Marks a snapshot encoding in progress (see [`SmStore::write_sm`]); the mark ends on drop.
+struct Encoding<'a>(&'a SharedState);
+
+impl<'a> Encoding<'a> {
+    fn start(shared: &'a SharedState) -> Self {
+        shared.encoding.store(true, Ordering::Release);
+        Self(shared)
+    }
+}
+
+impl Drop for Encoding<'_> {
+    fn drop(&mut self) {
+        self.0.encoding.store(false, Ordering::Release);
+        self.0.encoded.notify_waiters();
+    }
+}
+
+impl SmStore {
+    /// The state machine's write lock, for apply. While a snapshot is being encoded under the
+    /// read lock, apply waits for it asynchronously instead of blocking its thread, so the rest
+    /// of the node (heartbeats, reads, the network) keeps running on a current-thread runtime.
+    async fn write_sm(&self) -> Result<std::sync::RwLockWriteGuard<'_, StateMachine>, StorageError> {
+        loop {
+            let encoded = self.shared.encoded.notified();
+            tokio::pin!(encoded);
+            encoded.as_mut().enable();
+            match self.shared.sm.try_write() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(e)) => return Err(lock_err(e)),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            if self.shared.encoding.load(Ordering::Acquire) {
+                encoded.await;
+            } else {
+                // A reader on another thread holds the lock for a moment.
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }
 
@@ -189,7 +238,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let mut sm = self.shared.sm.write().map_err(lock_err)?;
+        let mut sm = self.write_sm().await?;
         let mut applied = self.shared.applied.lock().map_err(lock_err)?;
         for entry in entries {
             applied.0 = Some(entry.log_id);
