@@ -73,6 +73,13 @@ struct View {
     channels: HashMap<String, Channel>,
 }
 
+impl View {
+    /// Avoids `addr` (as the leader's address, or as the home member) for [`SUSPECT_FOR`].
+    fn suspect_for_a_while(&mut self, addr: &str) {
+        self.suspect.insert(addr.to_owned(), tokio::time::Instant::now() + SUSPECT_FOR);
+    }
+}
+
 /// How long an endpoint that failed is not trusted as the leader's address.
 const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
@@ -181,7 +188,7 @@ impl Connection {
     pub(crate) fn fail_over(&self, failed: &str, hint: Option<(Option<u64>, Option<String>)>) {
         let Ok(mut view) = self.view.lock() else { return };
         view.leader = None;
-        view.suspect.insert(failed.to_owned(), tokio::time::Instant::now() + SUSPECT_FOR);
+        view.suspect_for_a_while(failed);
         if let Some((id, addr)) = hint.filter(|_| self.config.discover) {
             if let Some(addr) = addr.filter(|a| !a.is_empty()) {
                 if !view.endpoints.contains(&addr) {
@@ -251,7 +258,7 @@ impl Connection {
 
     fn suspect(&self, addr: &str) {
         if let Ok(mut view) = self.view.lock() {
-            view.suspect.insert(addr.to_owned(), tokio::time::Instant::now() + SUSPECT_FOR);
+            view.suspect_for_a_while(addr);
         }
     }
 

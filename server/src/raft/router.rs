@@ -23,7 +23,7 @@ use crate::error::{Error, ForwardError};
 use crate::log_entry::{decode, encode, Proposal};
 use crate::sessions::{SessionTime, SessionTracker};
 use crate::state_machine::response::CommandResult;
-use crate::storage::sm_store::SharedState;
+use crate::storage::sm_store::{Applied, SharedState};
 
 /// Where requests go.
 pub struct Router {
@@ -153,14 +153,22 @@ impl Router {
             let result: Result<u64, ForwardError> = self.forward(leader, Call::ReadIndex, &()).await?;
             result.map_err(|e| self.map_forward_error(e))?
         };
-        let mut applied = self.shared.subscribe_applied();
-        let wait = async move { applied.wait_for(|a| a.index >= index).await.is_ok() };
-        match tokio::time::timeout(self.leader_wait, wait).await {
-            Ok(true) => Ok(()),
-            _ => {
-                Err(Error::Unavailable(format!("node {} did not catch up to read index {index} in time", self.node_id)))
-            }
+        if self.wait_applied(|a| a.index >= index).await {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!("node {} did not catch up to read index {index} in time", self.node_id)))
         }
+    }
+
+    /// Waits (at most the leader wait) until this node's applied position satisfies `reached`;
+    /// returns whether it did. No timer when it already does.
+    async fn wait_applied(&self, mut reached: impl FnMut(&Applied) -> bool) -> bool {
+        let mut applied = self.shared.subscribe_applied();
+        if reached(&applied.borrow()) {
+            return true;
+        }
+        let wait = async move { applied.wait_for(|a| reached(a)).await.is_ok() };
+        tokio::time::timeout(self.leader_wait, wait).await.unwrap_or(false)
     }
 
     /// Returns once this node's state machine has applied `min_revision` (at once when it has),
@@ -170,20 +178,15 @@ impl Router {
     /// `Unavailable` when this node has not caught up within the leader wait (it is cut off or
     /// lagging; the client should ask another member).
     pub async fn wait_applied_revision(&self, min_revision: u64) -> Result<(), Error> {
-        let mut applied = self.shared.subscribe_applied();
-        if applied.borrow().revision >= min_revision {
+        if self.wait_applied(|a| a.revision >= min_revision).await {
             return Ok(());
         }
-        let wait = async move { applied.wait_for(|a| a.revision >= min_revision).await.map(|a| a.revision).ok() };
-        match tokio::time::timeout(self.leader_wait, wait).await {
-            Ok(Some(_)) => Ok(()),
-            _ => Err(Error::Unavailable(format!(
-                "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
-                 ask another member or read linearizably",
-                self.node_id,
-                self.shared.subscribe_applied().borrow().revision
-            ))),
-        }
+        Err(Error::Unavailable(format!(
+            "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
+             ask another member or read linearizably",
+            self.node_id,
+            self.shared.subscribe_applied().borrow().revision
+        )))
     }
 
     /// Renews (`renew`) or reports sessions on the leader, after it confirmed its leadership

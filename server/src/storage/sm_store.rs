@@ -125,20 +125,25 @@ impl SmStore {
     fn build_blocking(&self) -> Result<Snapshot<TypeConfig>, String> {
         let _io = self.shared.snapshot_io.lock().map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
-        let _encoding = Encoding::start(&self.shared);
-        let sm = self.shared.sm.read().map_err(|e| e.to_string())?;
-        let (last_log_id, last_membership) = self.shared.applied.lock().map_err(|e| e.to_string())?.clone();
-        let index = last_log_id.map_or(0, |l| l.index);
-        let term = last_log_id.map_or(0, |l| l.leader_id.term);
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id: format!("{term}-{index}") };
         let mut current = self.shared.current.lock().map_err(|e| e.to_string())?;
-        if let Some(newer) = current.clone().filter(|c| c.last_log_id > meta.last_log_id) {
-            drop(sm);
-            return self.read_snapshot(newer);
-        }
-        let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
-        drop(sm);
-        drop(_encoding);
+        // The encoding mark and the read lock end together, at the end of this block.
+        let (meta, bytes) = {
+            let _encoding = Encoding::start(&self.shared);
+            let sm = self.shared.sm.read().map_err(|e| e.to_string())?;
+            let (last_log_id, last_membership) = self.shared.applied.lock().map_err(|e| e.to_string())?.clone();
+            let index = last_log_id.map_or(0, |l| l.index);
+            let term = last_log_id.map_or(0, |l| l.leader_id.term);
+            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id: format!("{term}-{index}") };
+            match current.clone().filter(|c| c.last_log_id > meta.last_log_id) {
+                Some(newer) => (newer, None),
+                None => {
+                    let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
+                    (meta, Some(bytes))
+                }
+            }
+        };
+        let Some(bytes) = bytes else { return self.read_snapshot(meta) };
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         let held = started.elapsed();
         self.dir.save(index, &bytes)?;
         *current = Some(meta.clone());

@@ -50,12 +50,12 @@ impl SnapshotContentsRef<'_> {
 }
 
 impl SnapshotContents {
-    /// Encodes for a file or the wire.
+    /// Encodes for a file or the wire (through [`SnapshotContentsRef`], the one encoder).
     ///
     /// # Errors
     /// When encoding fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        encode(self).map_err(|e| e.to_string())
+        SnapshotContentsRef { format: self.format, meta: &self.meta, state: &self.state }.to_bytes()
     }
 
     /// Decodes bytes written by [`Self::to_bytes`], rejecting unknown formats.
