@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use conclave_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::unary_channel::UnaryChannel;
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
@@ -396,7 +398,7 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(UnaryChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         self.unary_waiting(write, Duration::ZERO, req, send).await
@@ -413,10 +415,11 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(UnaryChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let resp = self.call_waiting(write, server_wait, |ch| send(ch, req.clone())).await?.into_inner();
+        let resp =
+            self.call_waiting(write, server_wait, |ch| send(UnaryChannel::new(ch), req.clone())).await?.into_inner();
         self.observe(resp.header());
         Ok(resp)
     }
@@ -434,7 +437,7 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(UnaryChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         if !serializable {
@@ -442,7 +445,8 @@ impl Connection {
         }
         let req = request_for(self.seen_revision());
         if let Some(channel) = self.home_channel() {
-            match tokio::time::timeout(self.config.attempt_timeout, send(channel, req.clone())).await {
+            match tokio::time::timeout(self.config.attempt_timeout, send(UnaryChannel::new(channel), req.clone())).await
+            {
                 Ok(Ok(resp)) => {
                     let resp = resp.into_inner();
                     self.observe(resp.header());

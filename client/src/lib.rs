@@ -22,6 +22,7 @@ mod lease;
 pub mod recipes;
 mod request_id;
 pub mod session;
+mod unary_channel;
 pub mod watch;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use error::{Error, Result};
 pub use kv::{GetOptions, KeyValue, RangeResult};
 pub use lease::fence;
 pub use session::{Session, SessionState};
+pub use unary_channel::UnaryChannel;
 pub use watch::{WatchEvent, WatchOptions, Watcher};
 
 use connection::Connection;

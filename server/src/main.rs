@@ -4,6 +4,14 @@ use clap::Parser;
 use conclave_server::config::{Cli, CliCommand, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's malloc: a node allocates and frees a few small buffers per
+/// request (HTTP/2 frames, protobuf messages, log entries), and glibc's malloc took ~18% of the
+/// leader's thread. Measured on one 2-core machine, 3 members, alternating runs: puts at 64
+/// writers +25-30%, increments at 16 writers +10%, RSS after the put run 114 MB instead of 87 MB
+/// (the sum of 3 members). mimalloc gave less and grew RSS by 50-80%.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let CliCommand::Serve(args) = cli.command;

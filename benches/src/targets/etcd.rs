@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conclave_client::UnaryChannel;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -200,7 +201,7 @@ impl EtcdKv {
         let req = pb::RangeRequest { key: key.as_bytes().to_vec(), serializable, ..Default::default() };
         self.call(|ch| {
             let r = req.clone();
-            async move { KvClient::new(ch).range(r).await.map(tonic::Response::into_inner) }
+            async move { KvClient::new(UnaryChannel::new(ch)).range(r).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -219,7 +220,7 @@ impl Kv for EtcdKv {
             let req = pb::PutRequest { key: key.into_bytes(), value, ..Default::default() };
             self.call(|ch| {
                 let r = req.clone();
-                async move { KvClient::new(ch).put(r).await }
+                async move { KvClient::new(UnaryChannel::new(ch)).put(r).await }
             })
             .await?;
             Ok(())
@@ -273,7 +274,7 @@ impl Kv for EtcdKv {
                 let resp = self
                     .call(|ch| {
                         let r = req.clone();
-                        async move { KvClient::new(ch).txn(r).await.map(tonic::Response::into_inner) }
+                        async move { KvClient::new(UnaryChannel::new(ch)).txn(r).await.map(tonic::Response::into_inner) }
                     })
                     .await?;
                 if resp.succeeded {

@@ -30,7 +30,7 @@
 //! a hole. Entries a crash brought back after a purge (deletion is not durable) are reported
 //! again; the log store re-purges them at start-up from its durable purge point.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -77,6 +77,9 @@ pub struct FileEngine {
     meta_dir: PathBuf,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Open files of the metadata keys written in place (the committed index, written after
+    /// every commit: an open and a close per commit cost the leader's thread ~4% of its time).
+    in_place: Mutex<HashMap<String, File>>,
 }
 
 fn io(what: impl std::fmt::Display, e: std::io::Error) -> EngineError {
@@ -141,7 +144,7 @@ impl FileEngine {
             let len = Self::recover_segment(&path, &file, *first, newest, segment_bytes, &mut state)?;
             state.segments.push(Segment { first: *first, file, len });
         }
-        Ok(Self { log_dir, meta_dir, segment_bytes, state: Mutex::new(state) })
+        Ok(Self { log_dir, meta_dir, segment_bytes, state: Mutex::new(state), in_place: Mutex::default() })
     }
 
     /// Scans one segment into the index; returns its valid length (cutting a torn tail of the
@@ -180,6 +183,10 @@ impl FileEngine {
         }
         state.index.extend(records);
         Ok(valid)
+    }
+
+    fn in_place_files(&self) -> MutexGuard<'_, HashMap<String, File>> {
+        self.in_place.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -307,14 +314,19 @@ impl LogEngine for FileEngine {
         let path = self.meta_dir.join(key);
         let record = encode_meta(value)?;
         if !durable {
+            let mut in_place = self.in_place_files();
             // In place, no fsync, no rename: openraft saves the committed index after every
             // commit, and a rename per commit would put a journal commit in every fdatasync.
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io(format_args!("open {}", path.display()), e))?;
+            if !in_place.contains_key(key) {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| io(format_args!("open {}", path.display()), e))?;
+                in_place.insert(key.to_owned(), f);
+            }
+            let f = &in_place[key];
             return f.write_all_at(&record, 0).map_err(|e| io(format_args!("write {}", path.display()), e));
         }
         let tmp = self.meta_dir.join(format!("{key}.tmp"));
@@ -322,7 +334,13 @@ impl LogEngine for FileEngine {
         f.write_all(&record)
             .and_then(|()| f.sync_data())
             .map_err(|e| io(format_args!("write {}", tmp.display()), e))?;
-        fs::rename(&tmp, &path).map_err(|e| io(format_args!("rename {}", tmp.display()), e))?;
+        {
+            // The rename replaces the file an open in-place handle writes to: drop the handle
+            // under the same lock, so no in-place write lands in the replaced file.
+            let mut in_place = self.in_place_files();
+            in_place.remove(key);
+            fs::rename(&tmp, &path).map_err(|e| io(format_args!("rename {}", tmp.display()), e))?;
+        }
         sync_dir(&self.meta_dir)
     }
 

@@ -241,6 +241,12 @@ fn meta_round_trips_and_survives_reopen() {
     e.put_meta("committed", b"longer value", false).expect("put");
     e.put_meta("committed", b"c2", false).expect("shorter value in place");
     assert_eq!(e.get_meta("committed").expect("get"), Some(b"c2".to_vec()));
+    // A durable write replaces the file the in-place writes go to; later in-place writes must
+    // land in the new file, not in the replaced one held open.
+    e.put_meta("committed", b"durable", true).expect("durable over in place");
+    assert_eq!(e.get_meta("committed").expect("get"), Some(b"durable".to_vec()));
+    e.put_meta("committed", b"c2", false).expect("in place again");
+    assert_eq!(e.get_meta("committed").expect("get"), Some(b"c2".to_vec()));
     drop(e);
     let e = small(&dir);
     assert_eq!(e.get_meta("vote").expect("get"), Some(b"v2".to_vec()));
