@@ -21,6 +21,11 @@ mod workloads;
 
 use clap::Parser;
 
+/// jemalloc for the load generator: the clients of every target run in this process and share
+/// its allocator, so a cheaper allocator leaves more of the machine to the servers under test.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
