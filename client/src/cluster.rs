@@ -1,10 +1,8 @@
 //! Cluster status and membership.
 
+use crate::{Client, Error, GrpcChannel, Result};
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::cluster_client::ClusterClient;
-use tonic::transport::Endpoint;
-
-use crate::{Client, Error, Result};
 
 impl Client {
     /// Asks the cluster for its members and remembers their client addresses.
@@ -32,22 +30,20 @@ impl Client {
     /// # Errors
     /// `Unavailable` when that endpoint does not answer within the attempt timeout.
     pub async fn status_of(&self, endpoint: &str) -> Result<pb::StatusResponse> {
-        let uri = if endpoint.starts_with("http://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
         let config = self.config();
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| Error::InvalidArgument(format!("endpoint {endpoint:?}: {e}")))?
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.attempt_timeout)
-            .connect()
+        let channel = GrpcChannel::new(endpoint, config.channel_options()).map_err(Error::InvalidArgument)?;
+        let mut client = ClusterClient::new(channel);
+        let call = client.status(pb::StatusRequest {});
+        let resp = tokio::time::timeout(config.attempt_timeout, call)
             .await
-            .map_err(|e| Error::Unavailable(format!("{endpoint}: {e}")))?;
-        let resp = ClusterClient::new(channel).status(pb::StatusRequest {}).await.map_err(|s| {
-            if s.code() == tonic::Code::Unavailable {
-                Error::Unavailable(format!("{endpoint}: {}", s.message()))
-            } else {
-                Error::from_status(&s)
-            }
-        })?;
+            .map_err(|_| Error::Unavailable(format!("{endpoint}: no answer within {:?}", config.attempt_timeout)))?
+            .map_err(|s| {
+                if s.code() == tonic::Code::Unavailable {
+                    Error::Unavailable(format!("{endpoint}: {}", s.message()))
+                } else {
+                    Error::from_status(&s)
+                }
+            })?;
         Ok(resp.into_inner())
     }
 }

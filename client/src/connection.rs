@@ -20,10 +20,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use conclave_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
-
-use crate::unary_channel::UnaryChannel;
 use tonic::{Code, Status};
+
+use crate::grpc_channel::{ChannelOptions, GrpcChannel};
 
 use crate::error::{Error, Result};
 
@@ -46,6 +45,16 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// How this client's channels connect: its connect timeout and local address, a ping every
+    /// second answered within 2 s.
+    pub(crate) fn channel_options(&self) -> ChannelOptions {
+        ChannelOptions {
+            connect_timeout: self.connect_timeout,
+            local_address: self.local_address,
+            ..ChannelOptions::default()
+        }
+    }
+
     /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
@@ -72,7 +81,7 @@ struct View {
     /// Endpoints that just failed, until when they are avoided as "the leader" (other members
     /// keep naming a dead leader in their headers until they elect a new one).
     suspect: HashMap<String, tokio::time::Instant>,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, GrpcChannel>,
 }
 
 impl View {
@@ -148,25 +157,17 @@ impl Connection {
         &self.config
     }
 
-    fn channel_for(&self, view: &mut View, addr: &str) -> Result<Channel> {
+    fn channel_for(&self, view: &mut View, addr: &str) -> Result<GrpcChannel> {
         if let Some(c) = view.channels.get(addr) {
             return Ok(c.clone());
         }
-        let uri = if addr.starts_with("http://") { addr.to_owned() } else { format!("http://{addr}") };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| Error::InvalidArgument(format!("endpoint {addr:?}: {e}")))?
-            .connect_timeout(self.config.connect_timeout)
-            .local_address(self.config.local_address)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel = GrpcChannel::new(addr, self.config.channel_options()).map_err(Error::InvalidArgument)?;
         view.channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
 
     /// The endpoint to use next: the leader's if known, else the current one.
-    pub(crate) fn pick(&self) -> Result<(String, Channel)> {
+    pub(crate) fn pick(&self) -> Result<(String, GrpcChannel)> {
         let mut view = self.view.lock().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let now = tokio::time::Instant::now();
         view.suspect.retain(|_, until| *until > now);
@@ -240,7 +241,7 @@ impl Connection {
     }
 
     /// The home member's channel, unless it failed recently.
-    fn home_channel(&self) -> Option<Channel> {
+    fn home_channel(&self) -> Option<GrpcChannel> {
         let mut view = self.view.lock().ok()?;
         let now = tokio::time::Instant::now();
         if view.suspect.get(&self.home).is_some_and(|until| *until > now) {
@@ -251,7 +252,7 @@ impl Connection {
 
     /// The home member (see the module documentation) unless it failed recently, else
     /// [`Connection::pick`]: where watches go, as any member serves them.
-    pub(crate) fn pick_home(&self) -> Result<(String, Channel)> {
+    pub(crate) fn pick_home(&self) -> Result<(String, GrpcChannel)> {
         match self.home_channel() {
             Some(channel) => Ok((self.home.clone(), channel)),
             None => self.pick(),
@@ -273,7 +274,7 @@ impl Connection {
     /// next call goes elsewhere. For callers that report connection trouble themselves.
     pub(crate) async fn call_once<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
-        F: FnOnce(Channel) -> Fut,
+        F: FnOnce(GrpcChannel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let (addr, channel) = self.pick()?;
@@ -296,7 +297,7 @@ impl Connection {
     /// `write` makes an exhausted call with an ambiguous attempt end as `Indeterminate`.
     pub(crate) async fn call<T, F, Fut>(&self, write: bool, attempt: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(GrpcChannel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         self.call_waiting(write, Duration::ZERO, attempt).await
@@ -306,7 +307,7 @@ impl Connection {
     /// waiting lease acquire): every attempt, and the whole call, get that much more time.
     pub(crate) async fn call_waiting<T, F, Fut>(&self, write: bool, server_wait: Duration, attempt: F) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(GrpcChannel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let attempt_timeout = self.config.attempt_timeout + server_wait;
@@ -398,7 +399,7 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(UnaryChannel, Req) -> Fut,
+        F: Fn(GrpcChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         self.unary_waiting(write, Duration::ZERO, req, send).await
@@ -415,11 +416,10 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(UnaryChannel, Req) -> Fut,
+        F: Fn(GrpcChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let resp =
-            self.call_waiting(write, server_wait, |ch| send(UnaryChannel::new(ch), req.clone())).await?.into_inner();
+        let resp = self.call_waiting(write, server_wait, |ch| send(ch, req.clone())).await?.into_inner();
         self.observe(resp.header());
         Ok(resp)
     }
@@ -437,7 +437,7 @@ impl Connection {
     where
         Req: Clone,
         Resp: Headed,
-        F: Fn(UnaryChannel, Req) -> Fut,
+        F: Fn(GrpcChannel, Req) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         if !serializable {
@@ -445,8 +445,7 @@ impl Connection {
         }
         let req = request_for(self.seen_revision());
         if let Some(channel) = self.home_channel() {
-            match tokio::time::timeout(self.config.attempt_timeout, send(UnaryChannel::new(channel), req.clone())).await
-            {
+            match tokio::time::timeout(self.config.attempt_timeout, send(channel, req.clone())).await {
                 Ok(Ok(resp)) => {
                     let resp = resp.into_inner();
                     self.observe(resp.header());

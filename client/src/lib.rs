@@ -17,12 +17,12 @@ mod cluster;
 mod connection;
 mod counter;
 pub mod error;
+pub mod grpc_channel;
 mod kv;
 mod lease;
 pub mod recipes;
 mod request_id;
 pub mod session;
-mod unary_channel;
 pub mod watch;
 
 use std::sync::Arc;
@@ -30,10 +30,10 @@ use std::sync::Arc;
 pub use conclave_proto::v1 as proto;
 pub use connection::ClientConfig;
 pub use error::{Error, Result};
+pub use grpc_channel::{ChannelOptions, GrpcChannel};
 pub use kv::{GetOptions, KeyValue, RangeResult};
 pub use lease::fence;
 pub use session::{Session, SessionState};
-pub use unary_channel::UnaryChannel;
 pub use watch::{WatchEvent, WatchOptions, Watcher};
 
 use connection::Connection;

@@ -103,7 +103,7 @@ impl Client {
 }
 
 async fn keep_alive_rpc(
-    ch: tonic::transport::Channel,
+    ch: crate::GrpcChannel,
     req: pb::KeepAliveRequest,
 ) -> std::result::Result<pb::KeepAliveResponse, tonic::Status> {
     let mut stream = SessionClient::new(ch).keep_alive(futures::stream::iter([req])).await?.into_inner();

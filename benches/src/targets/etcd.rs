@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_client::UnaryChannel;
+use conclave_client::{ChannelOptions, GrpcChannel};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::conclave::AbortOnDrop;
@@ -124,15 +123,15 @@ impl EtcdTarget {
     }
 }
 
-/// A lazily connected channel to `addr` (`host:port`).
+/// A lazily connected channel to `addr` (`host:port`): the client crate's channel, which sends
+/// a unary request in one write as etcd's own Go client does.
 fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .connect_lazy())
+    let options = ChannelOptions { keep_alive_interval: Duration::from_secs(5), ..ChannelOptions::default() };
+    GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
 }
+
+/// The channel type of every etcd call.
+pub type Channel = GrpcChannel;
 
 /// One etcd client: a channel per member, pinned to one until it fails, then the next (as
 /// `clientv3` fails over); every call retries until a 10 s deadline.
@@ -201,7 +200,7 @@ impl EtcdKv {
         let req = pb::RangeRequest { key: key.as_bytes().to_vec(), serializable, ..Default::default() };
         self.call(|ch| {
             let r = req.clone();
-            async move { KvClient::new(UnaryChannel::new(ch)).range(r).await.map(tonic::Response::into_inner) }
+            async move { KvClient::new(ch).range(r).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -220,7 +219,7 @@ impl Kv for EtcdKv {
             let req = pb::PutRequest { key: key.into_bytes(), value, ..Default::default() };
             self.call(|ch| {
                 let r = req.clone();
-                async move { KvClient::new(UnaryChannel::new(ch)).put(r).await }
+                async move { KvClient::new(ch).put(r).await }
             })
             .await?;
             Ok(())
@@ -274,7 +273,7 @@ impl Kv for EtcdKv {
                 let resp = self
                     .call(|ch| {
                         let r = req.clone();
-                        async move { KvClient::new(UnaryChannel::new(ch)).txn(r).await.map(tonic::Response::into_inner) }
+                        async move { KvClient::new(ch).txn(r).await.map(tonic::Response::into_inner) }
                     })
                     .await?;
                 if resp.succeeded {

@@ -1,0 +1,92 @@
+//! One HTTP/2 connection to a member: TCP connect (bound to a local address if configured),
+//! the HTTP/2 handshake, and a task that drives the connection and pings the peer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::net::{TcpSocket, TcpStream};
+use tonic::Status;
+
+use super::ChannelOptions;
+
+/// HTTP/2 windows: what hyper (and so tonic's channel) uses by default, so a large range reply
+/// streams without waiting for window updates.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// A live connection: new streams are opened through `sender` until `closed` is set.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) sender: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Link {
+    /// Whether the connection has ended (peer gone, protocol error, keep-alive unanswered).
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Connects to `addr` (`host:port`) and starts the task that drives the connection.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the address when it cannot be resolved, connected or greeted: nothing
+    /// was sent, so a retry elsewhere is safe.
+    pub(super) async fn connect(addr: &str, options: &ChannelOptions) -> Result<Self, Status> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| Status::unavailable(format!("connect to {addr}: {what}: {e}"));
+        let connecting = async {
+            let target = tokio::net::lookup_host(addr)
+                .await
+                .map_err(|e| failed("cannot resolve", &e))?
+                .next()
+                .ok_or_else(|| failed("cannot resolve", &"no address"))?;
+            let stream = tcp_connect(target, options).await.map_err(|e| failed("tcp", &e))?;
+            stream.set_nodelay(true).map_err(|e| failed("tcp", &e))?;
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .handshake::<_, Bytes>(stream)
+                .await
+                .map_err(|e| failed("http/2 handshake", &e))
+        };
+        let (sender, mut connection) = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| failed("timed out", &format_args!("{:?}", options.connect_timeout)))??;
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut pings = connection.ping_pong();
+        let done = closed.clone();
+        let (interval, timeout) = (options.keep_alive_interval, options.keep_alive_timeout);
+        tokio::spawn(async move {
+            // Ends when the connection does, or when a ping goes unanswered: then the
+            // connection is dropped, which fails its open streams at once.
+            let keep_alive = async {
+                let Some(pings) = pings.as_mut() else { return std::future::pending().await };
+                loop {
+                    tokio::time::sleep(interval).await;
+                    match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+                        Ok(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = &mut connection => {}
+                () = keep_alive => {}
+            }
+            done.store(true, Ordering::Release);
+        });
+        Ok(Self { sender, closed })
+    }
+}
+
+async fn tcp_connect(target: SocketAddr, options: &ChannelOptions) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(local) = options.local_address {
+        socket.bind(SocketAddr::new(local, 0))?;
+    }
+    socket.connect(target).await
+}
