@@ -1,8 +1,9 @@
 //! Cluster status and membership.
 
-use crate::{Client, Error, GrpcChannel, Result};
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::cluster_client::ClusterClient;
+
+use crate::{Client, Error, Result};
 
 impl Client {
     /// Asks the cluster for its members and remembers their client addresses.
@@ -25,14 +26,14 @@ impl Client {
         self.refresh_members().await
     }
 
-    /// The status of one specific endpoint (its own view; no retries elsewhere).
+    /// The status of one specific endpoint (its own view; no retries elsewhere), over the
+    /// client's connection to it.
     ///
     /// # Errors
     /// `Unavailable` when that endpoint does not answer within the attempt timeout.
     pub async fn status_of(&self, endpoint: &str) -> Result<pb::StatusResponse> {
         let config = self.config();
-        let channel = GrpcChannel::new(endpoint, config.channel_options()).map_err(Error::InvalidArgument)?;
-        let mut client = ClusterClient::new(channel);
+        let mut client = ClusterClient::new(self.conn.channel_to(endpoint)?);
         let call = client.status(pb::StatusRequest {});
         let resp = tokio::time::timeout(config.attempt_timeout, call)
             .await

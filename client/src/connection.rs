@@ -22,9 +22,8 @@ use std::time::Duration;
 use conclave_proto::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::grpc_channel::{ChannelOptions, GrpcChannel};
-
 use crate::error::{Error, Result};
+use crate::grpc_channel::{ChannelOptions, GrpcChannel};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -164,6 +163,12 @@ impl Connection {
         let channel = GrpcChannel::new(addr, self.config.channel_options()).map_err(Error::InvalidArgument)?;
         view.channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// The (shared, lazily connected) channel to `addr`, whether or not it is a known member.
+    pub(crate) fn channel_to(&self, addr: &str) -> Result<GrpcChannel> {
+        let mut view = self.view.lock().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.channel_for(&mut view, addr)
     }
 
     /// The endpoint to use next: the leader's if known, else the current one.

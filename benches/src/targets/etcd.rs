@@ -125,18 +125,15 @@ impl EtcdTarget {
 
 /// A lazily connected channel to `addr` (`host:port`): the client crate's channel, which sends
 /// a unary request in one write as etcd's own Go client does.
-fn channel(addr: &str) -> anyhow::Result<Channel> {
+fn channel(addr: &str) -> anyhow::Result<GrpcChannel> {
     let options = ChannelOptions { keep_alive_interval: Duration::from_secs(5), ..ChannelOptions::default() };
     GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
 }
 
-/// The channel type of every etcd call.
-pub type Channel = GrpcChannel;
-
 /// One etcd client: a channel per member, pinned to one until it fails, then the next (as
 /// `clientv3` fails over); every call retries until a 10 s deadline.
 pub struct EtcdKv {
-    channels: Vec<Channel>,
+    channels: Vec<GrpcChannel>,
     current: AtomicUsize,
 }
 
@@ -156,7 +153,7 @@ impl EtcdKv {
     /// A final error from the server, or the last failure at the deadline.
     pub async fn call<T, F, Fut>(&self, attempt: F) -> anyhow::Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(GrpcChannel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -192,7 +189,7 @@ impl EtcdKv {
     }
 
     /// The channel currently in use.
-    pub fn current_channel(&self) -> Channel {
+    pub fn current_channel(&self) -> GrpcChannel {
         self.channels[self.current.load(Ordering::Relaxed)].clone()
     }
 
@@ -333,7 +330,7 @@ impl SessionHold for EtcdLeases {
 
 /// Keeps `leases` alive over one stream on `channel`: each renewed every TTL / 3 (checked every
 /// 500 ms, as `clientv3` does), the stream re-opened if it breaks; answers go to `book`.
-pub async fn keep_leases_alive(channel: Channel, leases: Vec<i64>, ttl: Duration, book: Arc<LeaseBook>) {
+pub async fn keep_leases_alive(channel: GrpcChannel, leases: Vec<i64>, ttl: Duration, book: Arc<LeaseBook>) {
     let interval = ttl / 3;
     for id in &leases {
         book.confirm(*id);

@@ -101,11 +101,6 @@ impl GrpcChannel {
         Ok(Self { shared: Arc::new(shared) })
     }
 
-    /// The address this channel connects to.
-    pub fn addr(&self) -> &str {
-        &self.shared.addr
-    }
-
     /// The live connection's request handle, connecting first if there is none.
     async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
         if let Some(sender) = self.live() {
