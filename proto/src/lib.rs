@@ -5,6 +5,8 @@
 //! - [`internal::v1`]: the peer protocol between `conclave` nodes (Raft messages). Not for clients.
 #![allow(missing_docs, clippy::all)]
 
+pub mod errors;
+
 /// The public API, package `conclave.v1`.
 pub mod v1 {
     tonic::include_proto!("conclave.v1");

@@ -1,31 +1,43 @@
-//! The server's error type and its single conversion to `tonic::Status`.
+//! The server's error type and its single conversion to `tonic::Status`: the one place that
+//! builds error statuses, with the machine-readable reason and the outcome of the shared
+//! contract (`conclave_proto::errors`).
 //!
-//! | variant | gRPC code |
-//! |---|---|
-//! | `InvalidArgument`, `KeyTooLarge`, `ValueTooLarge`, `TooManyOps`, `EmptyKey` | INVALID_ARGUMENT |
-//! | `RequestTooLarge` | RESOURCE_EXHAUSTED |
-//! | `Compacted`, `FutureRevision` | OUT_OF_RANGE |
-//! | `Command(CounterOverflow)`, `Command(RetryTooOld)`, `Command(LeaseNotHeld)` | FAILED_PRECONDITION |
-//! | `Command(SessionNotFound)` | NOT_FOUND |
-//! | `NotLeader`, `NoLeader`, `LeaderChanged`, `Unavailable` | UNAVAILABLE (retriable; leader hint in metadata) |
-//! | `Internal` | INTERNAL |
+//! | variant | gRPC code | reason | outcome |
+//! |---|---|---|---|
+//! | `InvalidArgument`, `KeyTooLarge`, `ValueTooLarge`, `TooManyOps`, `EmptyKey` | INVALID_ARGUMENT | INVALID_ARGUMENT | NOT_APPLIED |
+//! | `RequestTooLarge` | RESOURCE_EXHAUSTED | REQUEST_TOO_LARGE | NOT_APPLIED |
+//! | `LimitExceeded` | RESOURCE_EXHAUSTED | LIMIT_EXCEEDED | NOT_APPLIED |
+//! | `Read(Compacted)`, `Read(Future)` | OUT_OF_RANGE | COMPACTED, FUTURE_REVISION | NOT_APPLIED |
+//! | `Command(SessionNotFound)` | NOT_FOUND | SESSION_NOT_FOUND | APPLIED |
+//! | `Command(CounterOverflow)`, `Command(LeaseNotHeld)` | FAILED_PRECONDITION | COUNTER_OVERFLOW, LEASE_NOT_HELD | APPLIED |
+//! | `Command(RetryTooOld)` | UNKNOWN | RETRY_TOO_OLD | UNKNOWN |
+//! | `NotLeader` | UNAVAILABLE | NOT_LEADER | NOT_APPLIED, or UNKNOWN once the write reached Raft |
+//! | `NoLeader` | UNAVAILABLE | NO_LEADER | NOT_APPLIED |
+//! | `LeaderChanged` | UNAVAILABLE | LEADER_CHANGED | UNKNOWN |
+//! | `Unavailable` | UNAVAILABLE | the given reason | NOT_APPLIED |
+//! | `OutcomeUnknown` | UNAVAILABLE | the given reason | UNKNOWN |
+//! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
+//!
+//! The type is serializable so that a leader's error crosses the peer protocol intact: a
+//! follower answers its client exactly what the leader said.
 
+use conclave_proto::errors::{self, Outcome, Reason};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::state_machine::response::CommandError;
 use crate::state_machine::ReadError;
 
 /// Everything a request can fail with.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum Error {
     /// Malformed request.
     #[error("{0}")]
     InvalidArgument(String),
     /// Empty key.
     #[error("{0}: the key must not be empty")]
-    EmptyKey(&'static str),
+    EmptyKey(String),
     /// A key over the limit.
     #[error("key is {size} bytes; the limit is {limit} bytes")]
     KeyTooLarge {
@@ -58,6 +70,9 @@ pub enum Error {
         /// Limit.
         limit: usize,
     },
+    /// A per-stream or per-request resource limit (the message names it and its value).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A read at a compacted or future revision.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -73,6 +88,8 @@ pub enum Error {
         leader_id: Option<u64>,
         /// The leader's client address, if known.
         leader_addr: Option<String>,
+        /// Whether the write had been handed to Raft (it may then still commit).
+        reached_raft: bool,
     },
     /// No leader is known (election in progress or no quorum).
     #[error("no leader is known to node {0} (election in progress or no quorum); retry")]
@@ -81,82 +98,180 @@ pub enum Error {
     /// the same request id (safe: writes are deduplicated).
     #[error("leader {0} changed while the request was in flight; outcome unknown, retry with the same request id")]
     LeaderChanged(u64),
-    /// Transient failure (peer unreachable, Raft busy, shutting down).
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// Transient failure before anything was applied (shutting down, behind, unreachable).
+    #[error("unavailable: {message}")]
+    Unavailable {
+        /// Which one.
+        reason: UnavailableReason,
+        /// For people.
+        message: String,
+    },
+    /// A transient failure after the write may have reached the leader.
+    #[error("outcome unknown: {0}; retry with the same request id")]
+    OutcomeUnknown(String),
     /// A bug or storage fault.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-/// Errors that cross the peer protocol (a forwarded proposal or read index).
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum ForwardError {
-    /// The contacted node is not the leader.
-    #[error("node {node_id} is not the leader (leader: {leader_id:?})")]
-    NotLeader {
-        /// Contacted node.
-        node_id: u64,
-        /// Leader it knows.
-        leader_id: Option<u64>,
-    },
-    /// Anything else, retriable.
-    #[error("{0}")]
-    Unavailable(String),
+/// The kinds of [`Error::Unavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnavailableReason {
+    /// The node is stopping.
+    ShuttingDown,
+    /// The node has not applied a requested revision in time.
+    Behind,
+    /// A peer or the leader could not be reached.
+    Unreachable,
+    /// The node is rejoining after losing its data.
+    Rejoining,
 }
 
-impl From<ForwardError> for Error {
-    fn from(e: ForwardError) -> Self {
-        match e {
-            ForwardError::NotLeader { node_id, leader_id } => {
-                Error::NotLeader { node_id, leader_id, leader_addr: None }
-            }
-            ForwardError::Unavailable(m) => Error::Unavailable(m),
+impl Error {
+    /// `Unavailable` of kind `reason`.
+    pub fn unavailable(reason: UnavailableReason, message: impl Into<String>) -> Self {
+        Error::Unavailable { reason, message: message.into() }
+    }
+
+    /// Whether the request may have taken effect.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Error::Command(CommandError::RetryTooOld { .. }) => Outcome::Unknown,
+            Error::Command(_) => Outcome::Applied,
+            Error::NotLeader { reached_raft: true, .. }
+            | Error::LeaderChanged(_)
+            | Error::OutcomeUnknown(_)
+            | Error::Internal(_) => Outcome::Unknown,
+            _ => Outcome::NotApplied,
         }
     }
-}
 
-impl From<Error> for ForwardError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::NotLeader { node_id, leader_id, .. } => ForwardError::NotLeader { node_id, leader_id },
-            other => ForwardError::Unavailable(other.to_string()),
+    /// The machine-readable reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::InvalidArgument(_)
+            | Error::EmptyKey(_)
+            | Error::KeyTooLarge { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::TooManyOps { .. } => Reason::InvalidArgument,
+            Error::RequestTooLarge { .. } => Reason::RequestTooLarge,
+            Error::LimitExceeded(_) => Reason::LimitExceeded,
+            Error::Read(ReadError::Compacted { .. }) => Reason::Compacted,
+            Error::Read(ReadError::Future { .. }) => Reason::FutureRevision,
+            Error::Command(CommandError::SessionNotFound { .. }) => Reason::SessionNotFound,
+            Error::Command(CommandError::CounterOverflow { .. }) => Reason::CounterOverflow,
+            Error::Command(CommandError::LeaseNotHeld { .. }) => Reason::LeaseNotHeld,
+            Error::Command(CommandError::RetryTooOld { .. }) => Reason::RetryTooOld,
+            Error::NotLeader { .. } => Reason::NotLeader,
+            Error::NoLeader(_) => Reason::NoLeader,
+            Error::LeaderChanged(_) => Reason::LeaderChanged,
+            Error::Unavailable { reason, .. } => match reason {
+                UnavailableReason::ShuttingDown => Reason::ShuttingDown,
+                UnavailableReason::Behind => Reason::Behind,
+                UnavailableReason::Unreachable => Reason::Unavailable,
+                UnavailableReason::Rejoining => Reason::Rejoining,
+            },
+            Error::OutcomeUnknown(_) => Reason::Unavailable,
+            Error::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// The gRPC code.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_)
+            | Error::EmptyKey(_)
+            | Error::KeyTooLarge { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::TooManyOps { .. } => Code::InvalidArgument,
+            Error::RequestTooLarge { .. } | Error::LimitExceeded(_) => Code::ResourceExhausted,
+            Error::Read(_) => Code::OutOfRange,
+            Error::Command(CommandError::SessionNotFound { .. }) => Code::NotFound,
+            Error::Command(CommandError::RetryTooOld { .. }) => Code::Unknown,
+            Error::Command(_) => Code::FailedPrecondition,
+            Error::NotLeader { .. }
+            | Error::NoLeader(_)
+            | Error::LeaderChanged(_)
+            | Error::Unavailable { .. }
+            | Error::OutcomeUnknown(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The same error as seen by a caller after the request was handed on: a "not applied"
+    /// `NotLeader` from a node that had already passed the write to Raft becomes "maybe applied".
+    pub fn after_raft(self) -> Self {
+        match self {
+            Error::NotLeader { node_id, leader_id, leader_addr, .. } => {
+                Error::NotLeader { node_id, leader_id, leader_addr, reached_raft: true }
+            }
+            other => other,
         }
     }
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        match e {
-            Error::InvalidArgument(_)
-            | Error::EmptyKey(_)
-            | Error::KeyTooLarge { .. }
-            | Error::ValueTooLarge { .. }
-            | Error::TooManyOps { .. } => Status::invalid_argument(message),
-            Error::RequestTooLarge { .. } => Status::resource_exhausted(message),
-            Error::Read(_) => Status::out_of_range(message),
-            Error::Command(CommandError::SessionNotFound { .. }) => Status::not_found(message),
-            Error::Command(_) => Status::failed_precondition(message),
-            Error::NotLeader { leader_id, leader_addr, .. } => {
-                let mut status = Status::unavailable(message);
-                if let Some(id) = leader_id {
-                    if let Ok(v) = MetadataValue::try_from(id.to_string()) {
-                        status.metadata_mut().insert(conclave_proto::LEADER_ID_METADATA, v);
-                    }
+        let mut status = errors::status(e.code(), e.to_string(), e.reason(), e.outcome());
+        if let Error::NotLeader { leader_id, leader_addr, .. } = e {
+            if let Some(id) = leader_id {
+                if let Ok(v) = MetadataValue::try_from(id.to_string()) {
+                    status.metadata_mut().insert(conclave_proto::LEADER_ID_METADATA, v);
                 }
-                if let Some(addr) = leader_addr {
-                    if let Ok(v) = MetadataValue::try_from(addr) {
-                        status.metadata_mut().insert(conclave_proto::LEADER_HINT_METADATA, v);
-                    }
-                }
-                status
             }
-            Error::NoLeader(_) | Error::LeaderChanged(_) | Error::Unavailable(_) => Status::unavailable(message),
-            Error::Internal(_) => Status::internal(message),
+            if let Some(addr) = leader_addr {
+                if let Ok(v) = MetadataValue::try_from(addr) {
+                    status.metadata_mut().insert(conclave_proto::LEADER_HINT_METADATA, v);
+                }
+            }
         }
+        status
     }
 }
 
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_carries_reason_and_outcome() {
+        let cases = [
+            (Error::Command(CommandError::RetryTooOld { client_id: 1, seq: 2 }), Code::Unknown, Outcome::Unknown),
+            (
+                Error::NotLeader { node_id: 1, leader_id: Some(2), leader_addr: None, reached_raft: false },
+                Code::Unavailable,
+                Outcome::NotApplied,
+            ),
+            (
+                Error::NotLeader { node_id: 1, leader_id: None, leader_addr: None, reached_raft: true },
+                Code::Unavailable,
+                Outcome::Unknown,
+            ),
+            (Error::LeaderChanged(3), Code::Unavailable, Outcome::Unknown),
+            (Error::NoLeader(1), Code::Unavailable, Outcome::NotApplied),
+            (
+                Error::Command(CommandError::CounterOverflow { name: "c".into(), value: 1, delta: u64::MAX }),
+                Code::FailedPrecondition,
+                Outcome::Applied,
+            ),
+        ];
+        for (e, code, outcome) in cases {
+            let reason = e.reason();
+            let s = Status::from(e);
+            assert_eq!(s.code(), code);
+            assert_eq!(errors::reason_of(&s), Some(reason));
+            assert_eq!(errors::outcome_of(&s), outcome);
+        }
+    }
+
+    #[test]
+    fn errors_cross_the_peer_protocol_intact() {
+        let e = Error::NotLeader { node_id: 1, leader_id: Some(2), leader_addr: None, reached_raft: true };
+        let bytes = crate::log_entry::encode(&e).expect("encode");
+        let back: Error = crate::log_entry::decode(&bytes).expect("decode");
+        assert_eq!(back, e);
+    }
+}

@@ -22,3 +22,4 @@ pub mod service;
 pub mod sessions;
 pub mod state_machine;
 pub mod storage;
+pub mod types;

@@ -163,6 +163,20 @@ pub enum Command {
         /// Its client (gRPC API) address.
         client_addr: String,
     },
+    // New variants go last: bincode numbers variants by position (log format V1).
+    /// A waiting acquire's re-proposal after a release (`service/lease.rs`): acquires like
+    /// `LeaseAcquire`, but only while client `original.client_id` has applied no write newer
+    /// than `original.seq` (it has not given up and moved on); otherwise not granted.
+    LeaseAcquireRetry {
+        /// Lease name.
+        name: String,
+        /// Acquiring session.
+        session_id: u64,
+        /// Holder description.
+        info: Vec<u8>,
+        /// The request id of the waiting acquire it continues.
+        original: RequestId,
+    },
 }
 
 /// One operation inside a transaction.

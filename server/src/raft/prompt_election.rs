@@ -30,6 +30,7 @@ use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
 use super::network::{PeerNetwork, FORMAT_BINCODE};
+use super::voting_gate::VotingGate;
 use super::{LogId, NodeId, Raft};
 use crate::log_entry::{decode, encode};
 use crate::storage::log_store::LogStore;
@@ -60,6 +61,7 @@ pub struct PromptElection {
     log: LogStore,
     peers: PeerNetwork,
     lease: Duration,
+    gate: Arc<VotingGate>,
 }
 
 /// The voters other than this node (id, peer address), and the quorum size; `None` when this
@@ -68,8 +70,16 @@ type Voters = (Vec<(NodeId, String)>, usize);
 
 impl PromptElection {
     /// A driver for `node_id`; `lease` is openraft's leader lease (the maximum election timeout).
-    pub fn new(node_id: NodeId, raft: Raft, log: LogStore, peers: PeerNetwork, lease: Duration) -> Arc<Self> {
-        Arc::new(Self { node_id, raft, log, peers, lease })
+    /// It never starts an election while `gate` is closed.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        log: LogStore,
+        peers: PeerNetwork,
+        lease: Duration,
+        gate: Arc<VotingGate>,
+    ) -> Arc<Self> {
+        Arc::new(Self { node_id, raft, log, peers, lease, gate })
     }
 
     /// Starts the periodic check; it ends when Raft shuts down.
@@ -97,6 +107,8 @@ impl PromptElection {
     pub async fn probe_reply(&self) -> Result<ProbeReply, String> {
         let (state, silent) = self.local_state().await?;
         let last_log_id = self.log.last_log_id().await.map_err(|e| e.to_string())?;
+        // A node that may not vote reports itself as hearing a leader: never count its vote.
+        let silent = if self.gate.open() { silent } else { Some(Duration::ZERO) };
         Ok(ProbeReply {
             silent_ms: silent.map_or(u64::MAX, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             last_log_id,
@@ -134,6 +146,9 @@ impl PromptElection {
     }
 
     async fn step(&self) -> Result<(), String> {
+        if !self.gate.open() {
+            return Ok(());
+        }
         let Some((others, quorum)) = self.voters() else { return Ok(()) };
         if others.is_empty() {
             return Ok(()); // a single voter elects itself at once
@@ -163,7 +178,12 @@ impl PromptElection {
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
-    async fn probe(&self, addr: &str) -> Result<ProbeReply, String> {
+    /// Asks the peer at `addr` for its [`ProbeReply`] (also used at start-up to learn whether
+    /// the initial cluster already runs).
+    ///
+    /// # Errors
+    /// The transport's or decoder's message.
+    pub async fn probe(&self, addr: &str) -> Result<ProbeReply, String> {
         let channel = self.peers.channel(addr)?;
         let payload = encode(&self.node_id).map_err(|e| e.to_string())?;
         let reply = RaftPeerClient::new(channel)

@@ -17,7 +17,7 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Raft;
-use crate::error::Error;
+use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{BatchV1, LogPayload, Proposal};
 use crate::state_machine::response::CommandResult;
 
@@ -57,14 +57,16 @@ impl Proposer {
         self.tx
             .send(Pending { proposal, size, reply })
             .await
-            .map_err(|_| Error::Unavailable("the node is shutting down".into()))?;
-        rx.await.map_err(|_| {
-            Error::Unavailable(
-                "the write's outcome is unknown (leadership lost or node stopping); retry with the same request id"
-                    .into(),
-            )
-        })?
+            .map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
+        rx.await.map_err(|_| Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into()))?
     }
+}
+
+/// `Some(known leader)` when this node is not the leader now (as far as its metrics say).
+fn not_leader(raft: &Raft) -> Option<Option<u64>> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    (m.state != openraft::ServerState::Leader).then_some(m.current_leader)
 }
 
 fn now_ms() -> u64 {
@@ -90,11 +92,20 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>, in_fligh
         };
         let batch = next_batch(first, &mut rx, answered.swap(0, Ordering::Relaxed)).await;
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+        // Refused here, nothing reached Raft: "not applied" for certain. Once handed to Raft, a
+        // write may commit even if this node reports a lost leadership (another member holding
+        // the entry can still commit it), so every later failure is "outcome unknown".
+        if let Some(leader_id) = not_leader(&raft) {
+            for r in replies {
+                let _ = r.send(Err(Error::NotLeader { node_id, leader_id, leader_addr: None, reached_raft: false }));
+            }
+            continue;
+        }
         let payload = LogPayload::V1(BatchV1 { leader_time_ms: now_ms(), proposals });
         match raft.client_write_ff(payload).await {
             Err(fatal) => {
                 for r in replies {
-                    let _ = r.send(Err(Error::Unavailable(format!("raft stopped: {fatal}"))));
+                    let _ = r.send(Err(Error::OutcomeUnknown(format!("raft stopped: {fatal}"))));
                 }
             }
             Ok(responder) => {
@@ -167,20 +178,18 @@ fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Res
         }
         Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
             for r in replies {
-                let _ = r.send(Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None }));
+                let _ =
+                    r.send(Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None, reached_raft: true }));
             }
         }
         Ok(Err(e)) => {
             for r in replies {
-                let _ = r.send(Err(Error::Unavailable(e.to_string())));
+                let _ = r.send(Err(Error::OutcomeUnknown(e.to_string())));
             }
         }
         Err(_) => {
             for r in replies {
-                let _ = r.send(Err(Error::Unavailable(
-                    "leadership was lost before the write committed; outcome unknown, retry with the same request id"
-                        .into(),
-                )));
+                let _ = r.send(Err(Error::OutcomeUnknown("leadership was lost before the write committed".into())));
             }
         }
     }

@@ -7,7 +7,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Raft;
-use crate::error::Error;
+use crate::error::{Error, UnavailableReason};
 
 type Waiter = oneshot::Sender<Result<u64, Error>>;
 
@@ -32,8 +32,8 @@ impl ReadIndex {
     /// `NotLeader` or `Unavailable`.
     pub async fn read_index(&self) -> Result<u64, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.map_err(|_| Error::Unavailable("the node is shutting down".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("the node is shutting down".into()))?
+        self.tx.send(tx).await.map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
+        rx.await.map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?
     }
 }
 
@@ -46,9 +46,9 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Waiter>) {
         let result = match raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None })
+                Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None, reached_raft: false })
             }
-            Err(e) => Err(Error::Unavailable(e.to_string())),
+            Err(e) => Err(Error::unavailable(UnavailableReason::Unreachable, e.to_string())),
         };
         for w in waiters {
             let _ = w.send(result.clone());

@@ -19,9 +19,8 @@ use super::network::{PeerNetwork, FORMAT_BINCODE, MAX_PEER_MESSAGE};
 use super::proposer::Proposer;
 use super::read_index::ReadIndex;
 use super::{NodeId, Raft};
-use crate::error::{Error, ForwardError};
+use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
-use crate::sessions::{SessionTime, SessionTracker};
 use crate::state_machine::response::CommandResult;
 use crate::storage::sm_store::{Applied, SharedState};
 
@@ -80,7 +79,10 @@ impl Router {
     }
 
     /// Waits (bounded) for a known leader; returns it.
-    async fn leader(&self) -> Result<NodeId, Error> {
+    ///
+    /// # Errors
+    /// `NoLeader` when none is known within the leader wait; `Unavailable` when shutting down.
+    pub async fn leader(&self) -> Result<NodeId, Error> {
         let mut metrics = self.raft.metrics();
         let wait = async move {
             metrics
@@ -91,16 +93,21 @@ impl Router {
         };
         match tokio::time::timeout(self.leader_wait, wait).await {
             Ok(Some(leader)) => Ok(leader),
-            Ok(None) => Err(Error::Unavailable("node is shutting down".into())),
+            Ok(None) => Err(Error::unavailable(UnavailableReason::ShuttingDown, "node is shutting down")),
             Err(_) => Err(Error::NoLeader(self.node_id)),
         }
     }
 
-    fn not_leader(&self, leader_id: Option<NodeId>) -> Error {
-        Error::NotLeader {
-            node_id: self.node_id,
-            leader_id,
-            leader_addr: leader_id.and_then(|l| self.client_addr_of(l)),
+    /// Fills in the leader's client address of a `NotLeader` error (the client's hint).
+    pub fn with_leader_hint(&self, e: Error) -> Error {
+        match e {
+            Error::NotLeader { node_id, leader_id, reached_raft, .. } => Error::NotLeader {
+                node_id,
+                leader_id,
+                leader_addr: leader_id.and_then(|l| self.client_addr_of(l)),
+                reached_raft,
+            },
+            other => other,
         }
     }
 
@@ -113,8 +120,9 @@ impl Router {
         if leader == self.node_id {
             return self.propose_local(proposal, size).await;
         }
-        let result: Result<CommandResult, ForwardError> = self.forward(leader, Call::Propose, &proposal).await?;
-        result.map_err(|e| self.map_forward_error(e))
+        let result: Result<CommandResult, Error> = self.forward(leader, Call::Propose, &proposal).await?;
+        // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
+        result.map_err(|e| self.with_leader_hint(e))
     }
 
     /// Proposes on this node only (used for requests forwarded by followers).
@@ -122,10 +130,7 @@ impl Router {
     /// # Errors
     /// `NotLeader` when this node is not the leader.
     pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
-        self.proposer.propose(proposal, size).await.map_err(|e| match e {
-            Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
-            other => other,
-        })
+        self.proposer.propose(proposal, size).await.map_err(|e| self.with_leader_hint(e))
     }
 
     /// Read index on this node only (used for requests from followers).
@@ -145,18 +150,18 @@ impl Router {
         let leader = self.leader().await?;
         let index = if leader == self.node_id {
             // ensure_linearizable already waited for the leader's own apply.
-            return self.read_index_local().await.map(|_| ()).map_err(|e| match e {
-                Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
-                other => other,
-            });
+            return self.read_index_local().await.map(|_| ()).map_err(|e| self.with_leader_hint(e));
         } else {
-            let result: Result<u64, ForwardError> = self.forward(leader, Call::ReadIndex, &()).await?;
-            result.map_err(|e| self.map_forward_error(e))?
+            let result: Result<u64, Error> = self.forward(leader, Call::ReadIndex, &()).await?;
+            result.map_err(|e| self.with_leader_hint(e))?
         };
         if self.wait_applied(|a| a.index >= index).await {
             Ok(())
         } else {
-            Err(Error::Unavailable(format!("node {} did not catch up to read index {index} in time", self.node_id)))
+            Err(Error::unavailable(
+                UnavailableReason::Behind,
+                format!("node {} did not catch up to read index {index} in time", self.node_id),
+            ))
         }
     }
 
@@ -181,7 +186,7 @@ impl Router {
         if self.wait_applied(|a| a.revision >= min_revision).await {
             return Ok(());
         }
-        Err(Error::Unavailable(format!(
+        Err(Error::unavailable(UnavailableReason::Behind, format!(
             "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
              ask another member or read linearizably",
             self.node_id,
@@ -189,51 +194,13 @@ impl Router {
         )))
     }
 
-    /// Renews (`renew`) or reports sessions on the leader, after it confirmed its leadership
-    /// with a quorum (so a deposed leader cannot keep sessions alive).
+    /// Sends `req` to `leader` over the peer protocol and decodes its reply.
     ///
     /// # Errors
-    /// Retriable errors when no leader can confirm its leadership.
-    pub async fn session_times(
-        &self,
-        tracker: &SessionTracker,
-        ids: &[u64],
-        renew: bool,
-    ) -> Result<Vec<SessionTime>, Error> {
-        let leader = self.leader().await?;
-        if leader == self.node_id {
-            return self.session_times_local(tracker, ids, renew).await;
-        }
-        let result: Result<Vec<SessionTime>, ForwardError> =
-            self.forward(leader, Call::Sessions, &(ids.to_vec(), renew)).await?;
-        result.map_err(|e| self.map_forward_error(e))
-    }
-
-    /// [`Router::session_times`] on this node only (for requests forwarded by followers).
-    ///
-    /// # Errors
-    /// `NotLeader` when this node is not the leader.
-    pub async fn session_times_local(
-        &self,
-        tracker: &SessionTracker,
-        ids: &[u64],
-        renew: bool,
-    ) -> Result<Vec<SessionTime>, Error> {
-        self.read_index_local().await.map_err(|e| match e {
-            Error::NotLeader { leader_id, .. } => self.not_leader(leader_id),
-            other => other,
-        })?;
-        Ok(tracker.touch(ids, renew))
-    }
-
-    fn map_forward_error(&self, e: ForwardError) -> Error {
-        match e {
-            ForwardError::NotLeader { leader_id, .. } => self.not_leader(leader_id),
-            ForwardError::Unavailable(m) => Error::Unavailable(m),
-        }
-    }
-
-    async fn forward<Req: Serialize, Resp: DeserializeOwned>(
+    /// `LeaderChanged` when this node sees another leader (or none) while the call is in
+    /// flight; for `Call::Propose` a transport failure is `OutcomeUnknown` unless the connection
+    /// was refused (nothing was sent), which is `Unavailable`.
+    pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         leader: NodeId,
         call: Call,
@@ -244,8 +211,10 @@ impl Router {
             let m = metrics.borrow();
             m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
         };
-        let addr = addr.ok_or_else(|| Error::Unavailable(format!("leader {leader} is not in the membership")))?;
-        let channel = self.peers.channel(&addr).map_err(Error::Unavailable)?;
+        let addr = addr.ok_or_else(|| {
+            Error::unavailable(UnavailableReason::Unreachable, format!("leader {leader} is not in the membership"))
+        })?;
+        let channel = self.peers.channel(&addr).map_err(|m| Error::unavailable(UnavailableReason::Unreachable, m))?;
         let payload = encode(req).map_err(|e| Error::Internal(e.to_string()))?;
         let msg = RaftMessage { format: FORMAT_BINCODE, payload };
         let mut client = RaftPeerClient::new(channel)
@@ -256,13 +225,14 @@ impl Router {
                 Call::Propose => client.propose(msg).await,
                 Call::ReadIndex => client.read_index(msg).await,
                 Call::Sessions => client.sessions(msg).await,
+                Call::Rejoin => client.rejoin(msg).await,
             }
         };
         let mut metrics = self.raft.metrics();
         let leader_changed = metrics.wait_for(|m| m.current_leader != Some(leader));
         tokio::select! {
             reply = send => {
-                let reply = reply.map_err(|s| Error::Unavailable(format!("forwarding to leader {leader} failed: {}", s.message())))?;
+                let reply = reply.map_err(|s| forward_failure(leader, call, &s))?;
                 decode(&reply.into_inner().payload).map_err(|e| Error::Internal(format!("undecodable reply from leader: {e}")))
             }
             _ = leader_changed => Err(Error::LeaderChanged(leader)),
@@ -270,9 +240,44 @@ impl Router {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Call {
+/// The calls a follower forwards to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A write: payload `Proposal`, reply `Result<CommandResult, Error>`.
     Propose,
+    /// A read index: payload `()`, reply `Result<u64, Error>`.
     ReadIndex,
+    /// Session keep-alives or liveness: payload `SessionTimesRequest`, reply
+    /// `Result<Vec<SessionTime>, Error>`.
     Sessions,
+    /// A member that lost its data asks to be re-added: payload `RejoinRequest`, reply
+    /// `Result<RejoinReply, Error>`.
+    Rejoin,
+}
+
+/// The error for a forwarded call whose transport failed. A write is "not applied" only when
+/// the connection was refused (the request never left this node); otherwise the leader may have
+/// received and committed it.
+fn forward_failure(leader: NodeId, call: Call, s: &tonic::Status) -> Error {
+    let message = format!("forwarding to leader {leader} failed: {}", s.message());
+    if call == Call::Propose && !connection_refused(s) {
+        Error::OutcomeUnknown(message)
+    } else {
+        Error::unavailable(UnavailableReason::Unreachable, message)
+    }
+}
+
+/// Whether the transport error behind `s` is a refused connection (typed: the `io::Error`
+/// kind in its source chain, never the message text).
+fn connection_refused(s: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }

@@ -1,4 +1,11 @@
 //! The `Lease` service: acquire (optionally waiting), release, get.
+//!
+//! A waiting acquire never outlives its caller: the wait ends at `wait_ms` or at the caller's
+//! gRPC deadline (`grpc-timeout`), whichever is first, and ends at once when the caller's stream
+//! is gone (the handler is dropped). Each re-proposal after a release carries the caller's
+//! request id (`LeaseAcquireRetry`): it is applied only while that client has sent nothing newer,
+//! so a caller that gave up here and went on elsewhere (acquired and released through another
+//! member) is never granted the lease again by this stale wait.
 
 use std::time::Duration;
 
@@ -28,14 +35,11 @@ impl Api {
     /// first gets the original "not granted" answer; it must then get the existing grant, not
     /// wait for a release that will never come.
     async fn wait_for_release(&self, name: &str, session: u64, until: tokio::time::Instant) -> bool {
-        let mut applied = self.router.shared().subscribe_applied();
+        let mut applied = self.node.subscribe_applied();
         loop {
             let free = self
-                .router
-                .shared()
-                .sm
-                .read()
-                .map(|sm| {
+                .node
+                .view(|sm| {
                     sm.sessions().lease(name).and_then(|l| l.holder.as_ref()).is_none_or(|h| h.session_id == session)
                 })
                 .unwrap_or(false);
@@ -69,6 +73,7 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseAcquireRequest>,
     ) -> Result<Response<pb::LeaseAcquireResponse>, Status> {
+        let caller_deadline = super::grpc_deadline(req.metadata());
         let r = req.into_inner();
         let cmd = validate::lease_acquire(&r)?;
         if r.wait_ms > MAX_ACQUIRE_WAIT_MS {
@@ -78,15 +83,27 @@ impl Lease for Api {
             ))
             .into());
         }
-        let until = tokio::time::Instant::now() + Duration::from_millis(r.wait_ms);
+        let mut until = tokio::time::Instant::now() + Duration::from_millis(r.wait_ms);
+        if let Some(deadline) = caller_deadline {
+            until = until.min(deadline);
+        }
         let size = r.encoded_len();
+        let original = validate::request_id(r.request_id.as_ref())?;
         let (mut revision, mut granted, mut current) =
             self.acquire_once(cmd.clone(), r.request_id.as_ref(), size).await?;
         // Waiting: no queue; when the lease is released, every waiter proposes again and the
-        // first applied wins. Retries carry no request id (acquire is idempotent per session).
+        // first applied wins. A re-proposal is conditional on the caller not having moved on.
         while !granted && self.wait_for_release(&r.name, r.session_id, until).await {
-            let retry = Proposal { request_id: None, command: cmd.clone() };
-            let outcome = self.router.propose(retry, size).await?.map_err(Error::from)?;
+            let command = match (&cmd, original) {
+                (Command::LeaseAcquire { name, session_id, info }, Some(original)) => Command::LeaseAcquireRetry {
+                    name: name.clone(),
+                    session_id: *session_id,
+                    info: info.clone(),
+                    original,
+                },
+                _ => cmd.clone(),
+            };
+            let outcome = self.node.propose(Proposal { request_id: None, command }, size).await?;
             match outcome.body {
                 OutcomeBody::LeaseAcquired { granted: g, holder: h } => {
                     (revision, granted, current) = (outcome.revision, g, h);

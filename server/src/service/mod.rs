@@ -1,6 +1,7 @@
-//! The public gRPC services (`conclave.v1`), one per file, with thin handlers: validate,
-//! call the router or read the state machine, convert, fill the header. All services are
-//! registered in [`routes`].
+//! The public gRPC services (`conclave.v1`), one per file, with thin handlers: validate, call
+//! the [`Node`] facade (propose, read at a consistency level, sessions, applied revisions),
+//! convert, fill the header. Errors are `crate::error::Error`s, turned into statuses in one
+//! place (`error.rs`). All services are registered in [`routes`].
 
 mod cluster;
 mod convert;
@@ -19,8 +20,7 @@ use tonic::service::Routes;
 use crate::error::{Error, Result};
 use crate::limits::GRPC_MAX_DECODE_BYTES;
 use crate::log_entry::{Command, Proposal};
-use crate::raft::router::Router;
-use crate::sessions::SessionTracker;
+use crate::node::{Consistency, Node};
 use crate::state_machine::response::{Outcome, OutcomeBody};
 use crate::state_machine::StateMachine;
 
@@ -38,8 +38,7 @@ pub struct ApiLimits {
 /// What every handler needs.
 #[derive(Clone)]
 pub struct Api {
-    router: Arc<Router>,
-    sessions: Arc<SessionTracker>,
+    node: Arc<Node>,
     limits: ApiLimits,
 }
 
@@ -49,29 +48,33 @@ fn unexpected(body: &OutcomeBody) -> tonic::Status {
 }
 
 impl Api {
-    /// Handlers over `router`.
-    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>, limits: ApiLimits) -> Self {
-        Self { router, sessions, limits }
+    /// Handlers over `node`.
+    pub fn new(node: Arc<Node>, limits: ApiLimits) -> Self {
+        Self { node, limits }
     }
 
     /// The response header for a reply at `revision`.
     fn header(&self, revision: u64) -> pb::ResponseHeader {
-        let metrics = self.router.raft().metrics();
-        let m = metrics.borrow();
+        let s = self.node.status();
         pb::ResponseHeader {
             revision,
-            node_id: self.router.node_id(),
-            leader_id: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            applied_index: m.last_applied.map_or(0, |l| l.index),
+            node_id: s.node_id,
+            leader_id: s.leader_id.unwrap_or(0),
+            term: s.term,
+            applied_index: s.applied_index,
         }
+    }
+
+    /// The revision this node has applied (for headers of local answers).
+    fn applied_revision(&self) -> u64 {
+        self.node.subscribe_applied().borrow().revision
     }
 
     /// Proposes a validated write (through the leader) and returns its outcome.
     async fn write(&self, command: Command, request_id: Option<&pb::RequestId>, size: usize) -> Result<Outcome> {
         validate::request_size(size)?;
         let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
-        Ok(self.router.propose(proposal, size).await??)
+        self.node.propose(proposal, size).await
     }
 
     /// Runs `f` against the state machine: after a linearizable barrier, or, when
@@ -82,14 +85,27 @@ impl Api {
         min_revision: u64,
         f: impl FnOnce(&StateMachine) -> Result<T>,
     ) -> Result<T> {
-        if serializable {
-            self.router.wait_applied_revision(min_revision).await?;
-        } else {
-            self.router.linearizable_barrier().await?;
-        }
-        let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(e.to_string()))?;
-        f(&sm)
+        let c = if serializable { Consistency::Serializable { min_revision } } else { Consistency::Linearizable };
+        self.node.read(c, f).await
     }
+}
+
+/// The caller's deadline from its `grpc-timeout` header (e.g. `1500m`, `2S`), if it sent one.
+/// A malformed value is ignored (tonic's own deadline handling rejects it first).
+pub(crate) fn grpc_deadline(md: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(d)
 }
 
 /// Every public service, with message-size limits set.

@@ -12,15 +12,16 @@ use super::{unexpected, Api};
 use crate::error::{Error, Result};
 use crate::log_entry::Command;
 use crate::sessions::SessionTime;
-use crate::state_machine::response::OutcomeBody;
+use crate::state_machine::response::{CommandError, OutcomeBody};
 
 /// Longest session TTL.
 pub const MAX_TTL_MS: u64 = 3_600_000;
+/// Most session ids in one keep-alive request.
+pub const MAX_KEEP_ALIVE_IDS: usize = 100_000;
 
 impl Api {
     fn status_of(&self, ids: &[u64], times: &[SessionTime]) -> Result<Vec<pb::SessionStatus>> {
-        let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(ids
+        self.node.view(|sm| ids
             .iter()
             .filter_map(|id| {
                 let s = sm.sessions().get(*id)?;
@@ -75,11 +76,15 @@ impl Session for Api {
             let api = api.clone();
             async move {
                 let r = item?;
-                if r.session_ids.len() > 100_000 {
-                    return Err(Status::resource_exhausted("at most 100000 sessions per keep-alive request"));
+                if r.session_ids.len() > MAX_KEEP_ALIVE_IDS {
+                    return Err(Error::LimitExceeded(format!(
+                        "{} sessions in one keep-alive request; the limit is {MAX_KEEP_ALIVE_IDS}",
+                        r.session_ids.len()
+                    ))
+                    .into());
                 }
-                let times = api.router.session_times(&api.sessions, &r.session_ids, true).await?;
-                let revision = api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+                let times = api.node.session_times(&r.session_ids, true).await?;
+                let revision = api.applied_revision();
                 Ok(pb::KeepAliveResponse {
                     header: Some(api.header(revision)),
                     results: times
@@ -111,11 +116,11 @@ impl Session for Api {
     async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
         let id = req.into_inner().session_id;
         let revision = self.read(false, 0, |sm| Ok(sm.revision())).await?;
-        let times = self.router.session_times(&self.sessions, &[id], false).await.unwrap_or_default();
+        let times = self.node.session_times(&[id], false).await.unwrap_or_default();
         let session = self
             .status_of(&[id], &times)?
             .pop()
-            .ok_or_else(|| Status::not_found(format!("session {id} does not exist (expired or closed)")))?;
+            .ok_or(Error::Command(CommandError::SessionNotFound { session_id: id }))?;
         Ok(Response::new(pb::SessionInfoResponse { header: Some(self.header(revision)), session: Some(session) }))
     }
 
@@ -123,7 +128,7 @@ impl Session for Api {
         let (revision, ids) = self
             .read(false, 0, |sm| Ok((sm.revision(), sm.sessions().iter().map(|(id, _)| *id).collect::<Vec<_>>())))
             .await?;
-        let times = self.router.session_times(&self.sessions, &[], false).await.unwrap_or_default();
+        let times = self.node.session_times(&[], false).await.unwrap_or_default();
         Ok(Response::new(pb::SessionListResponse {
             header: Some(self.header(revision)),
             sessions: self.status_of(&ids, &times)?,

@@ -17,7 +17,7 @@ pub fn request_size(size: usize) -> Result<usize> {
 
 fn key(what: &'static str, key: &[u8]) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::EmptyKey(what));
+        return Err(Error::EmptyKey(what.into()));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(Error::KeyTooLarge { size: key.len(), limit: MAX_KEY_BYTES });

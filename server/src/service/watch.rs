@@ -26,8 +26,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, validate, Api};
+use crate::error::{Error, UnavailableReason};
 use crate::log_entry::KeySelector;
-use crate::state_machine::mvcc::{selects, Change};
+use crate::state_machine::history::HistoryRead;
+use crate::state_machine::mvcc::Change;
 
 /// Responses buffered per stream.
 pub const STREAM_BUFFER: usize = 16;
@@ -94,34 +96,23 @@ impl StreamTask {
 
     /// Reads the next chunk of history for one watcher (under the state-machine read lock).
     fn pull(&mut self, id: i64) -> Option<Pull> {
-        let sm = self.api.router.shared().sm.read().ok()?;
         let w = self.watchers.get_mut(&id)?;
-        let current = sm.revision();
-        if w.next > current {
-            return Some(Pull::Events(Vec::new()));
-        }
-        if w.next < sm.compact_revision() {
-            return Some(Pull::Compacted(sm.compact_revision()));
-        }
-        let revisions: Vec<u64> = sm.kv().changed_revisions_from(w.next).take(CHUNK_REVISIONS).collect();
-        let done = revisions.len() < CHUNK_REVISIONS;
-        let mut responses = Vec::new();
-        for rev in &revisions {
-            let events: Vec<pb::Event> = sm
-                .kv()
-                .changes_matching(*rev, |k| selects(&w.selector, k))
-                .into_iter()
-                .filter_map(|c| event(c, *rev, w.prev_kv))
-                .collect();
-            if !events.is_empty() {
-                responses.push((*rev, events));
+        let read = self.api.node.view(|sm| sm.read_history(&w.selector, w.next, CHUNK_REVISIONS)).ok()?;
+        match read {
+            HistoryRead::Compacted(oldest) => Some(Pull::Compacted(oldest)),
+            HistoryRead::Changes { revisions, next } => {
+                w.next = next;
+                let prev_kv = w.prev_kv;
+                let responses = revisions
+                    .into_iter()
+                    .map(|(rev, changes)| {
+                        let events = changes.into_iter().filter_map(|c| event(c, rev, prev_kv)).collect();
+                        pb::WatchResponse { events, ..self.response(id, rev) }
+                    })
+                    .collect();
+                Some(Pull::Events(responses))
             }
         }
-        w.next = if done { current + 1 } else { revisions.last().map_or(current + 1, |r| r + 1) };
-        drop(sm);
-        Some(Pull::Events(
-            responses.into_iter().map(|(rev, events)| pb::WatchResponse { events, ..self.response(id, rev) }).collect(),
-        ))
     }
 
     /// Delivers everything applied so far to one watcher.
@@ -143,9 +134,8 @@ impl StreamTask {
                 }
                 Some(Pull::Events(responses)) => {
                     if responses.is_empty() {
-                        let caught_up = self.watchers.get(&id).is_none_or(|w| {
-                            self.api.router.shared().sm.read().map(|sm| w.next > sm.revision()).unwrap_or(true)
-                        });
+                        let caught_up =
+                            self.watchers.get(&id).is_none_or(|w| w.next > self.api.applied_revision());
                         if caught_up {
                             return Ok(());
                         }
@@ -192,16 +182,16 @@ impl StreamTask {
     async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
         let selector = match validate::selector(c.range.as_ref()) {
             Ok(s) => s,
-            Err(e) => return self.send(Err(Status::invalid_argument(format!("watch: {e}")))).await.and(Err(())),
+            Err(e) => return self.fail(Error::InvalidArgument(format!("watch: {e}"))).await,
         };
         if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
             let msg = format!("this stream already has {} watches, the limit", self.watchers.len());
-            return self.send(Err(Status::resource_exhausted(msg))).await.and(Err(()));
+            return self.fail(Error::LimitExceeded(msg)).await;
         }
         let id = if c.watch_id != 0 {
             if c.watch_id < 0 || self.watchers.contains_key(&c.watch_id) {
                 let msg = format!("watch id {} is negative or already in use on this stream", c.watch_id);
-                return self.send(Err(Status::invalid_argument(msg))).await.and(Err(()));
+                return self.fail(Error::InvalidArgument(msg)).await;
             }
             c.watch_id
         } else {
@@ -210,7 +200,7 @@ impl StreamTask {
             }
             self.next_id
         };
-        let current = self.api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+        let current = self.api.applied_revision();
         let next = if c.start_revision == 0 { current + 1 } else { c.start_revision };
         let watcher = Watcher {
             selector,
@@ -230,7 +220,7 @@ impl StreamTask {
             Some(R::Create(c)) => self.create(c).await,
             Some(R::Cancel(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
-                    let revision = self.api.router.shared().sm.read().map(|sm| sm.revision()).unwrap_or_default();
+                    let revision = self.api.applied_revision();
                     let reason = "canceled by the client".to_owned();
                     self.send(Ok(pb::WatchResponse {
                         canceled: true,
@@ -243,7 +233,7 @@ impl StreamTask {
                 }
             }
             Some(R::Progress(_)) => self.progress(false).await,
-            None => self.send(Err(Status::invalid_argument("empty watch request"))).await.and(Err(())),
+            None => self.fail(Error::InvalidArgument("empty watch request".into())).await,
         }
     }
 
@@ -251,18 +241,23 @@ impl StreamTask {
     async fn leader_lost(&mut self) -> Result<(), ()> {
         let msg = format!(
             "node {} has had no leader for a while: its changes stopped; reconnect to another member and resume",
-            self.api.router.node_id()
+            self.api.node.node_id()
         );
-        self.send(Err(Status::unavailable(msg))).await.and(Err(()))
+        self.fail(Error::unavailable(UnavailableReason::Unreachable, msg)).await
+    }
+
+    /// Ends the stream with `e`.
+    async fn fail(&self, e: Error) -> Result<(), ()> {
+        self.send(Err(e.into())).await.and(Err(()))
     }
 
     async fn run(mut self, mut incoming: Streaming<pb::WatchRequest>) {
-        let mut leader_lost = self.api.router.leader_lost();
+        let mut leader_lost = self.api.node.leader_lost();
         if *leader_lost.borrow_and_update() {
             let _ = self.leader_lost().await;
             return;
         }
-        let mut applied = self.api.router.shared().subscribe_applied();
+        let mut applied = self.api.node.subscribe_applied();
         let mut tick = tokio::time::interval(self.api.limits.watch.progress_interval / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

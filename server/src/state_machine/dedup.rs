@@ -114,6 +114,11 @@ impl Dedup {
         }
     }
 
+    /// The highest sequence number applied for `client_id`, if it is remembered.
+    pub fn high_seq(&self, client_id: u64) -> Option<u64> {
+        self.clients.get(&client_id).map(|c| c.high).or_else(|| self.evicted.get(&client_id).copied())
+    }
+
     /// Number of tracked clients.
     pub fn clients(&self) -> usize {
         self.clients.len()

@@ -8,6 +8,7 @@
 
 pub mod counters;
 pub mod dedup;
+pub mod history;
 pub mod mvcc;
 pub mod response;
 pub mod sessions;
@@ -52,7 +53,7 @@ pub struct StateMachine {
 }
 
 /// Why a read could not be served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum ReadError {
     /// The revision is older than the compaction point.
     #[error("revision {requested} has been compacted; the oldest available revision is {oldest}")]
@@ -184,6 +185,17 @@ impl StateMachine {
                 self.require_session(*session_id)?;
                 let (holder, granted) = self.sessions.acquire(name, *session_id, info, next);
                 (holder.token == next, OutcomeBody::LeaseAcquired { granted, holder })
+            }
+            Command::LeaseAcquireRetry { name, session_id, info, original } => {
+                self.require_session(*session_id)?;
+                if self.dedup.high_seq(original.client_id).is_some_and(|high| high > original.seq) {
+                    // The caller moved on (gave up on this wait and wrote again): not granted.
+                    let holder = self.sessions.lease(name).and_then(|l| l.holder.clone()).unwrap_or_default();
+                    (false, OutcomeBody::LeaseAcquired { granted: false, holder })
+                } else {
+                    let (holder, granted) = self.sessions.acquire(name, *session_id, info, next);
+                    (holder.token == next, OutcomeBody::LeaseAcquired { granted, holder })
+                }
             }
             Command::LeaseRelease { name, token } => {
                 self.sessions.check_fence(name, *token).map_err(|current| CommandError::LeaseNotHeld {

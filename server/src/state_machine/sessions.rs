@@ -18,7 +18,7 @@ pub struct Session {
 }
 
 /// The current holder of a lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// Holding session.
     pub session_id: u64,

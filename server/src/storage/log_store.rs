@@ -21,7 +21,7 @@ use super::engine::LogEngine;
 use super::io_err;
 use super::recent_entries::RecentEntries;
 use crate::log_entry::{decode, encode};
-use crate::raft::{LogId, NodeId, StorageError, TypeConfig};
+use crate::types::{LogId, NodeId, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
 

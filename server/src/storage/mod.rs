@@ -10,7 +10,7 @@ pub mod snapshot_file;
 
 use std::io;
 
-use crate::raft::StorageError;
+use crate::types::StorageError;
 
 /// Wraps an I/O failure as an openraft storage error (which stops the Raft node: a replica that
 /// cannot persist must not keep voting or acknowledging).

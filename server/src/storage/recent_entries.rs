@@ -21,7 +21,7 @@ pub trait Indexed: Clone {
     fn index(&self) -> u64;
 }
 
-impl Indexed for openraft::Entry<crate::raft::TypeConfig> {
+impl Indexed for openraft::Entry<crate::types::TypeConfig> {
     fn index(&self) -> u64 {
         self.log_id.index
     }

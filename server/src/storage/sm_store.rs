@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use super::io_err;
 use super::snapshot_file::{SnapshotContents, SnapshotContentsRef, SnapshotDir, SNAPSHOT_FORMAT};
 use crate::log_entry::LogPayload;
-use crate::raft::{BatchResponse, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{BatchResponse, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state_machine::{SmConfig, StateMachine};
 
 /// Applied position, published after every apply.

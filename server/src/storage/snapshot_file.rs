@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
-use crate::raft::SnapshotMeta;
+use crate::types::SnapshotMeta;
 use crate::state_machine::StateMachine;
 
 /// Version of the snapshot encoding.

@@ -9,7 +9,7 @@ use super::{ReadError, SmConfig, StateMachine};
 use crate::log_entry::{
     BatchV1, Command, Compare, CompareOp, KeyField, KeySelector, Proposal, RangeSpec, RequestId, TxnOp,
 };
-use crate::raft::SnapshotMeta;
+use crate::types::SnapshotMeta;
 use crate::storage::snapshot_file::{SnapshotContents, SNAPSHOT_FORMAT};
 
 use CompareOp::{Equal, Greater, Less, NotEqual};

@@ -1,6 +1,6 @@
-//! A running node: opens storage, starts Raft, bootstraps a new cluster, serves the peer and
-//! client gRPC endpoints, and registers its client address. [`run`] is what the binary, tests
-//! and benches call.
+//! A running node: opens storage, starts Raft, serves the peer protocol, decides between
+//! bootstrapping a new cluster and rejoining a running one (`rejoin`), serves the client gRPC
+//! endpoints, and registers its client address. [`run`] is what the binary, tests and benches call.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,9 +13,12 @@ use tonic::transport::Server;
 use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::log_entry::{Command, Proposal};
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
-use crate::raft::peer_service::PeerService;
+use super::peer_service::PeerService;
+use super::rejoin::{self, StartMode};
+use super::Node;
 use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
+use crate::raft::voting_gate::VotingGate;
 use crate::raft::{PeerNode, Raft};
 use crate::service::{routes, Api, ApiLimits, WatchLimits};
 use crate::sessions::SessionTracker;
@@ -66,20 +69,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let network = PeerNetwork::new(Some(config.peer_addr.ip()));
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
-    // openraft's leader lease is the maximum election timeout.
-    let election =
-        PromptElection::new(config.node_id, raft.clone(), probe_log, network.clone(), config.election_timeout * 2);
-    let election_task = election.spawn();
-
-    // Bootstrap only a brand-new node; a restarted node ignores --initial-cluster.
-    if !raft.is_initialized().await? {
-        let members: BTreeMap<u64, PeerNode> =
-            config.initial_cluster.iter().map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() })).collect();
-        tracing::info!(?members, "initializing a new cluster");
-        if let Err(e) = raft.initialize(members).await {
-            tracing::warn!("initialize: {e} (another member may have initialized first)");
-        }
+    // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
+    // whether it founds a new cluster or lost its data (`rejoin`).
+    let gate = Arc::new(VotingGate::default());
+    let undecided = rejoin::pending(&config.data_dir) || !raft.is_initialized().await?;
+    if undecided {
+        gate.set_open(false);
+        let _ = raft.runtime_config().elect(false);
     }
+    // openraft's leader lease is the maximum election timeout.
+    let election = PromptElection::new(
+        config.node_id,
+        raft.clone(),
+        probe_log,
+        network.clone(),
+        config.election_timeout * 2,
+        gate.clone(),
+    );
+    let election_task = election.spawn();
 
     let router = Arc::new(Router::new(
         config.node_id,
@@ -91,6 +98,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     ));
     let sessions = SessionTracker::new(router.clone());
     let expiry = sessions.spawn_expiry_loop(Duration::from_millis(50));
+    let node = Node::new(router.clone(), sessions);
     let limits = ApiLimits {
         // A follower campaigns at most 2 x the maximum election timeout (= 4 x the minimum)
         // after the last heartbeat: a session must outlive that.
@@ -104,9 +112,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let peer_server = {
         let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
-            router.clone(),
-            sessions.clone(),
-            election,
+            node.clone(),
+            election.clone(),
+            gate.clone(),
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -119,13 +127,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             },
         ))
     };
+    let start_up = undecided.then(|| tokio::spawn(start_up(node.clone(), config.clone(), election, gate)));
     let client_server = {
         let mut stop = stop_rx.clone();
         let incoming = incoming(config.client_addr)?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
-                .add_routes(routes(Api::new(router.clone(), sessions.clone(), limits)))
+                .add_routes(routes(Api::new(node.clone(), limits)))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
@@ -138,6 +147,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     shutdown.await;
     tracing::info!("shutting down");
     registration.abort();
+    if let Some(task) = start_up {
+        task.abort();
+    }
     expiry.abort();
     election_task.abort();
     let _ = stop_tx.send(true);
@@ -145,6 +157,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = client_server.await;
     let _ = peer_server.await;
     Ok(())
+}
+
+/// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the
+/// initial membership, or runs the rejoin flow. A node restarted mid-rejoin resumes the flow.
+async fn start_up(node: Arc<Node>, config: Config, election: Arc<PromptElection>, gate: Arc<VotingGate>) {
+    let raft = node.router().raft().clone();
+    let mode = if rejoin::pending(&config.data_dir) {
+        StartMode::Rejoin
+    } else {
+        rejoin::decide(config.node_id, &config.initial_cluster, &election).await
+    };
+    match mode {
+        StartMode::Bootstrap => {
+            let members: BTreeMap<u64, PeerNode> =
+                config.initial_cluster.iter().map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() })).collect();
+            tracing::info!(?members, "initializing a new cluster");
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!("initialize: {e} (another member may have initialized first)");
+            }
+            gate.set_open(true);
+            let _ = raft.runtime_config().elect(true);
+        }
+        StartMode::Rejoin => {
+            if let Err(e) = rejoin::begin(&config.data_dir, &gate) {
+                tracing::error!("cannot start the rejoin (marker in {}): {e}; staying out of elections", config.data_dir.display());
+                return;
+            }
+            rejoin::run(node, config.data_dir.clone(), gate).await;
+        }
+    }
 }
 
 /// Listens on `addr` with TCP_NODELAY on every accepted connection (tonic's builder setting

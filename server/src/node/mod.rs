@@ -1,0 +1,213 @@
+//! The node: the one narrow facade the public services use ([`Node`]), and the wiring that
+//! starts everything ([`run`]).
+//!
+//! Layers: `service` → `node` → {`raft`, `sessions`, `storage`, `state_machine`}. Services never
+//! reach into Raft, the router or the state-machine lock themselves: they propose a command, read
+//! at a consistency level, ask for session liveness, or subscribe to applied revisions here.
+
+mod peer_service;
+pub mod rejoin;
+mod run;
+
+use std::sync::Arc;
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use run::run;
+
+use crate::error::{Error, Result};
+use crate::log_entry::Proposal;
+use crate::raft::router::{Call, Router};
+use crate::sessions::{SessionTime, SessionTracker};
+use crate::state_machine::response::Outcome;
+use crate::state_machine::StateMachine;
+use crate::storage::sm_store::Applied;
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started (ReadIndex through the
+    /// leader, then this node waits for its own apply).
+    Linearizable,
+    /// This node's applied state, once it has applied `min_revision` (0: at once). May be stale,
+    /// never older than `min_revision`.
+    Serializable {
+        /// The oldest revision the reader accepts.
+        min_revision: u64,
+    },
+}
+
+/// This node's Raft position, for response headers and status.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// The leader it knows (None: none).
+    pub leader_id: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Last applied log index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Index of the latest snapshot.
+    pub snapshot_index: u64,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: &'static str,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug)]
+pub struct MemberInfo {
+    /// Node id.
+    pub id: u64,
+    /// Peer (Raft) address.
+    pub peer_addr: String,
+    /// Client address it registered ("" until it has).
+    pub client_addr: String,
+    /// Voter (false: learner).
+    pub voter: bool,
+}
+
+/// Session keep-alives or a liveness query forwarded to the leader (peer protocol).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionTimesRequest {
+    /// Sessions (empty and not renewing: all).
+    pub ids: Vec<u64>,
+    /// Renew their deadlines (a keep-alive) or only report them.
+    pub renew: bool,
+}
+
+/// The facade over one running node.
+pub struct Node {
+    router: Arc<Router>,
+    sessions: Arc<SessionTracker>,
+}
+
+impl Node {
+    /// The facade over a node's router and session tracker.
+    pub fn new(router: Arc<Router>, sessions: Arc<SessionTracker>) -> Arc<Self> {
+        Arc::new(Self { router, sessions })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.router.node_id()
+    }
+
+    /// This node's Raft position.
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.router.raft().metrics();
+        let m = metrics.borrow();
+        NodeStatus {
+            node_id: self.router.node_id(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+        }
+    }
+
+    /// Every member, voters and learners, with the client address each registered.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let addrs = self.view(|sm| sm.client_addrs().clone()).unwrap_or_default();
+        let metrics = self.router.raft().metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| MemberInfo {
+                id: *id,
+                peer_addr: node.peer_addr.clone(),
+                client_addr: addrs.get(id).cloned().unwrap_or_default(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    /// The client address member `id` registered, if any.
+    pub fn client_addr_of(&self, id: u64) -> Option<String> {
+        self.router.client_addr_of(id)
+    }
+
+    /// Proposes a write through the leader; returns its result once applied there.
+    ///
+    /// # Errors
+    /// The state machine's deterministic failure (`Command`), or a transient error whose
+    /// outcome ([`Error::outcome`]) says whether the write may have been applied.
+    pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<Outcome> {
+        Ok(self.router.propose(proposal, size).await??)
+    }
+
+    /// Runs `f` on the state machine at consistency `c`.
+    ///
+    /// # Errors
+    /// Retriable errors when the leader cannot confirm its leadership, or this node is behind
+    /// `min_revision`; whatever `f` returns.
+    pub async fn read<T>(&self, c: Consistency, f: impl FnOnce(&StateMachine) -> Result<T>) -> Result<T> {
+        match c {
+            Consistency::Serializable { min_revision } => self.router.wait_applied_revision(min_revision).await?,
+            Consistency::Linearizable => self.router.linearizable_barrier().await?,
+        }
+        self.view(f)?
+    }
+
+    /// Runs `f` on this node's applied state now (no barrier, no wait): for headers, watch
+    /// delivery and other local views.
+    ///
+    /// # Errors
+    /// `Internal` when the state lock is poisoned (a panic during apply).
+    pub fn view<T>(&self, f: impl FnOnce(&StateMachine) -> T) -> Result<T> {
+        let sm = self.router.shared().sm.read().map_err(|e| Error::Internal(format!("state lock: {e}")))?;
+        Ok(f(&sm))
+    }
+
+    /// Renews (`renew`) or reports sessions on the leader, after it confirmed its leadership
+    /// with a quorum (so a deposed leader cannot keep sessions alive).
+    ///
+    /// # Errors
+    /// Retriable errors when no leader can confirm its leadership.
+    pub async fn session_times(&self, ids: &[u64], renew: bool) -> Result<Vec<SessionTime>> {
+        let leader = self.router.leader().await?;
+        if leader == self.router.node_id() {
+            return self.session_times_local(ids, renew).await;
+        }
+        let req = SessionTimesRequest { ids: ids.to_vec(), renew };
+        let result: Result<Vec<SessionTime>> = self.router.forward(leader, Call::Sessions, &req).await?;
+        result.map_err(|e| self.router.with_leader_hint(e))
+    }
+
+    /// [`Node::session_times`] on this node only (for requests forwarded by followers).
+    ///
+    /// # Errors
+    /// `NotLeader` when this node is not the leader.
+    pub async fn session_times_local(&self, ids: &[u64], renew: bool) -> Result<Vec<SessionTime>> {
+        self.router.read_index_local().await.map_err(|e| self.router.with_leader_hint(e))?;
+        Ok(self.sessions.touch(ids, renew))
+    }
+
+    /// The applied position, updated after every apply.
+    pub fn subscribe_applied(&self) -> watch::Receiver<Applied> {
+        self.router.shared().subscribe_applied()
+    }
+
+    /// Whether this node has lost its leader for a while (watch streams end then).
+    pub fn leader_lost(&self) -> watch::Receiver<bool> {
+        self.router.leader_lost()
+    }
+
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+}

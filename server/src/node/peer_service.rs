@@ -1,0 +1,112 @@
+//! Incoming peer traffic: the `RaftPeer` gRPC service. Raft messages go to openraft (its
+//! `Result` travels back intact); forwarded client calls go to this node's [`Node`] facade and
+//! answer with the server's [`Error`] (serializable), so a follower relays the leader's exact
+//! error. Every payload is a named type (see peer.proto for which).
+
+use std::sync::Arc;
+
+use conclave_proto::internal::v1::raft_peer_server::RaftPeer;
+use conclave_proto::internal::v1::RaftMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::rejoin::{self, RejoinReply, RejoinRequest};
+use super::{Node, SessionTimesRequest};
+use crate::error::{Error, UnavailableReason};
+use crate::log_entry::{decode, encode, Proposal};
+use crate::raft::network::FORMAT_BINCODE;
+use crate::raft::prompt_election::{ProbeReply, PromptElection};
+use crate::raft::voting_gate::VotingGate;
+use crate::raft::Raft;
+use crate::sessions::SessionTime;
+use crate::state_machine::response::CommandResult;
+
+/// Serves the peer protocol for one node.
+pub struct PeerService {
+    raft: Raft,
+    node: Arc<Node>,
+    election: Arc<PromptElection>,
+    gate: Arc<VotingGate>,
+}
+
+impl PeerService {
+    /// A peer service feeding this node's Raft, facade, election driver and voting gate.
+    pub fn new(node: Arc<Node>, election: Arc<PromptElection>, gate: Arc<VotingGate>) -> Self {
+        Self { raft: node.router().raft().clone(), node, election, gate }
+    }
+}
+
+fn unpack<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Status> {
+    let msg = req.into_inner();
+    if msg.format != FORMAT_BINCODE {
+        return Err(Error::InvalidArgument(format!("unsupported peer message format {}", msg.format)).into());
+    }
+    decode(&msg.payload).map_err(|e| Error::InvalidArgument(format!("undecodable peer message: {e}")).into())
+}
+
+fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = encode(value).map_err(|e| Status::from(Error::Internal(format!("cannot encode reply: {e}"))))?;
+    Ok(Response::new(RaftMessage { format: FORMAT_BINCODE, payload }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = unpack(req)?;
+        pack(&self.raft.append_entries(rpc).await)
+    }
+
+    /// Refused while this node may not vote (it is rejoining after losing its data).
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        if !self.gate.open() {
+            return Err(Error::unavailable(
+                UnavailableReason::Rejoining,
+                format!("node {} lost its data and is rejoining: it does not vote", self.node.node_id()),
+            )
+            .into());
+        }
+        let rpc = unpack(req)?;
+        pack(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = unpack(req)?;
+        pack(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let size = req.get_ref().payload.len();
+        let proposal: Proposal = unpack(req)?;
+        let result: Result<CommandResult, Error> = self.node.router().propose_local(proposal, size).await;
+        pack(&result)
+    }
+
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let () = unpack(req)?;
+        let result: Result<u64, Error> = self.node.router().read_index_local().await;
+        pack(&result)
+    }
+
+    async fn sessions(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let r: SessionTimesRequest = unpack(req)?;
+        let result: Result<Vec<SessionTime>, Error> = self.node.session_times_local(&r.ids, r.renew).await;
+        pack(&result)
+    }
+
+    async fn election_probe(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let _asker: u64 = unpack(req)?;
+        let reply: ProbeReply = self
+            .election
+            .probe_reply()
+            .await
+            .map_err(|m| Status::from(Error::unavailable(UnavailableReason::ShuttingDown, m)))?;
+        pack(&reply)
+    }
+
+    async fn rejoin(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let r: RejoinRequest = unpack(req)?;
+        let result: Result<RejoinReply, Error> = rejoin::handle(&self.raft, r.node_id).await;
+        pack(&result)
+    }
+}

@@ -1,0 +1,300 @@
+//! Start-up of a node without Raft state, and the rejoin of a member that lost its data.
+//!
+//! A data dir without Raft state is either a founding member of a new cluster or a member whose
+//! disk was lost or replaced (a StatefulSet pod with a new volume runs the same command line).
+//! The second must never vote with its empty log: Raft's safety assumes a voter never forgets
+//! what it acknowledged, and a forgetful voter can elect a leader that lacks committed entries.
+//!
+//! [`decide`] tells them apart by asking the members of `--initial-cluster`:
+//! - some member's log holds an entry written by a leader (index ≥ 1): the cluster runs, so this
+//!   node **rejoins**;
+//! - a majority (this node included) answered and none has such an entry: a new cluster forms,
+//!   and this node bootstraps it with the same initial membership as the others;
+//! - otherwise it waits and asks again (it never bootstraps alone).
+//!
+//! Rejoining: a marker file ([`MARKER`]) is written (fsynced) before anything else and kept until
+//! the flow ends, so a crash mid-way resumes it. While it exists the node's [`VotingGate`] is
+//! closed: it refuses vote requests and never campaigns. It asks the leader, through any member,
+//! to re-add it ([`RejoinRequest`]); the leader demotes it to a learner (openraft
+//! `change_membership(RemoveVoters, retain)`), replicates to it, and promotes it back to a voter
+//! once it has matched everything the leader has applied. The node ends the flow when it sees
+//! itself a voter again after having been a learner: at that point its log holds the promotion
+//! entry and so, by Raft's log matching, every entry committed before it.
+//!
+//! Cost: while it is a learner the cluster has one voter less (a 3-member cluster then needs both
+//! remaining voters). Acknowledged writes are never lost: this is the point.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+
+use super::Node;
+use crate::error::{Error, Result, UnavailableReason};
+use crate::raft::prompt_election::PromptElection;
+use crate::raft::router::Call;
+use crate::raft::voting_gate::VotingGate;
+use crate::raft::{NodeId, PeerNode, Raft};
+
+/// The marker file in the data dir while a rejoin is under way.
+pub const MARKER: &str = "rejoin.pending";
+/// How often start-up asks again, and the rejoin flow checks its progress.
+const RETRY: Duration = Duration::from_millis(300);
+
+/// What start-up does with a data dir that has no Raft state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartMode {
+    /// Bootstrap a new cluster with the initial membership.
+    Bootstrap,
+    /// Rejoin a running cluster as a learner first.
+    Rejoin,
+}
+
+/// A member that lost its data asks the leader to re-add it (peer protocol).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RejoinRequest {
+    /// The asking node.
+    pub node_id: NodeId,
+}
+
+/// The leader's answer to a [`RejoinRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejoinReply {
+    /// It is a learner now (demoted); it catches up from the leader.
+    Learner {
+        /// Its matched log index.
+        matched: u64,
+        /// What it must match before promotion (the leader's applied index).
+        target: u64,
+    },
+    /// It is a voter again.
+    Voter,
+    /// It is not a member of this cluster at all.
+    NotAMember,
+}
+
+/// The pure start-up rule (see the module docs). `answers`: the other initial members'
+/// last log indexes (`Some(None)`: empty log, `None`: no answer); `members`: how many the
+/// initial cluster has.
+pub fn start_mode(answers: &[Option<Option<u64>>], members: usize) -> Option<StartMode> {
+    if answers.iter().flatten().flatten().any(|index| *index >= 1) {
+        return Some(StartMode::Rejoin);
+    }
+    let answered = 1 + answers.iter().filter(|a| a.is_some()).count();
+    (answered > members / 2).then_some(StartMode::Bootstrap)
+}
+
+/// Asks the other members of `initial_cluster` until [`start_mode`] decides.
+pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, election: &PromptElection) -> StartMode {
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut answers = Vec::new();
+        for (id, addr) in initial_cluster {
+            if *id == me {
+                continue;
+            }
+            let reply = tokio::time::timeout(Duration::from_millis(500), election.probe(addr)).await;
+            answers.push(match reply {
+                Ok(Ok(r)) => Some(r.last_log_id.map(|l| l.index)),
+                _ => None,
+            });
+        }
+        if let Some(mode) = start_mode(&answers, initial_cluster.len()) {
+            return mode;
+        }
+        if waited.as_secs() % 5 == 0 && waited.subsec_millis() < RETRY.as_millis() as u32 {
+            tracing::info!(
+                "no Raft state here: waiting for a majority of --initial-cluster to answer before bootstrapping \
+                 (or for a running member, to rejoin)"
+            );
+        }
+        tokio::time::sleep(RETRY).await;
+        waited += RETRY;
+    }
+}
+
+/// Whether a rejoin is under way in `data_dir` (a crash mid-way resumes it).
+pub fn pending(data_dir: &Path) -> bool {
+    data_dir.join(MARKER).exists()
+}
+
+/// The marker's path and content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    /// Waiting to be demoted to a learner.
+    AwaitingDemotion,
+    /// Seen as a learner: the next time it is a voter, the flow is over.
+    Learner,
+}
+
+fn marker(data_dir: &Path) -> PathBuf {
+    data_dir.join(MARKER)
+}
+
+fn read_phase(data_dir: &Path) -> Phase {
+    match std::fs::read_to_string(marker(data_dir)) {
+        Ok(s) if s.trim() == "learner" => Phase::Learner,
+        _ => Phase::AwaitingDemotion,
+    }
+}
+
+/// Writes the marker durably (temp file, fsync, rename, fsync of the directory).
+fn write_phase(data_dir: &Path, phase: Phase) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = data_dir.join(format!("{MARKER}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(if phase == Phase::Learner { b"learner\n" } else { b"awaiting-demotion\n" })?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, marker(data_dir))?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+fn remove_marker(data_dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(marker(data_dir))?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// Closes the gate and records that a rejoin is under way (before Raft state is written).
+///
+/// # Errors
+/// When the marker cannot be written durably.
+pub fn begin(data_dir: &Path, gate: &VotingGate) -> std::io::Result<()> {
+    gate.set_open(false);
+    if !pending(data_dir) {
+        write_phase(data_dir, Phase::AwaitingDemotion)?;
+    }
+    Ok(())
+}
+
+/// Runs the rejoin flow until this node is a voter again, then opens the gate.
+pub async fn run(node: Arc<Node>, data_dir: PathBuf, gate: Arc<VotingGate>) {
+    let me = node.node_id();
+    let raft = node.router().raft().clone();
+    let _ = raft.runtime_config().elect(false);
+    tracing::warn!(
+        node_id = me,
+        "this member has no Raft state but its cluster runs (its data dir was lost or replaced): \
+         it rejoins as a learner and does not vote until the leader promotes it"
+    );
+    loop {
+        let (is_member, is_voter) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            (membership.get_node(&me).is_some(), membership.voter_ids().any(|id| id == me))
+        };
+        let phase = read_phase(&data_dir);
+        if is_member && !is_voter && phase == Phase::AwaitingDemotion {
+            if let Err(e) = write_phase(&data_dir, Phase::Learner) {
+                tracing::error!("cannot record the rejoin's progress in {}: {e}", data_dir.display());
+            }
+            continue;
+        }
+        if is_voter && phase == Phase::Learner {
+            match remove_marker(&data_dir) {
+                Ok(()) => {
+                    gate.set_open(true);
+                    let _ = raft.runtime_config().elect(true);
+                    tracing::info!(node_id = me, "rejoined: a voter again, with every committed entry");
+                    return;
+                }
+                Err(e) => tracing::error!("cannot remove the rejoin marker in {}: {e}", data_dir.display()),
+            }
+        }
+        match ask_leader(&node).await {
+            Ok(reply) => tracing::debug!(?reply, "rejoin"),
+            Err(e) => tracing::debug!("rejoin request not answered yet: {e}"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn ask_leader(node: &Node) -> Result<RejoinReply> {
+    let router = node.router();
+    let leader = router.leader().await?;
+    let req = RejoinRequest { node_id: node.node_id() };
+    if leader == node.node_id() {
+        return Err(Error::unavailable(UnavailableReason::Rejoining, "a rejoining node cannot lead"));
+    }
+    let reply: Result<RejoinReply> = router.forward(leader, Call::Rejoin, &req).await?;
+    reply
+}
+
+/// The leader's side: demote `node_id` to a learner, or promote it once it has caught up.
+///
+/// # Errors
+/// `NotLeader` on a follower; a membership change that could not commit.
+pub async fn handle(raft: &Raft, node_id: NodeId) -> Result<RejoinReply> {
+    let (is_leader, member, voter, matched, target) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let matched = m.replication.as_ref().and_then(|r| r.get(&node_id).copied().flatten()).map_or(0, |l| l.index);
+        (
+            m.state == openraft::ServerState::Leader,
+            membership.get_node(&node_id).cloned(),
+            membership.voter_ids().any(|id| id == node_id),
+            matched,
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    };
+    if !is_leader {
+        let leader_id = raft.metrics().borrow().current_leader;
+        return Err(Error::NotLeader { node_id: 0, leader_id, leader_addr: None, reached_raft: false });
+    }
+    let Some(_node) = member else { return Ok(RejoinReply::NotAMember) };
+    let change = if voter {
+        tracing::warn!(node_id, "member lost its data: demoting it to a learner until it has caught up");
+        ChangeMembers::<NodeId, PeerNode>::RemoveVoters([node_id].into())
+    } else if matched >= target {
+        tracing::info!(node_id, matched, "rejoining learner caught up: promoting it to a voter");
+        ChangeMembers::AddVoterIds([node_id].into())
+    } else {
+        return Ok(RejoinReply::Learner { matched, target });
+    };
+    raft.change_membership(change, true)
+        .await
+        .map_err(|e| Error::unavailable(UnavailableReason::Unreachable, format!("membership change: {e}")))?;
+    Ok(if voter { RejoinReply::Learner { matched, target } } else { RejoinReply::Voter })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_member_means_rejoin() {
+        assert_eq!(start_mode(&[Some(Some(120)), None], 3), Some(StartMode::Rejoin));
+        assert_eq!(start_mode(&[None, Some(Some(1))], 3), Some(StartMode::Rejoin));
+    }
+
+    #[test]
+    fn a_majority_without_leader_entries_bootstraps() {
+        // Empty or only the initial membership entry (index 0): a cluster still forming.
+        assert_eq!(start_mode(&[Some(None), None], 3), Some(StartMode::Bootstrap));
+        assert_eq!(start_mode(&[Some(Some(0)), Some(None)], 3), Some(StartMode::Bootstrap));
+        assert_eq!(start_mode(&[], 1), Some(StartMode::Bootstrap));
+    }
+
+    #[test]
+    fn never_bootstraps_without_a_majority() {
+        assert_eq!(start_mode(&[None, None], 3), None);
+        assert_eq!(start_mode(&[Some(None), None, None, None], 5), None);
+    }
+
+    #[test]
+    fn the_marker_survives_and_records_the_phase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = VotingGate::default();
+        begin(dir.path(), &gate).expect("begin");
+        assert!(!gate.open() && pending(dir.path()));
+        assert_eq!(read_phase(dir.path()), Phase::AwaitingDemotion);
+        write_phase(dir.path(), Phase::Learner).expect("write");
+        assert_eq!(read_phase(dir.path()), Phase::Learner);
+        remove_marker(dir.path()).expect("remove");
+        assert!(!pending(dir.path()));
+    }
+}
