@@ -22,7 +22,9 @@ use std::time::Duration;
 use conclave_proto::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::error::{Error, Result};
+use conclave_proto::errors::{outcome_of, reason_of, Outcome, Reason};
+
+use crate::error::{Error, Indeterminate, Result};
 use crate::grpc_channel::{ChannelOptions, GrpcChannel};
 
 /// Client settings.
@@ -120,24 +122,18 @@ enum Failure {
     Final(Error),
 }
 
+/// Decides from the status's code and the error contract's reason and outcome
+/// (`conclave_proto::errors`), never from its message.
 fn classify(s: &Status) -> Failure {
     let msg = s.message().to_owned();
-    match s.code() {
-        Code::Unavailable => {
-            let lower = msg.to_lowercase();
-            if lower.contains("outcome unknown") || lower.contains("in flight") {
-                Failure::Unknown(msg)
-            } else if lower.contains("not the leader")
-                || lower.contains("no leader")
-                || lower.contains("connect")
-                || lower.contains("refused")
-            {
-                Failure::NotApplied(msg)
-            } else {
-                Failure::Unknown(msg)
-            }
-        }
-        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => Failure::Unknown(msg),
+    if reason_of(s) == Some(Reason::RetryTooOld) {
+        // The server forgot the original result: retrying cannot tell more.
+        return Failure::Final(Error::Indeterminate(Indeterminate::new(msg)));
+    }
+    match (s.code(), outcome_of(s)) {
+        (Code::Internal, _) => Failure::Final(Error::from_status(s)),
+        (Code::Unavailable, Outcome::NotApplied) => Failure::NotApplied(msg),
+        (_, Outcome::Unknown) => Failure::Unknown(msg),
         _ => Failure::Final(Error::from_status(s)),
     }
 }
@@ -348,7 +344,11 @@ impl Connection {
                 }
             }
             if tokio::time::Instant::now() + backoff >= deadline {
-                return Err(if write && maybe_applied { Error::Indeterminate(last) } else { Error::Unavailable(last) });
+                return Err(if write && maybe_applied {
+                    Error::Indeterminate(Indeterminate::new(last))
+                } else {
+                    Error::Unavailable(last)
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
@@ -463,5 +463,44 @@ impl Connection {
             }
         }
         self.unary(false, req, send).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use conclave_proto::errors::{status, Outcome, Reason};
+    use tonic::{Code, Status};
+
+    use super::{classify, Failure};
+    use crate::Error;
+
+    #[test]
+    fn the_message_text_decides_nothing() {
+        // A leader's "outcome unknown" whose text happens to mention a refused connection.
+        let s = status(
+            Code::Unavailable,
+            "forwarding to leader 3 failed: connection refused by a proxy after the request was sent",
+            Reason::Unavailable,
+            Outcome::Unknown,
+        );
+        assert!(matches!(classify(&s), Failure::Unknown(_)), "text must not make it 'not applied'");
+        // "Not the leader" after the entry reached Raft: it may still commit.
+        let s = status(Code::Unavailable, "node 1 is not the leader", Reason::NotLeader, Outcome::Unknown);
+        assert!(matches!(classify(&s), Failure::Unknown(_)));
+        let s = status(Code::Unavailable, "anything", Reason::NoLeader, Outcome::NotApplied);
+        assert!(matches!(classify(&s), Failure::NotApplied(_)));
+    }
+
+    #[test]
+    fn a_forgotten_retry_is_indeterminate_and_not_retried() {
+        let s = status(Code::Unknown, "retry too old", Reason::RetryTooOld, Outcome::Unknown);
+        assert!(matches!(classify(&s), Failure::Final(Error::Indeterminate(_))));
+    }
+
+    #[test]
+    fn statuses_without_the_contract_are_judged_by_code() {
+        assert!(matches!(classify(&Status::unavailable("connect refused")), Failure::Unknown(_)));
+        assert!(matches!(classify(&Status::invalid_argument("bad")), Failure::Final(_)));
+        assert!(matches!(classify(&Status::deadline_exceeded("late")), Failure::Unknown(_)));
     }
 }

@@ -2,6 +2,8 @@
 
 use tonic::Code;
 
+pub use crate::request_id::WriteId;
+
 /// Everything a client call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -15,11 +17,13 @@ pub enum Error {
         message: String,
     },
     /// A write whose outcome cannot be known: it may or may not have been applied (the deadline
-    /// passed while the cluster was unreachable or changing leader after the write was sent).
-    /// Never treat it as success or as failure; read the state to find out, or retry with the
-    /// same request (the server deduplicates).
+    /// passed while the cluster was unreachable or changing leader after the write was sent, or
+    /// the server forgot the result of a retry, reason `RETRY_TOO_OLD`). Never treat it as
+    /// success or as failure: read the state to find out, or send the same write again with
+    /// [`Indeterminate::write_id`] (e.g. [`crate::Client::counter_add_as`]): the server answers
+    /// the original result and never applies it twice.
     #[error("outcome unknown: {0}")]
-    Indeterminate(String),
+    Indeterminate(Indeterminate),
     /// A fenced write was rejected: the lease is no longer held with the presented token (the
     /// writer's session expired or a newer holder took over). The writer must stop acting as
     /// the owner; nothing was written.
@@ -54,6 +58,37 @@ impl Error {
 
     pub(crate) fn from_status(s: &tonic::Status) -> Self {
         Error::Status { code: s.code(), message: s.message().to_owned() }
+    }
+}
+
+/// The details of [`Error::Indeterminate`].
+#[derive(Debug, Clone)]
+pub struct Indeterminate {
+    /// What happened, for people.
+    pub message: String,
+    /// The write's id, to send it again (`None` for a write that had none).
+    pub write_id: Option<WriteId>,
+}
+
+impl Indeterminate {
+    pub(crate) fn new(message: String) -> Self {
+        Self { message, write_id: None }
+    }
+}
+
+impl std::fmt::Display for Indeterminate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error {
+    /// Attaches the write's id to an `Indeterminate` error (other errors pass through).
+    pub(crate) fn with_write_id(self, id: &WriteId) -> Self {
+        match self {
+            Error::Indeterminate(i) => Error::Indeterminate(Indeterminate { write_id: Some(id.clone()), ..i }),
+            other => other,
+        }
     }
 }
 

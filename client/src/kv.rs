@@ -3,6 +3,8 @@
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::kv_client::KvClient;
 
+use std::time::Duration;
+
 use crate::{Client, Result};
 
 /// A key-value as returned by reads.
@@ -65,15 +67,15 @@ impl Client {
         Ok(self.put_request(req).await?.header.map_or(0, |h| h.revision))
     }
 
-    /// Sends a put as given (its `request_id` is filled in).
+    /// Sends a put as given. Its `request_id` is filled in when empty; a request id the caller
+    /// set (from [`Client::new_write_id`] or an `Indeterminate` error) is kept, so a resend is
+    /// applied at most once.
     ///
     /// # Errors
     /// As [`Client::put`].
     pub async fn put_request(&self, mut req: pb::PutRequest) -> Result<pb::PutResponse> {
-        let ticket = self.ids.begin();
-        req.request_id = Some(ticket.id);
-        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).put(r).await }).await?;
-        Ok(resp)
+        let id = self.write_id_for(&mut req.request_id);
+        self.write(id.as_ref(), Duration::ZERO, req, |ch, r| async move { KvClient::new(ch).put(r).await }).await
     }
 
     /// Reads one key (linearizable).
@@ -128,25 +130,22 @@ impl Client {
         Ok(self.delete_request(req).await?.deleted)
     }
 
-    /// Sends a delete as given (its `request_id` is filled in).
+    /// Sends a delete as given (`request_id` as in [`Client::put_request`]).
     ///
     /// # Errors
     /// As [`Client::put`].
     pub async fn delete_request(&self, mut req: pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse> {
-        let ticket = self.ids.begin();
-        req.request_id = Some(ticket.id);
-        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).delete_range(r).await }).await?;
-        Ok(resp)
+        let id = self.write_id_for(&mut req.request_id);
+        self.write(id.as_ref(), Duration::ZERO, req, |ch, r| async move { KvClient::new(ch).delete_range(r).await })
+            .await
     }
 
-    /// Runs a transaction (its `request_id` is filled in). Retries are exactly-once.
+    /// Runs a transaction (`request_id` as in [`Client::put_request`]). Retries are exactly-once.
     ///
     /// # Errors
     /// As [`Client::put`]; `Status(FailedPrecondition)` when a counter would overflow.
     pub async fn txn(&self, mut req: pb::TxnRequest) -> Result<pb::TxnResponse> {
-        let ticket = self.ids.begin();
-        req.request_id = Some(ticket.id);
-        let resp = self.conn.unary(true, req, |ch, r| async move { KvClient::new(ch).txn(r).await }).await?;
-        Ok(resp)
+        let id = self.write_id_for(&mut req.request_id);
+        self.write(id.as_ref(), Duration::ZERO, req, |ch, r| async move { KvClient::new(ch).txn(r).await }).await
     }
 }

@@ -3,7 +3,7 @@
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::lease_client::LeaseClient;
 
-use crate::{Client, Result};
+use crate::{Client, Result, WriteId};
 
 /// A transaction compare that holds only while lease `name` is held with `token`: put it in a
 /// transaction to make the transaction's writes conditional on still holding the lease. When it
@@ -29,21 +29,31 @@ impl Client {
         info: &[u8],
         wait_ms: u64,
     ) -> Result<pb::LeaseAcquireResponse> {
-        let ticket = self.ids.begin();
+        self.lease_acquire_as(&self.new_write_id(), name, session_id, info, wait_ms).await
+    }
+
+    /// [`Client::lease_acquire`] as the write `id`.
+    ///
+    /// # Errors
+    /// See [`Client::lease_acquire`].
+    pub async fn lease_acquire_as(
+        &self,
+        id: &WriteId,
+        name: &str,
+        session_id: u64,
+        info: &[u8],
+        wait_ms: u64,
+    ) -> Result<pb::LeaseAcquireResponse> {
         let req = pb::LeaseAcquireRequest {
             name: name.to_owned(),
             session_id,
             holder_info: info.to_vec(),
-            request_id: Some(ticket.id),
+            request_id: Some(id.request_id()),
             wait_ms,
         };
         // The server holds the request up to wait_ms: attempts must not give up before that.
         let wait = std::time::Duration::from_millis(wait_ms);
-        let resp = self
-            .conn
-            .unary_waiting(true, wait, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await })
-            .await?;
-        Ok(resp)
+        self.write(Some(id), wait, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await }).await
     }
 
     /// Releases lease `name` held with `token`.
@@ -51,9 +61,18 @@ impl Client {
     /// # Errors
     /// `Status(FailedPrecondition)` when it is not held with that token.
     pub async fn lease_release(&self, name: &str, token: u64) -> Result<u64> {
-        let ticket = self.ids.begin();
-        let req = pb::LeaseReleaseRequest { name: name.to_owned(), token, request_id: Some(ticket.id) };
-        let resp = self.conn.unary(true, req, |ch, r| async move { LeaseClient::new(ch).release(r).await }).await?;
+        self.lease_release_as(&self.new_write_id(), name, token).await
+    }
+
+    /// [`Client::lease_release`] as the write `id`.
+    ///
+    /// # Errors
+    /// See [`Client::lease_release`].
+    pub async fn lease_release_as(&self, id: &WriteId, name: &str, token: u64) -> Result<u64> {
+        let req = pb::LeaseReleaseRequest { name: name.to_owned(), token, request_id: Some(id.request_id()) };
+        let resp = self
+            .write(Some(id), std::time::Duration::ZERO, req, |ch, r| async move { LeaseClient::new(ch).release(r).await })
+            .await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }
 

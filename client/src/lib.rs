@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use conclave_proto::v1 as proto;
 pub use connection::ClientConfig;
-pub use error::{Error, Result};
+pub use error::{Error, Indeterminate, Result, WriteId};
 pub use grpc_channel::{ChannelOptions, GrpcChannel};
 pub use kv::{GetOptions, KeyValue, RangeResult};
 pub use lease::fence;
@@ -68,6 +68,45 @@ impl Client {
             let _ = discover.refresh_members().await;
         });
         Ok(client)
+    }
+
+    /// A fresh identity for one write, to pass to a `*_as` method (e.g. [`Client::counter_add_as`]):
+    /// every send of that write with this id is applied at most once. Methods without `_as`
+    /// allocate one per call and attach it to [`Error::Indeterminate`].
+    pub fn new_write_id(&self) -> WriteId {
+        WriteId::new(self.ids.begin())
+    }
+
+    /// One write with retries (see `Connection::call`), tagged with `id`: an `Indeterminate`
+    /// outcome carries it, so the caller can send the same write again.
+    pub(crate) async fn write<Req, Resp, F, Fut>(
+        &self,
+        id: Option<&WriteId>,
+        server_wait: std::time::Duration,
+        req: Req,
+        send: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        Resp: connection::Headed,
+        F: Fn(grpc_channel::GrpcChannel, Req) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let result = self.conn.unary_waiting(true, server_wait, req, send).await;
+        result.map_err(|e| match id {
+            Some(id) => e.with_write_id(id),
+            None => e,
+        })
+    }
+
+    /// The write id a request-shaped call uses: the caller's (a resend) or a fresh one.
+    pub(crate) fn write_id_for(&self, given: &mut Option<proto::RequestId>) -> Option<WriteId> {
+        if given.is_some() {
+            return None;
+        }
+        let id = self.new_write_id();
+        *given = Some(id.request_id());
+        Some(id)
     }
 
     /// This client's id (part of every request id).

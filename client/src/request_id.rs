@@ -15,9 +15,28 @@ pub(crate) struct RequestIds {
 }
 
 /// One write's id; it stays outstanding until dropped (after the final answer).
+#[derive(Debug)]
 pub(crate) struct Ticket {
     pub(crate) id: pb::RequestId,
     outstanding: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+/// The identity of one write, for sending it again after [`crate::Error::Indeterminate`]. While
+/// any clone of it lives, the server keeps that write's result (the client reports it as still
+/// outstanding), so a resend gets the original answer. Use it only with the same client and the
+/// same arguments: the server answers a resend from its record and does not compare the request.
+#[derive(Debug, Clone)]
+pub struct WriteId(Arc<Ticket>);
+
+impl WriteId {
+    pub(crate) fn new(ticket: Ticket) -> Self {
+        Self(Arc::new(ticket))
+    }
+
+    /// The request id sent with the write.
+    pub fn request_id(&self) -> pb::RequestId {
+        self.0.id
+    }
 }
 
 impl Drop for Ticket {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{Client, Error, Result};
+use crate::{Client, Error, Result, WriteId};
 
 /// A session's connection state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +44,17 @@ impl Client {
     /// # Errors
     /// `Status(InvalidArgument)` when the TTL is out of range (the message states the range).
     pub async fn session_open(&self, ttl: Duration) -> Result<u64> {
-        let ticket = self.ids.begin();
-        let req = pb::SessionOpenRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(ticket.id) };
-        let resp = self.conn.unary(true, req, |ch, r| async move { SessionClient::new(ch).open(r).await }).await?;
+        self.session_open_as(&self.new_write_id(), ttl).await
+    }
+
+    /// [`Client::session_open`] as the write `id` (a resend returns the same session).
+    ///
+    /// # Errors
+    /// See [`Client::session_open`].
+    pub async fn session_open_as(&self, id: &WriteId, ttl: Duration) -> Result<u64> {
+        let req = pb::SessionOpenRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(id.request_id()) };
+        let resp =
+            self.write(Some(id), Duration::ZERO, req, |ch, r| async move { SessionClient::new(ch).open(r).await }).await?;
         Ok(resp.session_id)
     }
 
@@ -75,10 +83,9 @@ impl Client {
     /// # Errors
     /// `Status(NotFound)` when it does not exist.
     pub async fn session_close(&self, session_id: u64) -> Result<pb::SessionCloseResponse> {
-        let ticket = self.ids.begin();
-        let req = pb::SessionCloseRequest { session_id, request_id: Some(ticket.id) };
-        let resp = self.conn.unary(true, req, |ch, r| async move { SessionClient::new(ch).close(r).await }).await?;
-        Ok(resp)
+        let id = self.new_write_id();
+        let req = pb::SessionCloseRequest { session_id, request_id: Some(id.request_id()) };
+        self.write(Some(&id), Duration::ZERO, req, |ch, r| async move { SessionClient::new(ch).close(r).await }).await
     }
 
     /// A session's TTL, remaining time, keys and leases.

@@ -85,7 +85,12 @@ impl ResponseBody {
 
 /// A stream that failed after its request went out: the server may have acted on it.
 pub(super) fn broken(e: &h2::Error) -> Status {
-    Status::unknown(format!("the stream failed after the request was sent (outcome unknown): {e}"))
+    conclave_proto::errors::status(
+        tonic::Code::Unknown,
+        format!("the stream failed after the request was sent (outcome unknown): {e}"),
+        conclave_proto::errors::Reason::Unavailable,
+        conclave_proto::errors::Outcome::Unknown,
+    )
 }
 
 impl http_body::Body for ResponseBody {

@@ -37,7 +37,7 @@ impl Link {
     /// was sent, so a retry elsewhere is safe.
     pub(super) async fn connect(addr: &str, options: &ChannelOptions) -> Result<Self, Status> {
         let failed =
-            |what: &str, e: &dyn std::fmt::Display| Status::unavailable(format!("connect to {addr}: {what}: {e}"));
+            |what: &str, e: &dyn std::fmt::Display| super::not_applied(format!("connect to {addr}: {what}: {e}"));
         let connecting = async {
             let target = tokio::net::lookup_host(addr)
                 .await

@@ -129,7 +129,7 @@ impl GrpcChannel {
     /// A failure before anything of the request was written: safe to retry anywhere.
     fn not_sent(&self, e: &h2::Error) -> Status {
         self.forget();
-        Status::unavailable(format!("connection to {} failed before the request was sent: {e}", self.shared.addr))
+        not_applied(format!("connection to {} failed before the request was sent: {e}", self.shared.addr))
     }
 
     async fn send(self, request: http::Request<Body>) -> Result<http::Response<ResponseBody>, Status> {
@@ -157,7 +157,7 @@ impl GrpcChannel {
                 self.forget();
             }
             if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                Status::unavailable(format!("{} refused the stream (not processed): {e}", self.shared.addr))
+                not_applied(format!("{} refused the stream (not processed): {e}", self.shared.addr))
             } else {
                 body::broken(&e)
             }
@@ -184,3 +184,13 @@ impl tower::Service<http::Request<Body>> for GrpcChannel {
 
 #[cfg(test)]
 mod tests;
+
+/// The transport's "nothing was sent" failure: UNAVAILABLE, outcome NOT_APPLIED (retry anywhere).
+pub(crate) fn not_applied(message: String) -> Status {
+    conclave_proto::errors::status(
+        tonic::Code::Unavailable,
+        message,
+        conclave_proto::errors::Reason::Unavailable,
+        conclave_proto::errors::Outcome::NotApplied,
+    )
+}

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::rejoin::{self, RejoinReply, RejoinRequest};
+use super::rejoin::{self, MemberStateRequest, RejoinReply, RejoinRequest};
 use super::{Node, SessionTimesRequest};
 use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
@@ -102,6 +102,11 @@ impl RaftPeer for PeerService {
             .await
             .map_err(|m| Status::from(Error::unavailable(UnavailableReason::ShuttingDown, m)))?;
         pack(&reply)
+    }
+
+    async fn member_state(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let r: MemberStateRequest = unpack(req)?;
+        pack(&rejoin::member_state(&self.node, r.asker))
     }
 
     async fn rejoin(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -5,12 +5,22 @@
 //! The second must never vote with its empty log: Raft's safety assumes a voter never forgets
 //! what it acknowledged, and a forgetful voter can elect a leader that lacks committed entries.
 //!
-//! [`decide`] tells them apart by asking the members of `--initial-cluster`:
-//! - some member's log holds an entry written by a leader (index ≥ 1): the cluster runs, so this
-//!   node **rejoins**;
-//! - a majority (this node included) answered and none has such an entry: a new cluster forms,
-//!   and this node bootstraps it with the same initial membership as the others;
+//! [`decide`] tells them apart by asking the members of `--initial-cluster` what they know of
+//! this node ([`MemberStateReply`]):
+//! - a member has seen this node take part: its registration (every node registers its client
+//!   address through the log right after it starts) is in that member's applied state. This node
+//!   had Raft state and lost it, so it **rejoins**;
+//! - a majority (this node included) answered and none has seen it take part: it is a founding
+//!   member (maybe a late one: a member that never acknowledged anything may vote like any new
+//!   Raft node), so it bootstraps with the same initial membership as the others;
 //! - otherwise it waits and asks again (it never bootstraps alone).
+//!
+//! Why registration and not "the leader has seen it acknowledge entries": a late founding member
+//! receives and acknowledges the leader's entries while it is still asking (its peer port is
+//! up), so acknowledgements cannot tell a new member from a returning one; a registration is
+//! only ever proposed by a node that has decided. Limit: a member that acknowledged entries and
+//! lost its disk before its own registration committed (within about a second of its first
+//! start) is not recognized; it is treated as a late founding member.
 //!
 //! Rejoining: a marker file ([`MARKER`]) is written (fsynced) before anything else and kept until
 //! the flow ends, so a crash mid-way resumes it. While it exists the node's [`VotingGate`] is
@@ -34,7 +44,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::error::{Error, Result, UnavailableReason};
-use crate::raft::prompt_election::PromptElection;
+use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
+use conclave_proto::internal::v1::RaftMessage;
+
+use crate::log_entry::{decode, encode};
+use crate::raft::network::{PeerNetwork, FORMAT_BINCODE};
 use crate::raft::router::Call;
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::{NodeId, PeerNode, Raft};
@@ -76,11 +90,36 @@ pub enum RejoinReply {
     NotAMember,
 }
 
-/// The pure start-up rule (see the module docs). `answers`: the other initial members'
-/// last log indexes (`Some(None)`: empty log, `None`: no answer); `members`: how many the
-/// initial cluster has.
-pub fn start_mode(answers: &[Option<Option<u64>>], members: usize) -> Option<StartMode> {
-    if answers.iter().flatten().flatten().any(|index| *index >= 1) {
+/// A node without Raft state asks a member what it knows of it (peer protocol).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStateRequest {
+    /// The asking node.
+    pub asker: NodeId,
+}
+
+/// What a member knows of the asker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStateReply {
+    /// The asker's registration is in this member's applied state: it took part before.
+    pub asker_registered: bool,
+}
+
+impl MemberStateReply {
+    /// Whether the asker took part in the cluster before.
+    pub fn took_part(&self) -> bool {
+        self.asker_registered
+    }
+}
+
+/// This member's answer to [`MemberStateRequest`].
+pub fn member_state(node: &Node, asker: NodeId) -> MemberStateReply {
+    MemberStateReply { asker_registered: node.client_addr_of(asker).is_some() }
+}
+
+/// The pure start-up rule (see the module docs). `answers`: the other initial members' replies
+/// (`None`: no answer); `members`: how many the initial cluster has.
+pub fn start_mode(answers: &[Option<MemberStateReply>], members: usize) -> Option<StartMode> {
+    if answers.iter().flatten().any(MemberStateReply::took_part) {
         return Some(StartMode::Rejoin);
     }
     let answered = 1 + answers.iter().filter(|a| a.is_some()).count();
@@ -88,32 +127,38 @@ pub fn start_mode(answers: &[Option<Option<u64>>], members: usize) -> Option<Sta
 }
 
 /// Asks the other members of `initial_cluster` until [`start_mode`] decides.
-pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, election: &PromptElection) -> StartMode {
-    let mut waited = Duration::ZERO;
-    loop {
+pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, peers: &PeerNetwork) -> StartMode {
+    for attempt in 0u64.. {
         let mut answers = Vec::new();
         for (id, addr) in initial_cluster {
             if *id == me {
                 continue;
             }
-            let reply = tokio::time::timeout(Duration::from_millis(500), election.probe(addr)).await;
-            answers.push(match reply {
-                Ok(Ok(r)) => Some(r.last_log_id.map(|l| l.index)),
-                _ => None,
-            });
+            let reply = tokio::time::timeout(Duration::from_millis(500), ask_member_state(peers, addr, me)).await;
+            answers.push(reply.ok().and_then(Result::ok));
         }
         if let Some(mode) = start_mode(&answers, initial_cluster.len()) {
             return mode;
         }
-        if waited.as_secs() % 5 == 0 && waited.subsec_millis() < RETRY.as_millis() as u32 {
+        if attempt % 16 == 0 {
             tracing::info!(
                 "no Raft state here: waiting for a majority of --initial-cluster to answer before bootstrapping \
-                 (or for a running member, to rejoin)"
+                 (or for a member that knows this node, to rejoin)"
             );
         }
         tokio::time::sleep(RETRY).await;
-        waited += RETRY;
     }
+    unreachable!("the loop above only ends by returning")
+}
+
+async fn ask_member_state(peers: &PeerNetwork, addr: &str, me: NodeId) -> std::result::Result<MemberStateReply, String> {
+    let channel = peers.channel(addr)?;
+    let payload = encode(&MemberStateRequest { asker: me }).map_err(|e| e.to_string())?;
+    let reply = RaftPeerClient::new(channel)
+        .member_state(RaftMessage { format: FORMAT_BINCODE, payload })
+        .await
+        .map_err(|s| s.message().to_owned())?;
+    decode(&reply.into_inner().payload).map_err(|e| e.to_string())
 }
 
 /// Whether a rejoin is under way in `data_dir` (a crash mid-way resumes it).
@@ -265,24 +310,27 @@ pub async fn handle(raft: &Raft, node_id: NodeId) -> Result<RejoinReply> {
 mod tests {
     use super::*;
 
+    const NEW: Option<MemberStateReply> = Some(MemberStateReply { asker_registered: false });
+
     #[test]
-    fn a_running_member_means_rejoin() {
-        assert_eq!(start_mode(&[Some(Some(120)), None], 3), Some(StartMode::Rejoin));
-        assert_eq!(start_mode(&[None, Some(Some(1))], 3), Some(StartMode::Rejoin));
+    fn a_member_that_saw_this_node_take_part_means_rejoin() {
+        let registered = Some(MemberStateReply { asker_registered: true });
+        assert_eq!(start_mode(&[registered, None], 3), Some(StartMode::Rejoin));
+        assert_eq!(start_mode(&[NEW, registered], 3), Some(StartMode::Rejoin));
     }
 
     #[test]
-    fn a_majority_without_leader_entries_bootstraps() {
-        // Empty or only the initial membership entry (index 0): a cluster still forming.
-        assert_eq!(start_mode(&[Some(None), None], 3), Some(StartMode::Bootstrap));
-        assert_eq!(start_mode(&[Some(Some(0)), Some(None)], 3), Some(StartMode::Bootstrap));
+    fn a_majority_that_never_saw_this_node_bootstraps() {
+        // A cluster still forming, or running without this (late) founding member.
+        assert_eq!(start_mode(&[NEW, None], 3), Some(StartMode::Bootstrap));
+        assert_eq!(start_mode(&[NEW, NEW], 3), Some(StartMode::Bootstrap));
         assert_eq!(start_mode(&[], 1), Some(StartMode::Bootstrap));
     }
 
     #[test]
     fn never_bootstraps_without_a_majority() {
         assert_eq!(start_mode(&[None, None], 3), None);
-        assert_eq!(start_mode(&[Some(None), None, None, None], 5), None);
+        assert_eq!(start_mode(&[NEW, None, None, None], 5), None);
     }
 
     #[test]

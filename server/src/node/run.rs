@@ -91,7 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let router = Arc::new(Router::new(
         config.node_id,
         raft.clone(),
-        network,
+        network.clone(),
         shared,
         config.election_timeout * 4,
         config.batches_in_flight,
@@ -127,7 +127,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             },
         ))
     };
-    let start_up = undecided.then(|| tokio::spawn(start_up(node.clone(), config.clone(), election, gate)));
+    // Registration marks this node as having taken part (see `rejoin`): only once it has decided.
+    let start_up = {
+        let (node, config, peers, router) = (node.clone(), config.clone(), network.clone(), router.clone());
+        tokio::spawn(async move {
+            if undecided {
+                start_up(node, &config, peers, gate).await;
+            }
+            register_client_addr(router, config.advertise_client_addr.clone()).await;
+        })
+    };
     let client_server = {
         let mut stop = stop_rx.clone();
         let incoming = incoming(config.client_addr)?;
@@ -142,14 +151,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     tracing::info!(node_id = config.node_id, client = %config.client_addr, peer = %config.peer_addr, "conclave serving");
 
-    let registration = tokio::spawn(register_client_addr(router.clone(), config.advertise_client_addr.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
-    registration.abort();
-    if let Some(task) = start_up {
-        task.abort();
-    }
+    start_up.abort();
     expiry.abort();
     election_task.abort();
     let _ = stop_tx.send(true);
@@ -161,12 +166,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
 /// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the
 /// initial membership, or runs the rejoin flow. A node restarted mid-rejoin resumes the flow.
-async fn start_up(node: Arc<Node>, config: Config, election: Arc<PromptElection>, gate: Arc<VotingGate>) {
+/// Returns when the node may register: bootstrapped, or rejoined (a voter again).
+async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>) {
     let raft = node.router().raft().clone();
     let mode = if rejoin::pending(&config.data_dir) {
         StartMode::Rejoin
     } else {
-        rejoin::decide(config.node_id, &config.initial_cluster, &election).await
+        rejoin::decide(config.node_id, &config.initial_cluster, &peers).await
     };
     match mode {
         StartMode::Bootstrap => {

@@ -118,3 +118,47 @@ async fn retried_waiting_acquire_returns_the_grant_its_session_already_holds() -
     assert_no_panics(&c);
     Ok(())
 }
+
+/// A waiting acquire never outlives its caller: it ends at the caller's gRPC deadline, so a
+/// caller that gave up (and went on elsewhere) is not granted the lease by a stale wait later.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_acquire_ends_at_the_callers_deadline() -> anyhow::Result<()> {
+    use conclave_client::proto::lease_client::LeaseClient;
+
+    let c = cluster(1, &[]).await?;
+    let client = c.client().await?;
+    let ttl = Duration::from_secs(2);
+    let holder = Session::open(&client, ttl).await?;
+    let waiter = Session::open(&client, ttl).await?;
+    assert!(client.lease_acquire("jm", holder.id(), b"a", 0).await?.granted);
+
+    // The caller says it waits 1 s (grpc-timeout) but asks the server to wait 20 s. The header
+    // is set by hand and the call is not cancelled locally: as when the caller is cut off.
+    let mut raw = LeaseClient::connect(format!("http://{}", c.node(1).client_addr)).await?;
+    let mut req = tonic::Request::new(pb::LeaseAcquireRequest {
+        name: "jm".into(),
+        session_id: waiter.id(),
+        holder_info: b"w".to_vec(),
+        request_id: Some(pb::RequestId { client_id: 777, seq: 1, first_incomplete: 1 }),
+        wait_ms: 20_000,
+    });
+    req.metadata_mut().insert("grpc-timeout", "1000m".parse()?);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), raw.acquire(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("the wait outlived its caller's 1 s deadline by more than 4 s"))??
+        .into_inner();
+    assert!(!answer.granted);
+    assert!(started.elapsed() < Duration::from_secs(3), "ended after {:?}", started.elapsed());
+
+    // The holder leaves; nobody is waiting any more, so the lease stays free.
+    holder.close().await?;
+    let observe_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < observe_until {
+        let state = client.lease_get("jm", false).await?;
+        assert!(!state.held, "a stale wait took the lease for a caller that gave up: {state:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_no_panics(&c);
+    Ok(())
+}

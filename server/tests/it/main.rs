@@ -2,6 +2,7 @@
 //! One binary, a module per feature, over the shared `conclave-testkit` cluster helper.
 
 mod counter_failover;
+mod disk_loss;
 mod durability;
 mod fail_fast;
 mod kv;
@@ -17,9 +18,10 @@ use std::path::PathBuf;
 
 use conclave_testkit::{Cluster, ClusterOptions};
 
-/// The binary cargo built for this package.
+/// The binary cargo built for this package, or `$CONCLAVE_TEST_BINARY` (to run a new test
+/// against an older build and see it fail there).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_conclave"))
+    std::env::var_os("CONCLAVE_TEST_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conclave")), PathBuf::from)
 }
 
 /// Starts `n` nodes with extra flags.
@@ -37,4 +39,14 @@ pub async fn cluster(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
 pub fn assert_no_panics(c: &Cluster) {
     let panics = c.panics();
     assert!(panics.is_empty(), "server panicked: {panics:?}");
+}
+
+/// Waits until `n` members have registered their client addresses (each has taken part).
+pub async fn wait_for_registrations(c: &Cluster, n: usize) -> anyhow::Result<()> {
+    conclave_testkit::wait_for("every member to register", std::time::Duration::from_secs(30), || async {
+        let leader = c.wait_for_leader(std::time::Duration::from_secs(30)).await.ok()?;
+        let st = c.status(leader).await.ok()?;
+        (st.members.iter().filter(|m| !m.client_addr.is_empty()).count() >= n).then_some(())
+    })
+    .await
 }
