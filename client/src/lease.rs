@@ -52,8 +52,16 @@ impl Client {
             wait_ms,
         };
         // The server holds the request up to wait_ms: attempts must not give up before that.
+        // The attempt's deadline travels with it (grpc-timeout), so a member this client is
+        // cut off from stops waiting for it when the client has given up.
         let wait = std::time::Duration::from_millis(wait_ms);
-        self.write(Some(id), wait, req, |ch, r| async move { LeaseClient::new(ch).acquire(r).await }).await
+        let deadline = wait + self.conn.config().attempt_timeout;
+        self.write(Some(id), wait, req, |ch, r| async move {
+            let mut r = tonic::Request::new(r);
+            r.set_timeout(deadline);
+            LeaseClient::new(ch).acquire(r).await
+        })
+        .await
     }
 
     /// Releases lease `name` held with `token`.
@@ -70,8 +78,10 @@ impl Client {
     /// See [`Client::lease_release`].
     pub async fn lease_release_as(&self, id: &WriteId, name: &str, token: u64) -> Result<u64> {
         let req = pb::LeaseReleaseRequest { name: name.to_owned(), token, request_id: Some(id.request_id()) };
-        let resp = self
-            .write(Some(id), std::time::Duration::ZERO, req, |ch, r| async move { LeaseClient::new(ch).release(r).await })
+        let resp =
+            self.write(Some(id), std::time::Duration::ZERO, req, |ch, r| async move {
+                LeaseClient::new(ch).release(r).await
+            })
             .await?;
         Ok(resp.header.map_or(0, |h| h.revision))
     }

@@ -53,8 +53,9 @@ impl Client {
     /// See [`Client::session_open`].
     pub async fn session_open_as(&self, id: &WriteId, ttl: Duration) -> Result<u64> {
         let req = pb::SessionOpenRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(id.request_id()) };
-        let resp =
-            self.write(Some(id), Duration::ZERO, req, |ch, r| async move { SessionClient::new(ch).open(r).await }).await?;
+        let resp = self
+            .write(Some(id), Duration::ZERO, req, |ch, r| async move { SessionClient::new(ch).open(r).await })
+            .await?;
         Ok(resp.session_id)
     }
 

@@ -18,7 +18,7 @@ async fn an_indeterminate_counter_add_can_be_sent_again_and_applies_once() -> an
     config.call_timeout = Duration::from_millis(900);
     let client = Client::with_config(config).await?;
     client.counter_add("ids", 0).await?; // learn the members while the cluster answers
-    // Every member frozen: the call cannot learn its outcome.
+                                         // Every member frozen: the call cannot learn its outcome.
     for id in 1..=3 {
         c.pause(id)?;
     }

@@ -139,8 +139,7 @@ pub fn reason_of(status: &Status) -> Option<Reason> {
 /// `Unknown` for the rest (a deadline, a reset stream, a proxy's UNAVAILABLE: the write may have
 /// reached the leader).
 pub fn outcome_of(status: &Status) -> Outcome {
-    if let Some(o) = status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok()).and_then(Outcome::parse)
-    {
+    if let Some(o) = status.metadata().get(OUTCOME_METADATA).and_then(|v| v.to_str().ok()).and_then(Outcome::parse) {
         return o;
     }
     match status.code() {

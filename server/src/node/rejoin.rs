@@ -151,7 +151,11 @@ pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, peer
     unreachable!("the loop above only ends by returning")
 }
 
-async fn ask_member_state(peers: &PeerNetwork, addr: &str, me: NodeId) -> std::result::Result<MemberStateReply, String> {
+async fn ask_member_state(
+    peers: &PeerNetwork,
+    addr: &str,
+    me: NodeId,
+) -> std::result::Result<MemberStateReply, String> {
     let channel = peers.channel(addr)?;
     let payload = encode(&MemberStateRequest { asker: me }).map_err(|e| e.to_string())?;
     let reply = RaftPeerClient::new(channel)

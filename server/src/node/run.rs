@@ -10,12 +10,12 @@ use std::time::Duration;
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
-use crate::config::{choose_log_engine, Config, LogEngineKind};
-use crate::log_entry::{Command, Proposal};
-use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use super::peer_service::PeerService;
 use super::rejoin::{self, StartMode};
 use super::Node;
+use crate::config::{choose_log_engine, Config, LogEngineKind};
+use crate::log_entry::{Command, Proposal};
+use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
 use crate::raft::voting_gate::VotingGate;
@@ -151,7 +151,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     tracing::info!(node_id = config.node_id, client = %config.client_addr, peer = %config.peer_addr, "conclave serving");
 
-
     shutdown.await;
     tracing::info!("shutting down");
     start_up.abort();
@@ -187,7 +186,10 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
         }
         StartMode::Rejoin => {
             if let Err(e) = rejoin::begin(&config.data_dir, &gate) {
-                tracing::error!("cannot start the rejoin (marker in {}): {e}; staying out of elections", config.data_dir.display());
+                tracing::error!(
+                    "cannot start the rejoin (marker in {}): {e}; staying out of elections",
+                    config.data_dir.display()
+                );
                 return;
             }
             rejoin::run(node, config.data_dir.clone(), gate).await;

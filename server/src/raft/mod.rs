@@ -13,4 +13,3 @@ pub mod voting_gate;
 pub use crate::types::{
     BatchResponse, LogId, NodeId, PeerNode, Raft, RaftMetrics, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-

@@ -58,7 +58,9 @@ impl Proposer {
             .send(Pending { proposal, size, reply })
             .await
             .map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
-        rx.await.map_err(|_| Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into()))?
+        rx.await.map_err(|_| {
+            Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into())
+        })?
     }
 }
 
@@ -178,8 +180,12 @@ fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Res
         }
         Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
             for r in replies {
-                let _ =
-                    r.send(Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None, reached_raft: true }));
+                let _ = r.send(Err(Error::NotLeader {
+                    node_id,
+                    leader_id: f.leader_id,
+                    leader_addr: None,
+                    reached_raft: true,
+                }));
             }
         }
         Ok(Err(e)) => {

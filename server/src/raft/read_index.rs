@@ -32,7 +32,10 @@ impl ReadIndex {
     /// `NotLeader` or `Unavailable`.
     pub async fn read_index(&self) -> Result<u64, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
         rx.await.map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?
     }
 }

@@ -186,12 +186,15 @@ impl Router {
         if self.wait_applied(|a| a.revision >= min_revision).await {
             return Ok(());
         }
-        Err(Error::unavailable(UnavailableReason::Behind, format!(
-            "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
+        Err(Error::unavailable(
+            UnavailableReason::Behind,
+            format!(
+                "node {} is behind: it has applied revision {}, not yet the requested min_revision {min_revision}; \
              ask another member or read linearizably",
-            self.node_id,
-            self.shared.subscribe_applied().borrow().revision
-        )))
+                self.node_id,
+                self.shared.subscribe_applied().borrow().revision
+            ),
+        ))
     }
 
     /// Sends `req` to `leader` over the peer protocol and decodes its reply.

@@ -21,21 +21,22 @@ pub const MAX_KEEP_ALIVE_IDS: usize = 100_000;
 
 impl Api {
     fn status_of(&self, ids: &[u64], times: &[SessionTime]) -> Result<Vec<pb::SessionStatus>> {
-        self.node.view(|sm| ids
-            .iter()
-            .filter_map(|id| {
-                let s = sm.sessions().get(*id)?;
-                let remaining =
-                    times.iter().find(|t| t.session_id == *id && t.alive).map_or(s.ttl_ms, |t| t.remaining_ms);
-                Some(pb::SessionStatus {
-                    session_id: *id,
-                    ttl_ms: s.ttl_ms,
-                    remaining_ms: remaining,
-                    keys: s.keys.iter().cloned().collect(),
-                    leases: s.leases.iter().cloned().collect(),
+        self.node.view(|sm| {
+            ids.iter()
+                .filter_map(|id| {
+                    let s = sm.sessions().get(*id)?;
+                    let remaining =
+                        times.iter().find(|t| t.session_id == *id && t.alive).map_or(s.ttl_ms, |t| t.remaining_ms);
+                    Some(pb::SessionStatus {
+                        session_id: *id,
+                        ttl_ms: s.ttl_ms,
+                        remaining_ms: remaining,
+                        keys: s.keys.iter().cloned().collect(),
+                        leases: s.leases.iter().cloned().collect(),
+                    })
                 })
-            })
-            .collect())
+                .collect()
+        })
     }
 }
 

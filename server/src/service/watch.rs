@@ -134,8 +134,7 @@ impl StreamTask {
                 }
                 Some(Pull::Events(responses)) => {
                     if responses.is_empty() {
-                        let caught_up =
-                            self.watchers.get(&id).is_none_or(|w| w.next > self.api.applied_revision());
+                        let caught_up = self.watchers.get(&id).is_none_or(|w| w.next > self.api.applied_revision());
                         if caught_up {
                             return Ok(());
                         }

@@ -15,8 +15,8 @@ use tokio::sync::{watch, Notify};
 use super::io_err;
 use super::snapshot_file::{SnapshotContents, SnapshotContentsRef, SnapshotDir, SNAPSHOT_FORMAT};
 use crate::log_entry::LogPayload;
-use crate::types::{BatchResponse, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state_machine::{SmConfig, StateMachine};
+use crate::types::{BatchResponse, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Applied position, published after every apply.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
-use crate::types::SnapshotMeta;
 use crate::state_machine::StateMachine;
+use crate::types::SnapshotMeta;
 
 /// Version of the snapshot encoding.
 pub const SNAPSHOT_FORMAT: u32 = 1;

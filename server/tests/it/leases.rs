@@ -119,46 +119,60 @@ async fn retried_waiting_acquire_returns_the_grant_its_session_already_holds() -
     Ok(())
 }
 
-/// A waiting acquire never outlives its caller: it ends at the caller's gRPC deadline, so a
-/// caller that gave up (and went on elsewhere) is not granted the lease by a stale wait later.
+/// A waiting acquire never outlives its caller: a caller cut off from the member it waits on
+/// (no deadline reaches that member, the stream stays open) gives up and goes on through another
+/// member; the stale wait's re-proposal carries the caller's request id and is refused, so the
+/// lease is not taken for a caller that no longer waits.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_waiting_acquire_ends_at_the_callers_deadline() -> anyhow::Result<()> {
+async fn a_stale_waiting_acquire_does_not_take_the_lease_for_a_caller_that_moved_on() -> anyhow::Result<()> {
+    use conclave_client::proto::kv_client::KvClient;
     use conclave_client::proto::lease_client::LeaseClient;
 
-    let c = cluster(1, &[]).await?;
+    let c = cluster(3, &[]).await?;
     let client = c.client().await?;
     let ttl = Duration::from_secs(2);
     let holder = Session::open(&client, ttl).await?;
     let waiter = Session::open(&client, ttl).await?;
     assert!(client.lease_acquire("jm", holder.id(), b"a", 0).await?.granted);
 
-    // The caller says it waits 1 s (grpc-timeout) but asks the server to wait 20 s. The header
-    // is set by hand and the call is not cancelled locally: as when the caller is cut off.
-    let mut raw = LeaseClient::connect(format!("http://{}", c.node(1).client_addr)).await?;
-    let mut req = tonic::Request::new(pb::LeaseAcquireRequest {
-        name: "jm".into(),
-        session_id: waiter.id(),
-        holder_info: b"w".to_vec(),
-        request_id: Some(pb::RequestId { client_id: 777, seq: 1, first_incomplete: 1 }),
-        wait_ms: 20_000,
+    // The waiter's client (id 777) waits on member 1, with no deadline header and a stream that
+    // stays open: from member 1's side it looks like a caller that is still there.
+    let channel = |id: u64| {
+        conclave_client::GrpcChannel::new(&c.node(id).client_addr, conclave_client::ChannelOptions::default())
+            .map_err(anyhow::Error::msg)
+    };
+    let mut stale = LeaseClient::new(channel(1)?);
+    let waiting = tokio::spawn(async move {
+        stale
+            .acquire(pb::LeaseAcquireRequest {
+                name: "jm".into(),
+                session_id: waiter.id(),
+                holder_info: b"w".to_vec(),
+                request_id: Some(pb::RequestId { client_id: 777, seq: 1, first_incomplete: 1 }),
+                wait_ms: 20_000,
+            })
+            .await
     });
-    req.metadata_mut().insert("grpc-timeout", "1000m".parse()?);
-    let started = Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(5), raw.acquire(req))
-        .await
-        .map_err(|_| anyhow::anyhow!("the wait outlived its caller's 1 s deadline by more than 4 s"))??
-        .into_inner();
-    assert!(!answer.granted);
-    assert!(started.elapsed() < Duration::from_secs(3), "ended after {:?}", started.elapsed());
-
-    // The holder leaves; nobody is waiting any more, so the lease stays free.
+    // Wait until member 1 has answered the first attempt (not granted) and is waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client gives up on member 1 and goes on through member 2 (its next write, seq 2).
+    let mut kv = KvClient::new(channel(2)?);
+    kv.put(pb::PutRequest {
+        key: b"moved-on".to_vec(),
+        value: b"1".to_vec(),
+        request_id: Some(pb::RequestId { client_id: 777, seq: 2, first_incomplete: 2 }),
+        ..Default::default()
+    })
+    .await?;
+    // The holder leaves: the stale wait on member 1 wakes up and proposes again.
     holder.close().await?;
-    let observe_until = Instant::now() + Duration::from_secs(1);
+    let observe_until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < observe_until {
         let state = client.lease_get("jm", false).await?;
-        assert!(!state.held, "a stale wait took the lease for a caller that gave up: {state:?}");
+        assert!(!state.held, "a stale wait took the lease for a caller that moved on: {state:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    waiting.abort();
     assert_no_panics(&c);
     Ok(())
 }

@@ -21,7 +21,8 @@ use conclave_testkit::{Cluster, ClusterOptions};
 /// The binary cargo built for this package, or `$CONCLAVE_TEST_BINARY` (to run a new test
 /// against an older build and see it fail there).
 pub fn binary() -> PathBuf {
-    std::env::var_os("CONCLAVE_TEST_BINARY").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conclave")), PathBuf::from)
+    std::env::var_os("CONCLAVE_TEST_BINARY")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conclave")), PathBuf::from)
 }
 
 /// Starts `n` nodes with extra flags.
