@@ -2,7 +2,9 @@
 //!
 //! Layers, by module:
 //! - [`config`]: flags and environment → validated [`config::Config`].
-//! - [`node`]: wiring; [`node::run`] runs a node (used by the binary and tests).
+//! - [`serve`]: wiring; [`serve::run`] runs a node (used by the binary and tests).
+//! - [`node`]: the narrow facade services use, the peer service, start-up and rejoin.
+//! - [`types`]: openraft's type configuration (a leaf).
 //! - [`service`]: the public gRPC services, one per file, thin handlers.
 //! - [`sessions`]: the leader's in-memory session deadlines and expiry loop.
 //! - [`raft`]: openraft glue: type config, peer network, write batching, read index, routing.
@@ -18,6 +20,7 @@ pub mod limits;
 pub mod log_entry;
 pub mod node;
 pub mod raft;
+pub mod serve;
 pub mod service;
 pub mod sessions;
 pub mod state_machine;

@@ -31,7 +31,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    conclave_server::node::run(config, shutdown_signal()).await
+    conclave_server::serve::run(config, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -1,13 +1,12 @@
-//! The node: the one narrow facade the public services use ([`Node`]), and the wiring that
-//! starts everything ([`run`]).
+//! The node: the one narrow facade the public services use ([`Node`]), the peer protocol's
+//! server side, and the start-up / disk-loss rejoin flow. `crate::serve` wires it all up.
 //!
 //! Layers: `service` → `node` → {`raft`, `sessions`, `storage`, `state_machine`}. Services never
 //! reach into Raft, the router or the state-machine lock themselves: they propose a command, read
 //! at a consistency level, ask for session liveness, or subscribe to applied revisions here.
 
-mod peer_service;
+pub mod peer_service;
 pub mod rejoin;
-mod run;
 
 use std::sync::Arc;
 
@@ -15,12 +14,11 @@ use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use run::run;
-
 use crate::error::{Error, Result};
 use crate::log_entry::Proposal;
 use crate::raft::router::{Call, Router};
-use crate::sessions::{SessionTime, SessionTracker};
+pub use crate::sessions::SessionTime;
+use crate::sessions::SessionTracker;
 use crate::state_machine::response::Outcome;
 use crate::state_machine::StateMachine;
 use crate::storage::sm_store::Applied;

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{unexpected, Api};
 use crate::error::{Error, Result};
 use crate::log_entry::Command;
-use crate::sessions::SessionTime;
+use crate::node::SessionTime;
 use crate::state_machine::response::{CommandError, OutcomeBody};
 
 /// Longest session TTL.

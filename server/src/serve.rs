@@ -10,11 +10,11 @@ use std::time::Duration;
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
-use super::peer_service::PeerService;
-use super::rejoin::{self, StartMode};
-use super::Node;
 use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::log_entry::{Command, Proposal};
+use crate::node::peer_service::PeerService;
+use crate::node::rejoin::{self, StartMode};
+use crate::node::Node;
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
