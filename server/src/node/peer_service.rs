@@ -62,7 +62,10 @@ impl RaftPeer for PeerService {
         if !self.gate.open() {
             return Err(Error::unavailable(
                 UnavailableReason::Rejoining,
-                format!("node {} lost its data and is rejoining: it does not vote", self.node.node_id()),
+                format!(
+                    "node {} does not vote yet: it is starting without Raft state or rejoining after losing its data",
+                    self.node.node_id()
+                ),
             )
             .into());
         }

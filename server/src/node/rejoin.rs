@@ -135,18 +135,29 @@ pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, peer
                 continue;
             }
             let reply = tokio::time::timeout(Duration::from_millis(500), ask_member_state(peers, addr, me)).await;
-            answers.push(reply.ok().and_then(Result::ok));
+            match reply {
+                Ok(Ok(r)) => answers.push(Some(r)),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = id, "member-state query failed: {e}");
+                    answers.push(None);
+                }
+                Err(_) => {
+                    tracing::debug!(peer = id, "member-state query timed out");
+                    answers.push(None);
+                }
+            }
         }
         if let Some(mode) = start_mode(&answers, initial_cluster.len()) {
             return mode;
         }
-        if attempt % 16 == 0 {
+        if attempt % 50 == 0 {
             tracing::info!(
                 "no Raft state here: waiting for a majority of --initial-cluster to answer before bootstrapping \
                  (or for a member that knows this node, to rejoin)"
             );
         }
-        tokio::time::sleep(RETRY).await;
+        // Members of a new cluster start within moments of each other: ask again soon at first.
+        tokio::time::sleep(if attempt < 40 { RETRY / 6 } else { RETRY }).await;
     }
     unreachable!("the loop above only ends by returning")
 }

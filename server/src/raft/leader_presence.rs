@@ -25,7 +25,8 @@ pub fn step(count: u32, has_leader: bool) -> (u32, bool) {
     (count, count >= LOST_AFTER_CHECKS)
 }
 
-/// Starts checking `raft` every `interval`; the receiver says whether the leader is lost
+/// Starts checking `raft` every `interval` (the election timeout; the leader lease is twice
+/// that); the receiver says whether the leader is lost
 /// (no leader for [`LOST_AFTER_CHECKS`] checks in a row). The task ends with the Raft node.
 pub fn spawn(raft: Raft, interval: Duration) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
@@ -42,7 +43,20 @@ pub fn spawn(raft: Raft, interval: Duration) -> watch::Receiver<bool> {
             if metrics.has_changed().is_err() {
                 return;
             }
-            let has_leader = metrics.borrow_and_update().current_leader.is_some();
+            let (state, named) = {
+                let m = metrics.borrow_and_update();
+                (m.state, m.current_leader.is_some())
+            };
+            // A follower names its last leader until it votes or campaigns; one that may not
+            // campaign (starting up, rejoining) would name a dead leader forever. So a named
+            // leader counts only while it has been heard from within the leader lease.
+            let heard = raft
+                .with_raft_state(|s| s.vote_last_modified().map(|t| t.elapsed()))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|silent| silent <= interval * 2);
+            let has_leader = state == openraft::ServerState::Leader || (named && heard);
             let (next, lost) = step(count, has_leader);
             count = next;
             tx.send_if_modified(|l| std::mem::replace(l, lost) != lost);
