@@ -26,6 +26,41 @@ impl Client {
         self.refresh_members().await
     }
 
+    /// Adds node `id` (peer address `peer_addr`) as a learner; `client_addr` (optional) is shown
+    /// in member lists before it starts. Start the node with `--join`, then [`Client::member_promote`].
+    ///
+    /// # Errors
+    /// `Status(AlreadyExists)` (reason `MEMBER_EXISTS`) when the id is taken.
+    pub async fn member_add(&self, id: u64, peer_addr: &str, client_addr: &str) -> Result<Vec<pb::Member>> {
+        let req = pb::MemberAddRequest { id, peer_addr: peer_addr.to_owned(), client_addr: client_addr.to_owned() };
+        let resp =
+            self.conn.unary(true, req, |ch, r| async move { ClusterClient::new(ch).member_add(r).await }).await?;
+        Ok(resp.members)
+    }
+
+    /// Promotes learner `id` to a voter.
+    ///
+    /// # Errors
+    /// `Status(FailedPrecondition)` with reason `LEARNER_NOT_READY` until it has caught up;
+    /// `Status(NotFound)` when it is not a learner.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<pb::Member>> {
+        let req = pb::MemberPromoteRequest { id };
+        let resp =
+            self.conn.unary(true, req, |ch, r| async move { ClusterClient::new(ch).member_promote(r).await }).await?;
+        Ok(resp.members)
+    }
+
+    /// Removes member `id`; `force` overrides the live-quorum check.
+    ///
+    /// # Errors
+    /// `Status(FailedPrecondition)` with reason `QUORUM_AT_RISK`; `Status(NotFound)`.
+    pub async fn member_remove(&self, id: u64, force: bool) -> Result<Vec<pb::Member>> {
+        let req = pb::MemberRemoveRequest { id, force };
+        let resp =
+            self.conn.unary(true, req, |ch, r| async move { ClusterClient::new(ch).member_remove(r).await }).await?;
+        Ok(resp.members)
+    }
+
     /// The status of one specific endpoint (its own view; no retries elsewhere), over the
     /// client's connection to it.
     ///

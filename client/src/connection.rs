@@ -396,6 +396,9 @@ headed!(
     pb::LeaseReleaseResponse,
     pb::LeaseGetResponse,
     pb::MemberListResponse,
+    pb::MemberAddResponse,
+    pb::MemberPromoteResponse,
+    pb::MemberRemoveResponse,
 );
 
 impl Connection {

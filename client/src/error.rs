@@ -1,5 +1,6 @@
 //! The client's error type: keeps the gRPC status code and the server's message.
 
+use conclave_proto::errors::{reason_of, Reason};
 use tonic::Code;
 
 pub use crate::request_id::WriteId;
@@ -13,8 +14,10 @@ pub enum Error {
     Status {
         /// gRPC status code.
         code: Code,
-        /// The server's message.
+        /// The server's message (for people; decide nothing from it).
         message: String,
+        /// The machine-readable reason of the error contract, when the server sent one.
+        reason: Option<Reason>,
     },
     /// A write whose outcome cannot be known: it may or may not have been applied (the deadline
     /// passed while the cluster was unreachable or changing leader after the write was sent, or
@@ -45,6 +48,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// A client-side status error (no server reason).
+    pub(crate) fn local(code: Code, message: impl Into<String>) -> Self {
+        Error::Status { code, message: message.into(), reason: None }
+    }
+
+    /// The error contract's reason, when the server sent one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::Status { reason, .. } => *reason,
+            _ => None,
+        }
+    }
+
     /// The gRPC code this error corresponds to.
     pub fn code(&self) -> Code {
         match self {
@@ -57,7 +73,7 @@ impl Error {
     }
 
     pub(crate) fn from_status(s: &tonic::Status) -> Self {
-        Error::Status { code: s.code(), message: s.message().to_owned() }
+        Error::Status { code: s.code(), message: s.message().to_owned(), reason: reason_of(s) }
     }
 }
 

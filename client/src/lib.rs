@@ -27,6 +27,7 @@ pub mod watch;
 
 use std::sync::Arc;
 
+pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use connection::ClientConfig;
 pub use error::{Error, Indeterminate, Result, WriteId};

@@ -96,7 +96,7 @@ impl Client {
     pub async fn session_info(&self, session_id: u64) -> Result<pb::SessionStatus> {
         let req = pb::SessionInfoRequest { session_id };
         let resp = self.conn.unary(false, req, |ch, r| async move { SessionClient::new(ch).info(r).await }).await?;
-        resp.session.ok_or_else(|| Error::Status { code: tonic::Code::Internal, message: "empty session info".into() })
+        resp.session.ok_or_else(|| Error::local(tonic::Code::Internal, "empty session info"))
     }
 
     /// Every live session.

@@ -185,7 +185,7 @@ async fn stream_once(
                 return End::Retry("stream closed".into());
             }
             Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted) => {
-                let _ = tx.send(Err(Error::Status { code: s.code(), message: s.message().to_owned() })).await;
+                let _ = tx.send(Err(Error::from_status(&s))).await;
                 return End::Done;
             }
             Err(s) => {

@@ -107,6 +107,14 @@ reasons! {
     Unavailable = "UNAVAILABLE",
     /// The member is rejoining after losing its data and does not serve this yet.
     Rejoining = "REJOINING",
+    /// A membership change names an id that is already a member.
+    MemberExists = "MEMBER_EXISTS",
+    /// A membership change names an id that is not a member (or not a learner, for a promotion).
+    MemberNotFound = "MEMBER_NOT_FOUND",
+    /// A learner is not caught up enough to be promoted.
+    LearnerNotReady = "LEARNER_NOT_READY",
+    /// The removal would leave the voters without a quorum of live members.
+    QuorumAtRisk = "QUORUM_AT_RISK",
     /// A bug or a storage fault on the server.
     Internal = "INTERNAL",
 }

@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// directory is empty; defaults to this node alone.
     #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Join a running cluster instead of forming one: its members' client endpoints
+    /// (`host:port,...`). Add the node first (`conclavectl member add ID PEER_ADDR --learner`),
+    /// then start it with an empty data dir; it catches up as a learner and votes once promoted.
+    #[arg(long, env = "CONCLAVE_JOIN", value_delimiter = ',', conflicts_with = "initial_cluster")]
+    pub join: Vec<String>,
     /// Client address to advertise to other members and clients (default: --client-addr);
     /// `host:port`, e.g. `conclave-0.conclave:7379` when listening on 0.0.0.0.
     #[arg(long, env = "CONCLAVE_ADVERTISE_CLIENT_ADDR")]
@@ -158,6 +163,8 @@ pub struct Config {
     pub peer_addr: SocketAddr,
     /// Initial members by id → peer address.
     pub initial_cluster: BTreeMap<u64, String>,
+    /// Client endpoints of the cluster to join (empty: form or restart from --initial-cluster).
+    pub join: Vec<String>,
     /// Heartbeat interval.
     pub heartbeat: Duration,
     /// Minimum election timeout.
@@ -247,6 +254,7 @@ impl ServeArgs {
             advertise_client_addr: self.advertise_client_addr.clone().unwrap_or_else(|| self.client_addr.to_string()),
             peer_addr: self.peer_addr,
             initial_cluster,
+            join: self.join.clone(),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             election_timeout: Duration::from_millis(self.election_timeout_ms),
             snapshot_logs: self.snapshot_logs,

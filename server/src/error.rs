@@ -16,6 +16,7 @@
 //! | `LeaderChanged` | UNAVAILABLE | LEADER_CHANGED | UNKNOWN |
 //! | `Unavailable` | UNAVAILABLE | the given reason | NOT_APPLIED |
 //! | `OutcomeUnknown` | UNAVAILABLE | the given reason | UNKNOWN |
+//! | `Membership` | ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION | MEMBER_EXISTS, MEMBER_NOT_FOUND, LEARNER_NOT_READY, QUORUM_AT_RISK | NOT_APPLIED |
 //! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
 //!
 //! The type is serializable so that a leader's error crosses the peer protocol intact: a
@@ -109,9 +110,30 @@ pub enum Error {
     /// A transient failure after the write may have reached the leader.
     #[error("outcome unknown: {0}; retry with the same request id")]
     OutcomeUnknown(String),
+    /// A refused membership change (the message says why and what to do).
+    #[error("{message}")]
+    Membership {
+        /// Which refusal.
+        reason: MembershipRefusal,
+        /// For people.
+        message: String,
+    },
     /// A bug or storage fault.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a membership change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipRefusal {
+    /// The id is already a member.
+    Exists,
+    /// No such member (or not a learner, for a promotion).
+    NotFound,
+    /// The learner has not caught up.
+    LearnerNotReady,
+    /// The removal would leave no quorum of live voters.
+    QuorumAtRisk,
 }
 
 /// The kinds of [`Error::Unavailable`].
@@ -172,6 +194,12 @@ impl Error {
                 UnavailableReason::Rejoining => Reason::Rejoining,
             },
             Error::OutcomeUnknown(_) => Reason::Unavailable,
+            Error::Membership { reason, .. } => match reason {
+                MembershipRefusal::Exists => Reason::MemberExists,
+                MembershipRefusal::NotFound => Reason::MemberNotFound,
+                MembershipRefusal::LearnerNotReady => Reason::LearnerNotReady,
+                MembershipRefusal::QuorumAtRisk => Reason::QuorumAtRisk,
+            },
             Error::Internal(_) => Reason::Internal,
         }
     }
@@ -194,6 +222,9 @@ impl Error {
             | Error::LeaderChanged(_)
             | Error::Unavailable { .. }
             | Error::OutcomeUnknown(_) => Code::Unavailable,
+            Error::Membership { reason: MembershipRefusal::Exists, .. } => Code::AlreadyExists,
+            Error::Membership { reason: MembershipRefusal::NotFound, .. } => Code::NotFound,
+            Error::Membership { .. } => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -168,7 +168,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 /// Returns when the node may register: bootstrapped, or rejoined (a voter again).
 async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>) {
     let raft = node.router().raft().clone();
+    let mut ask_leader = true;
+    let mut peer_addrs: Vec<String> =
+        config.initial_cluster.iter().filter(|(id, _)| **id != config.node_id).map(|(_, a)| a.clone()).collect();
     let mode = if rejoin::pending(&config.data_dir) {
+        ask_leader = rejoin::asks_leader(&config.data_dir);
+        StartMode::Rejoin
+    } else if !config.join.is_empty() {
+        // Added with `member add`: a learner waits for its promotion; listed as a voter, it
+        // joined before and lost its data, so it rejoins.
+        let (standing, peers) =
+            rejoin::join_standing(config.node_id, &config.peer_addr.to_string(), &config.join).await;
+        ask_leader = standing == rejoin::JoinStanding::Voter;
+        peer_addrs = peers;
         StartMode::Rejoin
     } else {
         rejoin::decide(config.node_id, &config.initial_cluster, &peers).await
@@ -185,14 +197,14 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
             let _ = raft.runtime_config().elect(true);
         }
         StartMode::Rejoin => {
-            if let Err(e) = rejoin::begin(&config.data_dir, &gate) {
+            if let Err(e) = rejoin::begin(&config.data_dir, &gate, !ask_leader) {
                 tracing::error!(
                     "cannot start the rejoin (marker in {}): {e}; staying out of elections",
                     config.data_dir.display()
                 );
                 return;
             }
-            rejoin::run(node, config.data_dir.clone(), gate).await;
+            rejoin::run(node, config.data_dir.clone(), gate, ask_leader, peer_addrs).await;
         }
     }
 }

@@ -107,7 +107,7 @@ impl CheckpointIdCounter {
         check_fencing(&resp)?;
         match resp.responses.first().and_then(|r| r.response.as_ref()) {
             Some(pb::response_op::Response::CounterAdd(a)) => Ok(a.previous),
-            _ => Err(Error::Status { code: tonic::Code::Internal, message: "missing counter result".into() }),
+            _ => Err(Error::local(tonic::Code::Internal, "missing counter result")),
         }
     }
 

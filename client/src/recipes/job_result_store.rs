@@ -20,7 +20,7 @@ pub struct JobResultStore {
 }
 
 fn status(code: tonic::Code, message: String) -> Error {
-    Error::Status { code, message }
+    Error::local(code, message)
 }
 
 impl JobResultStore {

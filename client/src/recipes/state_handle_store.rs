@@ -316,5 +316,5 @@ impl StateHandleStore {
 }
 
 fn status(code: tonic::Code, message: String) -> Error {
-    Error::Status { code, message }
+    Error::local(code, message)
 }

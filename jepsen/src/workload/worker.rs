@@ -117,7 +117,7 @@ pub fn classify(err: &Error, write: bool) -> Completion {
         Error::Unavailable(m) => Completion::Fail(format!("unavailable: {m}"), Value::Null),
         Error::InvalidArgument(m) => Completion::Fail(format!("invalid argument: {m}"), Value::Null),
         Error::Indeterminate(m) if write => Completion::Info(format!("indeterminate: {m}")),
-        Error::Status { code, message } if write && !definite(*code) => {
+        Error::Status { code, message, .. } if write && !definite(*code) => {
             Completion::Info(format!("{code:?}: {message}"))
         }
         other => Completion::Fail(other.to_string(), Value::Null),

@@ -5,6 +5,7 @@
 //! reach into Raft, the router or the state-machine lock themselves: they propose a command, read
 //! at a consistency level, ask for session liveness, or subscribe to applied revisions here.
 
+pub mod membership;
 pub mod peer_service;
 pub mod rejoin;
 

@@ -162,7 +162,7 @@ pub async fn decide(me: NodeId, initial_cluster: &BTreeMap<NodeId, String>, peer
     unreachable!("the loop above only ends by returning")
 }
 
-async fn ask_member_state(
+pub(crate) async fn ask_member_state(
     peers: &PeerNetwork,
     addr: &str,
     me: NodeId,
@@ -196,17 +196,21 @@ fn marker(data_dir: &Path) -> PathBuf {
 
 fn read_phase(data_dir: &Path) -> Phase {
     match std::fs::read_to_string(marker(data_dir)) {
-        Ok(s) if s.trim() == "learner" => Phase::Learner,
+        Ok(s) if s.trim() == "learner" || s.trim() == JOINING => Phase::Learner,
         _ => Phase::AwaitingDemotion,
     }
 }
 
 /// Writes the marker durably (temp file, fsync, rename, fsync of the directory).
 fn write_phase(data_dir: &Path, phase: Phase) -> std::io::Result<()> {
+    write_marker(data_dir, if phase == Phase::Learner { b"learner\n" } else { b"awaiting-demotion\n" })
+}
+
+fn write_marker(data_dir: &Path, content: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = data_dir.join(format!("{MARKER}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(if phase == Phase::Learner { b"learner\n" } else { b"awaiting-demotion\n" })?;
+    f.write_all(content)?;
     f.sync_all()?;
     std::fs::rename(&tmp, marker(data_dir))?;
     std::fs::File::open(data_dir)?.sync_all()
@@ -218,27 +222,94 @@ fn remove_marker(data_dir: &Path) -> std::io::Result<()> {
 }
 
 /// Closes the gate and records that a rejoin is under way (before Raft state is written).
+/// `as_learner`: the node is already a learner (a new member that joins), so the flow ends at
+/// its promotion.
 ///
 /// # Errors
 /// When the marker cannot be written durably.
-pub fn begin(data_dir: &Path, gate: &VotingGate) -> std::io::Result<()> {
+pub fn begin(data_dir: &Path, gate: &VotingGate, as_learner: bool) -> std::io::Result<()> {
     gate.set_open(false);
     if !pending(data_dir) {
-        write_phase(data_dir, Phase::AwaitingDemotion)?;
+        if as_learner {
+            write_marker(data_dir, JOINING.as_bytes())?;
+        } else {
+            write_phase(data_dir, Phase::AwaitingDemotion)?;
+        }
     }
     Ok(())
 }
 
+/// Marker content of a new member joining as a learner (it waits for an operator's promotion).
+const JOINING: &str = "joining";
+
+/// Whether the flow under way asks the leader to promote this node (a member that lost its
+/// data), rather than waiting for an operator (a new learner).
+pub fn asks_leader(data_dir: &Path) -> bool {
+    std::fs::read_to_string(marker(data_dir)).map_or(true, |s| s.trim() != JOINING)
+}
+
+/// How a node started with `--join` stands in the cluster it joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinStanding {
+    /// Listed as a learner: a new member.
+    Learner,
+    /// Listed as a voter: it had joined before and lost its data.
+    Voter,
+}
+
+/// Asks the `--join` endpoints (client API) how this node is listed, until one answers and
+/// lists it. A node that is not listed waits (logging the command that adds it).
+/// Also returns the other members' peer addresses.
+pub async fn join_standing(me: NodeId, peer_addr: &str, endpoints: &[String]) -> (JoinStanding, Vec<String>) {
+    use conclave_proto::v1::cluster_client::ClusterClient;
+    for attempt in 0u64.. {
+        for ep in endpoints {
+            let Ok(mut client) = ClusterClient::connect(format!("http://{ep}")).await else { continue };
+            let Ok(resp) = client.member_list(conclave_proto::v1::MemberListRequest {}).await else { continue };
+            let members = resp.into_inner().members;
+            let peers = members.iter().filter(|m| m.id != me).map(|m| m.peer_addr.clone()).collect();
+            match members.iter().find(|m| m.id == me) {
+                Some(m) if m.voter => return (JoinStanding::Voter, peers),
+                Some(_) => return (JoinStanding::Learner, peers),
+                None => {
+                    if attempt % 10 == 0 {
+                        tracing::error!("{}", super::membership::not_added(me, peer_addr));
+                    }
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(RETRY * 3).await;
+    }
+    unreachable!("the loop above only ends by returning")
+}
+
 /// Runs the rejoin flow until this node is a voter again, then opens the gate.
-pub async fn run(node: Arc<Node>, data_dir: PathBuf, gate: Arc<VotingGate>) {
+///
+/// `ask_leader`: whether to ask the leader to demote and promote this node (a member that lost
+/// its data); otherwise it only waits for an operator's promotion (a new member added as a
+/// learner with `member add`).
+/// `peer_addrs`: the members' peer addresses this node was started with (to find the leader
+/// before it has a log).
+pub async fn run(
+    node: Arc<Node>,
+    data_dir: PathBuf,
+    gate: Arc<VotingGate>,
+    ask_leader_to_promote: bool,
+    peer_addrs: Vec<String>,
+) {
     let me = node.node_id();
     let raft = node.router().raft().clone();
     let _ = raft.runtime_config().elect(false);
-    tracing::warn!(
-        node_id = me,
-        "this member has no Raft state but its cluster runs (its data dir was lost or replaced): \
-         it rejoins as a learner and does not vote until the leader promotes it"
-    );
+    if ask_leader_to_promote {
+        tracing::warn!(
+            node_id = me,
+            "this member has no Raft state but its cluster runs (its data dir was lost or replaced): \
+             it rejoins as a learner and does not vote until the leader promotes it"
+        );
+    } else {
+        tracing::info!(node_id = me, "joined as a learner: it votes once promoted (conclavectl member promote {me})");
+    }
     loop {
         let (is_member, is_voter) = {
             let metrics = raft.metrics();
@@ -247,7 +318,7 @@ pub async fn run(node: Arc<Node>, data_dir: PathBuf, gate: Arc<VotingGate>) {
             (membership.get_node(&me).is_some(), membership.voter_ids().any(|id| id == me))
         };
         let phase = read_phase(&data_dir);
-        if is_member && !is_voter && phase == Phase::AwaitingDemotion {
+        if is_member && !is_voter && phase == Phase::AwaitingDemotion && ask_leader_to_promote {
             if let Err(e) = write_phase(&data_dir, Phase::Learner) {
                 tracing::error!("cannot record the rejoin's progress in {}: {e}", data_dir.display());
             }
@@ -264,23 +335,48 @@ pub async fn run(node: Arc<Node>, data_dir: PathBuf, gate: Arc<VotingGate>) {
                 Err(e) => tracing::error!("cannot remove the rejoin marker in {}: {e}", data_dir.display()),
             }
         }
-        match ask_leader(&node).await {
-            Ok(reply) => tracing::debug!(?reply, "rejoin"),
-            Err(e) => tracing::debug!("rejoin request not answered yet: {e}"),
+        if ask_leader_to_promote {
+            match ask_leader(&node, &peer_addrs).await {
+                Ok(reply) => tracing::debug!(?reply, "rejoin"),
+                Err(e) => tracing::debug!("rejoin request not answered yet: {e}"),
+            }
         }
         tokio::time::sleep(RETRY).await;
     }
 }
 
-async fn ask_leader(node: &Node) -> Result<RejoinReply> {
+/// Asks the leader to re-add this node. A node without a log does not know the members' peer
+/// addresses yet, so it asks every address it was started with until the leader answers
+/// (followers answer NotLeader).
+async fn ask_leader(node: &Node, peer_addrs: &[String]) -> Result<RejoinReply> {
     let router = node.router();
-    let leader = router.leader().await?;
     let req = RejoinRequest { node_id: node.node_id() };
-    if leader == node.node_id() {
-        return Err(Error::unavailable(UnavailableReason::Rejoining, "a rejoining node cannot lead"));
+    if let Ok(leader) = router.leader().await {
+        if leader != node.node_id() {
+            if let Ok(reply) = router.forward::<_, Result<RejoinReply>>(leader, Call::Rejoin, &req).await {
+                return reply;
+            }
+        }
     }
-    let reply: Result<RejoinReply> = router.forward(leader, Call::Rejoin, &req).await?;
-    reply
+    let mut last = Error::NoLeader(node.node_id());
+    for addr in peer_addrs {
+        match send_rejoin(router.peers(), addr, &req).await {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(e)) | Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn send_rejoin(peers: &PeerNetwork, addr: &str, req: &RejoinRequest) -> Result<Result<RejoinReply>> {
+    let unreachable = |m: String| Error::unavailable(UnavailableReason::Unreachable, m);
+    let channel = peers.channel(addr).map_err(unreachable)?;
+    let payload = encode(req).map_err(|e| Error::Internal(e.to_string()))?;
+    let reply = RaftPeerClient::new(channel)
+        .rejoin(RaftMessage { format: FORMAT_BINCODE, payload })
+        .await
+        .map_err(|s| unreachable(s.message().to_owned()))?;
+    decode(&reply.into_inner().payload).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The leader's side: demote `node_id` to a learner, or promote it once it has caught up.
@@ -305,8 +401,14 @@ pub async fn handle(raft: &Raft, node_id: NodeId) -> Result<RejoinReply> {
         let leader_id = raft.metrics().borrow().current_leader;
         return Err(Error::NotLeader { node_id: 0, leader_id, leader_addr: None, reached_raft: false });
     }
-    let Some(_node) = member else { return Ok(RejoinReply::NotAMember) };
+    if member.is_none() {
+        return Ok(RejoinReply::NotAMember);
+    }
     let change = if voter {
+        // Demoted and kept as a learner. The leader's replication progress for it still says it
+        // holds the log it lost; openraft's `loosen-follower-log-revert` feature (enabled in the
+        // workspace) lets the leader restart its search instead of asserting that a follower
+        // never loses entries.
         tracing::warn!(node_id, "member lost its data: demoting it to a learner until it has caught up");
         ChangeMembers::<NodeId, PeerNode>::RemoveVoters([node_id].into())
     } else if matched >= target {
@@ -352,7 +454,7 @@ mod tests {
     fn the_marker_survives_and_records_the_phase() {
         let dir = tempfile::tempdir().expect("tempdir");
         let gate = VotingGate::default();
-        begin(dir.path(), &gate).expect("begin");
+        begin(dir.path(), &gate, false).expect("begin");
         assert!(!gate.open() && pending(dir.path()));
         assert_eq!(read_phase(dir.path()), Phase::AwaitingDemotion);
         write_phase(dir.path(), Phase::Learner).expect("write");

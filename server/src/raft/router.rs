@@ -63,6 +63,11 @@ impl Router {
         self.node_id
     }
 
+    /// The peer network (cached channels to the other members).
+    pub fn peers(&self) -> &PeerNetwork {
+        &self.peers
+    }
+
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft

@@ -1,18 +1,39 @@
-//! The `Cluster` service: this node's status and the membership. Served locally, never forwarded.
+//! The `Cluster` service: this node's status and the membership (served locally), and
+//! membership changes (on the leader; see `node::membership`).
 
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
 use super::Api;
+use crate::error::Error;
 
 impl Api {
+    /// Every member; match index and lag when this node leads.
     fn members(&self) -> Vec<pb::Member> {
+        let progress = self.node.replication_progress();
         self.node
             .members()
             .into_iter()
-            .map(|m| pb::Member { id: m.id, peer_addr: m.peer_addr, client_addr: m.client_addr, voter: m.voter })
+            .map(|m| {
+                let (match_index, lag) = progress.get(&m.id).copied().unwrap_or_default();
+                pb::Member {
+                    id: m.id,
+                    peer_addr: m.peer_addr,
+                    client_addr: m.client_addr,
+                    voter: m.voter,
+                    match_index,
+                    lag,
+                }
+            })
             .collect()
+    }
+
+    fn invalid_id(id: u64) -> Result<(), Status> {
+        if id == 0 {
+            return Err(Error::InvalidArgument("member id must be at least 1".into()).into());
+        }
+        Ok(())
     }
 }
 
@@ -45,5 +66,41 @@ impl Cluster for Api {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let revision = self.applied_revision();
         Ok(Response::new(pb::MemberListResponse { header: Some(self.header(revision)), members: self.members() }))
+    }
+
+    async fn member_add(&self, req: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let r = req.into_inner();
+        Api::invalid_id(r.id)?;
+        if r.peer_addr.is_empty() {
+            return Err(Error::InvalidArgument(
+                "peer_addr is required (host:port of the new member's peer port)".into(),
+            )
+            .into());
+        }
+        self.node.member_add(r.id, r.peer_addr, r.client_addr).await?;
+        let revision = self.applied_revision();
+        Ok(Response::new(pb::MemberAddResponse { header: Some(self.header(revision)), members: self.members() }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let r = req.into_inner();
+        Api::invalid_id(r.id)?;
+        self.node.member_promote(r.id).await?;
+        let revision = self.applied_revision();
+        Ok(Response::new(pb::MemberPromoteResponse { header: Some(self.header(revision)), members: self.members() }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let r = req.into_inner();
+        Api::invalid_id(r.id)?;
+        self.node.member_remove(r.id, r.force).await?;
+        let revision = self.applied_revision();
+        Ok(Response::new(pb::MemberRemoveResponse { header: Some(self.header(revision)), members: self.members() }))
     }
 }

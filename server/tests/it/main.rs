@@ -8,6 +8,7 @@ mod fail_fast;
 mod kv;
 mod leases;
 mod limits;
+mod membership;
 mod prompt_election;
 mod serializable_reads;
 mod sessions;

@@ -106,6 +106,8 @@ struct MemberJson<'a> {
     client_addr: &'a str,
     voter: bool,
     leader: bool,
+    match_index: u64,
+    lag: u64,
 }
 
 #[derive(Serialize)]
@@ -137,6 +139,12 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
     let members = client.member_list().await.context("member list")?;
     // The member list response does not tell the leader through the client API; ask a status.
     let leader = find_leader(&client, g, &members).await;
+    // The leader's own view carries each member's match index and lag.
+    let leader_addr = leader.and_then(|l| members.iter().find(|m| m.id == l)).map(|m| m.client_addr.clone());
+    let members = match leader_addr {
+        Some(addr) if !addr.is_empty() => client.status_of(&addr).await.map(|s| s.members).unwrap_or(members),
+        _ => members,
+    };
     match g.format {
         Format::Json => {
             let members = members
@@ -147,6 +155,8 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
                     client_addr: &m.client_addr,
                     voter: m.voter,
                     leader: leader == Some(m.id),
+                    match_index: m.match_index,
+                    lag: m.lag,
                 })
                 .collect();
             json_line(out, &MembersJson { members })?;
@@ -161,10 +171,12 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
                         if m.client_addr.is_empty() { "-".into() } else { m.client_addr.clone() },
                         if m.voter { "voter" } else { "learner" }.into(),
                         if leader == Some(m.id) { "*" } else { "" }.into(),
+                        m.match_index.to_string(),
+                        m.lag.to_string(),
                     ]
                 })
                 .collect();
-            table(out, &["ID", "PEER ADDR", "CLIENT ADDR", "ROLE", "LEADER"], &rows)?;
+            table(out, &["ID", "PEER ADDR", "CLIENT ADDR", "ROLE", "LEADER", "MATCH", "LAG"], &rows)?;
         }
     }
     Ok(())

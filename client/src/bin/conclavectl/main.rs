@@ -8,6 +8,7 @@ mod cluster;
 mod counter;
 mod kv;
 mod lease;
+mod member;
 mod output;
 mod session;
 mod txn;
@@ -99,8 +100,26 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum MemberCommand {
-    /// Lists the members: id, peer address, client address, voter or learner, leader marker.
+    /// Lists the members: id, peer address, client address, voter or learner, leader marker,
+    /// and (from the leader) match index and lag.
     List(EmptyArgs),
+    /// Adds a member as a learner. Then start it with `conclave serve --join ENDPOINTS ...` and
+    /// an empty data dir. Without --learner, waits (up to --promote-wait) for it to catch up and
+    /// promotes it to a voter.
+    Add(member::AddArgs),
+    /// Promotes a learner to a voter (refused until it holds 90% of the leader's log).
+    Promote {
+        /// Member id.
+        id: u64,
+    },
+    /// Removes a member. Refused when the remaining voters would lack a quorum of live members.
+    Remove {
+        /// Member id.
+        id: u64,
+        /// Remove even if the remaining voters lack a live quorum.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +175,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Counter(cmd) => counter::run(&g, out, cmd).await,
         Command::Status => cluster::status(&g, out).await,
         Command::Member(MemberCommand::List(_)) => cluster::member_list(&g, out).await,
+        Command::Member(MemberCommand::Add(args)) => member::add(&g, out, &args).await,
+        Command::Member(MemberCommand::Promote { id }) => member::promote(&g, out, id).await,
+        Command::Member(MemberCommand::Remove { id, force }) => member::remove(&g, out, id, force).await,
         Command::Session(cmd) => session::run(&g, out, cmd).await,
         Command::Lease(cmd) => lease::run(&g, out, cmd).await,
         Command::Watch(args) => watch::run(&g, out, &args).await,
