@@ -177,6 +177,16 @@ pub enum Command {
         /// The request id of the waiting acquire it continues.
         original: RequestId,
     },
+    /// Sets the cluster-wide settings of the state machine (replicated, so every replica
+    /// applies with the same values). A node must understand this variant before a leader
+    /// proposes it: upgrade every node before the first leader of the new version is elected.
+    SetSettings {
+        /// Revisions of history retained (0 is taken as 1).
+        history_revisions: u64,
+        /// Bootstrap proposal: applies only while the cluster has no settings yet (the first
+        /// leader proposes its flag this way; a racing second proposal changes nothing).
+        bootstrap: bool,
+    },
 }
 
 /// One operation inside a transaction.

@@ -9,8 +9,8 @@ use super::{ReadError, SmConfig, StateMachine};
 use crate::log_entry::{
     BatchV1, Command, Compare, CompareOp, KeyField, KeySelector, Proposal, RangeSpec, RequestId, TxnOp,
 };
-use crate::types::SnapshotMeta;
 use crate::storage::snapshot_file::{SnapshotContents, SNAPSHOT_FORMAT};
+use crate::types::SnapshotMeta;
 
 use CompareOp::{Equal, Greater, Less, NotEqual};
 
@@ -170,4 +170,5 @@ mod dedup;
 mod determinism;
 mod kv;
 mod sessions;
+mod settings;
 mod txn;
