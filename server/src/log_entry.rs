@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod bytes;
+
 /// One Raft log entry's application payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum LogPayload {
@@ -81,8 +83,10 @@ pub enum Command {
     /// Set a key's value.
     Put {
         /// Key (non-empty).
+        #[serde(with = "bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "bytes")]
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
@@ -197,8 +201,10 @@ pub enum TxnOp {
     /// Put a key.
     Put {
         /// Key.
+        #[serde(with = "bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "bytes")]
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
@@ -255,7 +261,7 @@ pub enum CompareOp {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum KeyField {
     /// The value bytes (a missing key never compares true, whatever the operator).
-    Value(Vec<u8>),
+    Value(#[serde(with = "bytes")] Vec<u8>),
     /// Version (0 when missing).
     Version(u64),
     /// Create revision (0 when missing).
@@ -313,4 +319,11 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
 /// Decodes a payload written by [`encode`].
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+}
+
+/// The length [`encode`] would produce, without encoding into memory.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, bincode::error::EncodeError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())?;
+    Ok(size.bytes_written)
 }
