@@ -34,10 +34,11 @@ pub async fn reconcile(router: Arc<Router>, flag: SmConfig) {
         let leads = metrics.borrow_and_update().current_leader == Some(router.node_id());
         if leads {
             let command = Command::SetSettings { history_revisions: flag.history_revisions, bootstrap: true };
-            if let Err(e) = router.propose_local(Proposal { request_id: None, command }, 32).await {
-                tracing::debug!("bootstrap settings not proposed yet: {e}");
+            match router.propose_local(Proposal { request_id: None, command }, 32).await {
+                Ok(_) => continue,
+                // Not again before something changes (or the recheck time passes).
+                Err(e) => tracing::debug!("bootstrap settings not proposed yet: {e}"),
             }
-            continue;
         }
         let _ = tokio::time::timeout(RECHECK, async {
             tokio::select! {

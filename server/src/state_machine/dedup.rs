@@ -51,11 +51,11 @@ pub struct Dedup {
 
 /// What is kept of a forgotten client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Evicted {
+struct Evicted {
     /// Highest applied sequence number.
-    pub(crate) high: u64,
+    high: u64,
     /// Its key in `evicted_order`.
-    pub(crate) order: u64,
+    order: u64,
 }
 
 impl Default for Dedup {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use conclave_testkit::{Cluster, ClusterOptions};
+use conclave_testkit::{wait_for, Cluster, ClusterOptions};
 
 use crate::{assert_no_panics, binary};
 
@@ -37,8 +37,11 @@ async fn members_with_different_history_flags_compact_identically() -> anyhow::R
     let points = compact_revisions(&c, last).await?;
     assert!(points[0] > 0, "history was compacted: {points:?}");
     assert!(points.iter().all(|p| *p == points[0]), "compaction points differ between members: {points:?}");
-    let warned = (1..=3).filter(|id| c.node(*id).log().contains("--history-revisions differs")).count();
-    assert_eq!(warned, 2, "the two members whose flag differs from the cluster's value warn");
+    let warned = |c: &Cluster| (1..=3).filter(|id| c.node(*id).log().contains("--history-revisions differs")).count();
+    let two_warned =
+        wait_for("two members warning", Duration::from_secs(10), || async { (warned(&c) >= 2).then_some(()) });
+    assert!(two_warned.await.is_ok(), "the two members whose flag differs warn: {} did", warned(&c));
+    assert_eq!(warned(&c), 2, "the member whose flag is the cluster's value does not warn");
 
     // A member restarted from its snapshot keeps the cluster's value, not its flag.
     let leader = c.wait_for_leader(Duration::from_secs(10)).await?;
