@@ -131,8 +131,7 @@ fn a_waiting_acquires_re_proposal_is_not_granted_once_its_client_moved_on() {
     let waiter = open(&mut n, 5_000);
     assert!(acquire(&mut n, "jm", holder).0);
     let original = RequestId { client_id: 9, seq: 1, first_incomplete: 1 };
-    let first =
-        n.apply_as(Some(original), Command::LeaseAcquire { name: "jm".into(), session_id: waiter, info: b("w") });
+    let first = n.apply_as(Some(original), Command::LeaseAcquire { name: "jm".into(), session_id: waiter, info: b("w") });
     assert!(matches!(first, Ok(Outcome { body: OutcomeBody::LeaseAcquired { granted: false, .. }, .. })));
     n.ok(Command::SessionClose { session_id: holder });
     // The waiter's client gave up and wrote again (seq 2) before the stale wait re-proposed.
@@ -148,7 +147,6 @@ fn a_waiting_acquires_re_proposal_is_not_granted_once_its_client_moved_on() {
     assert!(n.sm.sessions().lease("jm").and_then(|l| l.holder.as_ref()).is_none());
     // A wait whose client has not moved on is granted as before.
     let fresh = RequestId { client_id: 10, seq: 1, first_incomplete: 1 };
-    let granted =
-        n.ok(Command::LeaseAcquireRetry { name: "jm".into(), session_id: waiter, info: b("w"), original: fresh });
+    let granted = n.ok(Command::LeaseAcquireRetry { name: "jm".into(), session_id: waiter, info: b("w"), original: fresh });
     assert!(matches!(granted.body, OutcomeBody::LeaseAcquired { granted: true, .. }));
 }
