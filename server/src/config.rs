@@ -66,7 +66,10 @@ pub struct ServeArgs {
     /// Log entries kept after a snapshot, so a briefly lagging follower catches up from the log.
     #[arg(long, env = "CONCLAVE_LOGS_KEPT_AFTER_SNAPSHOT", default_value_t = 1000)]
     pub logs_kept_after_snapshot: u64,
-    /// Revisions of key history retained for past reads and watches. Must match on every node.
+    /// Revisions of key history retained for past reads and watches. A cluster-wide setting kept
+    /// in the replicated state: the first leader of a new cluster proposes its value, and from
+    /// then on the replicated value applies on every node; a node whose flag differs logs a
+    /// warning naming both values.
     #[arg(long, env = "CONCLAVE_HISTORY_REVISIONS", default_value_t = 10_000)]
     pub history_revisions: u64,
     /// Write batches (log entries) proposed but not yet applied, at most. openraft 0.9 appends

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod bytes;
+
 /// One Raft log entry's application payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum LogPayload {
@@ -81,8 +83,10 @@ pub enum Command {
     /// Set a key's value.
     Put {
         /// Key (non-empty).
+        #[serde(with = "bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "bytes")]
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
@@ -177,6 +181,16 @@ pub enum Command {
         /// The request id of the waiting acquire it continues.
         original: RequestId,
     },
+    /// Sets the cluster-wide settings of the state machine (replicated, so every replica
+    /// applies with the same values). A node must understand this variant before a leader
+    /// proposes it: upgrade every node before the first leader of the new version is elected.
+    SetSettings {
+        /// Revisions of history retained (0 is taken as 1).
+        history_revisions: u64,
+        /// Bootstrap proposal: applies only while the cluster has no settings yet (the first
+        /// leader proposes its flag this way; a racing second proposal changes nothing).
+        bootstrap: bool,
+    },
 }
 
 /// One operation inside a transaction.
@@ -187,8 +201,10 @@ pub enum TxnOp {
     /// Put a key.
     Put {
         /// Key.
+        #[serde(with = "bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "bytes")]
         value: Vec<u8>,
         /// Return the previous key-value.
         prev_kv: bool,
@@ -245,7 +261,7 @@ pub enum CompareOp {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum KeyField {
     /// The value bytes (a missing key never compares true, whatever the operator).
-    Value(Vec<u8>),
+    Value(#[serde(with = "bytes")] Vec<u8>),
     /// Version (0 when missing).
     Version(u64),
     /// Create revision (0 when missing).
@@ -303,4 +319,11 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
 /// Decodes a payload written by [`encode`].
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+}
+
+/// The length [`encode`] would produce, without encoding into memory.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, bincode::error::EncodeError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())?;
+    Ok(size.bytes_written)
 }

@@ -15,6 +15,7 @@ use crate::log_entry::{Command, Proposal};
 use crate::node::peer_service::PeerService;
 use crate::node::rejoin::{self, StartMode};
 use crate::node::Node;
+use crate::raft::bootstrap_settings;
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
@@ -44,11 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!(engine = ?kind, dir = %engine_dir.display(), "raft log storage");
     let log_store = LogStore::new(engine);
     let probe_log = log_store.clone();
-    let sm_store = SmStore::open(
-        SnapshotDir::open(&config.data_dir.join("snapshots"))?,
-        SmConfig { history_revisions: config.history_revisions },
-    )
-    .map_err(anyhow::Error::msg)?;
+    let sm_store = SmStore::open(SnapshotDir::open(&config.data_dir.join("snapshots"))?).map_err(anyhow::Error::msg)?;
     let shared = sm_store.shared();
 
     let election = config.election_timeout.as_millis() as u64;
@@ -134,7 +131,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             if undecided {
                 start_up(node, &config, peers, gate).await;
             }
-            register_client_addr(router, config.advertise_client_addr.clone()).await;
+            register_client_addr(router.clone(), config.advertise_client_addr.clone()).await;
+            bootstrap_settings::reconcile(router, SmConfig { history_revisions: config.history_revisions }).await;
         })
     };
     let client_server = {

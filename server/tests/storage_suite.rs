@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use conclave_server::log_entry::{BatchV1, Command, LogPayload, Proposal};
 use conclave_server::raft::{LogId, NodeId, StorageError, TypeConfig};
-use conclave_server::state_machine::SmConfig;
 use conclave_server::storage::engine::{EngineResult, LogEngine, SledEngine};
 use conclave_server::storage::file_engine::FileEngine;
 use conclave_server::storage::log_store::LogStore;
@@ -62,7 +61,7 @@ fn open_log(kind: Kind, dir: &Path) -> Result<LogStore, StorageError> {
 }
 
 fn open_sm(dir: &Path) -> Result<SmStore, StorageError> {
-    SmStore::open(SnapshotDir::open(dir).map_err(err)?, SmConfig::default()).map_err(err)
+    SmStore::open(SnapshotDir::open(dir).map_err(err)?).map_err(err)
 }
 
 /// Builds both stores in a fresh temporary directory, which lives as long as the guard.

@@ -3,7 +3,10 @@
 //! One cached tonic channel per peer (reconnecting by itself). Outgoing connections bind their
 //! local address to this node's own IP, so per-address network faults (iptables in a private
 //! namespace) can target a node's traffic. Transport failures map to `Unreachable`, so openraft
-//! backs off instead of spinning.
+//! backs off instead of spinning. AppendEntries with entries are bounded by bytes and run with a
+//! timeout sized to them, beyond openraft's heartbeat-long call (see [`append`]).
+
+mod append;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -67,14 +70,24 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerClient { target, channel: self.channel(&node.peer_addr) }
+        PeerClient { target, channel: self.channel(&node.peer_addr), in_flight: None }
     }
 }
 
-/// A connection to one peer.
+/// A connection to one peer (one per openraft replication stream or vote).
 pub struct PeerClient {
     target: NodeId,
     channel: Result<Channel, String>,
+    /// The AppendEntries with entries in flight to this peer, if any.
+    in_flight: Option<append::InFlight>,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        if let Some(request) = self.in_flight.take() {
+            request.abort();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,38 +103,59 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: StdError + DeserializeOwned,
     {
-        let channel = self.channel.clone().map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = RaftPeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
-        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
-        let fut = async {
-            match kind {
-                Kind::Append => client.append_entries(msg).await,
-                Kind::Vote => client.vote(msg).await,
-                Kind::Snapshot => client.install_snapshot(msg).await,
-            }
-        };
-        let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
-            Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("peer {} timed out", self.target)))))
-            }
-            Ok(Err(status)) => {
-                return Err(match status.code() {
-                    tonic::Code::Unavailable
-                    | tonic::Code::Cancelled
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
-                    _ => RPCError::Network(NetworkError::new(&status)),
-                })
-            }
-            Ok(Ok(reply)) => reply.into_inner(),
-        };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        exchange(self.channel.clone(), self.target, kind, payload, option.hard_ttl()).await
     }
+}
+
+/// Sends one encoded request to `target` and decodes its reply, within `timeout`.
+///
+/// # Errors
+/// `Unreachable` on a transport failure or timeout, `Network` on other statuses or a reply that
+/// does not decode, `RemoteError` with the peer's own Raft error.
+async fn exchange<Resp, E>(
+    channel: Result<Channel, String>,
+    target: NodeId,
+    kind: Kind,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp, RpcErr<E>>
+where
+    Resp: DeserializeOwned,
+    E: StdError + DeserializeOwned,
+{
+    let channel = channel.map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+    let mut client = RaftPeerClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE);
+    let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+    let fut = async {
+        match kind {
+            Kind::Append => client.append_entries(msg).await,
+            Kind::Vote => client.vote(msg).await,
+            Kind::Snapshot => client.install_snapshot(msg).await,
+        }
+    };
+    let reply = match tokio::time::timeout(timeout, fut).await {
+        Err(_) => {
+            return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
+                "peer {target} did not answer within {timeout:?}"
+            )))))
+        }
+        Ok(Err(status)) => {
+            return Err(match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
+                _ => RPCError::Network(NetworkError::new(&status)),
+            })
+        }
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    let result: Result<Resp, RaftError<NodeId, E>> =
+        decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 
 #[derive(Clone, Copy)]
@@ -137,7 +171,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        self.call(Kind::Append, &rpc, &option).await
+        if rpc.entries.is_empty() {
+            // A heartbeat: small, answered at once; openraft's timeout is the right one.
+            return self.call(Kind::Append, &rpc, &option).await;
+        }
+        self.append_bounded(rpc, &option).await
     }
 
     async fn install_snapshot(

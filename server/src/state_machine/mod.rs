@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod dedup;
 pub mod history;
+pub(crate) mod legacy;
 pub mod mvcc;
 pub mod response;
 pub mod sessions;
@@ -25,7 +26,10 @@ use mvcc::{Change, KeyValue, Mvcc};
 use response::{CommandError, CommandResult, Outcome, OutcomeBody, RangeResult};
 use sessions::SessionTable;
 
-/// Tunables of the state machine. They must be equal on every replica.
+/// Cluster-wide settings of the state machine. Part of the replicated state, so every replica
+/// applies with the same values: unset in a new cluster (the [`Default`] values apply), set by
+/// `Command::SetSettings` (the first leader proposes its `--history-revisions` flag; later
+/// values only through that command), kept in snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmConfig {
     /// Revisions of history retained for past reads and watch catch-up. History is compacted
@@ -42,7 +46,8 @@ impl Default for SmConfig {
 /// The whole replicated state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateMachine {
-    config: SmConfig,
+    /// Replicated settings; `None` until the cluster set them (defaults apply meanwhile).
+    settings: Option<SmConfig>,
     revision: u64,
     kv: Mvcc,
     counters: Counters,
@@ -73,11 +78,12 @@ pub enum ReadError {
     },
 }
 
-impl StateMachine {
-    /// An empty state machine.
-    pub fn new(config: SmConfig) -> Self {
+impl Default for StateMachine {
+    /// An empty state machine whose settings are unset (what every node starts a new cluster
+    /// with, whatever its flags).
+    fn default() -> Self {
         Self {
-            config,
+            settings: None,
             revision: 0,
             kv: Mvcc::default(),
             counters: Counters::default(),
@@ -85,6 +91,23 @@ impl StateMachine {
             sessions: SessionTable::default(),
             client_addrs: BTreeMap::new(),
         }
+    }
+}
+
+impl StateMachine {
+    /// An empty state machine whose settings are already set to `settings` (tests, benches).
+    pub fn new(settings: SmConfig) -> Self {
+        Self { settings: Some(settings), ..Self::default() }
+    }
+
+    /// The settings apply uses: the replicated ones, or the defaults while unset.
+    pub fn settings(&self) -> SmConfig {
+        self.settings.unwrap_or_default()
+    }
+
+    /// The replicated settings, `None` while the cluster has not set them.
+    pub fn replicated_settings(&self) -> Option<SmConfig> {
+        self.settings
     }
 
     /// An empty state machine with an injected deduplication table (tests of eviction).
@@ -210,6 +233,12 @@ impl StateMachine {
                 self.client_addrs.insert(*node_id, client_addr.clone());
                 (false, OutcomeBody::Registered)
             }
+            Command::SetSettings { history_revisions, bootstrap } => {
+                if !(*bootstrap && self.settings.is_some()) {
+                    self.settings = Some(SmConfig { history_revisions: (*history_revisions).max(1) });
+                }
+                (false, OutcomeBody::Settings { history_revisions: self.settings().history_revisions })
+            }
         };
         if changed {
             self.revision = next;
@@ -291,7 +320,7 @@ impl StateMachine {
 
     /// Compacts history deterministically, driven only by the revision.
     fn maybe_compact(&mut self) {
-        let window = self.config.history_revisions.max(1);
+        let window = self.settings().history_revisions.max(1);
         if self.revision >= self.kv.compact_revision() + 2 * window {
             self.kv.compact(self.revision - window);
         }

@@ -14,8 +14,10 @@ use crate::log_entry::KeySelector;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     /// The key.
+    #[serde(with = "crate::log_entry::bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "crate::log_entry::bytes")]
     pub value: Vec<u8>,
     /// Revision of the put that created the key (since its last delete).
     pub create_revision: u64,
@@ -46,6 +48,7 @@ struct Version {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Live {
+    #[serde(with = "crate::log_entry::bytes")]
     value: Vec<u8>,
     create_revision: u64,
     version: u64,

@@ -83,6 +83,11 @@ pub enum OutcomeBody {
     },
     /// Node registration recorded.
     Registered,
+    /// Settings command applied: the settings in force after it.
+    Settings {
+        /// History revisions retained.
+        history_revisions: u64,
+    },
 }
 
 /// The result of one operation inside a transaction.

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use super::io_err;
 use super::snapshot_file::{SnapshotContents, SnapshotContentsRef, SnapshotDir, SNAPSHOT_FORMAT};
 use crate::log_entry::LogPayload;
-use crate::state_machine::{SmConfig, StateMachine};
+use crate::state_machine::StateMachine;
 use crate::types::{BatchResponse, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Applied position, published after every apply.
@@ -63,11 +63,13 @@ fn lock_err(e: impl std::fmt::Display) -> StorageError {
 }
 
 impl SmStore {
-    /// Opens the store, loading the newest snapshot in `dir` if there is one.
+    /// Opens the store, loading the newest snapshot in `dir` if there is one; otherwise the
+    /// state machine is empty with unset settings (they come from the log, never from this
+    /// node's flags).
     ///
     /// # Errors
     /// When the snapshot directory cannot be read or the snapshot is corrupt.
-    pub fn open(dir: SnapshotDir, config: SmConfig) -> Result<Self, String> {
+    pub fn open(dir: SnapshotDir) -> Result<Self, String> {
         let loaded = match dir.load_latest().map_err(|e| e.to_string())? {
             Some(bytes) => Some(SnapshotContents::from_bytes(&bytes)?),
             None => None,
@@ -77,7 +79,7 @@ impl SmStore {
                 let applied = (c.meta.last_log_id, c.meta.last_membership.clone());
                 (c.state, applied, Some(c.meta))
             }
-            None => (StateMachine::new(config), (None, StoredMembership::default()), None),
+            None => (StateMachine::default(), (None, StoredMembership::default()), None),
         };
         let initial = Applied { index: applied.0.map_or(0, |l| l.index), revision: sm.revision() };
         let (applied_tx, _) = watch::channel(initial);

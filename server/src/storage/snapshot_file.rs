@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
+use crate::state_machine::legacy::StateMachineV1;
 use crate::state_machine::StateMachine;
 use crate::types::SnapshotMeta;
 
-/// Version of the snapshot encoding.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Version of the snapshot encoding written now. 2: replicated settings, bounded deduplication
+/// order. Format 1 is still read (converted by `state_machine::legacy`).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +27,16 @@ pub struct SnapshotContents {
     pub meta: SnapshotMeta,
     /// The state machine as of `meta.last_log_id`.
     pub state: StateMachine,
+}
+
+/// Snapshot format 1 (read only).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct SnapshotContentsV1 {
+    /// Always 1.
+    pub(crate) _format: u32,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) state: StateMachineV1,
 }
 
 /// [`SnapshotContents`] by reference: encodes to the same bytes without owning (or cloning)
@@ -58,16 +70,23 @@ impl SnapshotContents {
         SnapshotContentsRef { format: self.format, meta: &self.meta, state: &self.state }.to_bytes()
     }
 
-    /// Decodes bytes written by [`Self::to_bytes`], rejecting unknown formats.
+    /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
+    /// (format 1, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
     ///
     /// # Errors
     /// On corrupt data or an unknown format.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let contents: Self = decode(bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
-        if contents.format != SNAPSHOT_FORMAT {
-            return Err(format!("snapshot format {} is not supported (expected {SNAPSHOT_FORMAT})", contents.format));
+        let corrupt = |e: bincode::error::DecodeError| format!("corrupt snapshot: {e}");
+        // Every format starts with its number.
+        let format: u32 = decode(bytes).map_err(corrupt)?;
+        match format {
+            SNAPSHOT_FORMAT => decode(bytes).map_err(corrupt),
+            1 => {
+                let old: SnapshotContentsV1 = decode(bytes).map_err(corrupt)?;
+                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
+            }
+            other => Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT} or 1)")),
         }
-        Ok(contents)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: real `conclave` processes on loopback, real gRPC, real kills and restarts.
 //! One binary, a module per feature, over the shared `conclave-testkit` cluster helper.
 
+mod catch_up;
 mod counter_failover;
 mod disk_loss;
 mod durability;
@@ -12,6 +13,7 @@ mod membership;
 mod prompt_election;
 mod serializable_reads;
 mod sessions;
+mod settings;
 mod snapshot_catchup;
 mod watches;
 

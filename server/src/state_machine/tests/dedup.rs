@@ -92,3 +92,33 @@ fn least_recently_active_clients_are_evicted() {
     assert_eq!(n.apply_as(Some(id(2, 2, 2)), add("c", 1)), fresh);
     assert_eq!(n.sm.counters().value("c"), 7);
 }
+
+#[test]
+fn cycling_more_clients_than_tracked_keeps_the_table_bounded() {
+    // max_clients + 1 clients write in turn: every round evicts one client and revives another.
+    let max_clients = 4;
+    let mut n = Node::with(StateMachine::with_dedup(SmConfig::default(), Dedup::with_max_clients(max_clients)));
+    let clients = max_clients as u64 + 1;
+    let mut encoded_after = Vec::new();
+    for round in 1..=4_000u64 {
+        for client in 1..=clients {
+            n.apply_as(Some(id(client, round, round)), add("c", 1)).expect("a new write applies");
+        }
+        if round % 1_000 == 0 {
+            encoded_after.push(crate::log_entry::encode(&n.sm.dedup).expect("encode").len());
+        }
+    }
+    assert_eq!(n.sm.counters().value("c"), 4_000 * clients, "every write applied exactly once");
+    // The snapshot encoding of the table must not grow with the number of writes.
+    let first = encoded_after[0];
+    assert!(
+        encoded_after.iter().all(|len| *len <= first + 64),
+        "dedup table encoding grows with writes: {encoded_after:?} bytes after each 1,000 rounds"
+    );
+    // Still exactly-once: a retry of each client's last write returns its result, not a new apply.
+    for client in 1..=clients {
+        let retry = n.apply_as(Some(id(client, 4_000, 4_000)), add("c", 1));
+        assert!(matches!(retry, Ok(_) | Err(CommandError::RetryTooOld { .. })), "client {client}: {retry:?}");
+    }
+    assert_eq!(n.sm.counters().value("c"), 4_000 * clients, "no retry applied again");
+}

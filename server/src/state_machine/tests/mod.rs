@@ -170,4 +170,5 @@ mod dedup;
 mod determinism;
 mod kv;
 mod sessions;
+mod settings;
 mod txn;

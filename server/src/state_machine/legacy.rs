@@ -1,0 +1,45 @@
+//! Older encodings of the state machine, read only, so a node keeps loading snapshots written
+//! before the current format (`storage/snapshot_file.rs` picks the decoder by format number).
+//!
+//! Format 1: settings were the node's own `--history-revisions` (not replicated) and the
+//! deduplication table's eviction order could grow with writes. Converted, the settings are
+//! unset (the defaults apply until the cluster sets them by a logged command, identically on
+//! every replica) and the eviction order is rebuilt from the forgotten clients.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::counters::Counters;
+use super::dedup::{Dedup, DedupV1};
+use super::mvcc::Mvcc;
+use super::sessions::SessionTable;
+use super::{SmConfig, StateMachine};
+
+/// The state machine as snapshot format 1 encoded it (field order is the encoding).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV1 {
+    /// The writing node's own flag; not carried over (see the module docs).
+    pub(crate) _config: SmConfig,
+    pub(crate) revision: u64,
+    pub(crate) kv: Mvcc,
+    pub(crate) counters: Counters,
+    pub(crate) dedup: DedupV1,
+    pub(crate) sessions: SessionTable,
+    pub(crate) client_addrs: BTreeMap<u64, String>,
+}
+
+impl From<StateMachineV1> for StateMachine {
+    fn from(old: StateMachineV1) -> Self {
+        Self {
+            settings: None,
+            revision: old.revision,
+            kv: old.kv,
+            counters: old.counters,
+            dedup: Dedup::from(old.dedup),
+            sessions: old.sessions,
+            client_addrs: old.client_addrs,
+        }
+    }
+}
