@@ -279,7 +279,9 @@ impl Filesystem for FaultFsInner {
         reply: ReplyCreate,
     ) {
         match self.model().create(parent.0, name, perm(mode, umask)) {
-            Ok((s, fh)) => reply.created(&TTL, &self.attr(s), Generation(0), FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            Ok((s, fh)) => {
+                reply.created(&TTL, &self.attr(s), Generation(0), FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+            }
             Err(e) => reply.error(err(&e)),
         }
     }

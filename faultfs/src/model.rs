@@ -99,7 +99,8 @@ impl Model {
         }
         fs::create_dir(&self.objects)?;
         let perm = fs::metadata(&self.backing)?.permissions().mode() as u16 & 0o7777;
-        let root = DirNode { parent: ROOT, name: OsString::new(), entries: BTreeMap::new(), durable: BTreeMap::new(), perm };
+        let root =
+            DirNode { parent: ROOT, name: OsString::new(), entries: BTreeMap::new(), durable: BTreeMap::new(), perm };
         self.nodes.insert(ROOT, Node::Dir(root));
         let backing = self.backing.clone();
         self.load_dir(ROOT, &backing)
@@ -116,7 +117,13 @@ impl Model {
             let perm = meta.permissions().mode() as u16 & 0o7777;
             let ino = self.alloc_ino();
             if meta.is_dir() {
-                let node = DirNode { parent: dir, name: name.clone(), entries: BTreeMap::new(), durable: BTreeMap::new(), perm };
+                let node = DirNode {
+                    parent: dir,
+                    name: name.clone(),
+                    entries: BTreeMap::new(),
+                    durable: BTreeMap::new(),
+                    perm,
+                };
                 self.nodes.insert(ino, Node::Dir(node));
                 self.load_dir(ino, &entry.path())?;
             } else if meta.is_file() {

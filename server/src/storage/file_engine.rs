@@ -22,7 +22,11 @@
 //!
 //! Guarantees: `append`, `truncate_from` and durable `put_meta` are on disk when they return
 //! (data `fdatasync`ed; the directory fsynced whenever a file was created, renamed or
-//! deleted). Only the positions of live entries are kept in memory, never their payloads.
+//! deleted; `open` fsyncs the parent of every directory it creates). A truncation that
+//! deletes segments makes the deletions durable before it cuts the segment it ends in, so a
+//! power loss at any instant leaves a log without a hole (`server/tests/power_loss.rs` checks
+//! every crash point on a `conclave-faultfs` mount). Only the positions of live entries are
+//! kept in memory, never their payloads.
 //!
 //! Crash recovery (`open`): every record is checked (length bound, crc, consecutive index). An
 //! invalid record in the newest segment is a torn append that was never acknowledged: the file
@@ -90,6 +94,22 @@ fn sync_dir(dir: &Path) -> EngineResult<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(format_args!("fsync directory {}", dir.display()), e))
 }
 
+/// `create_dir_all` whose result survives a power loss: each directory it creates is made
+/// durable by an fsync of its parent (a new name is durable only once its directory is).
+///
+/// # Errors
+/// When a directory cannot be created or fsynced.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 fn crc(index: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&index.to_le_bytes());
@@ -120,11 +140,17 @@ impl FileEngine {
         Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
     }
 
-    pub(crate) fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> EngineResult<Self> {
+    /// [`Self::open`] with segments of `segment_bytes` instead of [`SEGMENT_BYTES`] (tests use
+    /// tiny segments to cross segment boundaries). A data dir must always be opened with the
+    /// same size.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> EngineResult<Self> {
         let log_dir = dir.join("log");
         let meta_dir = dir.join("meta");
-        for d in [dir, &log_dir, &meta_dir] {
-            fs::create_dir_all(d).map_err(|e| io(format_args!("create {}", d.display()), e))?;
+        for d in [&log_dir, &meta_dir] {
+            create_dir_durable(d).map_err(|e| io(format_args!("create {}", d.display()), e))?;
         }
         let mut firsts: Vec<u64> = fs::read_dir(&log_dir)
             .map_err(|e| io(format_args!("list {}", log_dir.display()), e))?
@@ -216,22 +242,32 @@ impl FileEngine {
         Ok(buf)
     }
 
-    /// Removes entries `>= from` from the files and the index; returns whether a file was deleted.
-    fn truncate_locked(&self, state: &mut State, from: u64) -> EngineResult<bool> {
+    /// Removes entries `>= from` from the files and the index, durably.
+    ///
+    /// Order matters for a power loss: the newer segments are deleted and the directory
+    /// fsynced *before* the segment holding `from` is cut. Cut first, a crash could bring the
+    /// deleted segments back after a shortened one; recovery would see a hole and drop the
+    /// entries before it, which may be committed.
+    fn truncate_locked(&self, state: &mut State, from: u64) -> EngineResult<()> {
         let last = state.first_index + state.index.len() as u64;
         if state.index.is_empty() || from >= last {
-            return Ok(false);
+            return Ok(());
         }
         let keep = usize::try_from(from.saturating_sub(state.first_index)).unwrap_or(usize::MAX);
         let cut = state.index.get(keep).copied();
         state.index.truncate(keep);
-        let Some(cut) = cut else { return Ok(false) };
+        let Some(cut) = cut else { return Ok(()) };
         let mut deleted = false;
+        // Newest first, so any prefix of the deletions that reaches the disk leaves a log
+        // without a hole.
         while state.segments.last().is_some_and(|s| s.first > cut.segment) {
             if let Some(seg) = state.segments.pop() {
                 self.remove_segment(seg)?;
                 deleted = true;
             }
+        }
+        if deleted {
+            sync_dir(&self.log_dir)?;
         }
         if let Some(seg) = state.segments.last_mut().filter(|s| s.first == cut.segment) {
             seg.file
@@ -241,7 +277,7 @@ impl FileEngine {
             preallocate(&seg.file, self.segment_bytes, &self.segment_path(seg.first));
             seg.len = cut.offset;
         }
-        Ok(deleted)
+        Ok(())
     }
 }
 
@@ -347,7 +383,8 @@ impl LogEngine for FileEngine {
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
         let Some(first_new) = entries.first().map(|(i, _)| *i) else { return Ok(()) };
         let mut state = self.lock();
-        let mut dir_changed = self.truncate_locked(&mut state, first_new)?;
+        self.truncate_locked(&mut state, first_new)?;
+        let mut dir_changed = false;
         let next = state.first_index + state.index.len() as u64;
         if !state.index.is_empty() && first_new != next {
             return Err(EngineError(format!("append at index {first_new} leaves a gap after {}", next - 1)));
@@ -357,6 +394,7 @@ impl LogEngine for FileEngine {
             // never holds records that are not consecutive.
             for seg in std::mem::take(&mut state.segments) {
                 self.remove_segment(seg)?;
+                dir_changed = true;
             }
         }
         if state.segments.last().is_none_or(|s| s.len >= self.segment_bytes) {
@@ -429,10 +467,7 @@ impl LogEngine for FileEngine {
 
     fn truncate_from(&self, from: u64) -> EngineResult<()> {
         let mut state = self.lock();
-        if self.truncate_locked(&mut state, from)? {
-            sync_dir(&self.log_dir)?;
-        }
-        Ok(())
+        self.truncate_locked(&mut state, from)
     }
 
     fn purge_upto(&self, upto: u64) -> EngineResult<()> {
