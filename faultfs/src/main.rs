@@ -34,14 +34,9 @@ fn run(backing: PathBuf, mountpoint: PathBuf) -> std::io::Result<()> {
     signals.thread_block().map_err(std::io::Error::from)?;
     let fs = conclave_faultfs::FaultFs::mount(&backing, &mountpoint)?;
     println!("mounted {} over {} (pid {})", mountpoint.display(), backing.display(), std::process::id());
-    loop {
-        match signals.wait().map_err(std::io::Error::from)? {
-            Signal::SIGUSR1 => {
-                fs.power_cut()?;
-                println!("power cut {}", fs.cuts());
-            }
-            _ => break,
-        }
+    while signals.wait().map_err(std::io::Error::from)? == Signal::SIGUSR1 {
+        fs.power_cut()?;
+        println!("power cut {}", fs.cuts());
     }
     fs.unmount()?;
     println!("unmounted {}", mountpoint.display());

@@ -29,9 +29,14 @@
 //! kept in memory, never their payloads.
 //!
 //! Crash recovery (`open`): every record is checked (length bound, crc, consecutive index). An
-//! invalid record in the newest segment is a torn append that was never acknowledged: the file
-//! is cut there. Anywhere else it is corruption, and `open` fails rather than serve a log with
-//! a hole. Entries a crash brought back after a purge (deletion is not durable) are reported
+//! invalid record in the newest segment with nothing valid after it (only zeros or garbage) is
+//! a torn append that was never acknowledged: the file is cut there. Anywhere else, including
+//! an invalid record followed by a valid one in the newest segment, it is corruption of
+//! acknowledged entries, and `open` fails with the file, the offset and what to do, rather
+//! than serve a log with a hole or silently drop them. (Appends are fsynced one after the
+//! other, so only the last can be torn; a disk that persisted a later page of a multi-page
+//! last append but not an earlier one would also be refused: safe, though it needs an
+//! operator.) Entries a crash brought back after a purge (deletion is not durable) are reported
 //! again; the log store re-purges them at start-up from its durable purge point.
 
 use std::collections::{HashMap, VecDeque};
@@ -193,6 +198,18 @@ impl FileEngine {
                     path.display()
                 )));
             }
+            let expected = first + records.len() as u64;
+            if let Some((offset, index)) = valid_record_after(&bytes, valid, expected) {
+                return Err(EngineError(format!(
+                    "{}: {why} at offset {valid} (index {expected}), but a valid record follows at offset \
+                     {offset} (index {index}): the log is corrupt (a torn append is always the last \
+                     record), and cutting it here would drop acknowledged entries. Refusing to start. \
+                     Restore this member's data dir from a backup, or move the data dir away and start \
+                     the member empty while the other members form a majority, so it copies the log \
+                     from them",
+                    path.display()
+                )));
+            }
             tracing::warn!(segment = %path.display(), offset = valid, "{why}: cutting a torn append off the log's end");
             file.set_len(valid)
                 .and_then(|()| file.sync_all())
@@ -332,6 +349,36 @@ fn parse_records(bytes: &[u8], first: u64) -> (Vec<Loc>, u64, Option<&'static st
         at = start + len as usize;
     };
     (locs, at as u64, bad)
+}
+
+/// The first record at or after `from + 1` that is valid on its own (length in bounds, crc
+/// matches, index at least `expected` and plausibly close), if any: evidence that the bad
+/// record at `from` is not a torn last append but damage in the middle of the log.
+fn valid_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, u64)> {
+    const PLAUSIBLE: u64 = 1 << 20;
+    let header = HEADER as usize;
+    let mut at = usize::try_from(from).ok()? + 1;
+    while at + header <= bytes.len() {
+        // Skip zeros fast: a record header is never all zeros.
+        if bytes[at..at + header].iter().all(|b| *b == 0) {
+            at += bytes[at..].iter().position(|b| *b != 0)?.saturating_sub(header - 1).max(1);
+            continue;
+        }
+        let word = |r: std::ops::Range<usize>| {
+            bytes[at + r.start..at + r.end].iter().rev().fold(0u64, |a, b| a << 8 | u64::from(*b))
+        };
+        let (len, sum, index) = (word(0..4), word(4..8), word(8..16));
+        let start = at + header;
+        if (expected..expected.saturating_add(PLAUSIBLE)).contains(&index) && len <= u64::from(MAX_RECORD) {
+            if let Some(payload) = bytes.get(start..start + len as usize) {
+                if u64::from(crc(index, payload)) == sum {
+                    return Some((at as u64, index));
+                }
+            }
+        }
+        at += 1;
+    }
+    None
 }
 
 impl LogEngine for FileEngine {
