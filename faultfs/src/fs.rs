@@ -160,8 +160,10 @@ impl Filesystem for FaultFsInner {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.model().open(ino.0) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mut m = self.model();
+        let truncated = if flags.0 & libc::O_TRUNC != 0 { m.file_mut(ino.0).map(|f| f.set_size(0)) } else { Ok(()) };
+        match truncated.and_then(|()| m.open(ino.0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(err(&e)),
         }

@@ -139,6 +139,8 @@ fn truncate_is_durable_with_the_file() {
     f.set_len(4).and_then(|()| f.sync_data()).expect("truncate");
     m.cut();
     assert_eq!(read(&m.p("t")).as_deref(), Some(&b"0123"[..]));
+    fs::write(m.p("t"), b"ab").expect("create over an existing file truncates it");
+    assert_eq!(read(&m.p("t")).as_deref(), Some(&b"ab"[..]));
 }
 
 #[test]
