@@ -117,7 +117,7 @@ pub struct TestArgs {
     /// The workload.
     #[arg(long, value_enum, default_value = "register")]
     pub workload: workload::Kind,
-    /// Faults: a comma-separated list of partition, kill, pause, clock; or `all`, or `none`.
+    /// Faults: a comma-separated list of partition, kill, pause, clock, power; or `all`, or `none`.
     #[arg(long, default_value = "partition,kill", value_parser = parse_nemeses)]
     pub nemesis: NemesisList,
     /// Shared settings.
@@ -131,7 +131,7 @@ pub struct TestAllArgs {
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<workload::Kind>,
-    /// Nemeses, each run on its own, then all together (default: partition,kill,pause,clock).
+    /// Nemeses, each run on its own, then all together (default: partition,kill,pause,clock,power).
     #[arg(long, default_value = "all", value_parser = parse_nemeses)]
     pub nemesis: NemesisList,
     /// Shared settings.

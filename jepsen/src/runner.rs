@@ -81,6 +81,12 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     } else {
         (None, Vec::new())
     };
+    // Declared before the cluster, so dropped (unmounted) after its nodes are killed.
+    let disks = if opts.nemeses.contains(&nemesis::Kind::Power) {
+        Some(Arc::new(nemesis::power::Disks::mount(&dir, &ids)?))
+    } else {
+        None
+    };
     let cluster = Cluster::start_with(ClusterOptions {
         nodes: opts.nodes,
         binary: Some(opts.binary.clone()),
@@ -93,7 +99,7 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     let endpoints = cluster.endpoints();
     let cluster = Arc::new(Mutex::new(cluster));
     let recorder = Arc::new(Recorder::new(Some(&dir.join("history.jsonl")))?);
-    let mut nemesis = Nemesis::new(cluster.clone(), recorder.clone(), clocks)?;
+    let mut nemesis = Nemesis::new(cluster.clone(), recorder.clone(), clocks, disks.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let prefix = format!("jepsen/{}/", opts.seed);
     let ctx = Arc::new(Ctx::new(recorder.clone(), endpoints, opts.settings.clone(), stop_rx.clone(), prefix));

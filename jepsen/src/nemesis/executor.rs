@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::{clock, kill, partition, pause, Fault, Planned, SharedCluster, Target};
+use super::{clock, kill, partition, pause, power, Fault, Planned, SharedCluster, Target};
 use crate::history::{Event, EventType, Recorder, NEMESIS};
 
 /// Applies and heals faults on a cluster, recording each as nemesis events.
@@ -19,6 +19,7 @@ pub struct Nemesis {
     recorder: Arc<Recorder>,
     net: partition::Net,
     clock: Option<clock::Clocks>,
+    disks: Option<Arc<power::Disks>>,
     /// Descriptions of every fault applied.
     pub applied: Vec<String>,
     /// Nodes found dead that no nemesis killed (crashed by themselves).
@@ -37,16 +38,22 @@ struct Undo {
 }
 
 impl Nemesis {
-    /// Prepares the fault machinery (the iptables chain; clock files if given).
+    /// Prepares the fault machinery (the iptables chain; clock files and faultfs disks if given).
     ///
     /// # Errors
     /// When iptables cannot be set up.
-    pub fn new(cluster: SharedCluster, recorder: Arc<Recorder>, clock: Option<clock::Clocks>) -> anyhow::Result<Self> {
+    pub fn new(
+        cluster: SharedCluster,
+        recorder: Arc<Recorder>,
+        clock: Option<clock::Clocks>,
+        disks: Option<Arc<power::Disks>>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             cluster,
             recorder,
             net: partition::Net::setup()?,
             clock,
+            disks,
             applied: Vec::new(),
             unexpected_exits: Vec::new(),
             down: Default::default(),
@@ -98,12 +105,22 @@ impl Nemesis {
                 undo.partitioned = true;
                 (format!("partition {}", grudge.description), json!({"cuts": grudge.cuts}))
             }
-            Fault::Kill(target) => {
+            Fault::Kill(target) | Fault::Power(target) => {
                 let nodes = pick(*target, &ids, &cluster, &mut rng).await;
-                kill::kill(&mut cluster, &nodes)?;
+                let what = match (&p.fault, &self.disks) {
+                    (Fault::Power(_), Some(disks)) => {
+                        disks.cut(&mut cluster, &nodes)?;
+                        "power cut"
+                    }
+                    (Fault::Power(_), None) => anyhow::bail!("power nemesis without faultfs data dirs"),
+                    _ => {
+                        kill::kill(&mut cluster, &nodes)?;
+                        "kill -9"
+                    }
+                };
                 self.down.extend(nodes.iter().copied());
                 undo.killed = nodes.clone();
-                (format!("kill -9 {}", describe_nodes(*target, &nodes)), json!({"nodes": nodes}))
+                (format!("{what} {}", describe_nodes(*target, &nodes)), json!({"nodes": nodes}))
             }
             Fault::Pause(target) => {
                 let nodes = pick(*target, &ids, &cluster, &mut rng).await;

@@ -6,6 +6,7 @@ mod executor;
 pub mod kill;
 pub mod partition;
 pub mod pause;
+pub mod power;
 
 pub use executor::Nemesis;
 
@@ -32,11 +33,13 @@ pub enum Kind {
     Pause,
     /// Wall-clock skew with libfaketime.
     Clock,
+    /// Power loss: `kill -9`, unsynced writes lost (faultfs data dirs), restart.
+    Power,
 }
 
 impl Kind {
     /// Every kind, in the order `all` lists them.
-    pub const ALL: [Kind; 4] = [Kind::Partition, Kind::Kill, Kind::Pause, Kind::Clock];
+    pub const ALL: [Kind; 5] = [Kind::Partition, Kind::Kill, Kind::Pause, Kind::Clock, Kind::Power];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::Kill => "kill",
             Kind::Pause => "pause",
             Kind::Clock => "clock",
+            Kind::Power => "power",
         }
     }
 }
@@ -101,6 +105,8 @@ pub enum Fault {
     Pause(Target),
     /// Move the wall clock of random nodes by the given seconds (reset on heal).
     Clock,
+    /// `kill -9` the targets and cut their disks' power (restarted on heal).
+    Power(Target),
 }
 
 /// A fault at a time, with the randomness for choosing its nodes drawn in advance.
@@ -150,6 +156,9 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
                 Fault::Pause(*[Target::One, Target::Leader, Target::Minority].choose(&mut rng).unwrap_or(&Target::One))
             }
             Kind::Clock => Fault::Clock,
+            Kind::Power => {
+                Fault::Power(*[Target::One, Target::Minority, Target::All].choose(&mut rng).unwrap_or(&Target::One))
+            }
         };
         plan.push(Planned { at: t, hold, fault, seed: rng.random() });
         t += hold + jitter(&mut rng);

@@ -22,12 +22,21 @@
 //!
 //! Guarantees: `append`, `truncate_from` and durable `put_meta` are on disk when they return
 //! (data `fdatasync`ed; the directory fsynced whenever a file was created, renamed or
-//! deleted). Only the positions of live entries are kept in memory, never their payloads.
+//! deleted; `open` fsyncs the parent of every directory it creates). A truncation that
+//! deletes segments makes the deletions durable before it cuts the segment it ends in, so a
+//! power loss at any instant leaves a log without a hole (`server/tests/power_loss.rs` checks
+//! every crash point on a `conclave-faultfs` mount). Only the positions of live entries are
+//! kept in memory, never their payloads.
 //!
 //! Crash recovery (`open`): every record is checked (length bound, crc, consecutive index). An
-//! invalid record in the newest segment is a torn append that was never acknowledged: the file
-//! is cut there. Anywhere else it is corruption, and `open` fails rather than serve a log with
-//! a hole. Entries a crash brought back after a purge (deletion is not durable) are reported
+//! invalid record in the newest segment with nothing valid after it (only zeros or garbage) is
+//! a torn append that was never acknowledged: the file is cut there. Anywhere else, including
+//! an invalid record followed by a valid one in the newest segment, it is corruption of
+//! acknowledged entries, and `open` fails with the file, the offset and what to do, rather
+//! than serve a log with a hole or silently drop them. (Appends are fsynced one after the
+//! other, so only the last can be torn; a disk that persisted a later page of a multi-page
+//! last append but not an earlier one would also be refused: safe, though it needs an
+//! operator.) Entries a crash brought back after a purge (deletion is not durable) are reported
 //! again; the log store re-purges them at start-up from its durable purge point.
 
 use std::collections::{HashMap, VecDeque};
@@ -90,6 +99,22 @@ fn sync_dir(dir: &Path) -> EngineResult<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(format_args!("fsync directory {}", dir.display()), e))
 }
 
+/// `create_dir_all` whose result survives a power loss: each directory it creates is made
+/// durable by an fsync of its parent (a new name is durable only once its directory is).
+///
+/// # Errors
+/// When a directory cannot be created or fsynced.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 fn crc(index: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&index.to_le_bytes());
@@ -120,11 +145,17 @@ impl FileEngine {
         Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
     }
 
-    pub(crate) fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> EngineResult<Self> {
+    /// [`Self::open`] with segments of `segment_bytes` instead of [`SEGMENT_BYTES`] (tests use
+    /// tiny segments to cross segment boundaries). A data dir must always be opened with the
+    /// same size.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> EngineResult<Self> {
         let log_dir = dir.join("log");
         let meta_dir = dir.join("meta");
-        for d in [dir, &log_dir, &meta_dir] {
-            fs::create_dir_all(d).map_err(|e| io(format_args!("create {}", d.display()), e))?;
+        for d in [&log_dir, &meta_dir] {
+            create_dir_durable(d).map_err(|e| io(format_args!("create {}", d.display()), e))?;
         }
         let mut firsts: Vec<u64> = fs::read_dir(&log_dir)
             .map_err(|e| io(format_args!("list {}", log_dir.display()), e))?
@@ -164,6 +195,18 @@ impl FileEngine {
             if !newest {
                 return Err(EngineError(format!(
                     "{}: {why} at offset {valid}, and it is not the newest segment: the log is corrupt",
+                    path.display()
+                )));
+            }
+            let expected = first + records.len() as u64;
+            if let Some((offset, index)) = valid_record_after(&bytes, valid, expected) {
+                return Err(EngineError(format!(
+                    "{}: {why} at offset {valid} (index {expected}), but a valid record follows at offset \
+                     {offset} (index {index}): the log is corrupt (a torn append is always the last \
+                     record), and cutting it here would drop acknowledged entries. Refusing to start. \
+                     Restore this member's data dir from a backup, or move the data dir away and start \
+                     the member empty while the other members form a majority, so it copies the log \
+                     from them",
                     path.display()
                 )));
             }
@@ -216,22 +259,32 @@ impl FileEngine {
         Ok(buf)
     }
 
-    /// Removes entries `>= from` from the files and the index; returns whether a file was deleted.
-    fn truncate_locked(&self, state: &mut State, from: u64) -> EngineResult<bool> {
+    /// Removes entries `>= from` from the files and the index, durably.
+    ///
+    /// Order matters for a power loss: the newer segments are deleted and the directory
+    /// fsynced *before* the segment holding `from` is cut. Cut first, a crash could bring the
+    /// deleted segments back after a shortened one; recovery would see a hole and drop the
+    /// entries before it, which may be committed.
+    fn truncate_locked(&self, state: &mut State, from: u64) -> EngineResult<()> {
         let last = state.first_index + state.index.len() as u64;
         if state.index.is_empty() || from >= last {
-            return Ok(false);
+            return Ok(());
         }
         let keep = usize::try_from(from.saturating_sub(state.first_index)).unwrap_or(usize::MAX);
         let cut = state.index.get(keep).copied();
         state.index.truncate(keep);
-        let Some(cut) = cut else { return Ok(false) };
+        let Some(cut) = cut else { return Ok(()) };
         let mut deleted = false;
+        // Newest first, so any prefix of the deletions that reaches the disk leaves a log
+        // without a hole.
         while state.segments.last().is_some_and(|s| s.first > cut.segment) {
             if let Some(seg) = state.segments.pop() {
                 self.remove_segment(seg)?;
                 deleted = true;
             }
+        }
+        if deleted {
+            sync_dir(&self.log_dir)?;
         }
         if let Some(seg) = state.segments.last_mut().filter(|s| s.first == cut.segment) {
             seg.file
@@ -241,7 +294,7 @@ impl FileEngine {
             preallocate(&seg.file, self.segment_bytes, &self.segment_path(seg.first));
             seg.len = cut.offset;
         }
-        Ok(deleted)
+        Ok(())
     }
 }
 
@@ -298,6 +351,36 @@ fn parse_records(bytes: &[u8], first: u64) -> (Vec<Loc>, u64, Option<&'static st
     (locs, at as u64, bad)
 }
 
+/// The first record at or after `from + 1` that is valid on its own (length in bounds, crc
+/// matches, index at least `expected` and plausibly close), if any: evidence that the bad
+/// record at `from` is not a torn last append but damage in the middle of the log.
+fn valid_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, u64)> {
+    const PLAUSIBLE: u64 = 1 << 20;
+    let header = HEADER as usize;
+    let mut at = usize::try_from(from).ok()? + 1;
+    while at + header <= bytes.len() {
+        // Skip zeros fast: a record header is never all zeros.
+        if bytes[at..at + header].iter().all(|b| *b == 0) {
+            at += bytes[at..].iter().position(|b| *b != 0)?.saturating_sub(header - 1).max(1);
+            continue;
+        }
+        let word = |r: std::ops::Range<usize>| {
+            bytes[at + r.start..at + r.end].iter().rev().fold(0u64, |a, b| a << 8 | u64::from(*b))
+        };
+        let (len, sum, index) = (word(0..4), word(4..8), word(8..16));
+        let start = at + header;
+        if (expected..expected.saturating_add(PLAUSIBLE)).contains(&index) && len <= u64::from(MAX_RECORD) {
+            if let Some(payload) = bytes.get(start..start + len as usize) {
+                if u64::from(crc(index, payload)) == sum {
+                    return Some((at as u64, index));
+                }
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
 impl LogEngine for FileEngine {
     fn get_meta(&self, key: &str) -> EngineResult<Option<Vec<u8>>> {
         let path = self.meta_dir.join(key);
@@ -347,7 +430,8 @@ impl LogEngine for FileEngine {
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
         let Some(first_new) = entries.first().map(|(i, _)| *i) else { return Ok(()) };
         let mut state = self.lock();
-        let mut dir_changed = self.truncate_locked(&mut state, first_new)?;
+        self.truncate_locked(&mut state, first_new)?;
+        let mut dir_changed = false;
         let next = state.first_index + state.index.len() as u64;
         if !state.index.is_empty() && first_new != next {
             return Err(EngineError(format!("append at index {first_new} leaves a gap after {}", next - 1)));
@@ -357,6 +441,7 @@ impl LogEngine for FileEngine {
             // never holds records that are not consecutive.
             for seg in std::mem::take(&mut state.segments) {
                 self.remove_segment(seg)?;
+                dir_changed = true;
             }
         }
         if state.segments.last().is_none_or(|s| s.len >= self.segment_bytes) {
@@ -429,10 +514,7 @@ impl LogEngine for FileEngine {
 
     fn truncate_from(&self, from: u64) -> EngineResult<()> {
         let mut state = self.lock();
-        if self.truncate_locked(&mut state, from)? {
-            sync_dir(&self.log_dir)?;
-        }
-        Ok(())
+        self.truncate_locked(&mut state, from)
     }
 
     fn purge_upto(&self, upto: u64) -> EngineResult<()> {

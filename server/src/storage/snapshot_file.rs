@@ -102,7 +102,7 @@ impl SnapshotDir {
     /// # Errors
     /// When the directory cannot be created.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        super::file_engine::create_dir_durable(dir)?;
         Ok(Self { dir: dir.to_path_buf() })
     }
 

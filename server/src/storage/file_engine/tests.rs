@@ -260,3 +260,50 @@ fn meta_round_trips_and_survives_reopen() {
     let e = small(&dir);
     assert_eq!(e.get_meta("committed").expect("get"), None);
 }
+
+/// Offset of entry `i`'s record in a segment starting at 1 written with `entries(1..)`.
+fn record_offset(i: u64) -> usize {
+    (1..i).map(|j| HEADER as usize + entry(j).1.len()).sum()
+}
+
+/// A data dir with entries 1..=6 in one (preallocated) segment: its path and bytes.
+fn six_records() -> (TempDir, PathBuf, Vec<u8>) {
+    let dir = TempDir::new().expect("tmp");
+    let e = FileEngine::open(dir.path()).expect("open");
+    append_each(&e, 1..=6);
+    drop(e);
+    let path = dir.path().join("log").join(segment_files(&dir).pop().expect("a segment"));
+    let bytes = fs::read(&path).expect("read");
+    (dir, path, bytes)
+}
+
+#[test]
+fn a_bad_record_followed_by_valid_ones_in_the_newest_segment_refuses_to_start() {
+    for damage in ["payload bit flip", "zeroed header"] {
+        let (dir, path, mut bytes) = six_records();
+        let at = record_offset(3);
+        match damage {
+            "payload bit flip" => bytes[at + HEADER as usize + 2] ^= 0x01,
+            _ => bytes[at..at + HEADER as usize].fill(0),
+        }
+        fs::write(&path, &bytes).expect("write");
+        let err = FileEngine::open(dir.path()).err().expect("a bad record with valid records after it is refused");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "names the file: {msg}");
+        assert!(msg.contains(&format!("offset {at}")), "names the offset: {msg}");
+        assert!(msg.contains("corrupt") && msg.contains("index 4"), "says why: {msg}");
+        assert!(msg.contains("data dir"), "says what to do: {msg}");
+        assert_eq!(fs::read(&path).expect("read"), bytes, "{damage}: the segment is left as found");
+    }
+}
+
+#[test]
+fn a_bad_last_record_in_the_newest_segment_is_a_torn_append() {
+    let (dir, path, mut bytes) = six_records();
+    // Records 5 and 6 half written: 5's payload torn, 6 never reached the disk.
+    let at = record_offset(5);
+    bytes[at + HEADER as usize + 1..].fill(0);
+    fs::write(&path, &bytes).expect("write");
+    let e = FileEngine::open(dir.path()).expect("a torn tail is cut");
+    assert_eq!(e.range(0, 100).expect("range"), entries(1..=4));
+}
