@@ -35,7 +35,8 @@ use crate::storage::snapshot_file::SnapshotDir;
 /// # Errors
 /// When storage cannot be opened, the addresses cannot be bound, or Raft fails to start.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    // Durable: a data dir this node creates must not vanish on a power loss.
+    crate::storage::file_engine::create_dir_durable(&config.data_dir)?;
     let kind = choose_log_engine(&config.data_dir, config.log_engine).map_err(anyhow::Error::msg)?;
     let engine_dir = config.data_dir.join(kind.dir_name());
     let engine: Arc<dyn LogEngine> = match kind {
