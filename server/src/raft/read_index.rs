@@ -67,7 +67,10 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Waiter>) {
                         floor_pending = false;
                         Ok(index)
                     }
-                    Err(e) => Err(Error::Unavailable(format!("log not applied yet after a restart: {e}"))),
+                    Err(e) => Err(Error::unavailable(
+                        UnavailableReason::Behind,
+                        format!("log not applied yet after a restart: {e}"),
+                    )),
                 }
             }
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
