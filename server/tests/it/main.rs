@@ -11,6 +11,7 @@ mod prompt_election;
 mod serializable_reads;
 mod sessions;
 mod snapshot_catchup;
+mod stall;
 mod watches;
 
 use std::path::PathBuf;
