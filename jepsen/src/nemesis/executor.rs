@@ -132,7 +132,7 @@ impl Nemesis {
         if undo.partitioned {
             self.net.heal()?;
         }
-        pause::resume(&mut cluster, &undo.paused)?;
+        pause::resume(&mut cluster, &undo.paused).await?;
         kill::restart(&mut cluster, &undo.killed)?;
         for id in &undo.killed {
             self.down.remove(id);

@@ -18,6 +18,10 @@ use crate::workload::session::TTL;
 /// How long a majority or all-node stall lasts: longer than any session deadline.
 pub const STALL_HOLD: Duration = Duration::from_millis(TTL.as_millis() as u64 * 3 / 2);
 
+/// Between resuming one paused node and the next: longer than the server's 50 ms expiry tick,
+/// well under a session TTL.
+pub const RESUME_GAP: Duration = Duration::from_millis(500);
+
 /// The stalls every schedule starts its pauses with, in order.
 const FIRST: [Target; 2] = [Target::MajorityWithLeader, Target::All];
 
@@ -53,12 +57,18 @@ pub fn pause(cluster: &mut Cluster, nodes: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resumes the nodes (a node that died meanwhile is left for the kill nemesis to restart).
+/// Resumes the nodes one by one, in the order paused (the leader first), [`RESUME_GAP`] apart,
+/// as stalls of several machines seldom end together: the leader then runs its expiry tick,
+/// and with a follower forms a quorum, before the last node is back. A node that died
+/// meanwhile is left for the kill nemesis to restart.
 ///
 /// # Errors
 /// Never for now; kept fallible like the other fault actions.
-pub fn resume(cluster: &mut Cluster, nodes: &[u64]) -> anyhow::Result<()> {
-    for &id in nodes {
+pub async fn resume(cluster: &mut Cluster, nodes: &[u64]) -> anyhow::Result<()> {
+    for (i, &id) in nodes.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(RESUME_GAP).await;
+        }
         let _ = cluster.resume(id);
     }
     Ok(())
