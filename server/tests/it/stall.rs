@@ -14,8 +14,8 @@ const TTL: Duration = Duration::from_secs(2);
 /// How long the paused nodes stay stopped: 1.5 x TTL, longer than any deadline.
 const PAUSE: Duration = Duration::from_millis(3_000);
 const SESSIONS: usize = 4;
-/// Between resuming one paused node and the next: longer than the expiry tick, shorter than a
-/// TTL.
+/// Between resuming the leader and the first follower: longer than the expiry tick, shorter than
+/// a TTL.
 const RESUME_GAP: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,7 +40,11 @@ async fn stall(all: bool) -> anyhow::Result<()> {
     let mut keepers = Vec::new();
     let mut keys = Vec::new();
     for i in 0..SESSIONS {
-        let client = c.client().await?;
+        // Pinned to the leader: its keep-alives wait in the leader's sockets during the stall
+        // (and are forwarded if another node leads afterwards). A client that may sit on the
+        // last node to resume could lose its session legitimately (no keep-alive reaching a
+        // serving leader for a TTL), which is not what this test is about.
+        let client = c.client_of(leader).await?;
         let id = client.session_open(TTL).await?;
         let key = format!("stall/{i}");
         client.put_ephemeral(&key, "x", id).await?;
@@ -48,20 +52,28 @@ async fn stall(all: bool) -> anyhow::Result<()> {
         keepers.push(tokio::spawn(keep_alive(client, id, stop_rx.clone())));
     }
     let writer = tokio::spawn(write_load(c.client().await?, stop_rx.clone()));
-    // Let every session get one keep-alive through before the stall.
-    tokio::time::sleep(TTL / 3).await;
 
     let mut paused: Vec<u64> = vec![leader];
     paused.extend((1..=3).filter(|id| *id != leader).take(if all { 2 } else { 1 }));
     for id in &paused {
         c.pause(*id)?;
     }
-    tokio::time::sleep(PAUSE).await; // the fault's duration, not a wait for a condition
-                                     // The leader first, then the others one by one (RESUME_GAP apart): with every node paused,
-                                     // the leader and the first follower are a quorum on their own until the last one is back.
-    for id in &paused {
+    // The fault's duration, not a wait for a condition.
+    tokio::time::sleep(PAUSE).await;
+    // The leader first (its late expiry tick runs before any follower is back), then a follower:
+    // with every node paused, these two are a quorum on their own; the last node comes back
+    // once they have committed a write.
+    c.resume(leader)?;
+    tokio::time::sleep(RESUME_GAP).await;
+    c.resume(paused[1])?;
+    let probe = c.client_of(leader).await?;
+    conclave_testkit::wait_for("a write committed after the stall", Duration::from_secs(15), || {
+        let probe = probe.clone();
+        async move { probe.put("settled", "1").await.ok() }
+    })
+    .await?;
+    for id in &paused[2..] {
         c.resume(*id)?;
-        tokio::time::sleep(RESUME_GAP).await;
     }
 
     let after = c.wait_for_leader(Duration::from_secs(15)).await?;
