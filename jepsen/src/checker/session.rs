@@ -2,7 +2,13 @@
 //! and keeps it alive; monitors read the keys. No ephemeral key may be deleted while its
 //! session's keep-alives succeed, and once they stop the key must be gone within the documented
 //! bound: 2 x TTL + election time after the last keep-alive or the last fault, whichever is later
-//! (a new leader restarts every session's deadline at the full TTL).
+//! (a new leader restarts every session's deadline at the full TTL). Nor may a session be found
+//! expired (a keep-alive answering "not alive", or its key read absent) while its client was
+//! still keeping it alive, unless a full TTL of healthy time (outside every fault interval)
+//! passed since its last successful renewal: a leader that stalled or lost its quorum restarts
+//! the deadlines when it serves again, as a new leader does (issue 17). A client that could not
+//! reach a serving leader for a TTL during a fault is flagged as well: the client's failover
+//! between members is documented to prevent exactly that.
 //!
 //! History values: `open` result `{"session": id, "ttl_ms": ttl}`; `put-ephemeral` key K,
 //! argument `{"session": id}`; `keep-alive` argument `{"session": id}`, result `{"alive": bool}`;
@@ -30,6 +36,8 @@ struct Life<'a> {
     last_alive_invoke: Option<u64>,
     /// Latest time a keep-alive may have renewed it (completion of any non-failed one).
     last_renewal: u64,
+    /// Invocations of the open and of every keep-alive that found it alive, in order.
+    renewals: Vec<u64>,
     abandoned: Option<u64>,
 }
 
@@ -46,6 +54,7 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
             ("open", EventType::Ok) => {
                 life.ttl_ns = op.result.get("ttl_ms").and_then(uint).unwrap_or(0) * 1_000_000;
                 life.last_renewal = life.last_renewal.max(done);
+                life.renewals.push(op.invoke);
             }
             ("put-ephemeral", EventType::Ok) => {
                 life.key = op.key.as_deref();
@@ -55,6 +64,7 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
             ("keep-alive", EventType::Ok) if op.result.get("alive").and_then(|a| a.as_bool()) == Some(true) => {
                 life.last_alive_invoke = life.last_alive_invoke.max(Some(op.invoke));
                 life.last_renewal = life.last_renewal.max(done);
+                life.renewals.push(op.invoke);
             }
             ("keep-alive", EventType::Info) => life.last_renewal = life.last_renewal.max(done),
             ("abandon", _) => life.abandoned = Some(op.invoke),
@@ -64,14 +74,19 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
     let by_key: BTreeMap<&str, (u64, &Life)> = lives.iter().filter_map(|(id, l)| Some((l.key?, (*id, l)))).collect();
     let mut early = Vec::new();
     let mut late = Vec::new();
+    let mut kept_alive = expired_while_kept_alive(ops, &lives, faults);
     let mut reads = 0usize;
     for r in ops.iter().filter(|o| o.f == "read" && o.outcome == EventType::Ok) {
         let (Some(key), Some(done)) = (r.key.as_deref(), r.complete) else { continue };
         let Some(&(id, life)) = by_key.get(key) else { continue };
         let Some(exists) = r.result.get("exists").and_then(|e| e.as_bool()) else { continue };
         reads += 1;
-        if !exists && life.created.is_some_and(|c| c < r.invoke) && life.last_alive_invoke.is_some_and(|k| k > done) {
-            early.push(json!({"session": id, "read": describe(r), "later_keep_alive_found_it_alive_at": life.last_alive_invoke}));
+        if !exists && life.created.is_some_and(|c| c < r.invoke) {
+            if life.last_alive_invoke.is_some_and(|k| k > done) {
+                early.push(json!({"session": id, "read": describe(r), "later_keep_alive_found_it_alive_at": life.last_alive_invoke}));
+            } else if let Some(w) = kept_alive_witness(life, r, faults) {
+                kept_alive.entry(id).or_insert(w);
+            }
         }
         if exists && life.abandoned.is_some() {
             if faults.iter().any(|f| f.start <= r.invoke && r.invoke <= f.end) {
@@ -89,21 +104,80 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
         }
     }
     let summary = format!(
-        "{} sessions, {reads} reads of their keys; {} deleted early, {} outlived the bound",
+        "{} sessions, {reads} reads of their keys; {} deleted early, {} expired while kept alive, {} outlived the bound",
         lives.len(),
         early.len(),
+        kept_alive.len(),
         late.len()
     );
-    if !early.is_empty() || !late.is_empty() {
+    if !early.is_empty() || !late.is_empty() || !kept_alive.is_empty() {
         early.truncate(20);
         late.truncate(20);
-        return CheckResult::new(NAME, Verdict::Invalid, summary)
-            .with_witness(json!({"deleted_while_alive": early, "outlived_bound": late}));
+        return CheckResult::new(NAME, Verdict::Invalid, summary).with_witness(
+            json!({"deleted_while_alive": early, "expired_while_kept_alive": kept_alive.iter().take(20).map(|(id, w)| json!({"session": id, "detail": w})).collect::<Vec<_>>(), "outlived_bound": late}),
+        );
     }
     if reads == 0 {
         return CheckResult::new(NAME, Verdict::Unknown, "no read of a session key succeeded");
     }
     CheckResult::new(NAME, Verdict::Valid, summary)
+}
+
+/// Sessions a keep-alive found "not alive" although they were still being kept alive and less
+/// than a TTL of healthy time had passed since their last renewal (see the module docs), each
+/// with its first witness.
+fn expired_while_kept_alive(
+    ops: &[Op],
+    lives: &BTreeMap<u64, Life>,
+    faults: &[FaultInterval],
+) -> BTreeMap<u64, serde_json::Value> {
+    let dead = |op: &&Op| {
+        op.f == "keep-alive"
+            && op.outcome == EventType::Ok
+            && op.result.get("alive").and_then(|a| a.as_bool()) == Some(false)
+    };
+    let mut out = BTreeMap::new();
+    for op in ops.iter().filter(dead) {
+        let Some(id) = op.arg.get("session").and_then(uint) else { continue };
+        if let Some(w) = lives.get(&id).and_then(|life| kept_alive_witness(life, op, faults)) {
+            out.entry(id).or_insert(w);
+        }
+    }
+    out
+}
+
+/// Why `seen` (an operation that found the session gone) came too early, if it did: the session
+/// was not abandoned before it completed, and less than a TTL of time outside every fault
+/// passed between its last renewal (invocation) and that completion.
+fn kept_alive_witness(life: &Life, seen: &Op, faults: &[FaultInterval]) -> Option<serde_json::Value> {
+    let at = seen.complete?;
+    if life.ttl_ns == 0 || life.abandoned.is_some_and(|a| a < at) {
+        return None;
+    }
+    let renewal = life.renewals.iter().copied().filter(|r| *r < at).max()?;
+    let healthy = healthy_ns(renewal, at, faults);
+    (healthy < life.ttl_ns).then(|| {
+        json!({
+            "seen_gone_by": describe(seen), "last_renewal_invoked": renewal,
+            "healthy_ms_since": healthy / 1_000_000, "ttl_ms": life.ttl_ns / 1_000_000,
+        })
+    })
+}
+
+/// Time in `[from, to]` (ns) covered by no fault interval.
+fn healthy_ns(from: u64, to: u64, faults: &[FaultInterval]) -> u64 {
+    let mut covered: Vec<(u64, u64)> =
+        faults.iter().map(|f| (f.start.max(from), f.end.min(to))).filter(|(s, e)| s < e).collect();
+    covered.sort_unstable();
+    let (mut faulty, mut reach) = (0, from);
+    for (s, e) in covered {
+        let s = s.max(reach);
+        if e > s {
+            faulty += e - s;
+            reach = e;
+        }
+    }
+    to.saturating_sub(from).saturating_sub(faulty)
 }
 
 #[cfg(test)]
@@ -165,5 +239,68 @@ mod tests {
         assert_eq!(check(&ops, &[]).verdict, Verdict::Invalid);
         let fault = FaultInterval { start: 4000 * MS, end: 7000 * MS, what: "partition".into() };
         assert_eq!(check(&ops, &[fault]).verdict, Verdict::Valid);
+    }
+
+    /// The stalled-leader history of issue 17: keep-alives succeed up to a pause of the leader
+    /// and a follower, time out during it, and the first answer after it says "expired".
+    fn stalled(abandon: bool) -> Vec<Op> {
+        let mut h = base();
+        h.inv(1500 * MS, 1, "keep-alive", None, json!({"session": 7})).ok(
+            1501 * MS,
+            1,
+            "keep-alive",
+            None,
+            json!({"alive": true}),
+        );
+        if abandon {
+            h.inv(1502 * MS, 1, "abandon", None, json!({"session": 7})).ok(1502 * MS, 1, "abandon", None, Value::Null);
+        }
+        for t in [2000u64, 3500] {
+            h.inv(t * MS, 1, "keep-alive", None, json!({"session": 7})).info(t * MS + 1500 * MS, 1, "keep-alive", None);
+        }
+        h.inv(5100 * MS, 1, "keep-alive", None, json!({"session": 7})).ok(
+            5200 * MS,
+            1,
+            "keep-alive",
+            None,
+            json!({"alive": false}),
+        );
+        h.inv(5300 * MS, 2, "read", Some("e/1"), Value::Null).ok(
+            5301 * MS,
+            2,
+            "read",
+            Some("e/1"),
+            json!({"exists": false}),
+        );
+        pair(&h.events).unwrap()
+    }
+
+    fn pause(start_ms: u64, end_ms: u64) -> FaultInterval {
+        FaultInterval { start: start_ms * MS, end: end_ms * MS, what: "pause majority-with-leader n1,n2".into() }
+    }
+
+    #[test]
+    fn session_expired_right_after_a_stall_while_kept_alive_is_invalid() {
+        let r = check(&stalled(false), &[pause(1800, 4800)]);
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.summary);
+        assert!(r.summary.contains("1 expired while kept alive"), "{}", r.summary);
+    }
+
+    #[test]
+    fn healthy_time_leaves_out_overlapping_faults() {
+        let f = |a, b| FaultInterval { start: a, end: b, what: String::new() };
+        assert_eq!(healthy_ns(0, 100, &[]), 100);
+        assert_eq!(healthy_ns(0, 100, &[f(10, 30), f(20, 40), f(90, 200)]), 60);
+        assert_eq!(healthy_ns(50, 60, &[f(0, 100)]), 0);
+    }
+
+    #[test]
+    fn expiry_a_ttl_of_healthy_time_after_the_last_renewal_or_after_abandon_is_valid() {
+        // Abandoned before the stall: the client stopped; expiry is expected.
+        assert_eq!(check(&stalled(true), &[pause(1800, 4800)]).verdict, Verdict::Valid);
+        // No fault: 3.7 s of healthy time without a successful keep-alive; the cluster may expire it.
+        assert_eq!(check(&stalled(false), &[]).verdict, Verdict::Valid);
+        // A short fault leaves more than a TTL of healthy time: may expire too.
+        assert_eq!(check(&stalled(false), &[pause(1800, 2800)]).verdict, Verdict::Valid);
     }
 }

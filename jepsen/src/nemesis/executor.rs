@@ -149,7 +149,7 @@ impl Nemesis {
         if undo.partitioned {
             self.net.heal()?;
         }
-        pause::resume(&mut cluster, &undo.paused)?;
+        pause::resume(&mut cluster, &undo.paused).await?;
         kill::restart(&mut cluster, &undo.killed)?;
         for id in &undo.killed {
             self.down.remove(id);
@@ -197,6 +197,7 @@ fn describe_nodes(target: Target, nodes: &[u64]) -> String {
         Target::One => "one",
         Target::Leader => "leader",
         Target::Minority => "minority",
+        Target::MajorityWithLeader => "majority-with-leader",
         Target::All => "all",
     };
     format!("{what} {}", names.join(","))
@@ -210,6 +211,7 @@ async fn pick(target: Target, ids: &[u64], cluster: &Cluster, rng: &mut ChaCha8R
         Target::One => shuffled[..1].to_vec(),
         Target::Minority => shuffled[..(ids.len() - 1) / 2].to_vec(),
         Target::All => ids.to_vec(),
+        Target::MajorityWithLeader => pause::majority_with(leader_of(cluster).await, &shuffled),
         Target::Leader => match leader_of(cluster).await {
             Some(l) => vec![l],
             None => shuffled[..1].to_vec(),

@@ -90,6 +90,8 @@ pub enum Target {
     Leader,
     /// A random minority.
     Minority,
+    /// A majority that includes the leader.
+    MajorityWithLeader,
     /// Every node at once.
     All,
 }
@@ -132,8 +134,9 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
     }
     let jitter = |rng: &mut ChaCha8Rng| interval.mul_f64(rng.random_range(0.6..1.4));
     let mut t = quiet;
+    let mut pauses = 0;
     loop {
-        let hold = jitter(&mut rng);
+        let mut hold = jitter(&mut rng);
         if t + hold + Duration::from_secs(1) > time_limit {
             break;
         }
@@ -153,13 +156,19 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
                 *[Target::One, Target::Leader, Target::Minority, Target::All].choose(&mut rng).unwrap_or(&Target::One),
             ),
             Kind::Pause => {
-                Fault::Pause(*[Target::One, Target::Leader, Target::Minority].choose(&mut rng).unwrap_or(&Target::One))
+                let (target, stall_hold) = pause::plan(pauses, &mut rng);
+                pauses += 1;
+                hold = stall_hold.unwrap_or(hold);
+                Fault::Pause(target)
             }
             Kind::Clock => Fault::Clock,
             Kind::Power => {
                 Fault::Power(*[Target::One, Target::Minority, Target::All].choose(&mut rng).unwrap_or(&Target::One))
             }
         };
+        if t + hold + Duration::from_secs(1) > time_limit {
+            break;
+        }
         plan.push(Planned { at: t, hold, fault, seed: rng.random() });
         t += hold + jitter(&mut rng);
     }
@@ -194,5 +203,21 @@ mod tests {
         let plan = s(7);
         assert!(plan.len() >= 3, "{plan:?}");
         assert!(plan.iter().all(|(at, hold, _, _)| *at + *hold + Duration::from_secs(1) <= limit));
+    }
+
+    /// test-all runs the pause nemesis on its own with its defaults (60 s, faults every ~5 s):
+    /// every such run stalls a majority with the leader and then every node, 1.5 x TTL each.
+    #[test]
+    fn a_pause_run_stalls_a_majority_with_the_leader_and_every_node() {
+        for seed in 1..20 {
+            let plan =
+                schedule(&[Kind::Pause], seed, Duration::from_secs(60), Duration::from_secs(5), Duration::from_secs(5));
+            let stalls: Vec<_> = plan.iter().filter(|p| p.hold == pause::STALL_HOLD).map(|p| p.fault.clone()).collect();
+            assert_eq!(
+                stalls[..2],
+                [Fault::Pause(Target::MajorityWithLeader), Fault::Pause(Target::All)],
+                "seed {seed}"
+            );
+        }
     }
 }

@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::stall::{QuorumAck, StallClock, StallRule};
 use crate::log_entry::{Command, Proposal};
 use crate::raft::router::Router;
+use crate::raft::PeerNode;
 
 /// Liveness of one session as the leader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +80,10 @@ impl SessionTracker {
     }
 
     /// Brings the deadlines in line with the replicated session table; returns sessions whose
-    /// deadline has passed (marking them expiring). O(sessions): run by the expiry loop only.
-    fn sync(&self, now: Instant) -> Vec<u64> {
+    /// deadline has passed (marking them expiring). After a stall (`stalled`: the leader could
+    /// not serve) every deadline first restarts at the full TTL, so nothing expires on this
+    /// tick. O(sessions): run by the expiry loop only.
+    fn sync(&self, now: Instant, stalled: bool) -> Vec<u64> {
         let Ok(mut st) = self.state.lock() else { return Vec::new() };
         if !self.check_term(&mut st) {
             return Vec::new();
@@ -90,6 +95,9 @@ impl SessionTracker {
             st.deadlines
                 .entry(*id)
                 .or_insert_with(|| Deadline { at: now + Duration::from_millis(s.ttl_ms), expiring: false });
+        }
+        if stalled {
+            restart_deadlines(&mut st.deadlines, |id| sessions.get(id).map(|s| s.ttl_ms), now);
         }
         let mut expired = Vec::new();
         for (id, d) in st.deadlines.iter_mut() {
@@ -141,9 +149,14 @@ impl SessionTracker {
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let lease = Duration::from_millis(this.router.raft().config().election_timeout_max);
+            let mut stall = StallClock::new(StallRule::new(tick, lease));
+            let mut metrics = this.router.raft().metrics();
             loop {
                 interval.tick().await;
-                for id in this.sync(Instant::now()) {
+                let now = Instant::now();
+                let stalled = stall.tick(now, quorum_ack(&mut metrics)).is_some();
+                for id in this.sync(now, stalled) {
                     let router = this.router.clone();
                     let tracker = this.clone();
                     tokio::spawn(async move {
@@ -167,6 +180,23 @@ impl SessionTracker {
             if let Some(d) = st.deadlines.get_mut(&id) {
                 d.expiring = false;
             }
+        }
+    }
+}
+
+/// Quorum contact as openraft's metrics report it, `None` when this node does not lead.
+fn quorum_ack(metrics: &mut watch::Receiver<RaftMetrics<u64, PeerNode>>) -> Option<QuorumAck> {
+    let new_report = metrics.has_changed().unwrap_or(false);
+    let m = metrics.borrow_and_update();
+    (m.state == ServerState::Leader).then_some(QuorumAck { millis_since: m.millis_since_quorum_ack, new_report })
+}
+
+/// Restarts every deadline not already being expired at the full TTL from `now` (never earlier
+/// than it was), as a new term does. `ttl_ms` gives a session's TTL (`None`: gone).
+fn restart_deadlines(deadlines: &mut HashMap<u64, Deadline>, ttl_ms: impl Fn(u64) -> Option<u64>, now: Instant) {
+    for (id, d) in deadlines.iter_mut().filter(|(_, d)| !d.expiring) {
+        if let Some(ttl) = ttl_ms(*id) {
+            d.at = d.at.max(now + Duration::from_millis(ttl));
         }
     }
 }

@@ -15,6 +15,7 @@ mod serializable_reads;
 mod sessions;
 mod settings;
 mod snapshot_catchup;
+mod stall;
 mod watches;
 
 use std::path::PathBuf;
