@@ -73,7 +73,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let undecided = rejoin::pending(&config.data_dir) || !raft.is_initialized().await?;
     if undecided {
         gate.set_open(false);
-        let _ = raft.runtime_config().elect(false);
+        raft.runtime_config().elect(false);
     }
     // openraft's leader lease is the maximum election timeout.
     let election = PromptElection::new(
@@ -193,7 +193,7 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
                 tracing::warn!("initialize: {e} (another member may have initialized first)");
             }
             gate.set_open(true);
-            let _ = raft.runtime_config().elect(true);
+            raft.runtime_config().elect(true);
         }
         StartMode::Rejoin => {
             if let Err(e) = rejoin::begin(&config.data_dir, &gate, !ask_leader) {

@@ -300,7 +300,7 @@ pub async fn run(
 ) {
     let me = node.node_id();
     let raft = node.router().raft().clone();
-    let _ = raft.runtime_config().elect(false);
+    raft.runtime_config().elect(false);
     if ask_leader_to_promote {
         tracing::warn!(
             node_id = me,
@@ -328,7 +328,7 @@ pub async fn run(
             match remove_marker(&data_dir) {
                 Ok(()) => {
                     gate.set_open(true);
-                    let _ = raft.runtime_config().elect(true);
+                    raft.runtime_config().elect(true);
                     tracing::info!(node_id = me, "rejoined: a voter again, with every committed entry");
                     return;
                 }
