@@ -103,6 +103,7 @@ impl PeerClient {
                 Kind::Snapshot => client.install_snapshot(msg).await,
             }
         };
+        let started = std::time::Instant::now();
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
             Err(_) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!("peer {} timed out", self.target)))))
@@ -116,7 +117,12 @@ impl PeerClient {
                     _ => RPCError::Network(NetworkError::new(&status)),
                 })
             }
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                if matches!(kind, Kind::Append) {
+                    crate::ops::metrics::observe_peer_rtt(self.target, started.elapsed());
+                }
+                reply.into_inner()
+            }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -46,7 +46,10 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Waiter>) {
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result = match raft.ensure_linearizable().await {
+        let started = std::time::Instant::now();
+        let confirmed = raft.ensure_linearizable().await;
+        crate::ops::metrics::observe_read_index(started.elapsed());
+        let result = match confirmed {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader { node_id, leader_id: f.leader_id, leader_addr: None, reached_raft: false })
