@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// members: current-thread gave 12-18% more writes/s for less CPU (docs/design.md).
     #[arg(long, env = "CONCLAVE_RUNTIME", value_enum, default_value_t = RuntimeKind::CurrentThread)]
     pub runtime: RuntimeKind,
+    /// HTTP address for `/livez`, `/readyz` and `/metrics` (Prometheus), e.g. `0.0.0.0:9379`.
+    /// Off when unset. `grpc.health.v1` is always served on the client address.
+    #[arg(long, env = "CONCLAVE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
@@ -186,6 +190,8 @@ pub struct Config {
     pub watch_progress_interval: Duration,
     /// Raft log engine, if named on the command line.
     pub log_engine: Option<LogEngineKind>,
+    /// HTTP listener of the probes and metrics (None: off).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -267,6 +273,7 @@ impl ServeArgs {
             max_watches_per_stream: self.max_watches_per_stream.max(1),
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
             log_engine: self.log_engine,
+            metrics_addr: self.metrics_addr,
         })
     }
 }

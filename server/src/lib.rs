@@ -5,6 +5,7 @@
 //! - [`serve`]: wiring; [`serve::run`] runs a node (used by the binary and tests).
 //! - [`node`]: the narrow facade services use, the peer service, start-up and rejoin.
 //! - [`types`]: openraft's type configuration (a leaf).
+//! - [`ops`]: readiness (gRPC health, `/readyz`), liveness and Prometheus metrics.
 //! - [`service`]: the public gRPC services, one per file, thin handlers.
 //! - [`sessions`]: the leader's in-memory session deadlines and expiry loop.
 //! - [`raft`]: openraft glue: type config, peer network, write batching, read index, routing.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod limits;
 pub mod log_entry;
 pub mod node;
+pub mod ops;
 pub mod raft;
 pub mod serve;
 pub mod service;

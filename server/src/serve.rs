@@ -15,6 +15,7 @@ use crate::log_entry::{Command, Proposal};
 use crate::node::peer_service::PeerService;
 use crate::node::rejoin::{self, StartMode};
 use crate::node::Node;
+use crate::ops;
 use crate::raft::bootstrap_settings;
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
@@ -136,13 +137,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             bootstrap_settings::reconcile(router, SmConfig { history_revisions: config.history_revisions }).await;
         })
     };
+    // Probes and metrics (`ops`): the readiness rule drives grpc.health.v1 and /readyz.
+    let lease = config.election_timeout * 2;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for service in ops::health::HEALTH_SERVICES {
+        health_reporter.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
+    let readiness = ops::health::spawn(node.clone(), lease, health_reporter);
+    let leader_changes = ops::spawn_leader_changes(node.clone());
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving /livez, /readyz and /metrics");
+            let state = ops::http::HttpState { node: node.clone(), readiness: readiness.clone(), lease };
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(ops::http::serve(listener, state, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     let client_server = {
         let mut stop = stop_rx.clone();
         let incoming = incoming(config.client_addr)?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
-                .add_routes(routes(Api::new(node.clone(), limits)))
+                .layer(ops::rpc_layer::RpcMetricsLayer)
+                .add_routes(routes(Api::new(node.clone(), limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
@@ -155,10 +177,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     start_up.abort();
     expiry.abort();
     election_task.abort();
+    leader_changes.abort();
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     let _ = client_server.await;
     let _ = peer_server.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
+    drop(readiness);
     Ok(())
 }
 

@@ -146,7 +146,7 @@ impl Node {
     /// The state machine's deterministic failure (`Command`), or a transient error whose
     /// outcome ([`Error::outcome`]) says whether the write may have been applied.
     pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<Outcome> {
-        Ok(self.router.propose(proposal, size).await??)
+        crate::ops::metrics::track_proposal(async { Ok(self.router.propose(proposal, size).await??) }).await
     }
 
     /// Runs `f` on the state machine at consistency `c`.
@@ -209,4 +209,69 @@ impl Node {
     pub(crate) fn router(&self) -> &Arc<Router> {
         &self.router
     }
+
+    /// Who this node believes leads and when it last heard from it (the readiness rule's and
+    /// the metrics' view; see `raft/leader_presence.rs` for the same "heard from" test).
+    pub async fn leader_contact(&self) -> LeaderContact {
+        let leader_id = self.router.raft().metrics().borrow().current_leader;
+        let state = self
+            .router
+            .raft()
+            .with_raft_state(|s| {
+                let heard = s.vote_last_modified().map(|t| t.elapsed());
+                (s.server_state == ServerState::Leader, heard, s.committed.map_or(0, |c| c.index))
+            })
+            .await;
+        let (is_leader, silent_for, committed_index) = state.unwrap_or((false, None, 0));
+        LeaderContact { leader_id, is_leader, silent_for, committed_index }
+    }
+
+    /// The leader's commit index, confirmed with a quorum (a read index through the leader;
+    /// no wait for this node's own apply).
+    ///
+    /// # Errors
+    /// Retriable errors when no leader is known or it cannot confirm its leadership.
+    pub async fn leader_commit_index(&self) -> Result<u64> {
+        let leader = self.router.leader().await?;
+        if leader == self.router.node_id() {
+            return self.router.read_index_local().await;
+        }
+        self.router.forward(leader, Call::ReadIndex, &()).await?
+    }
+
+    /// On the leader: how many entries each follower's matched index trails the leader's last
+    /// log index (empty on other members).
+    pub fn follower_lag(&self) -> Vec<(u64, u64)> {
+        let metrics = self.router.raft().metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let Some(replication) = &m.replication else { return Vec::new() };
+        replication
+            .iter()
+            .filter(|(id, _)| **id != self.router.node_id())
+            .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+            .collect()
+    }
+
+    /// Waits until the leader this node knows differs from `known`; returns it (`None` inside:
+    /// no leader now), or `None` once Raft has shut down.
+    pub async fn wait_leader_change(&self, known: Option<u64>) -> Option<Option<u64>> {
+        let mut metrics = self.router.raft().metrics();
+        let m = metrics.wait_for(|m| m.current_leader != known || m.state == ServerState::Shutdown).await.ok()?;
+        (m.state != ServerState::Shutdown).then_some(m.current_leader)
+    }
+}
+
+/// Who this node believes leads, and when it last heard from it.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderContact {
+    /// The leader it names (None: none).
+    pub leader_id: Option<u64>,
+    /// Whether it is the leader itself.
+    pub is_leader: bool,
+    /// Time since it last heard from a leader (a heartbeat, a granted vote); None: never.
+    pub silent_for: Option<std::time::Duration>,
+    /// The commit index it knows (a follower learns the leader's with each AppendEntries, up
+    /// to the end of its own log).
+    pub committed_index: u64,
 }

@@ -136,6 +136,7 @@ where
             Kind::Snapshot => client.install_snapshot(msg).await,
         }
     };
+    let started = std::time::Instant::now();
     let reply = match tokio::time::timeout(timeout, fut).await {
         Err(_) => {
             return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
@@ -151,7 +152,12 @@ where
                 _ => RPCError::Network(NetworkError::new(&status)),
             })
         }
-        Ok(Ok(reply)) => reply.into_inner(),
+        Ok(Ok(reply)) => {
+            if matches!(kind, Kind::Append) {
+                crate::ops::metrics::observe_peer_rtt(target, started.elapsed());
+            }
+            reply.into_inner()
+        }
     };
     let result: Result<Resp, RaftError<NodeId, E>> =
         decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

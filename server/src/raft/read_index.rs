@@ -58,7 +58,10 @@ async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Waiter>) {
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result = match raft.ensure_linearizable().await {
+        let started = std::time::Instant::now();
+        let confirmed = raft.ensure_linearizable().await;
+        crate::ops::metrics::observe_read_index(started.elapsed());
+        let result = match confirmed {
             Ok(log_id) if floor_pending => {
                 let last = raft.metrics().borrow().last_log_index;
                 let index = log_id.map_or(0, |l| l.index).max(last.unwrap_or(0));

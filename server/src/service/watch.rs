@@ -52,6 +52,7 @@ struct Watcher {
     prev_kv: bool,
     progress_notify: bool,
     last_sent: Instant,
+    _active: crate::ops::metrics::WatcherGuard,
 }
 
 /// One result of reading history for a watcher.
@@ -91,6 +92,9 @@ impl StreamTask {
     }
 
     async fn send(&self, r: Result<pb::WatchResponse, Status>) -> Result<(), ()> {
+        if self.out.capacity() == 0 {
+            crate::ops::metrics::slow_watcher();
+        }
         self.out.send(r).await.map_err(|_| ())
     }
 
@@ -207,6 +211,7 @@ impl StreamTask {
             prev_kv: c.prev_kv,
             progress_notify: c.progress_notify,
             last_sent: Instant::now(),
+            _active: crate::ops::metrics::watcher_opened(),
         };
         self.watchers.insert(id, watcher);
         self.send(Ok(pb::WatchResponse { created: true, ..self.response(id, current) })).await?;

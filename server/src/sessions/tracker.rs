@@ -163,7 +163,10 @@ impl SessionTracker {
                         let proposal =
                             Proposal { request_id: None, command: Command::SessionExpire { session_id: id } };
                         match router.propose_local(proposal, 16).await {
-                            Ok(_) => tracing::info!(session_id = id, "session expired"),
+                            Ok(_) => {
+                                tracing::info!(session_id = id, "session expired");
+                                crate::ops::metrics::session_expired();
+                            }
                             Err(e) => {
                                 tracing::warn!(session_id = id, "expiry not committed: {e}");
                                 tracker.unmark(id);

@@ -479,7 +479,7 @@ impl LogEngine for FileEngine {
         let path = self.segment_path(seg.first);
         seg.file
             .write_all_at(&buf, seg.len)
-            .and_then(|()| seg.file.sync_data())
+            .and_then(|()| crate::ops::metrics::timed_fsync(|| seg.file.sync_data()))
             .map_err(|e| io(format_args!("append to {}", path.display()), e))?;
         seg.len = offset;
         if dir_changed {

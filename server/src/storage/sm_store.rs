@@ -228,7 +228,10 @@ async fn snapshot_io<T: Send + 'static>(
 
 impl RaftSnapshotBuilder<TypeConfig> for SmStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        snapshot_io(self, ErrorVerb::Write, SmStore::build_blocking).await
+        let started = std::time::Instant::now();
+        let snapshot = snapshot_io(self, ErrorVerb::Write, SmStore::build_blocking).await?;
+        crate::ops::metrics::observe_snapshot_save(started.elapsed(), snapshot.snapshot.get_ref().len());
+        Ok(snapshot)
     }
 }
 
@@ -244,6 +247,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let mut sm = self.write_sm().await?;
         let mut applied = self.shared.applied.lock().map_err(lock_err)?;
@@ -263,6 +267,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         drop(applied);
         drop(sm);
         self.shared.applied_tx.send_replace(position);
+        crate::ops::metrics::observe_apply(started.elapsed(), responses.iter().map(|r| r.0.len()).sum());
         Ok(responses)
     }
 
@@ -281,9 +286,12 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     ) -> Result<(), StorageError> {
         let this = self.clone();
         let meta = meta.clone();
+        let (started, size) = (std::time::Instant::now(), snapshot.get_ref().len());
         tokio::task::spawn_blocking(move || this.install(&meta, snapshot.into_inner()))
             .await
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
+        crate::ops::metrics::observe_snapshot_install(started.elapsed(), size);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

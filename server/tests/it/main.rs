@@ -6,6 +6,7 @@ mod counter_failover;
 mod disk_loss;
 mod durability;
 mod fail_fast;
+mod health;
 mod kv;
 mod leases;
 mod limits;

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod counter;
+mod endpoint;
 mod kv;
 mod lease;
 mod member;
@@ -82,6 +83,9 @@ enum Command {
     Counter(counter::CounterCommand),
     /// Status of every endpoint given in --endpoints, each asked individually.
     Status,
+    /// Health and status of each endpoint given in --endpoints (etcdctl's `endpoint`).
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -174,6 +178,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Txn(args) => txn::run(&g, out, &args).await,
         Command::Counter(cmd) => counter::run(&g, out, cmd).await,
         Command::Status => cluster::status(&g, out).await,
+        Command::Endpoint(cmd) => endpoint::run(&g, out, cmd).await,
         Command::Member(MemberCommand::List(_)) => cluster::member_list(&g, out).await,
         Command::Member(MemberCommand::Add(args)) => member::add(&g, out, &args).await,
         Command::Member(MemberCommand::Promote { id }) => member::promote(&g, out, id).await,

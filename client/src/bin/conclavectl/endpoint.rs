@@ -1,0 +1,149 @@
+//! `endpoint health` and `endpoint status` (etcdctl's shape): each endpoint given in
+//! --endpoints is asked on its own, concurrently; one line (or JSON object) per endpoint, in
+//! the order given; exit code 1 when any endpoint is unhealthy or does not answer.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use conclave_client::Client;
+use serde::Serialize;
+
+use crate::output::{json_line, table, Format};
+use crate::Globals;
+
+/// `endpoint` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum EndpointCommand {
+    /// Whether each endpoint is healthy (grpc.health.v1 SERVING: it knows a leader it hears
+    /// from, the leader confirmed its commit index, and it has applied close to it). Prints
+    /// `<endpoint> is healthy: took = <t>` or `<endpoint> is unhealthy: took = <t>, error: <why>`
+    /// (json: {"endpoint","health","took","error"}). Exit code 1 if any is unhealthy.
+    Health,
+    /// Each endpoint's own status: id, server version, revision, Raft term, last log index,
+    /// applied index, leader, learner or not (json: one object per endpoint). Exit code 1 if
+    /// any does not answer.
+    Status,
+}
+
+/// Runs an `endpoint` subcommand.
+pub async fn run(g: &Globals, out: &mut dyn Write, cmd: EndpointCommand) -> Result<()> {
+    let mut config = g.config();
+    // Each call goes to exactly one endpoint, bounded by the attempt timeout; the call deadline
+    // only bounds the discovery `with_config` does, which is not needed here.
+    config.call_timeout = Duration::from_millis(1);
+    let client = Client::with_config(config).await?;
+    match cmd {
+        EndpointCommand::Health => health(g, out, &client).await,
+        EndpointCommand::Status => status(g, out, &client).await,
+    }
+}
+
+#[derive(Serialize)]
+struct HealthJson<'a> {
+    endpoint: &'a str,
+    health: bool,
+    took: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+async fn health(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()> {
+    let results = futures::future::join_all(g.endpoints.iter().map(|ep| client.health_of(ep))).await;
+    let mut unhealthy = 0;
+    for (ep, h) in g.endpoints.iter().zip(&results) {
+        unhealthy += usize::from(!h.healthy);
+        let took = format!("{:?}", h.took);
+        match g.format {
+            Format::Json => {
+                json_line(out, &HealthJson { endpoint: ep, health: h.healthy, took, error: h.error.as_deref() })?
+            }
+            Format::Text if h.healthy => writeln!(out, "{ep} is healthy: took = {took}")?,
+            Format::Text => {
+                writeln!(out, "{ep} is unhealthy: took = {took}, error: {}", h.error.as_deref().unwrap_or("unknown"))?
+            }
+        }
+    }
+    if unhealthy > 0 {
+        bail!("{unhealthy} of {} endpoints unhealthy", g.endpoints.len());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    endpoint: &'a str,
+    id: u64,
+    version: &'a str,
+    revision: u64,
+    raft_term: u64,
+    raft_index: u64,
+    raft_applied_index: u64,
+    leader: u64,
+    is_learner: bool,
+    role: &'a str,
+    snapshot_index: u64,
+}
+
+async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()> {
+    let results = futures::future::join_all(g.endpoints.iter().map(|ep| client.endpoint_status(ep))).await;
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for (ep, r) in g.endpoints.iter().zip(&results) {
+        let e = match r {
+            Ok(e) => e,
+            Err(err) => {
+                failed += 1;
+                eprintln!("Error: status of {ep}: {err}");
+                continue;
+            }
+        };
+        let s = &e.status;
+        let json = StatusJson {
+            endpoint: ep,
+            id: s.node_id,
+            version: &e.version,
+            revision: s.revision,
+            raft_term: s.term,
+            raft_index: s.last_log_index,
+            raft_applied_index: s.applied_index,
+            leader: s.leader_id,
+            is_learner: s.role == "learner",
+            role: &s.role,
+            snapshot_index: s.snapshot_index,
+        };
+        match g.format {
+            Format::Json => json_line(out, &json)?,
+            Format::Text => rows.push(vec![
+                ep.clone(),
+                s.node_id.to_string(),
+                e.version.clone(),
+                (s.leader_id == s.node_id).to_string(),
+                json.is_learner.to_string(),
+                s.term.to_string(),
+                s.last_log_index.to_string(),
+                s.applied_index.to_string(),
+                s.revision.to_string(),
+            ]),
+        }
+    }
+    if !rows.is_empty() {
+        let header = [
+            "ENDPOINT",
+            "ID",
+            "VERSION",
+            "IS LEADER",
+            "IS LEARNER",
+            "RAFT TERM",
+            "RAFT INDEX",
+            "RAFT APPLIED INDEX",
+            "REVISION",
+        ];
+        table(out, &header, &rows)?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} endpoints did not answer", g.endpoints.len());
+    }
+    Ok(())
+}
