@@ -271,15 +271,16 @@ impl Connection {
         self.view.lock().map(|v| v.endpoints.clone()).unwrap_or_default()
     }
 
-    /// Runs `attempt` once on the preferred endpoint (within the attempt timeout); on failure the
-    /// next call goes elsewhere. For callers that report connection trouble themselves.
-    pub(crate) async fn call_once<T, F, Fut>(&self, attempt: F) -> Result<T>
+    /// Runs `attempt` once on the preferred endpoint within `budget`; on failure (or when the
+    /// budget runs out) the next call goes elsewhere. For callers that report connection
+    /// trouble themselves (session keep-alives).
+    pub(crate) async fn call_once_within<T, F, Fut>(&self, budget: Duration, attempt: F) -> Result<T>
     where
         F: FnOnce(GrpcChannel) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let (addr, channel) = self.pick()?;
-        match tokio::time::timeout(self.config.attempt_timeout, attempt(channel)).await {
+        match tokio::time::timeout(budget, attempt(channel)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(status)) => {
                 if !matches!(classify(&status), Failure::Final(_)) {
@@ -289,7 +290,7 @@ impl Connection {
             }
             Err(_) => {
                 self.fail_over(&addr, None);
-                Err(Error::Unavailable(format!("{addr} did not answer within {:?}", self.config.attempt_timeout)))
+                Err(Error::Unavailable(format!("{addr} did not answer within {budget:?}")))
             }
         }
     }

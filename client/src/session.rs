@@ -72,9 +72,11 @@ impl Client {
 
     /// One keep-alive attempt on the current endpoint, no retries: a failure means this
     /// client's connection is in trouble (the [`Session`] handle reports `Suspended`).
-    async fn keep_alive_once(&self, session_ids: &[u64]) -> Result<Vec<pb::KeepAliveResult>> {
+    /// `budget` bounds the attempt; a member that does not answer within it is left, so the next
+    /// keep-alive goes to another one (never wait longer than the session can afford).
+    async fn keep_alive_once(&self, session_ids: &[u64], budget: Duration) -> Result<Vec<pb::KeepAliveResult>> {
         let req = pb::KeepAliveRequest { session_ids: session_ids.to_vec() };
-        let resp = self.conn.call_once(|ch| keep_alive_rpc(ch, req)).await?;
+        let resp = self.conn.call_once_within(budget, |ch| keep_alive_rpc(ch, req)).await?;
         self.conn.observe(crate::connection::Headed::header(&resp));
         Ok(resp.results)
     }
@@ -197,9 +199,9 @@ async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::S
     let mut delay = interval;
     loop {
         tokio::time::sleep(delay).await;
-        let attempt = tokio::time::timeout(attempt_budget, client.keep_alive_once(&[id])).await;
+        let attempt = client.keep_alive_once(&[id], attempt_budget).await;
         let next = match attempt {
-            Ok(Ok(results)) if results.iter().any(|r| r.session_id == id && r.alive) => {
+            Ok(results) if results.iter().any(|r| r.session_id == id && r.alive) => {
                 last_ok = Instant::now();
                 delay = interval;
                 match *state.borrow() {
@@ -207,7 +209,7 @@ async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::S
                     _ => SessionState::Connected,
                 }
             }
-            Ok(Ok(_)) => SessionState::Expired,
+            Ok(_) => SessionState::Expired,
             _ if last_ok.elapsed() >= ttl * 2 => SessionState::Expired,
             _ => {
                 delay = RETRY_DELAY;
