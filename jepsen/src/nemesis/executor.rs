@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::{clock, kill, partition, pause, power, Fault, Planned, SharedCluster, Target};
+use super::{clock, kill, membership, partition, pause, power, Fault, Planned, SharedCluster, Target};
 use crate::history::{Event, EventType, Recorder, NEMESIS};
 
 /// Applies and heals faults on a cluster, recording each as nemesis events.
@@ -121,6 +121,22 @@ impl Nemesis {
                 self.down.extend(nodes.iter().copied());
                 undo.killed = nodes.clone();
                 (format!("{what} {}", describe_nodes(*target, &nodes)), json!({"nodes": nodes}))
+            }
+            Fault::Replace(target) => {
+                if membership::safe_to_replace(&mut cluster).await {
+                    let nodes = pick(*target, &ids, &cluster, &mut rng).await;
+                    for id in &nodes {
+                        membership::replace(&mut cluster, *id)?;
+                    }
+                    self.down.extend(nodes.iter().copied());
+                    undo.killed = nodes.clone();
+                    (
+                        format!("replace {} with a fresh data dir", describe_nodes(*target, &nodes)),
+                        json!({"nodes": nodes}),
+                    )
+                } else {
+                    ("replace skipped (a member is down or still rejoining)".to_owned(), json!({"nodes": []}))
+                }
             }
             Fault::Pause(target) => {
                 let nodes = pick(*target, &ids, &cluster, &mut rng).await;

@@ -4,6 +4,7 @@
 pub mod clock;
 mod executor;
 pub mod kill;
+pub mod membership;
 pub mod partition;
 pub mod pause;
 pub mod power;
@@ -35,11 +36,13 @@ pub enum Kind {
     Clock,
     /// Power loss: `kill -9`, unsynced writes lost (faultfs data dirs), restart.
     Power,
+    /// Membership: a node replaced by one with a fresh data dir (it must rejoin by itself).
+    Membership,
 }
 
 impl Kind {
     /// Every kind, in the order `all` lists them.
-    pub const ALL: [Kind; 5] = [Kind::Partition, Kind::Kill, Kind::Pause, Kind::Clock, Kind::Power];
+    pub const ALL: [Kind; 6] = [Kind::Partition, Kind::Kill, Kind::Pause, Kind::Clock, Kind::Power, Kind::Membership];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Pause => "pause",
             Kind::Clock => "clock",
             Kind::Power => "power",
+            Kind::Membership => "membership",
         }
     }
 }
@@ -56,18 +60,13 @@ impl Kind {
 /// Parses `--nemesis`: a comma-separated list of kinds, `all`, or `none`.
 ///
 /// # Errors
-/// On an unknown name, or `membership` (the server has no membership-change API yet).
+/// On an unknown name.
 pub fn parse_list(s: &str) -> Result<Vec<Kind>, String> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         match name {
             "all" => out.extend(Kind::ALL),
             "none" => {}
-            "membership" => {
-                return Err("membership: the server has no membership-change API yet (nothing to remove or re-add \
-                            a node with)"
-                    .into())
-            }
             other => out.push(
                 Kind::ALL
                     .into_iter()
@@ -109,6 +108,8 @@ pub enum Fault {
     Clock,
     /// `kill -9` the targets and cut their disks' power (restarted on heal).
     Power(Target),
+    /// Replace the target (one node or the leader) with a fresh data dir (restarted on heal).
+    Replace(Target),
 }
 
 /// A fault at a time, with the randomness for choosing its nodes drawn in advance.
@@ -165,6 +166,7 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
             Kind::Power => {
                 Fault::Power(*[Target::One, Target::Minority, Target::All].choose(&mut rng).unwrap_or(&Target::One))
             }
+            Kind::Membership => Fault::Replace(*[Target::One, Target::Leader].choose(&mut rng).unwrap_or(&Target::One)),
         };
         if t + hold + Duration::from_secs(1) > time_limit {
             break;
