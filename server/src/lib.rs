@@ -20,6 +20,7 @@ pub mod error;
 pub mod limits;
 pub mod log_entry;
 pub mod node;
+pub mod restore;
 pub mod ops;
 pub mod raft;
 pub mod serve;
