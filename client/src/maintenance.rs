@@ -49,7 +49,8 @@ impl Client {
     /// writing the file is an `Internal` status. Nothing is left at `path` on failure.
     pub async fn snapshot_save(&self, endpoint: &str, path: &Path) -> Result<SnapshotSaved> {
         let mut client = MaintenanceClient::new(self.conn.channel_to(endpoint)?).max_decoding_message_size(8 << 20);
-        let mut stream = client.snapshot(pb::SnapshotRequest {}).await.map_err(|s| Error::from_status(&s))?.into_inner();
+        let mut stream =
+            client.snapshot(pb::SnapshotRequest {}).await.map_err(|s| Error::from_status(&s))?.into_inner();
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let io = |what: &str, e: std::io::Error| Error::local(Code::Internal, format!("{what} {}: {e}", tmp.display()));
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
@@ -103,7 +104,8 @@ impl Client {
 /// The saved backup if the stream ended with a trailer matching what was received.
 fn check_trailer(trailer: Option<pb::SnapshotTrailer>, size: u64, crc32: u32) -> Result<SnapshotSaved> {
     let data_loss = |m: String| Error::local(Code::DataLoss, m);
-    let t = trailer.ok_or_else(|| data_loss(format!("the snapshot stream ended after {size} bytes without its trailer")))?;
+    let t = trailer
+        .ok_or_else(|| data_loss(format!("the snapshot stream ended after {size} bytes without its trailer")))?;
     if t.size != size || t.crc32 != crc32 {
         return Err(data_loss(format!(
             "received {size} bytes with CRC-32 {crc32:08x}, the member sent {} bytes with CRC-32 {:08x}",

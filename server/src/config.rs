@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run a node. With no flags: a single-node cluster in ./conclave-data on 127.0.0.1:7379.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Seed an empty data directory from a backup (`conclavectl snapshot save FILE`) as one
     /// member of a new cluster. Restore every member from the same FILE with the same
     /// --initial-cluster and its own --node-id, then start each with `conclave serve` and the

@@ -14,7 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        CliCommand::Serve(args) => args.runtime.build()?.block_on(serve(args)),
+        CliCommand::Serve(args) => args.runtime.build()?.block_on(serve(*args)),
         CliCommand::Restore(args) => restore(&args),
     }
 }

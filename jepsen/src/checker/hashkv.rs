@@ -11,6 +11,9 @@ use super::{CheckResult, Verdict};
 
 const NAME: &str = "hashkv";
 
+/// One endpoint's answer: (revision, hash), or why it did not answer.
+pub type Answer = (String, Result<(u64, u32), String>);
+
 /// Asks every endpoint for its current revision, then for its hash at the lowest of them.
 pub async fn check(client: &Client, endpoints: &[String]) -> CheckResult {
     let mut current = Vec::new();
@@ -29,7 +32,7 @@ pub async fn check(client: &Client, endpoints: &[String]) -> CheckResult {
 }
 
 /// The verdict over each endpoint's answer: (revision, hash) or why it did not answer.
-pub fn verdict(answers: &[(String, Result<(u64, u32), String>)]) -> CheckResult {
+pub fn verdict(answers: &[Answer]) -> CheckResult {
     let mut by_revision: BTreeMap<u64, BTreeMap<u32, Vec<&str>>> = BTreeMap::new();
     let mut silent = Vec::new();
     for (ep, a) in answers {
@@ -55,7 +58,7 @@ pub fn verdict(answers: &[(String, Result<(u64, u32), String>)]) -> CheckResult 
 mod tests {
     use super::*;
 
-    fn a(ep: &str, r: Result<(u64, u32), &str>) -> (String, Result<(u64, u32), String>) {
+    fn a(ep: &str, r: Result<(u64, u32), &str>) -> Answer {
         (ep.to_owned(), r.map_err(str::to_owned))
     }
 

@@ -29,7 +29,8 @@ impl Drop for Proc {
 /// A cluster of `n` members restored from `file` under `dir`: (client endpoints, processes).
 fn restore_and_start(file: &Path, dir: &Path, n: u64) -> anyhow::Result<(Vec<String>, Vec<Proc>)> {
     let ip = Ipv4Addr::new(127, 0, 0, 1);
-    let free = || -> anyhow::Result<String> { Ok(format!("{ip}:{}", TcpListener::bind((ip, 0))?.local_addr()?.port())) };
+    let free =
+        || -> anyhow::Result<String> { Ok(format!("{ip}:{}", TcpListener::bind((ip, 0))?.local_addr()?.port())) };
     let addrs: Vec<(String, String)> = (0..n).map(|_| Ok((free()?, free()?))).collect::<anyhow::Result<_>>()?;
     let initial: Vec<String> = addrs.iter().enumerate().map(|(i, (_, peer))| format!("{}={peer}", i + 1)).collect();
     let initial = initial.join(",");
@@ -62,7 +63,8 @@ async fn everything(client: &Client, revision: u64) -> anyhow::Result<RangeResul
 async fn hashes(client: &Client, endpoints: &[String], revision: u64) -> anyhow::Result<Vec<u32>> {
     let mut out = Vec::new();
     for ep in endpoints {
-        let h = conclave_testkit::wait_for("hashkv", T, || async { client.hash_kv_of(ep, revision).await.ok() }).await?;
+        let h =
+            conclave_testkit::wait_for("hashkv", T, || async { client.hash_kv_of(ep, revision).await.ok() }).await?;
         assert_eq!(h.revision, revision);
         out.push(h.hash);
     }
@@ -146,7 +148,9 @@ async fn load(client: &Client, n: usize) -> anyhow::Result<()> {
     };
     let batches: Vec<Vec<usize>> = (0..n).collect::<Vec<_>>().chunks(128).map(<[usize]>::to_vec).collect();
     for group in batches.chunks(4) {
-        let txns = group.iter().map(|b| client.txn(TxnRequest { success: b.iter().map(|i| put(*i)).collect(), ..TxnRequest::default() }));
+        let txns = group
+            .iter()
+            .map(|b| client.txn(TxnRequest { success: b.iter().map(|i| put(*i)).collect(), ..TxnRequest::default() }));
         for r in futures::future::join_all(txns).await {
             r?;
         }

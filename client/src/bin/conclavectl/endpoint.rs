@@ -204,4 +204,3 @@ async fn hashkv(g: &Globals, out: &mut dyn Write, client: &Client, rev: u64) -> 
     }
     Ok(())
 }
-
