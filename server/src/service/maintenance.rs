@@ -28,13 +28,16 @@ impl Maintenance for Api {
             index: backup.index,
             header: Some(self.header(backup.revision)),
         };
-        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = backup
-            .bytes
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .map(|c| pb::SnapshotChunk { blob: c.to_vec(), trailer: None })
+        // Chunks are copied out one at a time as the stream is polled (the backup is in memory
+        // once, plus the chunk in flight).
+        let bytes = backup.bytes;
+        let chunks = (0..bytes.len().div_ceil(SNAPSHOT_CHUNK_BYTES))
+            .map(move |i| {
+                let end = ((i + 1) * SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+                pb::SnapshotChunk { blob: bytes[i * SNAPSHOT_CHUNK_BYTES..end].to_vec(), trailer: None }
+            })
             .chain(std::iter::once(pb::SnapshotChunk { blob: Vec::new(), trailer: Some(trailer) }))
-            .map(Ok)
-            .collect();
+            .map(Ok);
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
