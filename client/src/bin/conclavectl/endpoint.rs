@@ -179,7 +179,7 @@ async fn hashkv(g: &Globals, out: &mut dyn Write, client: &Client, rev: u64) -> 
     };
     let results = futures::future::join_all(g.endpoints.iter().map(|ep| client.hash_kv_of(ep, rev))).await;
     let mut failed = 0;
-    let mut hashes = std::collections::BTreeMap::<u64, std::collections::BTreeSet<u32>>::new();
+    let mut answered = Vec::new();
     for (ep, r) in g.endpoints.iter().zip(&results) {
         let h = match r {
             Ok(h) => h,
@@ -189,18 +189,40 @@ async fn hashkv(g: &Globals, out: &mut dyn Write, client: &Client, rev: u64) -> 
                 continue;
             }
         };
-        hashes.entry(h.revision).or_default().insert(h.hash);
+        answered.push((h.revision, h.hash));
         let json = HashJson { endpoint: ep, revision: h.revision, hash: h.hash, compact_revision: h.compact_revision };
         match g.format {
             Format::Json => json_line(out, &json)?,
             Format::Text => writeln!(out, "{ep} revision {} hash {}", h.revision, h.hash)?,
         }
     }
-    if let Some((revision, differing)) = hashes.iter().find(|(_, set)| set.len() > 1) {
-        bail!("members disagree at revision {revision}: {} different hashes", differing.len());
+    if let Some((revision, differing)) = disagreement(&answered) {
+        bail!("members disagree at revision {revision}: {differing} different hashes");
     }
     if failed > 0 {
         bail!("{failed} of {} endpoints did not answer", g.endpoints.len());
     }
     Ok(())
+}
+
+/// The first revision at which (revision, hash) answers differ, with the number of hashes seen.
+fn disagreement(answers: &[(u64, u32)]) -> Option<(u64, usize)> {
+    let mut by_revision = std::collections::BTreeMap::<u64, std::collections::BTreeSet<u32>>::new();
+    for (revision, hash) in answers {
+        by_revision.entry(*revision).or_default().insert(*hash);
+    }
+    by_revision.into_iter().find(|(_, set)| set.len() > 1).map(|(r, set)| (r, set.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disagreement;
+
+    #[test]
+    fn only_different_hashes_at_the_same_revision_disagree() {
+        assert_eq!(disagreement(&[(5, 1), (5, 1), (5, 1)]), None);
+        assert_eq!(disagreement(&[(5, 1), (6, 2)]), None, "different revisions are not compared");
+        assert_eq!(disagreement(&[(5, 1), (5, 2), (5, 3), (6, 9)]), Some((5, 3)));
+        assert_eq!(disagreement(&[]), None);
+    }
 }
