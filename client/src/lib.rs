@@ -21,6 +21,7 @@ pub mod grpc_channel;
 pub mod health;
 mod kv;
 mod lease;
+pub mod maintenance;
 pub mod recipes;
 mod request_id;
 pub mod session;
@@ -36,6 +37,7 @@ pub use grpc_channel::{ChannelOptions, GrpcChannel};
 pub use health::{EndpointHealth, EndpointStatus};
 pub use kv::{GetOptions, KeyValue, RangeResult};
 pub use lease::fence;
+pub use maintenance::{EndpointHash, SnapshotSaved};
 pub use session::{Session, SessionState};
 pub use watch::{WatchEvent, WatchOptions, Watcher};
 

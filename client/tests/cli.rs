@@ -596,3 +596,39 @@ async fn cli_watch() -> Result<()> {
     assert!(cluster.panics().is_empty(), "a node panicked");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_snapshot_save_and_endpoint_hashkv() -> Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let eps = cluster.endpoints().join(",");
+    let eps = eps.as_str();
+    for i in 0..20 {
+        ctl(eps, &["put", &format!("k{i}"), "v"]).await?.ok()?;
+    }
+    let file = cluster.dir.join("backup.db");
+    let file = file.to_str().ok_or_else(|| anyhow!("path"))?;
+    let saved = ctl(eps, &["-o", "json", "snapshot", "save", file]).await?.json()?;
+    assert_eq!(keys(&saved), ["crc32", "file", "index", "revision", "size", "took_ms"]);
+    assert_eq!(u64_at(&saved, "/size")?, std::fs::metadata(file)?.len());
+    let revision = u64_at(&saved, "/revision")?;
+    assert!(revision >= 20, "{saved}");
+    let text = ctl(eps, &["snapshot", "save", file]).await?.ok()?;
+    assert!(text.starts_with(&format!("Snapshot saved at {file}: revision ")), "{text}");
+
+    // hashkv at the snapshot revision: one object per endpoint, all equal.
+    let out = ctl(eps, &["-o", "json", "endpoint", "hashkv", "--rev", &revision.to_string()]).await?.ok()?;
+    let lines: Vec<Value> = out.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>()?;
+    assert_eq!(lines.len(), 3, "{out}");
+    for l in &lines {
+        assert_eq!(keys(l), ["compact_revision", "endpoint", "hash", "revision"]);
+        assert_eq!(u64_at(l, "/revision")?, revision);
+        assert_eq!(l["hash"], lines[0]["hash"], "{out}");
+    }
+    // Without --rev: the lowest current revision; text output; a dead endpoint fails the run.
+    let text = ctl(eps, &["endpoint", "hashkv"]).await?.ok()?;
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let with_dead = format!("{eps},{}", dead_endpoint()?);
+    let run = ctl(&with_dead, &["endpoint", "hashkv", "--rev", &revision.to_string()]).await?.failed(1)?;
+    assert!(run.stderr.contains("did not answer"), "{run:?}");
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! One test run: start the cluster (inside the private namespace), run the workload's workers
 //! and the nemesis schedule for the time limit, heal, check that the cluster serves again,
-//! run the final phase, collect panics, check the history, write the outputs.
+//! run the final phase, collect panics, compare the members' key-space hashes (`hashkv`),
+//! check the history, write the outputs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,6 +142,8 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
         results.push(CheckResult::new("final-phase", Verdict::Unknown, "final phase did not finish within 90 s"));
     }
     results.push(crashes(&cluster, &nemesis).await);
+    let members = cluster.lock().await.endpoints();
+    results.push(checker::hashkv::check(&ctx.client(0).await, &members).await);
     drop(cluster);
     recorder.flush();
 

@@ -21,7 +21,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run a node. With no flags: a single-node cluster in ./conclave-data on 127.0.0.1:7379.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Seed an empty data directory from a backup (`conclavectl snapshot save FILE`) as one
+    /// member of a new cluster. Restore every member from the same FILE with the same
+    /// --initial-cluster and its own --node-id, then start each with `conclave serve` and the
+    /// same --initial-cluster. Revisions continue from the backup's.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `conclave restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The new member's data directory (absent or empty).
+    #[arg(long, env = "CONCLAVE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The new member's id.
+    #[arg(long, env = "CONCLAVE_NODE_ID")]
+    pub node_id: u64,
+    /// The new cluster's members `id=peer-addr,...`, the same for every member (and for
+    /// `conclave serve` afterwards).
+    #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER")]
+    pub initial_cluster: String,
 }
 
 /// Flags of `conclave serve`.

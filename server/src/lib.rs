@@ -22,6 +22,7 @@ pub mod log_entry;
 pub mod node;
 pub mod ops;
 pub mod raft;
+pub mod restore;
 pub mod serve;
 pub mod service;
 pub mod sessions;

@@ -1,7 +1,7 @@
 //! The `conclave` binary: parses configuration and runs a node until SIGINT/SIGTERM.
 
 use clap::Parser;
-use conclave_server::config::{Cli, CliCommand, ServeArgs};
+use conclave_server::config::{parse_initial_cluster, Cli, CliCommand, RestoreArgs, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc rather than glibc's malloc: a node allocates and frees a few small buffers per
@@ -13,9 +13,32 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let CliCommand::Serve(args) = cli.command;
-    args.runtime.build()?.block_on(serve(args))
+    match Cli::parse().command {
+        CliCommand::Serve(args) => args.runtime.build()?.block_on(serve(*args)),
+        CliCommand::Restore(args) => restore(&args),
+    }
+}
+
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let result = parse_initial_cluster(&args.initial_cluster)
+        .and_then(|members| conclave_server::restore::restore(&args.file, &args.data_dir, args.node_id, &members));
+    match result {
+        Ok(r) => {
+            println!(
+                "restored {} into {} as node {}: revision {}, log continues after index {}",
+                args.file.display(),
+                args.data_dir.display(),
+                args.node_id,
+                r.revision,
+                r.index
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("conclave restore: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 pub mod counter;
 pub mod election;
+pub mod hashkv;
 pub mod linearizable;
 pub mod register;
 pub mod session;

@@ -275,3 +275,42 @@ pub struct LeaderContact {
     /// to the end of its own log).
     pub committed_index: u64,
 }
+
+/// A consistent copy of one member's applied state, for a backup.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The store revision it holds.
+    pub revision: u64,
+    /// The last log index it includes (on this member).
+    pub index: u64,
+    /// The backup file's bytes (`crate::restore::seal`ed snapshot).
+    pub bytes: Vec<u8>,
+}
+
+impl Node {
+    /// A consistent copy of this member's applied state now, encoded on the blocking pool
+    /// under the state's read lock; the cluster keeps running (apply waits for the encoding
+    /// only, without blocking the runtime).
+    ///
+    /// # Errors
+    /// `Internal` when the state lock is poisoned or encoding fails.
+    pub async fn backup(&self) -> Result<Backup> {
+        let shared = self.router.shared().clone();
+        let encoded = tokio::task::spawn_blocking(move || shared.encode_applied())
+            .await
+            .map_err(|e| Error::Internal(format!("backup task: {e}")))?
+            .map_err(Error::Internal)?;
+        let (meta, revision, bytes) = encoded;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        Ok(Backup { revision, index, bytes: crate::restore::seal(bytes) })
+    }
+
+    /// The key-space digest at `revision` (0: current) on this member (see
+    /// [`StateMachine::hash_kv`]).
+    ///
+    /// # Errors
+    /// `Read` (OUT_OF_RANGE) when the revision is compacted or in the future here.
+    pub fn hash_kv(&self, revision: u64) -> Result<crate::state_machine::hash::KvHash> {
+        Ok(self.view(|sm| sm.hash_kv(revision))??)
+    }
+}

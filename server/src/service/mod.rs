@@ -8,6 +8,7 @@ mod convert;
 mod counter;
 mod kv;
 mod lease;
+mod maintenance;
 mod session;
 pub mod validate;
 mod watch;
@@ -114,6 +115,7 @@ pub fn routes(api: Api) -> Routes {
     use pb::counter_server::CounterServer;
     use pb::kv_server::KvServer;
     use pb::lease_server::LeaseServer;
+    use pb::maintenance_server::MaintenanceServer;
     use pb::session_server::SessionServer;
     use pb::watch_server::WatchServer;
     Routes::new(KvServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
@@ -121,5 +123,6 @@ pub fn routes(api: Api) -> Routes {
         .add_service(SessionServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
         .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
         .add_service(WatchServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
+        .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
         .add_service(ClusterServer::new(api))
 }

@@ -8,6 +8,7 @@
 
 pub mod counters;
 pub mod dedup;
+pub mod hash;
 pub mod history;
 pub(crate) mod legacy;
 pub mod mvcc;
@@ -292,6 +293,15 @@ impl StateMachine {
     /// # Errors
     /// [`ReadError`] when the revision is compacted or in the future.
     pub fn range(&self, spec: &RangeSpec, revision: u64) -> Result<RangeResult, ReadError> {
+        let at = self.readable_revision(revision)?;
+        Ok(self.range_unchecked(spec, at))
+    }
+
+    /// `revision` (0: the current one) if reads can be served at it.
+    ///
+    /// # Errors
+    /// [`ReadError`] when the revision is compacted or in the future.
+    fn readable_revision(&self, revision: u64) -> Result<u64, ReadError> {
         let at = if revision == 0 { self.revision } else { revision };
         if at > self.revision {
             return Err(ReadError::Future { requested: at, current: self.revision });
@@ -299,7 +309,7 @@ impl StateMachine {
         if at < self.kv.compact_revision() {
             return Err(ReadError::Compacted { requested: at, oldest: self.kv.compact_revision() });
         }
-        Ok(self.range_unchecked(spec, at))
+        Ok(at)
     }
 
     fn range_unchecked(&self, spec: &RangeSpec, at: u64) -> RangeResult {

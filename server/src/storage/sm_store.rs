@@ -49,6 +49,28 @@ impl SharedState {
     pub fn subscribe_applied(&self) -> watch::Receiver<Applied> {
         self.applied_tx.subscribe()
     }
+
+    /// Snapshot metadata for the state as applied now (call with the state's lock held).
+    fn applied_meta(&self) -> Result<SnapshotMeta, String> {
+        let (last_log_id, last_membership) = self.applied.lock().map_err(|e| e.to_string())?.clone();
+        let index = last_log_id.map_or(0, |l| l.index);
+        let term = last_log_id.map_or(0, |l| l.leader_id.term);
+        Ok(SnapshotMeta { last_log_id, last_membership, snapshot_id: format!("{term}-{index}") })
+    }
+
+    /// Encodes the state as applied now into snapshot bytes (the snapshot file format), under
+    /// the read lock, as a snapshot build does (apply waits asynchronously meanwhile); nothing
+    /// is written and the Raft log is not touched. For backups. Blocking: call off the runtime.
+    ///
+    /// # Errors
+    /// When a lock is poisoned or encoding fails.
+    pub fn encode_applied(&self) -> Result<(SnapshotMeta, u64, Vec<u8>), String> {
+        let _encoding = Encoding::start(self);
+        let sm = self.sm.read().map_err(|e| e.to_string())?;
+        let meta = self.applied_meta()?;
+        let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
+        Ok((meta, sm.revision(), bytes))
+    }
 }
 
 /// The state-machine store handed to openraft. Cheap to clone.
@@ -132,10 +154,7 @@ impl SmStore {
         let (meta, bytes) = {
             let _encoding = Encoding::start(&self.shared);
             let sm = self.shared.sm.read().map_err(|e| e.to_string())?;
-            let (last_log_id, last_membership) = self.shared.applied.lock().map_err(|e| e.to_string())?.clone();
-            let index = last_log_id.map_or(0, |l| l.index);
-            let term = last_log_id.map_or(0, |l| l.leader_id.term);
-            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id: format!("{term}-{index}") };
+            let meta = self.shared.applied_meta()?;
             match current.clone().filter(|c| c.last_log_id > meta.last_log_id) {
                 Some(newer) => (newer, None),
                 None => {

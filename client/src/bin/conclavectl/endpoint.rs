@@ -1,4 +1,4 @@
-//! `endpoint health` and `endpoint status` (etcdctl's shape): each endpoint given in
+//! `endpoint health`, `endpoint status` and `endpoint hashkv` (etcdctl's shape): each endpoint given in
 //! --endpoints is asked on its own, concurrently; one line (or JSON object) per endpoint, in
 //! the order given; exit code 1 when any endpoint is unhealthy or does not answer.
 
@@ -25,6 +25,15 @@ pub enum EndpointCommand {
     /// applied index, leader, learner or not (json: one object per endpoint). Exit code 1 if
     /// any does not answer.
     Status,
+    /// A hash of the key space on each endpoint at one revision (--rev, default: the lowest
+    /// current revision among them, so all can answer): `<endpoint> revision <R> hash <H>`
+    /// (json: {"endpoint","revision","hash","compact_revision"}). Exit code 1 if members
+    /// disagree at the same revision, or any does not answer.
+    Hashkv {
+        /// The revision to hash at (0: the lowest current revision of the endpoints).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+    },
 }
 
 /// Runs an `endpoint` subcommand.
@@ -37,6 +46,7 @@ pub async fn run(g: &Globals, out: &mut dyn Write, cmd: EndpointCommand) -> Resu
     match cmd {
         EndpointCommand::Health => health(g, out, &client).await,
         EndpointCommand::Status => status(g, out, &client).await,
+        EndpointCommand::Hashkv { rev } => hashkv(g, out, &client, rev).await,
     }
 }
 
@@ -146,4 +156,73 @@ async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()>
         bail!("{failed} of {} endpoints did not answer", g.endpoints.len());
     }
     Ok(())
+}
+
+#[derive(Serialize)]
+struct HashJson<'a> {
+    endpoint: &'a str,
+    revision: u64,
+    hash: u32,
+    compact_revision: u64,
+}
+
+/// The lowest current revision among the endpoints that answer (None: none answers).
+async fn common_revision(client: &Client, endpoints: &[String]) -> Option<u64> {
+    let answers = futures::future::join_all(endpoints.iter().map(|ep| client.hash_kv_of(ep, 0))).await;
+    answers.into_iter().filter_map(|a| a.ok()).map(|h| h.revision).min()
+}
+
+async fn hashkv(g: &Globals, out: &mut dyn Write, client: &Client, rev: u64) -> Result<()> {
+    let rev = match rev {
+        0 => common_revision(client, &g.endpoints).await.unwrap_or(0),
+        r => r,
+    };
+    let results = futures::future::join_all(g.endpoints.iter().map(|ep| client.hash_kv_of(ep, rev))).await;
+    let mut failed = 0;
+    let mut answered = Vec::new();
+    for (ep, r) in g.endpoints.iter().zip(&results) {
+        let h = match r {
+            Ok(h) => h,
+            Err(err) => {
+                failed += 1;
+                eprintln!("Error: hashkv of {ep}: {err}");
+                continue;
+            }
+        };
+        answered.push((h.revision, h.hash));
+        let json = HashJson { endpoint: ep, revision: h.revision, hash: h.hash, compact_revision: h.compact_revision };
+        match g.format {
+            Format::Json => json_line(out, &json)?,
+            Format::Text => writeln!(out, "{ep} revision {} hash {}", h.revision, h.hash)?,
+        }
+    }
+    if let Some((revision, differing)) = disagreement(&answered) {
+        bail!("members disagree at revision {revision}: {differing} different hashes");
+    }
+    if failed > 0 {
+        bail!("{failed} of {} endpoints did not answer", g.endpoints.len());
+    }
+    Ok(())
+}
+
+/// The first revision at which (revision, hash) answers differ, with the number of hashes seen.
+fn disagreement(answers: &[(u64, u32)]) -> Option<(u64, usize)> {
+    let mut by_revision = std::collections::BTreeMap::<u64, std::collections::BTreeSet<u32>>::new();
+    for (revision, hash) in answers {
+        by_revision.entry(*revision).or_default().insert(*hash);
+    }
+    by_revision.into_iter().find(|(_, set)| set.len() > 1).map(|(r, set)| (r, set.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disagreement;
+
+    #[test]
+    fn only_different_hashes_at_the_same_revision_disagree() {
+        assert_eq!(disagreement(&[(5, 1), (5, 1), (5, 1)]), None);
+        assert_eq!(disagreement(&[(5, 1), (6, 2)]), None, "different revisions are not compared");
+        assert_eq!(disagreement(&[(5, 1), (5, 2), (5, 3), (6, 9)]), Some((5, 3)));
+        assert_eq!(disagreement(&[]), None);
+    }
 }

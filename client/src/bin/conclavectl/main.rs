@@ -12,6 +12,7 @@ mod lease;
 mod member;
 mod output;
 mod session;
+mod snapshot;
 mod txn;
 mod watch;
 
@@ -86,6 +87,9 @@ enum Command {
     /// Health and status of each endpoint given in --endpoints (etcdctl's `endpoint`).
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// Backups: `snapshot save FILE` from the first endpoint.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -179,6 +183,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Counter(cmd) => counter::run(&g, out, cmd).await,
         Command::Status => cluster::status(&g, out).await,
         Command::Endpoint(cmd) => endpoint::run(&g, out, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(&g, out, cmd).await,
         Command::Member(MemberCommand::List(_)) => cluster::member_list(&g, out).await,
         Command::Member(MemberCommand::Add(args)) => member::add(&g, out, &args).await,
         Command::Member(MemberCommand::Promote { id }) => member::promote(&g, out, id).await,
