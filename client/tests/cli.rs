@@ -3,11 +3,10 @@
 //! Needs the `conclave` binary next to the test executable: run `cargo build --bins` first.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use conclave_testkit::{wait_for, Cluster, ClusterOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -16,75 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 use tokio::time::Instant;
 
-const CTL: &str = env!("CARGO_BIN_EXE_conclavectl");
+use common::{ctl, dead_endpoint, keys, run, str_at, u64_at, CTL};
 
-/// The outcome of one `conclavectl` run.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Stdout of a successful run.
-    fn ok(self) -> Result<String> {
-        ensure!(self.code == Some(0), "conclavectl {:?} failed: {self:?}", self.args);
-        Ok(self.stdout)
-    }
-
-    /// Stdout of a successful run, parsed as one JSON object.
-    fn json(self) -> Result<Value> {
-        let args = self.args.clone();
-        let out = self.ok()?;
-        serde_json::from_str(&out).with_context(|| format!("conclavectl {args:?} printed {out:?}"))
-    }
-
-    /// A failed run with the given exit code.
-    fn failed(self, code: i32) -> Result<Self> {
-        ensure!(self.code == Some(code), "conclavectl {:?}: expected exit code {code}: {self:?}", self.args);
-        ensure!(!self.stderr.trim().is_empty(), "conclavectl {:?}: no message on stderr", self.args);
-        Ok(self)
-    }
-}
-
-/// Runs `conclavectl --endpoints <endpoints> <args>`.
-async fn ctl(endpoints: &str, args: &[&str]) -> Result<Run> {
-    let mut all = vec!["--endpoints".to_owned(), endpoints.to_owned()];
-    all.extend(args.iter().map(|a| (*a).to_owned()));
-    run(&all, None).await
-}
-
-async fn run(args: &[String], env_endpoints: Option<&str>) -> Result<Run> {
-    let mut cmd = tokio::process::Command::new(CTL);
-    cmd.args(args).env_remove("CONCLAVE_ENDPOINTS").kill_on_drop(true);
-    if let Some(e) = env_endpoints {
-        cmd.env("CONCLAVE_ENDPOINTS", e);
-    }
-    let out = cmd.output().await.with_context(|| format!("running {CTL}"))?;
-    Ok(Run {
-        args: args.to_vec(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
-
-fn u64_at(v: &Value, path: &str) -> Result<u64> {
-    v.pointer(path).and_then(Value::as_u64).ok_or_else(|| anyhow!("no integer at {path} in {v}"))
-}
-
-fn str_at<'a>(v: &'a Value, path: &str) -> Result<&'a str> {
-    v.pointer(path).and_then(Value::as_str).ok_or_else(|| anyhow!("no string at {path} in {v}"))
-}
-
-/// An object's keys, sorted.
-fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-    k.sort_unstable();
-    k
-}
+mod common;
 
 /// A long-running `conclavectl` (`watch`, `session open --keepalive`) whose stdout is read line
 /// by line. Killed when dropped.
@@ -154,12 +87,6 @@ impl Running {
         }
         buf
     }
-}
-
-/// A loopback address nothing listens on.
-fn dead_endpoint() -> Result<String> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,41 +521,5 @@ async fn cli_watch() -> Result<()> {
     assert!(stderr.contains("compacted") && stderr.contains(&format!("is {oldest} ")), "{stderr}");
 
     assert!(cluster.panics().is_empty(), "a node panicked");
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_snapshot_save_and_endpoint_hashkv() -> Result<()> {
-    let cluster = Cluster::start(3).await?;
-    let eps = cluster.endpoints().join(",");
-    let eps = eps.as_str();
-    for i in 0..20 {
-        ctl(eps, &["put", &format!("k{i}"), "v"]).await?.ok()?;
-    }
-    let file = cluster.dir.join("backup.db");
-    let file = file.to_str().ok_or_else(|| anyhow!("path"))?;
-    let saved = ctl(eps, &["-o", "json", "snapshot", "save", file]).await?.json()?;
-    assert_eq!(keys(&saved), ["crc32", "file", "index", "revision", "size", "took_ms"]);
-    assert_eq!(u64_at(&saved, "/size")?, std::fs::metadata(file)?.len());
-    let revision = u64_at(&saved, "/revision")?;
-    assert!(revision >= 20, "{saved}");
-    let text = ctl(eps, &["snapshot", "save", file]).await?.ok()?;
-    assert!(text.starts_with(&format!("Snapshot saved at {file}: revision ")), "{text}");
-
-    // hashkv at the snapshot revision: one object per endpoint, all equal.
-    let out = ctl(eps, &["-o", "json", "endpoint", "hashkv", "--rev", &revision.to_string()]).await?.ok()?;
-    let lines: Vec<Value> = out.lines().map(serde_json::from_str).collect::<std::result::Result<_, _>>()?;
-    assert_eq!(lines.len(), 3, "{out}");
-    for l in &lines {
-        assert_eq!(keys(l), ["compact_revision", "endpoint", "hash", "revision"]);
-        assert_eq!(u64_at(l, "/revision")?, revision);
-        assert_eq!(l["hash"], lines[0]["hash"], "{out}");
-    }
-    // Without --rev: the lowest current revision; text output; a dead endpoint fails the run.
-    let text = ctl(eps, &["endpoint", "hashkv"]).await?.ok()?;
-    assert_eq!(text.lines().count(), 3, "{text}");
-    let with_dead = format!("{eps},{}", dead_endpoint()?);
-    let run = ctl(&with_dead, &["endpoint", "hashkv", "--rev", &revision.to_string()]).await?.failed(1)?;
-    assert!(run.stderr.contains("did not answer"), "{run:?}");
     Ok(())
 }

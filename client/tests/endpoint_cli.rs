@@ -1,37 +1,16 @@
-//! `conclavectl endpoint health` and `endpoint status` against real `conclave` processes.
+//! `conclavectl endpoint health|status|hashkv` and `snapshot save` against real `conclave` processes.
 //!
 //! Needs the `conclave` binary next to the test executable: run `cargo build --bins` first.
 
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 use conclave_testkit::{wait_for, Cluster};
 use serde_json::Value;
 
-const CTL: &str = env!("CARGO_BIN_EXE_conclavectl");
+use common::{ctl, dead_endpoint, json_lines, keys, u64_at};
 
-/// Runs `conclavectl --endpoints <endpoints> <args>`: exit code, stdout, stderr.
-async fn ctl(endpoints: &str, args: &[&str]) -> Result<(Option<i32>, String, String)> {
-    let out = tokio::process::Command::new(CTL)
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args)
-        .env_remove("CONCLAVE_ENDPOINTS")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {CTL}"))?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-/// One JSON object per line.
-fn json_lines(out: &str) -> Result<Vec<Value>> {
-    out.lines().map(|l| serde_json::from_str(l).with_context(|| format!("line {l:?}"))).collect()
-}
+mod common;
 
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value> {
     v.get(name).ok_or_else(|| anyhow!("no {name:?} in {v}"))
@@ -39,7 +18,8 @@ fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value> {
 
 /// `endpoint health -o json` per endpoint: (endpoint, healthy).
 async fn health(endpoints: &str) -> Result<(Option<i32>, Vec<(String, bool)>, String)> {
-    let (code, out, err) = ctl(endpoints, &["endpoint", "health", "-o", "json"]).await?;
+    let run = ctl(endpoints, &["endpoint", "health", "-o", "json"]).await?;
+    let (code, out, err) = (run.code, run.stdout, run.stderr);
     let mut rows = Vec::new();
     for v in json_lines(&out)? {
         let endpoint = field(&v, "endpoint")?.as_str().ok_or_else(|| anyhow!("endpoint in {v}"))?.to_owned();
@@ -72,12 +52,10 @@ async fn endpoint_health_and_status_report_every_endpoint() -> Result<()> {
         "one line per endpoint, in order"
     );
     assert!(rows.iter().all(|(_, h)| *h));
-    let (code, text, _) = ctl(&endpoints, &["endpoint", "health"]).await?;
-    assert_eq!(code, Some(0));
+    let text = ctl(&endpoints, &["endpoint", "health"]).await?.ok()?;
     assert_eq!(text.lines().filter(|l| l.contains("is healthy")).count(), 3, "{text}");
 
-    let (code, out, err) = ctl(&endpoints, &["endpoint", "status", "-o", "json"]).await?;
-    assert_eq!(code, Some(0), "{err}");
+    let out = ctl(&endpoints, &["endpoint", "status", "-o", "json"]).await?.ok()?;
     let status = json_lines(&out)?;
     assert_eq!(status.len(), 3, "{out}");
     let leader = field(&status[0], "leader")?.as_u64().ok_or_else(|| anyhow!("leader"))?;
@@ -104,8 +82,7 @@ async fn endpoint_health_and_status_report_every_endpoint() -> Result<()> {
     }
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3]);
-    let (code, text, _) = ctl(&endpoints, &["endpoint", "status"]).await?;
-    assert_eq!(code, Some(0));
+    let text = ctl(&endpoints, &["endpoint", "status"]).await?.ok()?;
     assert!(text.starts_with("ENDPOINT") && text.lines().count() == 4, "a header and three rows: {text}");
 
     // A member cut off from the others (both paused) is unhealthy: non-zero exit, its line says so.
@@ -128,5 +105,41 @@ async fn endpoint_health_and_status_report_every_endpoint() -> Result<()> {
     assert_eq!(code, Some(1));
     assert_eq!(rows.len(), 3);
     assert!(!rows[2].1, "the killed member is unhealthy: {rows:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_snapshot_save_and_endpoint_hashkv() -> Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let eps = cluster.endpoints().join(",");
+    let eps = eps.as_str();
+    for i in 0..20 {
+        ctl(eps, &["put", &format!("k{i}"), "v"]).await?.ok()?;
+    }
+    let file = cluster.dir.join("backup.db");
+    let file = file.to_str().ok_or_else(|| anyhow!("path"))?;
+    let saved = ctl(eps, &["-o", "json", "snapshot", "save", file]).await?.json()?;
+    assert_eq!(keys(&saved), ["crc32", "file", "index", "revision", "size", "took_ms"]);
+    assert_eq!(u64_at(&saved, "/size")?, std::fs::metadata(file)?.len());
+    let revision = u64_at(&saved, "/revision")?;
+    assert!(revision >= 20, "{saved}");
+    let text = ctl(eps, &["snapshot", "save", file]).await?.ok()?;
+    assert!(text.starts_with(&format!("Snapshot saved at {file}: revision ")), "{text}");
+
+    // hashkv at the snapshot revision: one object per endpoint, all equal.
+    let out = ctl(eps, &["-o", "json", "endpoint", "hashkv", "--rev", &revision.to_string()]).await?.ok()?;
+    let lines = json_lines(&out)?;
+    assert_eq!(lines.len(), 3, "{out}");
+    for l in &lines {
+        assert_eq!(keys(l), ["compact_revision", "endpoint", "hash", "revision"]);
+        assert_eq!(u64_at(l, "/revision")?, revision);
+        assert_eq!(l["hash"], lines[0]["hash"], "{out}");
+    }
+    // Without --rev: the lowest current revision; text output; a dead endpoint fails the run.
+    let text = ctl(eps, &["endpoint", "hashkv"]).await?.ok()?;
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let with_dead = format!("{eps},{}", dead_endpoint()?);
+    let run = ctl(&with_dead, &["endpoint", "hashkv", "--rev", &revision.to_string()]).await?.failed(1)?;
+    assert!(run.stderr.contains("did not answer"), "{run:?}");
     Ok(())
 }
