@@ -228,17 +228,6 @@ impl Error {
             Error::Internal(_) => Code::Internal,
         }
     }
-
-    /// The same error as seen by a caller after the request was handed on: a "not applied"
-    /// `NotLeader` from a node that had already passed the write to Raft becomes "maybe applied".
-    pub fn after_raft(self) -> Self {
-        match self {
-            Error::NotLeader { node_id, leader_id, leader_addr, .. } => {
-                Error::NotLeader { node_id, leader_id, leader_addr, reached_raft: true }
-            }
-            other => other,
-        }
-    }
 }
 
 impl From<Error> for Status {

@@ -50,6 +50,14 @@ fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
+/// `ip:port` with a port the kernel just had free on `ip` (for a node started by hand).
+///
+/// # Errors
+/// When nothing can bind on `ip`.
+pub fn free_addr(ip: Ipv4Addr) -> anyhow::Result<String> {
+    Ok(format!("{ip}:{}", free_port(ip)?))
+}
+
 impl Cluster {
     /// Starts `n` nodes with default options and waits for a leader.
     ///

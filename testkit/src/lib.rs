@@ -8,7 +8,7 @@
 mod cluster;
 mod node;
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{free_addr, Cluster, ClusterOptions};
 pub use node::NodeProcess;
 
 use std::path::PathBuf;

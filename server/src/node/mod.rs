@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::log_entry::Proposal;
-use crate::raft::router::{Call, Router};
+use crate::raft::leader_presence::{self, LeaderContact};
+use crate::raft::network::Call;
+use crate::raft::router::Router;
 pub use crate::sessions::SessionTime;
 use crate::sessions::SessionTracker;
 use crate::state_machine::response::Outcome;
@@ -213,17 +215,7 @@ impl Node {
     /// Who this node believes leads and when it last heard from it (the readiness rule's and
     /// the metrics' view; see `raft/leader_presence.rs` for the same "heard from" test).
     pub async fn leader_contact(&self) -> LeaderContact {
-        let leader_id = self.router.raft().metrics().borrow().current_leader;
-        let state = self
-            .router
-            .raft()
-            .with_raft_state(|s| {
-                let heard = s.vote_last_modified().map(|t| t.elapsed());
-                (s.server_state == ServerState::Leader, heard, s.committed.map_or(0, |c| c.index))
-            })
-            .await;
-        let (is_leader, silent_for, committed_index) = state.unwrap_or((false, None, 0));
-        LeaderContact { leader_id, is_leader, silent_for, committed_index }
+        leader_presence::contact(self.router.raft()).await
     }
 
     /// The leader's commit index, confirmed with a quorum (a read index through the leader;
@@ -260,20 +252,6 @@ impl Node {
         let m = metrics.wait_for(|m| m.current_leader != known || m.state == ServerState::Shutdown).await.ok()?;
         (m.state != ServerState::Shutdown).then_some(m.current_leader)
     }
-}
-
-/// Who this node believes leads, and when it last heard from it.
-#[derive(Clone, Debug, Default)]
-pub struct LeaderContact {
-    /// The leader it names (None: none).
-    pub leader_id: Option<u64>,
-    /// Whether it is the leader itself.
-    pub is_leader: bool,
-    /// Time since it last heard from a leader (a heartbeat, a granted vote); None: never.
-    pub silent_for: Option<std::time::Duration>,
-    /// The commit index it knows (a follower learns the leader's with each AppendEntries, up
-    /// to the end of its own log).
-    pub committed_index: u64,
 }
 
 /// A consistent copy of one member's applied state, for a backup.

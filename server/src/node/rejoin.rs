@@ -44,12 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Node;
 use crate::error::{Error, Result, UnavailableReason};
-use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
-use conclave_proto::internal::v1::RaftMessage;
 
-use crate::log_entry::{decode, encode};
-use crate::raft::network::{PeerNetwork, FORMAT_BINCODE};
-use crate::raft::router::Call;
+use crate::raft::network::{Call, PeerNetwork};
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::{NodeId, PeerNode, Raft};
 
@@ -167,13 +163,7 @@ pub(crate) async fn ask_member_state(
     addr: &str,
     me: NodeId,
 ) -> std::result::Result<MemberStateReply, String> {
-    let channel = peers.channel(addr)?;
-    let payload = encode(&MemberStateRequest { asker: me }).map_err(|e| e.to_string())?;
-    let reply = RaftPeerClient::new(channel)
-        .member_state(RaftMessage { format: FORMAT_BINCODE, payload })
-        .await
-        .map_err(|s| s.message().to_owned())?;
-    decode(&reply.into_inner().payload).map_err(|e| e.to_string())
+    peers.call(addr, Call::MemberState, &MemberStateRequest { asker: me }).await.map_err(|e| e.to_string())
 }
 
 /// Whether a rejoin is under way in `data_dir` (a crash mid-way resumes it).
@@ -369,14 +359,10 @@ async fn ask_leader(node: &Node, peer_addrs: &[String]) -> Result<RejoinReply> {
 }
 
 async fn send_rejoin(peers: &PeerNetwork, addr: &str, req: &RejoinRequest) -> Result<Result<RejoinReply>> {
-    let unreachable = |m: String| Error::unavailable(UnavailableReason::Unreachable, m);
-    let channel = peers.channel(addr).map_err(unreachable)?;
-    let payload = encode(req).map_err(|e| Error::Internal(e.to_string()))?;
-    let reply = RaftPeerClient::new(channel)
-        .rejoin(RaftMessage { format: FORMAT_BINCODE, payload })
+    peers
+        .call(addr, Call::Rejoin, req)
         .await
-        .map_err(|s| unreachable(s.message().to_owned()))?;
-    decode(&reply.into_inner().payload).map_err(|e| Error::Internal(e.to_string()))
+        .map_err(|e| Error::unavailable(UnavailableReason::Unreachable, e.to_string()))
 }
 
 /// The leader's side: demote `node_id` to a learner, or promote it once it has caught up.

@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::node::{LeaderContact, Node};
+use crate::node::Node;
+use crate::raft::leader_presence::LeaderContact;
 
 /// How far (log entries) a ready member's applied index may trail the leader's commit index.
 pub const MAX_APPLY_LAG: u64 = 1_000;
@@ -65,14 +66,13 @@ impl Readiness {
 
 /// Whether the contact alone rules readiness out (then the leader is not asked).
 pub fn precheck(contact: &LeaderContact, lease: Duration) -> Option<Readiness> {
+    if contact.has_live_leader(lease) {
+        return None;
+    }
     let Some(leader) = contact.leader_id else {
         return Some(Readiness::NotReady("no leader known".into()));
     };
-    if contact.is_leader {
-        return None;
-    }
     match contact.silent_for {
-        Some(silent) if silent <= lease => None,
         Some(silent) => Some(Readiness::NotReady(format!(
             "leader {leader} not heard from for {} ms (lease {} ms)",
             silent.as_millis(),
@@ -157,7 +157,7 @@ mod tests {
     fn follower(silent_ms: Option<u64>) -> LeaderContact {
         LeaderContact {
             leader_id: Some(2),
-            is_leader: false,
+            state: openraft::ServerState::Follower,
             silent_for: silent_ms.map(Duration::from_millis),
             committed_index: 0,
         }
@@ -171,7 +171,12 @@ mod tests {
     fn ready_only_with_a_heard_leader_that_confirms_and_little_apply_lag() {
         assert!(assess(&inputs(follower(Some(10)), Ok(5_000), 4_500)).is_ready());
         assert!(assess(&inputs(follower(Some(300)), Ok(5_000), 4_000)).is_ready(), "the bounds are inclusive");
-        let leader = LeaderContact { leader_id: Some(1), is_leader: true, silent_for: None, committed_index: 9 };
+        let leader = LeaderContact {
+            leader_id: Some(1),
+            state: openraft::ServerState::Leader,
+            silent_for: None,
+            committed_index: 9,
+        };
         assert!(assess(&inputs(leader, Ok(9), 9)).is_ready(), "a leader counts itself as heard");
     }
 

@@ -17,7 +17,7 @@ pub async fn refresh(node: &Node, lease: Duration, ready: bool) {
     let contact = node.leader_contact().await;
     let status = node.status();
     m.has_leader.set(i64::from(precheck(&contact, lease).is_none()));
-    m.is_leader.set(i64::from(contact.is_leader));
+    m.is_leader.set(i64::from(contact.is_leader()));
     m.ready.set(i64::from(ready));
     m.term.set(gauge(status.term));
     m.committed_index.set(gauge(contact.committed_index));

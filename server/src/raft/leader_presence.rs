@@ -13,7 +13,50 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use openraft::ServerState;
+
 use super::Raft;
+
+/// Who this node believes leads, and when it last heard from it.
+#[derive(Clone, Debug)]
+pub struct LeaderContact {
+    /// The leader it names (None: none).
+    pub leader_id: Option<u64>,
+    /// Its own role.
+    pub state: ServerState,
+    /// Time since it last heard from a leader (a heartbeat, a granted vote); None: never.
+    pub silent_for: Option<Duration>,
+    /// The commit index it knows (a follower learns the leader's with each AppendEntries, up
+    /// to the end of its own log).
+    pub committed_index: u64,
+}
+
+impl LeaderContact {
+    /// Whether this node is the leader itself.
+    pub fn is_leader(&self) -> bool {
+        self.state == ServerState::Leader
+    }
+
+    /// Whether it leads, or names a leader it has heard from within `lease`. (A follower names
+    /// its last leader until it votes or campaigns; one that may not campaign, starting up or
+    /// rejoining, would name a dead leader forever.)
+    pub fn has_live_leader(&self, lease: Duration) -> bool {
+        self.is_leader() || (self.leader_id.is_some() && self.silent_for.is_some_and(|s| s <= lease))
+    }
+}
+
+/// This node's [`LeaderContact`] now (one round trip to the Raft core; a stopped core reads as
+/// "no leader, never heard from").
+pub async fn contact(raft: &Raft) -> LeaderContact {
+    let leader_id = raft.metrics().borrow().current_leader;
+    let core = raft
+        .with_raft_state(|s| {
+            (s.server_state, s.vote_last_modified().map(|t| t.elapsed()), s.committed.map_or(0, |c| c.index))
+        })
+        .await;
+    let (state, silent_for, committed_index) = core.unwrap_or((ServerState::Shutdown, None, 0));
+    LeaderContact { leader_id, state, silent_for, committed_index }
+}
 
 /// Consecutive leaderless checks after which the leader counts as lost (checked once per
 /// election timeout: 1.05-1.2 s by default, twice a slow election with a split vote).
@@ -31,7 +74,7 @@ pub fn step(count: u32, has_leader: bool) -> (u32, bool) {
 pub fn spawn(raft: Raft, interval: Duration) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
+        let metrics = raft.metrics();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut count = 0;
@@ -43,20 +86,7 @@ pub fn spawn(raft: Raft, interval: Duration) -> watch::Receiver<bool> {
             if metrics.has_changed().is_err() {
                 return;
             }
-            let (state, named) = {
-                let m = metrics.borrow_and_update();
-                (m.state, m.current_leader.is_some())
-            };
-            // A follower names its last leader until it votes or campaigns; one that may not
-            // campaign (starting up, rejoining) would name a dead leader forever. So a named
-            // leader counts only while it has been heard from within the leader lease.
-            let heard = raft
-                .with_raft_state(|s| s.vote_last_modified().map(|t| t.elapsed()))
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|silent| silent <= interval * 2);
-            let has_leader = state == openraft::ServerState::Leader || (named && heard);
+            let has_leader = contact(&raft).await.has_live_leader(interval * 2);
             let (next, lost) = step(count, has_leader);
             count = next;
             tx.send_if_modified(|l| std::mem::replace(l, lost) != lost);

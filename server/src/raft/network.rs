@@ -66,6 +66,70 @@ impl PeerNetwork {
     }
 }
 
+/// The peer protocol's calls besides openraft's own messages (one RPC each; payload and reply
+/// types in peer.proto's comments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A write forwarded to the leader: payload `Proposal`, reply `Result<CommandResult, Error>`.
+    Propose,
+    /// A read index from the leader: payload `()`, reply `Result<u64, Error>`.
+    ReadIndex,
+    /// Session keep-alives or liveness on the leader: payload `SessionTimesRequest`, reply
+    /// `Result<Vec<SessionTime>, Error>`.
+    Sessions,
+    /// A member that lost its data asks the leader to re-add it: payload `RejoinRequest`, reply
+    /// `Result<RejoinReply, Error>`.
+    Rejoin,
+    /// What a member knows of the asker: payload `MemberStateRequest`, reply `MemberStateReply`.
+    MemberState,
+    /// Pre-vote probe: payload the asker's `NodeId`, reply `ProbeReply`.
+    ElectionProbe,
+}
+
+/// Why a [`PeerNetwork::call`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No channel to the address (malformed address).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The RPC failed (the status says how; it may have reached the peer).
+    #[error("{}", .0.message())]
+    Transport(tonic::Status),
+    /// The request or the reply could not be encoded / decoded.
+    #[error("peer message encoding: {0}")]
+    Codec(String),
+}
+
+impl PeerNetwork {
+    /// One peer-protocol call to `addr` over the cached channel: `req` encoded, the reply decoded.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        call: Call,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
+        let channel = self.channel(addr).map_err(CallError::Unreachable)?;
+        let payload = encode(req).map_err(|e| CallError::Codec(e.to_string()))?;
+        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+        let mut client = RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let reply = match call {
+            Call::Propose => client.propose(msg).await,
+            Call::ReadIndex => client.read_index(msg).await,
+            Call::Sessions => client.sessions(msg).await,
+            Call::Rejoin => client.rejoin(msg).await,
+            Call::MemberState => client.member_state(msg).await,
+            Call::ElectionProbe => client.election_probe(msg).await,
+        }
+        .map_err(CallError::Transport)?;
+        decode(&reply.into_inner().payload).map_err(|e| CallError::Codec(e.to_string()))
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 

@@ -24,15 +24,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
-use conclave_proto::internal::v1::RaftMessage;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
-use super::network::{PeerNetwork, FORMAT_BINCODE};
+use super::network::{Call, PeerNetwork};
 use super::voting_gate::VotingGate;
 use super::{LogId, NodeId, Raft};
-use crate::log_entry::{decode, encode};
 use crate::storage::log_store::LogStore;
 
 /// How often a follower checks its lease.
@@ -119,10 +116,11 @@ impl PromptElection {
     /// Server state and the time since the vote was last refreshed (a leader's heartbeat, a
     /// granted vote); `None` when it never was.
     async fn local_state(&self) -> Result<(ServerState, Option<Duration>), String> {
-        self.raft
-            .with_raft_state(|s| (s.server_state, s.vote_last_modified().map(|t| t.elapsed())))
-            .await
-            .map_err(|e| e.to_string())
+        let c = super::leader_presence::contact(&self.raft).await;
+        if c.state == ServerState::Shutdown {
+            return Err("raft has stopped".into());
+        }
+        Ok((c.state, c.silent_for))
     }
 
     fn voters(&self) -> Option<Voters> {
@@ -178,19 +176,8 @@ impl PromptElection {
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
-    /// Asks the peer at `addr` for its [`ProbeReply`] (also used at start-up to learn whether
-    /// the initial cluster already runs).
-    ///
-    /// # Errors
-    /// The transport's or decoder's message.
-    pub async fn probe(&self, addr: &str) -> Result<ProbeReply, String> {
-        let channel = self.peers.channel(addr)?;
-        let payload = encode(&self.node_id).map_err(|e| e.to_string())?;
-        let reply = RaftPeerClient::new(channel)
-            .election_probe(RaftMessage { format: FORMAT_BINCODE, payload })
-            .await
-            .map_err(|s| s.message().to_owned())?;
-        decode(&reply.into_inner().payload).map_err(|e| e.to_string())
+    async fn probe(&self, addr: &str) -> Result<ProbeReply, String> {
+        self.peers.call(addr, Call::ElectionProbe, &self.node_id).await.map_err(|e| e.to_string())
     }
 }
 

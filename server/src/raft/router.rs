@@ -9,18 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
-use conclave_proto::internal::v1::RaftMessage;
 use openraft::ServerState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::network::{PeerNetwork, FORMAT_BINCODE, MAX_PEER_MESSAGE};
+use super::network::{Call, CallError, PeerNetwork};
 use super::proposer::Proposer;
 use super::read_index::ReadIndex;
 use super::{NodeId, Raft};
 use crate::error::{Error, UnavailableReason};
-use crate::log_entry::{decode, encode, Proposal};
+use crate::log_entry::Proposal;
 use crate::state_machine::response::CommandResult;
 use crate::storage::sm_store::{Applied, SharedState};
 
@@ -222,45 +220,18 @@ impl Router {
         let addr = addr.ok_or_else(|| {
             Error::unavailable(UnavailableReason::Unreachable, format!("leader {leader} is not in the membership"))
         })?;
-        let channel = self.peers.channel(&addr).map_err(|m| Error::unavailable(UnavailableReason::Unreachable, m))?;
-        let payload = encode(req).map_err(|e| Error::Internal(e.to_string()))?;
-        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
-        let mut client = RaftPeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
-        let send = async {
-            match call {
-                Call::Propose => client.propose(msg).await,
-                Call::ReadIndex => client.read_index(msg).await,
-                Call::Sessions => client.sessions(msg).await,
-                Call::Rejoin => client.rejoin(msg).await,
-            }
-        };
+        let send = self.peers.call::<Req, Resp>(&addr, call, req);
         let mut metrics = self.raft.metrics();
         let leader_changed = metrics.wait_for(|m| m.current_leader != Some(leader));
         tokio::select! {
-            reply = send => {
-                let reply = reply.map_err(|s| forward_failure(leader, call, &s))?;
-                decode(&reply.into_inner().payload).map_err(|e| Error::Internal(format!("undecodable reply from leader: {e}")))
-            }
+            reply = send => reply.map_err(|e| match e {
+                CallError::Transport(s) => forward_failure(leader, call, &s),
+                CallError::Unreachable(m) => Error::unavailable(UnavailableReason::Unreachable, m),
+                CallError::Codec(m) => Error::Internal(format!("forwarding to leader {leader}: {m}")),
+            }),
             _ = leader_changed => Err(Error::LeaderChanged(leader)),
         }
     }
-}
-
-/// The calls a follower forwards to the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
-    /// A write: payload `Proposal`, reply `Result<CommandResult, Error>`.
-    Propose,
-    /// A read index: payload `()`, reply `Result<u64, Error>`.
-    ReadIndex,
-    /// Session keep-alives or liveness: payload `SessionTimesRequest`, reply
-    /// `Result<Vec<SessionTime>, Error>`.
-    Sessions,
-    /// A member that lost its data asks to be re-added: payload `RejoinRequest`, reply
-    /// `Result<RejoinReply, Error>`.
-    Rejoin,
 }
 
 /// The error for a forwarded call whose transport failed. A write is "not applied" only when

@@ -4,9 +4,9 @@
 //! agreeing between the old and the new cluster at the snapshot's revision. Plus a measurement
 //! of save and restore for 100k keys (printed, not asserted).
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conclave_client::proto::{request_op, PutRequest, RequestOp, TxnRequest};
@@ -16,21 +16,10 @@ use crate::{assert_no_panics, binary, cluster};
 
 const T: Duration = Duration::from_secs(30);
 
-/// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A cluster of `n` members restored from `file` under `dir`: (client endpoints, processes).
-fn restore_and_start(file: &Path, dir: &Path, n: u64) -> anyhow::Result<(Vec<String>, Vec<Proc>)> {
+fn restore_and_start(file: &Path, dir: &Path, n: u64) -> anyhow::Result<(Vec<String>, Vec<crate::ServerProcess>)> {
     let ip = Ipv4Addr::new(127, 0, 0, 1);
-    let free =
-        || -> anyhow::Result<String> { Ok(format!("{ip}:{}", TcpListener::bind((ip, 0))?.local_addr()?.port())) };
+    let free = || conclave_testkit::free_addr(ip);
     let addrs: Vec<(String, String)> = (0..n).map(|_| Ok((free()?, free()?))).collect::<anyhow::Result<_>>()?;
     let initial: Vec<String> = addrs.iter().enumerate().map(|(i, (_, peer))| format!("{}={peer}", i + 1)).collect();
     let initial = initial.join(",");
@@ -49,7 +38,7 @@ fn restore_and_start(file: &Path, dir: &Path, n: u64) -> anyhow::Result<(Vec<Str
         let args = ["--node-id", &id, "--client-addr", client_addr, "--peer-addr", peer, "--initial-cluster", &initial];
         let mut serve = Command::new(binary());
         serve.arg("serve").arg("--data-dir").arg(&data).args(args).stdout(Stdio::null()).stderr(log);
-        procs.push(Proc(serve.spawn()?));
+        procs.push(crate::ServerProcess(serve.spawn()?));
     }
     Ok((addrs.into_iter().map(|(c, _)| c).collect(), procs))
 }

@@ -57,3 +57,13 @@ pub async fn wait_for_registrations(c: &Cluster, n: usize) -> anyhow::Result<()>
     })
     .await
 }
+
+/// A server process started by hand (restore, join); killed when dropped.
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -3,8 +3,8 @@
 //! no live quorum is refused; a member whose disk is wiped under write load rejoins by itself.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,20 +14,6 @@ use conclave_client::{Client, Error, Reason};
 use crate::{assert_no_panics, binary, cluster};
 
 const T: Duration = Duration::from_secs(30);
-
-fn free_addr(ip: Ipv4Addr) -> anyhow::Result<String> {
-    Ok(format!("{ip}:{}", TcpListener::bind((ip, 0))?.local_addr()?.port()))
-}
-
-/// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn voters(members: &[conclave_client::proto::Member]) -> BTreeSet<u64> {
     members.iter().filter(|m| m.voter).map(|m| m.id).collect()
@@ -41,7 +27,7 @@ async fn a_learner_joins_is_promoted_when_caught_up_and_is_removed() -> anyhow::
         client.put(format!("k{i}"), "v").await?;
     }
     let ip: Ipv4Addr = c.node(1).client_addr.split(':').next().unwrap_or("127.0.0.1").parse()?;
-    let (peer, client_addr) = (free_addr(ip)?, free_addr(ip)?);
+    let (peer, client_addr) = (conclave_testkit::free_addr(ip)?, conclave_testkit::free_addr(ip)?);
     let members = client.member_add(4, &peer, &client_addr).await?;
     assert!(members.iter().any(|m| m.id == 4 && !m.voter), "added as a learner: {members:?}");
     // Not started yet: it holds nothing, so it cannot be promoted.
@@ -53,7 +39,7 @@ async fn a_learner_joins_is_promoted_when_caught_up_and_is_removed() -> anyhow::
 
     let data = c.dir.join("node4");
     let log = std::fs::File::create(c.dir.join("node4.log"))?;
-    let _node4 = Proc(
+    let _node4 = crate::ServerProcess(
         Command::new(binary())
             .args(["serve", "--node-id", "4", "--data-dir"])
             .arg(&data)
