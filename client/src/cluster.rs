@@ -3,7 +3,7 @@
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::cluster_client::ClusterClient;
 
-use crate::{Client, Error, Result};
+use crate::{Client, Result};
 
 impl Client {
     /// Asks the cluster for its members and remembers their client addresses.
@@ -67,19 +67,6 @@ impl Client {
     /// # Errors
     /// `Unavailable` when that endpoint does not answer within the attempt timeout.
     pub async fn status_of(&self, endpoint: &str) -> Result<pb::StatusResponse> {
-        let config = self.config();
-        let mut client = ClusterClient::new(self.conn.channel_to(endpoint)?);
-        let call = client.status(pb::StatusRequest {});
-        let resp = tokio::time::timeout(config.attempt_timeout, call)
-            .await
-            .map_err(|_| Error::Unavailable(format!("{endpoint}: no answer within {:?}", config.attempt_timeout)))?
-            .map_err(|s| {
-                if s.code() == tonic::Code::Unavailable {
-                    Error::Unavailable(format!("{endpoint}: {}", s.message()))
-                } else {
-                    Error::from_status(&s)
-                }
-            })?;
-        Ok(resp.into_inner())
+        Ok(self.endpoint_status(endpoint).await?.status)
     }
 }

@@ -66,7 +66,13 @@ impl Client {
         tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| Error::Unavailable(format!("{endpoint}: no answer within {timeout:?}")))?
-            .map_err(|s| Error::Unavailable(format!("{endpoint}: {}: {}", s.code(), s.message())))
+            .map_err(|s| {
+                if s.code() == tonic::Code::Unavailable {
+                    Error::Unavailable(format!("{endpoint}: {}", s.message()))
+                } else {
+                    Error::from_status(&s)
+                }
+            })
     }
 
     /// The status of `endpoint` (only), with its server version.
