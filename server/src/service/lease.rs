@@ -1,8 +1,8 @@
 //! The `Lease` service: acquire (optionally waiting), release, get.
 //!
-//! A waiting acquire never outlives its caller: the wait ends at `wait_ms` or at the caller's
-//! gRPC deadline (`grpc-timeout`), whichever is first, and ends at once when the caller's stream
-//! is gone (the handler is dropped). Each re-proposal after a release carries the caller's
+//! A waiting acquire never outlives its caller: the wait ends at `wait_ms`, and the gRPC server
+//! drops the handler at the caller's deadline (tonic enforces the `grpc-timeout` header, which
+//! the Rust client sends) or when the caller's stream is gone. Each re-proposal after a release carries the caller's
 //! request id (`LeaseAcquireRetry`): it is applied only while that client has sent nothing newer,
 //! so a caller that gave up here and went on elsewhere (acquired and released through another
 //! member) is never granted the lease again by this stale wait.
@@ -73,7 +73,6 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseAcquireRequest>,
     ) -> Result<Response<pb::LeaseAcquireResponse>, Status> {
-        let caller_deadline = super::grpc_deadline(req.metadata());
         let r = req.into_inner();
         let cmd = validate::lease_acquire(&r)?;
         if r.wait_ms > MAX_ACQUIRE_WAIT_MS {
@@ -83,10 +82,7 @@ impl Lease for Api {
             ))
             .into());
         }
-        let mut until = tokio::time::Instant::now() + Duration::from_millis(r.wait_ms);
-        if let Some(deadline) = caller_deadline {
-            until = until.min(deadline);
-        }
+        let until = tokio::time::Instant::now() + Duration::from_millis(r.wait_ms);
         let size = r.encoded_len();
         let original = validate::request_id(r.request_id.as_ref())?;
         let (mut revision, mut granted, mut current) =

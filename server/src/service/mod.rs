@@ -91,24 +91,6 @@ impl Api {
     }
 }
 
-/// The caller's deadline from its `grpc-timeout` header (e.g. `1500m`, `2S`), if it sent one.
-/// A malformed value is ignored (tonic's own deadline handling rejects it first).
-pub(crate) fn grpc_deadline(md: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
-    let v = md.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    let d = match unit {
-        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
-        "S" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_millis(n),
-        "u" => std::time::Duration::from_micros(n),
-        "n" => std::time::Duration::from_nanos(n),
-        _ => return None,
-    };
-    tokio::time::Instant::now().checked_add(d)
-}
-
 /// Every public service, with message-size limits set.
 pub fn routes(api: Api) -> Routes {
     use pb::cluster_server::ClusterServer;
