@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
 
+use super::rejoin::RejoinReply;
 use super::Node;
 use crate::error::{Error, MembershipRefusal, Result, UnavailableReason};
 use crate::log_entry::{Command, Proposal};
@@ -70,10 +71,11 @@ impl Node {
         out
     }
 
-    async fn change(&self, change: ChangeMembers<NodeId, PeerNode>) -> Result<()> {
+    /// One membership change; `retain`: voters it removes stay learners.
+    async fn change(&self, change: ChangeMembers<NodeId, PeerNode>, retain: bool) -> Result<()> {
         self.router()
             .raft()
-            .change_membership(change, false)
+            .change_membership(change, retain)
             .await
             .map(|_| ())
             .map_err(|e| Error::OutcomeUnknown(format!("membership change did not complete: {e}")))
@@ -133,7 +135,7 @@ impl Node {
                 ),
             ));
         }
-        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await
     }
 
     /// Removes member `id` (voter or learner).
@@ -148,7 +150,7 @@ impl Node {
             return Err(refused(MembershipRefusal::NotFound, format!("node {id} is not a member")));
         };
         if !member.voter {
-            return self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await;
+            return self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await;
         }
         let remaining: Vec<_> = members.iter().filter(|m| m.voter && m.id != id).collect();
         if remaining.is_empty() {
@@ -170,7 +172,37 @@ impl Node {
                 ),
             ));
         }
-        self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
+        self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await
+    }
+
+    /// The leader's side of a rejoin (`node::rejoin`): a voter that lost its data is demoted to
+    /// a learner; a learner is promoted once it holds [`PROMOTE_MATCH_PERCENT`]% of the log (the
+    /// same rule as [`Node::member_promote`]).
+    ///
+    /// # Errors
+    /// `NotLeader` on a follower; a membership change that did not complete.
+    pub async fn readmit(&self, id: NodeId) -> Result<RejoinReply> {
+        self.require_leader()?;
+        let Some(member) = self.members().into_iter().find(|m| m.id == id) else {
+            return Ok(RejoinReply::NotAMember);
+        };
+        let last = self.status().last_log_index;
+        let matched = self.replication_progress().get(&id).map_or(0, |(m, _)| *m);
+        if member.voter {
+            // Kept as a learner. The leader's replication progress for it still says it holds
+            // the log it lost; openraft's `loosen-follower-log-revert` feature (enabled in the
+            // workspace) lets the leader restart its search instead of asserting that a
+            // follower never loses entries.
+            tracing::warn!(id, "member lost its data: demoting it to a learner until it has caught up");
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true).await?;
+            return Ok(RejoinReply::Learner { matched, target: last });
+        }
+        if !promotable(matched, last) {
+            return Ok(RejoinReply::Learner { matched, target: last });
+        }
+        tracing::info!(id, matched, "rejoining learner caught up: promoting it to a voter");
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await?;
+        Ok(RejoinReply::Voter)
     }
 
     /// Whether the member at `peer_addr` answers a peer call now.

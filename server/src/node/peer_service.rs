@@ -114,7 +114,7 @@ impl RaftPeer for PeerService {
 
     async fn rejoin(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let r: RejoinRequest = unpack(req)?;
-        let result: Result<RejoinReply, Error> = rejoin::handle(&self.raft, r.node_id).await;
+        let result: Result<RejoinReply, Error> = self.node.readmit(r.node_id).await;
         pack(&result)
     }
 }

@@ -27,7 +27,8 @@
 //! closed: it refuses vote requests and never campaigns. It asks the leader, through any member,
 //! to re-add it ([`RejoinRequest`]); the leader demotes it to a learner (openraft
 //! `change_membership(RemoveVoters, retain)`), replicates to it, and promotes it back to a voter
-//! once it has matched everything the leader has applied. The node ends the flow when it sees
+//! once it holds 90% of the leader's log (`Node::readmit`, the rule `member promote` uses).
+//! The node ends the flow when it sees
 //! itself a voter again after having been a learner: at that point its log holds the promotion
 //! entry and so, by Raft's log matching, every entry committed before it.
 //!
@@ -39,7 +40,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use super::Node;
@@ -47,7 +47,7 @@ use crate::error::{Error, Result, UnavailableReason};
 
 use crate::raft::network::{Call, PeerNetwork};
 use crate::raft::voting_gate::VotingGate;
-use crate::raft::{NodeId, PeerNode, Raft};
+use crate::raft::NodeId;
 
 /// The marker file in the data dir while a rejoin is under way.
 pub const MARKER: &str = "rejoin.pending";
@@ -77,7 +77,7 @@ pub enum RejoinReply {
     Learner {
         /// Its matched log index.
         matched: u64,
-        /// What it must match before promotion (the leader's applied index).
+        /// The leader's last log index (promotion at 90% of it, as `member promote`).
         target: u64,
     },
     /// It is a voter again.
@@ -363,50 +363,6 @@ async fn send_rejoin(peers: &PeerNetwork, addr: &str, req: &RejoinRequest) -> Re
         .call(addr, Call::Rejoin, req)
         .await
         .map_err(|e| Error::unavailable(UnavailableReason::Unreachable, e.to_string()))
-}
-
-/// The leader's side: demote `node_id` to a learner, or promote it once it has caught up.
-///
-/// # Errors
-/// `NotLeader` on a follower; a membership change that could not commit.
-pub async fn handle(raft: &Raft, node_id: NodeId) -> Result<RejoinReply> {
-    let (is_leader, member, voter, matched, target) = {
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        let matched = m.replication.as_ref().and_then(|r| r.get(&node_id).copied().flatten()).map_or(0, |l| l.index);
-        (
-            m.state == openraft::ServerState::Leader,
-            membership.get_node(&node_id).cloned(),
-            membership.voter_ids().any(|id| id == node_id),
-            matched,
-            m.last_applied.map_or(0, |l| l.index),
-        )
-    };
-    if !is_leader {
-        let leader_id = raft.metrics().borrow().current_leader;
-        return Err(Error::NotLeader { node_id: 0, leader_id, leader_addr: None, reached_raft: false });
-    }
-    if member.is_none() {
-        return Ok(RejoinReply::NotAMember);
-    }
-    let change = if voter {
-        // Demoted and kept as a learner. The leader's replication progress for it still says it
-        // holds the log it lost; openraft's `loosen-follower-log-revert` feature (enabled in the
-        // workspace) lets the leader restart its search instead of asserting that a follower
-        // never loses entries.
-        tracing::warn!(node_id, "member lost its data: demoting it to a learner until it has caught up");
-        ChangeMembers::<NodeId, PeerNode>::RemoveVoters([node_id].into())
-    } else if matched >= target {
-        tracing::info!(node_id, matched, "rejoining learner caught up: promoting it to a voter");
-        ChangeMembers::AddVoterIds([node_id].into())
-    } else {
-        return Ok(RejoinReply::Learner { matched, target });
-    };
-    raft.change_membership(change, true)
-        .await
-        .map_err(|e| Error::unavailable(UnavailableReason::Unreachable, format!("membership change: {e}")))?;
-    Ok(if voter { RejoinReply::Learner { matched, target } } else { RejoinReply::Voter })
 }
 
 #[cfg(test)]
