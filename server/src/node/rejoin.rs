@@ -28,9 +28,9 @@
 //! to re-add it ([`RejoinRequest`]); the leader demotes it to a learner (openraft
 //! `change_membership(RemoveVoters, retain)`), replicates to it, and promotes it back to a voter
 //! once it holds 90% of the leader's log (`Node::readmit`, the rule `member promote` uses).
-//! The node ends the flow when it sees
-//! itself a voter again after having been a learner: at that point its log holds the promotion
-//! entry and so, by Raft's log matching, every entry committed before it.
+//! The node ends the flow when it sees itself a voter again after having been a learner: at that
+//! point its log holds the promotion entry and so, by Raft's log matching, every entry committed
+//! before it.
 //!
 //! Cost: while it is a learner the cluster has one voter less (a 3-member cluster then needs both
 //! remaining voters). Acknowledged writes are never lost: this is the point.
