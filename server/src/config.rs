@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod statefulset;
+
 /// `conclave`: a Raft-replicated coordination service.
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version, about)]
@@ -125,6 +127,9 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
+    /// Identity from a StatefulSet pod (`--statefulset SERVICE`).
+    #[command(flatten)]
+    pub statefulset: statefulset::StatefulSetArgs,
 }
 
 /// The tokio runtime a node runs on (see `--runtime`).
@@ -190,7 +195,8 @@ pub struct Config {
     pub advertise_client_addr: String,
     /// Peer listen address.
     pub peer_addr: SocketAddr,
-    /// Initial members by id → peer address.
+    /// Initial members by id → peer address (always lists this node, with the peer address the
+    /// others know it by).
     pub initial_cluster: BTreeMap<u64, String>,
     /// Client endpoints of the cluster to join (empty: form or restart from --initial-cluster).
     pub join: Vec<String>,
@@ -262,15 +268,23 @@ impl ServeArgs {
     /// # Errors
     /// A message naming the bad flag.
     pub fn validate(&self) -> Result<Config, String> {
-        if self.node_id == 0 {
+        let ports = statefulset::Ports { client: self.client_addr.port(), peer: self.peer_addr.port() };
+        let (node_id, initial_cluster, join, advertise_client_addr) = match self.statefulset.identity(ports)? {
+            Some(pod) => (pod.node_id, pod.initial_cluster, pod.join, pod.advertise_client_addr),
+            None => {
+                let initial_cluster = match &self.initial_cluster {
+                    Some(s) => parse_initial_cluster(s)?,
+                    None => BTreeMap::from([(self.node_id, self.peer_addr.to_string())]),
+                };
+                let advertise = self.advertise_client_addr.clone().unwrap_or_else(|| self.client_addr.to_string());
+                (self.node_id, initial_cluster, self.join.clone(), advertise)
+            }
+        };
+        if node_id == 0 {
             return Err("--node-id must be at least 1".into());
         }
-        let initial_cluster = match &self.initial_cluster {
-            Some(s) => parse_initial_cluster(s)?,
-            None => BTreeMap::from([(self.node_id, self.peer_addr.to_string())]),
-        };
-        if !initial_cluster.contains_key(&self.node_id) {
-            return Err(format!("--initial-cluster does not list this node (--node-id {})", self.node_id));
+        if !initial_cluster.contains_key(&node_id) {
+            return Err(format!("--initial-cluster does not list this node (--node-id {node_id})"));
         }
         if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
             return Err("--election-timeout-ms must be at least 3 x --heartbeat-ms".into());
@@ -279,13 +293,13 @@ impl ServeArgs {
             return Err("--snapshot-logs and --history-revisions must be positive".into());
         }
         Ok(Config {
-            node_id: self.node_id,
+            node_id,
             data_dir: self.data_dir.clone(),
             client_addr: self.client_addr,
-            advertise_client_addr: self.advertise_client_addr.clone().unwrap_or_else(|| self.client_addr.to_string()),
+            advertise_client_addr,
             peer_addr: self.peer_addr,
             initial_cluster,
-            join: self.join.clone(),
+            join,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             election_timeout: Duration::from_millis(self.election_timeout_ms),
             snapshot_logs: self.snapshot_logs,

@@ -203,8 +203,8 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
     } else if !config.join.is_empty() {
         // Added with `member add`: a learner waits for its promotion; listed as a voter, it
         // joined before and lost its data, so it rejoins.
-        let (standing, peers) =
-            rejoin::join_standing(config.node_id, &config.peer_addr.to_string(), &config.join).await;
+        let own_peer_addr = config.initial_cluster.get(&config.node_id).cloned().unwrap_or_default();
+        let (standing, peers) = rejoin::join_standing(config.node_id, &own_peer_addr, &config.join).await;
         ask_leader = standing == rejoin::JoinStanding::Voter;
         peer_addrs = peers;
         StartMode::Rejoin
