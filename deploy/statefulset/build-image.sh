@@ -32,7 +32,7 @@ if command -v strip >/dev/null 2>&1; then
 fi
 # Every library the binaries link (absolute paths from ldd), plus the dynamic loader, at the
 # same paths inside the image.
-for lib in $(ldd "$target/conclave" "$target/conclavectl" | grep -o '/[^ ]*' | sort -u); do
+for lib in $(ldd "$target/conclave" "$target/conclavectl" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 ~ /^\(/ {print $1}' | sort -u); do
   mkdir -p "$ctx/rootfs$(dirname "$lib")"
   cp -L "$lib" "$ctx/rootfs$lib"
 done
@@ -51,11 +51,15 @@ for nss in libnss_dns.so.2 libnss_files.so.2 libresolv.so.2; do
 done
 chmod 1777 "$ctx/rootfs/tmp"
 
-# The data dir belongs to the runtime user: a fresh volume takes the image's ownership.
+# Ownership is set in tar archives (ADD unpacks them as they are): root owns everything but
+# the data dir, which belongs to the runtime user (a fresh volume takes the image's ownership).
+tar -C "$ctx/rootfs" --numeric-owner --owner=0 --group=0 -cf "$ctx/rootfs.tar" .
+tar -C "$ctx/rootfs" --numeric-owner --owner=10001 --group=10001 --no-recursion -cf "$ctx/data.tar" ./var/lib/conclave
+rm -rf "$ctx/rootfs"
 cat >"$ctx/Dockerfile" <<'DOCKERFILE'
 FROM scratch
-COPY --chown=0:0 rootfs/ /
-COPY --chown=10001:10001 rootfs/var/lib/conclave /var/lib/conclave
+ADD rootfs.tar /
+ADD data.tar /
 USER 10001:10001
 VOLUME /var/lib/conclave
 WORKDIR /var/lib/conclave
