@@ -105,7 +105,7 @@ impl Pods {
         Ok(())
     }
 
-    /// Creates and starts pod `ordinal` (a new volume if it has none), as the kubelet would.
+    /// Creates and starts pod `ordinal` (with a new volume unless it has one), as the kubelet would.
     ///
     /// # Errors
     /// When docker fails or the template names an env field the suite cannot provide.
@@ -149,6 +149,15 @@ impl Pods {
     /// When docker fails.
     pub async fn stop(&self, ordinal: u64) -> Result<()> {
         docker(&["stop", "-t", &self.template.grace_secs.to_string(), &self.name(ordinal)]).await.map(drop)
+    }
+
+    /// Removes a stopped pod's container (its volume stays), as the StatefulSet controller
+    /// deletes a pod before creating its replacement.
+    ///
+    /// # Errors
+    /// When docker fails.
+    pub async fn remove_container(&self, ordinal: u64) -> Result<()> {
+        docker(&["rm", &self.name(ordinal)]).await.map(drop)
     }
 
     /// Starts a stopped pod again (same volume, same IP).

@@ -46,6 +46,10 @@ pub struct PodTemplate {
     pub peer_port: u16,
     /// `CONCLAVE_INITIAL_MEMBERS`.
     pub initial_members: u64,
+    /// The liveness probe's HTTP (port, path).
+    pub liveness: (u16, String),
+    /// The Prometheus scrape annotations' (port, path).
+    pub metrics: (u16, String),
 }
 
 fn text(v: &Value, path: &str) -> Result<String> {
@@ -108,6 +112,22 @@ impl PodTemplate {
             Some(Value::String(name)) => port(name)?,
             _ => bail!("manifest: the readiness probe is not a grpc probe"),
         };
+        let liveness_port = match c.pointer("/livenessProbe/httpGet/port") {
+            Some(Value::Number(n)) => {
+                n.as_u64().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| anyhow!("probe port"))?
+            }
+            Some(Value::String(name)) => port(name)?,
+            _ => bail!("manifest: the liveness probe is not an httpGet probe"),
+        };
+        let liveness = (liveness_port, text(c, "/livenessProbe/httpGet/path")?);
+        let annotations = sts.pointer("/spec/template/metadata/annotations");
+        let annotation = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let metrics_port =
+            annotation("prometheus.io/port").ok_or_else(|| anyhow!("manifest: no prometheus.io/port"))?;
+        let metrics = (
+            metrics_port.parse::<u16>().context("prometheus.io/port")?,
+            annotation("prometheus.io/path").unwrap_or_else(|| "/metrics".into()),
+        );
         let data_volume = text(sts, "/spec/volumeClaimTemplates/0/metadata/name")?;
         let data_mount = c
             .get("volumeMounts")
@@ -149,6 +169,8 @@ impl PodTemplate {
             client_port: port("client")?,
             peer_port: port("peer")?,
             initial_members,
+            liveness,
+            metrics,
         })
     }
 

@@ -71,6 +71,23 @@ async fn leader(pods: &Pods, via: u64) -> Result<u64> {
     }
 }
 
+/// `GET path` over HTTP/1.0: (status code, body).
+async fn http_get(ip: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, port)).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .with_context(|| format!("GET {ip}:{port}{path}: no answer"))??;
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, text))
+}
+
 /// Step 1: all initial pods at once (Parallel pod management) from empty volumes.
 pub async fn form(pods: &Pods, n: u64) -> Result<Timings> {
     let start = Instant::now();
@@ -82,11 +99,22 @@ pub async fn form(pods: &Pods, n: u64) -> Result<Timings> {
         wait_ready(pods, i).await?;
     }
     t.push(("all ready".to_owned(), start.elapsed()));
+    // The liveness probe and the Prometheus annotations name endpoints that answer.
+    let (live_port, live_path) = &pods.template.liveness;
+    let (metrics_port, metrics_path) = &pods.template.metrics;
+    for i in 0..n {
+        let (code, _) = http_get(&pods.ip(i), *live_port, live_path).await?;
+        let (mcode, body) = http_get(&pods.ip(i), *metrics_port, metrics_path).await?;
+        if code != 200 || mcode != 200 || !body.contains("# TYPE") {
+            bail!("{}: {live_path} answered {code}, {metrics_path} answered {mcode}", pods.name(i));
+        }
+    }
     Ok(t)
 }
 
 /// Step 2: the StatefulSet controller's rolling update: highest ordinal first, each pod
-/// deleted (SIGTERM, grace period) and recreated, the next only once it is ready again.
+/// deleted (SIGTERM, then SIGKILL after the grace period) and created again on its volume, the
+/// next only once it is ready again.
 pub async fn rolling_restart(pods: &Pods, n: u64) -> Result<Timings> {
     let mut t = Vec::new();
     for i in (0..n).rev() {
@@ -94,7 +122,8 @@ pub async fn rolling_restart(pods: &Pods, n: u64) -> Result<Timings> {
         let start = Instant::now();
         pods.stop(i).await?;
         let stopped = start.elapsed();
-        pods.start(i).await?;
+        pods.remove_container(i).await?;
+        pods.create(i).await?;
         let ready = wait_ready(pods, i).await? + stopped;
         let role = if was_leader { " (leader)" } else { "" };
         t.push((format!("{} stop{role}", pods.name(i)), stopped));
