@@ -66,7 +66,9 @@ WORKDIR /var/lib/conclave
 EXPOSE 7379 7380 9379
 ENTRYPOINT ["/usr/local/bin/conclave", "serve"]
 DOCKERFILE
-if ! docker build -q -t "$tag" "$ctx" >/dev/null; then
+# (The legacy builder's deprecation notice on stderr is shown only when the build fails.)
+if ! docker build -q -t "$tag" "$ctx" >"$ctx/build.log" 2>&1; then
+  cat "$ctx/build.log" >&2
   echo "build-image.sh: docker build failed" >&2
   exit 1
 fi

@@ -216,6 +216,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pod_template_is_read_and_fields_resolved() {
+        let sts = serde_json::json!({
+            "kind": "StatefulSet",
+            "metadata": {"name": "kv"},
+            "spec": {
+                "serviceName": "peers",
+                "template": {
+                    "metadata": {"annotations": {"prometheus.io/port": "9379"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 45,
+                        "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
+                        "containers": [{
+                            "image": "conclave:dev",
+                            "args": ["--statefulset", "peers"],
+                            "env": [
+                                {"name": "CONCLAVE_INITIAL_MEMBERS", "value": "5"},
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                            ],
+                            "ports": [
+                                {"name": "client", "containerPort": 7379},
+                                {"name": "peer", "containerPort": 7380},
+                                {"name": "metrics", "containerPort": 9379}
+                            ],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            "securityContext": {"readOnlyRootFilesystem": true},
+                            "readinessProbe": {"grpc": {"port": 7379}},
+                            "livenessProbe": {"httpGet": {"path": "/livez", "port": "metrics"}},
+                            "resources": {"limits": {"memory": "512Mi"}}
+                        }]
+                    }
+                },
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}}]
+            }
+        });
+        let t = PodTemplate::from_docs(&[serde_json::json!({"kind": "Service"}), sts.clone()]).expect("valid");
+        assert_eq!((t.set_name.as_str(), t.service.as_str(), t.initial_members, t.grace_secs), ("kv", "peers", 5, 45));
+        assert_eq!((t.ready_port, t.client_port, t.peer_port, t.liveness.0), (7379, 7379, 7380, 9379));
+        assert_eq!((t.data_mount.as_str(), t.user.as_deref(), t.read_only), ("/data", Some("10001:10001"), true));
+        assert_eq!(t.memory_limit.as_deref(), Some("512m"));
+        assert_eq!(
+            t.env_of(3, "prod").expect("env"),
+            ["CONCLAVE_INITIAL_MEMBERS=5", "POD_NAME=kv-3", "POD_NAMESPACE=prod"]
+        );
+        assert_eq!(t.dns_names(3, "prod")[0], "kv-3.peers.prod.svc.cluster.local");
+        let mut no_probe = sts;
+        no_probe["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = serde_json::json!({"exec": {}});
+        assert!(PodTemplate::from_docs(&[no_probe]).is_err(), "a non-grpc readiness probe is refused");
+    }
+
+    #[test]
     fn memory_quantities_convert() {
         assert_eq!(docker_memory("1Gi").expect("valid"), "1g");
         assert_eq!(docker_memory("256Mi").expect("valid"), "256m");
