@@ -7,7 +7,8 @@
 # manager running throughout. Prints a summary table; timings go to
 # target/statefulset-suite/timings.tsv. Exit 0 = passed.
 #
-#   deploy/statefulset/test.sh            (about 5 minutes once built; bounded at 15 minutes)
+#   deploy/statefulset/test.sh [SUITE ARGS]   (under a minute once built; bounded at 15 minutes)
+#   SUITE ARGS go to statefulset-suite, e.g. --subnet 10.99.0 if 10.213.57.0/24 is taken, --keep.
 #
 # Needs: docker (Debian: docker.io) with a running daemon, python3 + PyYAML (Debian:
 # python3-yaml), cargo; validate.sh needs PyPI once for its venv.
@@ -37,4 +38,4 @@ cd "$root"
 cargo build --locked -p conclave-jepsen --bin statefulset-suite
 target="${CARGO_TARGET_DIR:-$root/target}"
 timeout 1000 "$target/debug/statefulset-suite" --manifest-json "$out/manifest.json" --image conclave:dev \
-  --timings "$out/timings.tsv" --limit-secs 900
+  --timings "$out/timings.tsv" --limit-secs 900 "$@"

@@ -9,7 +9,8 @@
 //! partitions the leader and heals it, (6) kills every pod with SIGKILL and restarts them; then
 //! checks every acknowledged write.
 //!
-//! Exit codes: 0 passed; 1 a check failed (lost write, stuck client, unexpected client error,
+//! Exit codes: 0 passed; 1 a check failed (lost write, stuck client: no acknowledged write or
+//! no job-manager leadership within 60 s after a step, unexpected client error,
 //! job-manager leadership lost in the rolling restart, a step that did not complete); 2 bad
 //! arguments or a missing tool.
 
@@ -166,8 +167,11 @@ async fn suite(pods: &Pods, n: u64) -> Result<Vec<Row>> {
             _ => ("6 kill -9 all", steps::kill_all(pods, n).await),
         };
         let mut failure = outcome.as_ref().err().map(|e| format!("{e:#}"));
+        // Neither client may be stuck: the writer gets a write through and the job manager
+        // leads (again), each within a minute.
         if failure.is_none() {
-            if let Err(e) = load.wait_progress(Duration::from_secs(60)).await {
+            let progress = load.wait_progress(Duration::from_secs(60)).await.map(drop);
+            if let Err(e) = progress.and(load.wait_leadership(Duration::from_secs(60)).await) {
                 failure = Some(e.to_string());
             }
         }
