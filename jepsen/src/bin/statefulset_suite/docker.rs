@@ -151,6 +151,15 @@ impl Pods {
         docker(&["stop", "-t", &self.template.grace_secs.to_string(), &self.name(ordinal)]).await.map(drop)
     }
 
+    /// A stopped pod's exit code.
+    ///
+    /// # Errors
+    /// When docker fails or answers something else than a number.
+    pub async fn exit_code(&self, ordinal: u64) -> Result<i64> {
+        let s = docker(&["inspect", "-f", "{{.State.ExitCode}}", &self.name(ordinal)]).await?;
+        s.parse().map_err(|_| anyhow::anyhow!("docker inspect: exit code {s:?}"))
+    }
+
     /// Removes a stopped pod's container (its volume stays), as the StatefulSet controller
     /// deletes a pod before creating its replacement.
     ///

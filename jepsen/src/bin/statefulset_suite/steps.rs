@@ -122,6 +122,11 @@ pub async fn rolling_restart(pods: &Pods, n: u64) -> Result<Timings> {
         let start = Instant::now();
         pods.stop(i).await?;
         let stopped = start.elapsed();
+        // Exit 0 = it shut down on SIGTERM by itself, not killed at the end of the grace period.
+        let code = pods.exit_code(i).await?;
+        if code != 0 {
+            bail!("{} exited with {code} after SIGTERM (after {stopped:?})", pods.name(i));
+        }
         pods.remove_container(i).await?;
         pods.create(i).await?;
         let ready = wait_ready(pods, i).await? + stopped;

@@ -21,8 +21,9 @@ use tokio::time::Instant;
 
 /// Prefix of the writer's keys.
 const PREFIX: &str = "ctr/w/";
-/// The job manager's session TTL.
-pub const JM_TTL: Duration = Duration::from_secs(10);
+/// The job manager's session TTL: a few seconds, so that an outage of the cluster as a whole
+/// longer than that would show as a lost leadership.
+pub const JM_TTL: Duration = Duration::from_secs(3);
 
 /// What the clients saw.
 #[derive(Default)]
