@@ -147,6 +147,8 @@ pub enum UnavailableReason {
     Unreachable,
     /// The node is rejoining after losing its data.
     Rejoining,
+    /// A leadership transfer did not complete.
+    TransferFailed,
 }
 
 impl Error {
@@ -192,6 +194,7 @@ impl Error {
                 UnavailableReason::Behind => Reason::Behind,
                 UnavailableReason::Unreachable => Reason::Unavailable,
                 UnavailableReason::Rejoining => Reason::Rejoining,
+                UnavailableReason::TransferFailed => Reason::TransferFailed,
             },
             Error::OutcomeUnknown(_) => Reason::Unavailable,
             Error::Membership { reason, .. } => match reason {

@@ -157,8 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         None => None,
     };
+    // The client port stops first and on its own signal: it drains while Raft still runs.
+    let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let mut stop = stop_rx.clone();
         let incoming = incoming(config.client_addr)?;
         tokio::spawn(
             Server::builder()
@@ -166,7 +167,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 .layer(ops::rpc_layer::RpcMetricsLayer)
                 .add_routes(routes(Api::new(node.clone(), limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    let _ = client_stop.wait_for(|s| *s).await;
                 }),
         )
     };
@@ -174,19 +175,51 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     shutdown.await;
     tracing::info!("shutting down");
+    hand_off_leadership(&node).await;
+    // Drain: GOAWAY to every client connection, so clients send new requests elsewhere; what
+    // is in flight finishes (writes go to the new leader). Streams (watches, keep-alives) do not
+    // end by themselves: they are cut after DRAIN, and clients resume them on another member.
+    let _ = client_stop_tx.send(true);
+    let mut client_server = client_server;
+    if tokio::time::timeout(DRAIN, &mut client_server).await.is_err() {
+        tracing::info!("client connections still open after {DRAIN:?}: closing them");
+        client_server.abort();
+    }
     start_up.abort();
     expiry.abort();
     election_task.abort();
     leader_changes.abort();
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
-    let _ = client_server.await;
     let _ = peer_server.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
     }
     drop(readiness);
     Ok(())
+}
+
+/// How long a stopping member keeps serving its open client connections after telling them to
+/// go elsewhere (GOAWAY).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// A stopping leader hands leadership to the most up-to-date voter first (`raft::transfer`), so
+/// the cluster does not wait an election timeout for a new leader and no write fails. A
+/// follower, or a leader that is the only voter, has nothing to hand off.
+async fn hand_off_leadership(node: &Node) {
+    let leads_others = {
+        let metrics = node.router().raft().metrics();
+        let m = metrics.borrow();
+        m.state == openraft::ServerState::Leader && m.membership_config.membership().voter_ids().count() > 1
+    };
+    if !leads_others {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match node.move_leader(None).await {
+        Ok(to) => tracing::info!(to, elapsed = ?started.elapsed(), "handed leadership off before stopping"),
+        Err(e) => tracing::warn!("stopping without handing leadership off: {e}"),
+    }
 }
 
 /// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the

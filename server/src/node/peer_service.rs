@@ -17,6 +17,7 @@ use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
 use crate::raft::network::FORMAT_BINCODE;
 use crate::raft::prompt_election::{ProbeReply, PromptElection};
+use crate::raft::transfer::{self, TimeoutNow};
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::Raft;
 use crate::sessions::SessionTime;
@@ -110,6 +111,12 @@ impl RaftPeer for PeerService {
     async fn member_state(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let r: MemberStateRequest = unpack(req)?;
         pack(&rejoin::member_state(&self.node, r.asker))
+    }
+
+    async fn timeout_now(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let r: TimeoutNow = unpack(req)?;
+        let result: Result<(), Error> = transfer::on_timeout_now(&self.raft, r).await;
+        pack(&result)
     }
 
     async fn rejoin(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

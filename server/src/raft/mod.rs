@@ -9,6 +9,7 @@ pub mod prompt_election;
 pub mod proposer;
 pub mod read_index;
 pub mod router;
+pub mod transfer;
 pub mod voting_gate;
 
 pub use crate::types::{

@@ -84,6 +84,8 @@ pub enum Call {
     MemberState,
     /// Pre-vote probe: payload the asker's `NodeId`, reply `ProbeReply`.
     ElectionProbe,
+    /// Leadership transfer, leader to target: payload `TimeoutNow`, reply `Result<(), Error>`.
+    TimeoutNow,
 }
 
 /// Why a [`PeerNetwork::call`] failed.
@@ -124,6 +126,7 @@ impl PeerNetwork {
             Call::Rejoin => client.rejoin(msg).await,
             Call::MemberState => client.member_state(msg).await,
             Call::ElectionProbe => client.election_probe(msg).await,
+            Call::TimeoutNow => client.timeout_now(msg).await,
         }
         .map_err(CallError::Transport)?;
         decode(&reply.into_inner().payload).map_err(|e| CallError::Codec(e.to_string()))

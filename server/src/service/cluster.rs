@@ -103,4 +103,15 @@ impl Cluster for Api {
         let revision = self.applied_revision();
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(self.header(revision)), members: self.members() }))
     }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let r = req.into_inner();
+        let target = (r.target_id != 0).then_some(r.target_id);
+        let leader_id = self.node.move_leader(target).await?;
+        let revision = self.applied_revision();
+        Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.header(revision)), leader_id }))
+    }
 }

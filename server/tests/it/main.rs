@@ -18,6 +18,7 @@ mod sessions;
 mod settings;
 mod snapshot_catchup;
 mod stall;
+mod transfer;
 mod watches;
 
 use std::path::PathBuf;
