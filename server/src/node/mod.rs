@@ -57,6 +57,8 @@ pub struct NodeStatus {
     pub snapshot_index: u64,
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     pub role: &'static str,
+    /// The cluster id, once known (see `raft::cluster_id`).
+    pub cluster_id: Option<u64>,
 }
 
 /// One member of the cluster.
@@ -116,6 +118,7 @@ impl Node {
                 ServerState::Learner => "learner",
                 ServerState::Shutdown => "shutdown",
             },
+            cluster_id: self.router.peers().cluster_id(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! openraft is pinned at `=0.9.25` (see docs/design.md for why 0.9 and not 0.10).
 
 pub mod bootstrap_settings;
+pub mod cluster_id;
 pub mod leader_presence;
 pub mod network;
 pub mod prompt_election;

@@ -57,6 +57,7 @@ impl Cluster for Api {
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
             leader_client_addr,
+            cluster_id: s.cluster_id.map(crate::raft::cluster_id::format).unwrap_or_default(),
         }))
     }
 

@@ -3,6 +3,7 @@
 
 mod backup;
 mod catch_up;
+mod cluster_id;
 mod counter_failover;
 mod disk_loss;
 mod durability;
