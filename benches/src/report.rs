@@ -116,6 +116,7 @@ fn goal(outcomes: &[Outcome], w: Workload) -> String {
             format!("≥ 20× both: {}", verdict(both))
         }
         Workload::LeaderFailover => format!("median < 1 s: {}", verdict(c.map(|g| g < 1.0))),
+        Workload::RollingRestart => format!("< 100 ms: {}", verdict(c.map(|g| g < 100.0))),
         _ => String::new(),
     }
 }

@@ -104,6 +104,7 @@ async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Ou
             Workload::Sessions => workloads::sessions::run(target, p).await,
             Workload::WatchFanout => workloads::watch::run(target, p).await,
             Workload::LeaderFailover => workloads::failover::run(target, p).await,
+            Workload::RollingRestart => workloads::rolling::run(target, p).await,
             Workload::JobManagerFailover => workloads::election::run(target, p, dir).await,
             _ => workloads::kv::run(target, w, p).await,
         }

@@ -61,6 +61,20 @@ impl Client {
         Ok(resp.members)
     }
 
+    /// Hands leadership to voter `target` (or, when `None`, to the voter with the highest match
+    /// index); returns the new leader's id. Writes issued meanwhile wait and are served by the
+    /// new leader: none fails because of the transfer.
+    ///
+    /// # Errors
+    /// `Status(Unavailable)` with reason `TRANSFER_FAILED` when it did not complete in time (the
+    /// old leader may still lead); `Status(InvalidArgument)` for a target that is not a voter.
+    pub async fn move_leader(&self, target: Option<u64>) -> Result<u64> {
+        let req = pb::MoveLeaderRequest { target_id: target.unwrap_or(0) };
+        let resp =
+            self.conn.unary(true, req, |ch, r| async move { ClusterClient::new(ch).move_leader(r).await }).await?;
+        Ok(resp.leader_id)
+    }
+
     /// The status of one specific endpoint (its own view; no retries elsewhere), over the
     /// client's connection to it.
     ///

@@ -400,6 +400,7 @@ headed!(
     pb::MemberAddResponse,
     pb::MemberPromoteResponse,
     pb::MemberRemoveResponse,
+    pb::MoveLeaderResponse,
 );
 
 impl Connection {

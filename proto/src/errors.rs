@@ -115,6 +115,11 @@ reasons! {
     LearnerNotReady = "LEARNER_NOT_READY",
     /// The removal would leave the voters without a quorum of live members.
     QuorumAtRisk = "QUORUM_AT_RISK",
+    /// A leadership transfer did not complete (the target is behind, cut off, or no longer
+    /// follows the leader); the message says which. Leadership stays or an election follows.
+    TransferFailed = "TRANSFER_FAILED",
+    /// A peer belongs to another cluster (its data dir records another cluster id).
+    ClusterIdMismatch = "CLUSTER_ID_MISMATCH",
     /// A bug or a storage fault on the server.
     Internal = "INTERNAL",
 }

@@ -46,6 +46,10 @@ pub struct RestoreArgs {
     /// `conclave serve` afterwards).
     #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER")]
     pub initial_cluster: String,
+    /// Token of the new cluster's id (as `serve --initial-cluster-token`); the backup's
+    /// checksum is mixed in, so the restored cluster never accepts members of the original.
+    #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER_TOKEN", default_value = "conclave")]
+    pub initial_cluster_token: String,
 }
 
 /// Flags of `conclave serve`.
@@ -72,6 +76,10 @@ pub struct ServeArgs {
     /// then start it with an empty data dir; it catches up as a learner and votes once promoted.
     #[arg(long, env = "CONCLAVE_JOIN", value_delimiter = ',', conflicts_with = "initial_cluster")]
     pub join: Vec<String>,
+    /// Token the founding members derive the cluster id from (with --initial-cluster): give
+    /// each cluster its own, so members of one never mix with another's. Used at bootstrap only.
+    #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER_TOKEN", default_value = "conclave")]
+    pub initial_cluster_token: String,
     /// Client address to advertise to other members and clients (default: --client-addr);
     /// `host:port`, e.g. `conclave-0.conclave:7379` when listening on 0.0.0.0.
     #[arg(long, env = "CONCLAVE_ADVERTISE_CLIENT_ADDR")]
@@ -200,6 +208,8 @@ pub struct Config {
     pub initial_cluster: BTreeMap<u64, String>,
     /// Client endpoints of the cluster to join (empty: form or restart from --initial-cluster).
     pub join: Vec<String>,
+    /// Token of the cluster id (see `raft::cluster_id`).
+    pub initial_cluster_token: String,
     /// Heartbeat interval.
     pub heartbeat: Duration,
     /// Minimum election timeout.
@@ -300,6 +310,7 @@ impl ServeArgs {
             peer_addr: self.peer_addr,
             initial_cluster,
             join,
+            initial_cluster_token: self.initial_cluster_token.clone(),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             election_timeout: Duration::from_millis(self.election_timeout_ms),
             snapshot_logs: self.snapshot_logs,

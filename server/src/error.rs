@@ -17,6 +17,8 @@
 //! | `Unavailable` | UNAVAILABLE | the given reason | NOT_APPLIED |
 //! | `OutcomeUnknown` | UNAVAILABLE | the given reason | UNKNOWN |
 //! | `Membership` | ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION | MEMBER_EXISTS, MEMBER_NOT_FOUND, LEARNER_NOT_READY, QUORUM_AT_RISK | NOT_APPLIED |
+//! | `Unavailable(TransferFailed)` | UNAVAILABLE | TRANSFER_FAILED | NOT_APPLIED |
+//! | `ClusterIdMismatch` | FAILED_PRECONDITION | CLUSTER_ID_MISMATCH | NOT_APPLIED |
 //! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
 //!
 //! The type is serializable so that a leader's error crosses the peer protocol intact: a
@@ -118,6 +120,9 @@ pub enum Error {
         /// For people.
         message: String,
     },
+    /// A peer message from a member of another cluster (the message names both ids).
+    #[error("{0}")]
+    ClusterIdMismatch(String),
     /// A bug or storage fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -147,6 +152,8 @@ pub enum UnavailableReason {
     Unreachable,
     /// The node is rejoining after losing its data.
     Rejoining,
+    /// A leadership transfer did not complete.
+    TransferFailed,
 }
 
 impl Error {
@@ -192,6 +199,7 @@ impl Error {
                 UnavailableReason::Behind => Reason::Behind,
                 UnavailableReason::Unreachable => Reason::Unavailable,
                 UnavailableReason::Rejoining => Reason::Rejoining,
+                UnavailableReason::TransferFailed => Reason::TransferFailed,
             },
             Error::OutcomeUnknown(_) => Reason::Unavailable,
             Error::Membership { reason, .. } => match reason {
@@ -200,6 +208,7 @@ impl Error {
                 MembershipRefusal::LearnerNotReady => Reason::LearnerNotReady,
                 MembershipRefusal::QuorumAtRisk => Reason::QuorumAtRisk,
             },
+            Error::ClusterIdMismatch(_) => Reason::ClusterIdMismatch,
             Error::Internal(_) => Reason::Internal,
         }
     }
@@ -224,7 +233,7 @@ impl Error {
             | Error::OutcomeUnknown(_) => Code::Unavailable,
             Error::Membership { reason: MembershipRefusal::Exists, .. } => Code::AlreadyExists,
             Error::Membership { reason: MembershipRefusal::NotFound, .. } => Code::NotFound,
-            Error::Membership { .. } => Code::FailedPrecondition,
+            Error::Membership { .. } | Error::ClusterIdMismatch(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -20,8 +20,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    let result = parse_initial_cluster(&args.initial_cluster)
-        .and_then(|members| conclave_server::restore::restore(&args.file, &args.data_dir, args.node_id, &members));
+    let result = parse_initial_cluster(&args.initial_cluster).and_then(|members| {
+        conclave_server::restore::restore(
+            &args.file,
+            &args.data_dir,
+            args.node_id,
+            &members,
+            &args.initial_cluster_token,
+        )
+    });
     match result {
         Ok(r) => {
             println!(

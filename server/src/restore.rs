@@ -9,6 +9,7 @@
 //! initialized: it does not bootstrap, it campaigns, and the new cluster's log continues after
 //! the snapshot's index. Revisions continue from the backup's, since the state is the same.
 
+use crate::raft::cluster_id;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -59,7 +60,8 @@ pub struct Restored {
 }
 
 /// Seeds `data_dir` (absent or empty) from the backup file `file` as member `node_id` of a new
-/// cluster of `initial_cluster`. Every member must be restored from the same file with the
+/// cluster of `initial_cluster`, with a new cluster id (derived from `initial_cluster`, `token`
+/// and the file's checksum: the same on every restored member, never the original's). Every member must be restored from the same file with the
 /// same `initial_cluster`, then started with `conclave serve` and that list.
 ///
 /// # Errors
@@ -70,6 +72,7 @@ pub fn restore(
     data_dir: &Path,
     node_id: u64,
     initial_cluster: &BTreeMap<u64, String>,
+    token: &str,
 ) -> Result<Restored, String> {
     if !initial_cluster.contains_key(&node_id) {
         return Err(format!("--initial-cluster does not list this node (--node-id {node_id})"));
@@ -81,6 +84,7 @@ pub fn restore(
     }
     let bytes = std::fs::read(file).map_err(|e| format!("read {}: {e}", file.display()))?;
     let body = unseal(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let new_id = cluster_id::derive(initial_cluster, token, &format!("restore:{:08x}", crc32fast::hash(body)));
     let mut contents = SnapshotContents::from_bytes(body).map_err(|e| format!("{}: {e}", file.display()))?;
     drop(bytes);
     contents.state.prepare_restore();
@@ -91,6 +95,7 @@ pub fn restore(
         .map_err(|e| format!("create {}: {e}", data_dir.display()))?;
     let dir = SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     dir.save(index, &snapshot)?;
+    cluster_id::write(data_dir, new_id).map_err(|e| format!("record the cluster id in {}: {e}", data_dir.display()))?;
     Ok(Restored { revision: contents.state.revision(), index })
 }
 
@@ -127,11 +132,11 @@ mod tests {
         let file = tmp.path().join("backup.db");
         std::fs::write(&file, seal(b"x".to_vec())).expect("write");
         let cluster = BTreeMap::from([(1, "127.0.0.1:1".to_owned())]);
-        let err = restore(&file, tmp.path(), 1, &cluster).expect_err("non-empty");
+        let err = restore(&file, tmp.path(), 1, &cluster, "t").expect_err("non-empty");
         assert!(err.contains("not empty"), "{err}");
-        let err = restore(&file, &tmp.path().join("d"), 2, &cluster).expect_err("not listed");
+        let err = restore(&file, &tmp.path().join("d"), 2, &cluster, "t").expect_err("not listed");
         assert!(err.contains("does not list"), "{err}");
-        let err = restore(&file, &tmp.path().join("d"), 1, &cluster).expect_err("not a snapshot");
+        let err = restore(&file, &tmp.path().join("d"), 1, &cluster, "t").expect_err("not a snapshot");
         assert!(err.contains("backup.db: "), "{err}");
     }
 }

@@ -17,6 +17,7 @@ use crate::node::rejoin::{self, StartMode};
 use crate::node::Node;
 use crate::ops;
 use crate::raft::bootstrap_settings;
+use crate::raft::cluster_id::{self, ClusterId};
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
@@ -66,7 +67,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     .validate()?;
 
-    let network = PeerNetwork::new(Some(config.peer_addr.ip()));
+    let cluster_id = ClusterId::open(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let network = PeerNetwork::new(Some(config.peer_addr.ip()), cluster_id.clone());
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
     // whether it founds a new cluster or lost its data (`rejoin`).
@@ -75,6 +77,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if undecided {
         gate.set_open(false);
         raft.runtime_config().elect(false);
+    } else if cluster_id.get().is_none() && config.join.is_empty() {
+        // A data dir from before cluster ids: the founding members' id.
+        cluster_id.record(founding_cluster_id(&config))?;
+    }
+    match cluster_id.get() {
+        Some(id) => tracing::info!(cluster_id = %cluster_id::format(id), "cluster id"),
+        None => tracing::info!("no cluster id yet: adopted from the leader once this member is replicated to"),
     }
     // openraft's leader lease is the maximum election timeout.
     let election = PromptElection::new(
@@ -114,6 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             node.clone(),
             election.clone(),
             gate.clone(),
+            cluster_id.clone(),
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -131,7 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let (node, config, peers, router) = (node.clone(), config.clone(), network.clone(), router.clone());
         tokio::spawn(async move {
             if undecided {
-                start_up(node, &config, peers, gate).await;
+                start_up(node, &config, peers, gate, cluster_id).await;
             }
             register_client_addr(router.clone(), config.advertise_client_addr.clone()).await;
             bootstrap_settings::reconcile(router, SmConfig { history_revisions: config.history_revisions }).await;
@@ -157,8 +167,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         None => None,
     };
+    // The client port stops first and on its own signal: it drains while Raft still runs.
+    let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let mut stop = stop_rx.clone();
         let incoming = incoming(config.client_addr)?;
         tokio::spawn(
             Server::builder()
@@ -166,7 +177,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 .layer(ops::rpc_layer::RpcMetricsLayer)
                 .add_routes(routes(Api::new(node.clone(), limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    let _ = client_stop.wait_for(|s| *s).await;
                 }),
         )
     };
@@ -174,13 +185,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     shutdown.await;
     tracing::info!("shutting down");
+    hand_off_leadership(&node).await;
+    // Drain: GOAWAY to every client connection, so clients send new requests elsewhere; what
+    // is in flight finishes (writes go to the new leader). Streams (watches, keep-alives) do not
+    // end by themselves: they are cut after DRAIN, and clients resume them on another member.
+    let _ = client_stop_tx.send(true);
+    let mut client_server = client_server;
+    if tokio::time::timeout(DRAIN, &mut client_server).await.is_err() {
+        tracing::info!("client connections still open after {DRAIN:?}: closing them");
+        client_server.abort();
+    }
     start_up.abort();
     expiry.abort();
     election_task.abort();
     leader_changes.abort();
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
-    let _ = client_server.await;
     let _ = peer_server.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
@@ -189,10 +209,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     Ok(())
 }
 
+/// How long a stopping member keeps serving its open client connections after telling them to
+/// go elsewhere (GOAWAY).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// A stopping leader hands leadership to the most up-to-date voter first (`raft::transfer`), so
+/// the cluster does not wait an election timeout for a new leader and no write fails. A
+/// follower, or a leader that is the only voter, has nothing to hand off.
+async fn hand_off_leadership(node: &Node) {
+    let leads_others = {
+        let metrics = node.router().raft().metrics();
+        let m = metrics.borrow();
+        m.state == openraft::ServerState::Leader && m.membership_config.membership().voter_ids().count() > 1
+    };
+    if !leads_others {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match node.move_leader(None).await {
+        Ok(to) => tracing::info!(to, elapsed = ?started.elapsed(), "handed leadership off before stopping"),
+        Err(e) => tracing::warn!("stopping without handing leadership off: {e}"),
+    }
+}
+
 /// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the
 /// initial membership, or runs the rejoin flow. A node restarted mid-rejoin resumes the flow.
 /// Returns when the node may register: bootstrapped, or rejoined (a voter again).
-async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>) {
+async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>, cluster_id: ClusterId) {
     let raft = node.router().raft().clone();
     let mut ask_leader = true;
     let mut peer_addrs: Vec<String> =
@@ -215,6 +258,13 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
         StartMode::Bootstrap => {
             let members: BTreeMap<u64, PeerNode> =
                 config.initial_cluster.iter().map(|(id, addr)| (*id, PeerNode { peer_addr: addr.clone() })).collect();
+            if let Err(e) = cluster_id.record(founding_cluster_id(config)) {
+                tracing::error!(
+                    "cannot record the cluster id in {}: {e}; not bootstrapping",
+                    config.data_dir.display()
+                );
+                return;
+            }
             tracing::info!(?members, "initializing a new cluster");
             if let Err(e) = raft.initialize(members).await {
                 tracing::warn!("initialize: {e} (another member may have initialized first)");
@@ -233,6 +283,11 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
             rejoin::run(node, config.data_dir.clone(), gate, ask_leader, peer_addrs).await;
         }
     }
+}
+
+/// The cluster id the founding members derive (see `raft::cluster_id`).
+fn founding_cluster_id(config: &Config) -> u64 {
+    cluster_id::derive(&config.initial_cluster, &config.initial_cluster_token, "")
 }
 
 /// Listens on `addr` with TCP_NODELAY on every accepted connection (tonic's builder setting

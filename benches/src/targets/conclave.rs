@@ -151,6 +151,10 @@ impl Target for ConclaveTarget {
         self.lock().kill(member as u64 + 1)
     }
 
+    fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move { tokio::task::block_in_place(|| self.lock().stop(member as u64 + 1)) })
+    }
+
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
         Box::pin(async move {
             self.lock().restart(member as u64 + 1)?;

@@ -405,6 +405,13 @@ impl Target for EtcdTarget {
         Ok(())
     }
 
+    fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let process = self.lock()[member].process.take();
+            super::process::terminate(process).await
+        })
+    }
+
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
         Box::pin(async move {
             // On an existing data dir etcd ignores the initial-cluster flags.

@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 pub use process::{free_port, ChildGuard};
 
+/// How long a member may take to stop after SIGTERM before it is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A boxed, sendable future (keeps the traits object-safe).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -96,6 +99,8 @@ pub trait Target: Send + Sync {
     fn kill(&self, member: usize) -> anyhow::Result<()>;
     /// Restarts a killed member from its data directory and waits until the cluster is whole.
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Graceful stop of member `member` (SIGTERM; returns once it has exited).
+    fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
     /// Conclave only: the leader's last Raft log index (log growth).
     fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
         Box::pin(async { None })

@@ -31,6 +31,22 @@ impl ChildGuard {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGTERM, then waits (blocking) for the exit; `kill -9` after `grace`.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        let Some(mut c) = self.child.take() else { return };
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
     /// `kill -9` and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -52,4 +68,16 @@ impl Drop for ChildGuard {
 /// When `ip` cannot be bound.
 pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Stops `process` (if any) gracefully off the async runtime: SIGTERM, wait, `kill -9` after
+/// [`super::STOP_GRACE`].
+///
+/// # Errors
+/// When the blocking task fails.
+pub async fn terminate(process: Option<ChildGuard>) -> anyhow::Result<()> {
+    if let Some(mut p) = process {
+        tokio::task::spawn_blocking(move || p.terminate(super::STOP_GRACE)).await?;
+    }
+    Ok(())
 }

@@ -301,6 +301,13 @@ impl Target for ZookeeperTarget {
         Ok(())
     }
 
+    fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let process = self.lock()[member].process.take();
+            super::process::terminate(process).await
+        })
+    }
+
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
         Box::pin(async move {
             self.spawn(member)?;

@@ -1,12 +1,11 @@
 //! Leader failover: `kill -9` the leader under a steady write load and measure the gap until
 //! writes are acknowledged again; the killed member is restarted between repetitions.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Outcome, Params, Status, Workload};
-use crate::measure::{median, LatencyStats};
+use super::writers::Writers;
+use super::{Outcome, Params, Workload};
+use crate::measure::median;
 use crate::targets::Target;
 
 /// Longest stretch after `kill` without an acknowledged write: for consecutive acks `a, b`
@@ -28,43 +27,10 @@ pub fn gap_after(acks: &[Instant], kill: Instant) -> Option<Duration> {
 /// # Errors
 /// When the clients cannot be created or a killed member cannot be restarted.
 pub async fn run(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
-    let acks = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let lat = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let value = vec![b'f'; p.value_size];
-    let hard_stop = Instant::now() + Duration::from_secs(120) * p.failover_reps.max(1) as u32;
-    let mut tasks = Vec::new();
-    for c in 0..p.failover_clients {
-        let kv = target.client(c).await?;
-        let (acks, lat, stop, errors, value) = (acks.clone(), lat.clone(), stop.clone(), errors.clone(), value.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) && Instant::now() < hard_stop {
-                let t = Instant::now();
-                match tokio::time::timeout(
-                    Duration::from_secs(15),
-                    kv.put(format!("fo-c{c}-k{}", i % 16), value.clone()),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {
-                        let now = Instant::now();
-                        acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(now);
-                        lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(now - t);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
+    let limit = Duration::from_secs(120) * p.failover_reps.max(1) as u32;
+    let writers = Writers::start(target, p, "fo", limit).await?;
     let mut gaps = Vec::new();
     let mut notes = Vec::new();
-    let t0 = Instant::now();
     let result = async {
         for rep in 0..p.failover_reps {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -75,9 +41,8 @@ pub async fn run(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
             let recovered = loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let now = Instant::now();
-                let flowing = acks
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let flowing = writers
+                    .acks()
                     .iter()
                     .rev()
                     .take_while(|a| now.duration_since(**a) < Duration::from_millis(300))
@@ -89,7 +54,7 @@ pub async fn run(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
                     break false;
                 }
             };
-            let snapshot = acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let snapshot = writers.acks();
             let gap = if recovered { gap_after(&snapshot, kill) } else { None };
             match gap {
                 Some(g) => gaps.push(g),
@@ -100,18 +65,8 @@ pub async fn run(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
         anyhow::Ok(())
     }
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let mut o = writers.finish(Workload::LeaderFailover, target).await;
     result?;
-    let mut o = Outcome::new(Workload::LeaderFailover, target.kind(), Status::Ok);
-    let lat = lat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    o.ops = lat.len() as u64;
-    o.errors = errors.load(Ordering::Relaxed);
-    o.elapsed_s = t0.elapsed().as_secs_f64();
-    o.ops_per_sec = Some(o.ops as f64 / o.elapsed_s.max(1e-9));
-    o.latency = Some(LatencyStats::from_durations(&lat));
     o.samples = gaps.iter().map(Duration::as_secs_f64).collect();
     o.headline = (!o.samples.is_empty()).then(|| median(&o.samples));
     notes.push(format!(
@@ -119,7 +74,7 @@ pub async fn run(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
         p.failover_clients,
         o.samples.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(", ")
     ));
-    o.notes = notes;
+    o.notes.extend(notes);
     Ok(o)
 }
 

@@ -4,8 +4,10 @@ pub mod election;
 pub mod failover;
 pub mod kv;
 pub mod load;
+pub mod rolling;
 pub mod sessions;
 pub mod watch;
+pub mod writers;
 
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub enum Workload {
     LeaderFailover,
     /// kill -9 the leading job manager.
     JobManagerFailover,
+    /// SIGTERM and restart every member in turn under a steady write load.
+    RollingRestart,
 }
 
 /// Whether a bigger headline number is better.
@@ -51,7 +55,7 @@ pub enum Better {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Put1,
         Workload::Put64,
         Workload::GetLinearizable,
@@ -62,6 +66,7 @@ impl Workload {
         Workload::WatchFanout,
         Workload::LeaderFailover,
         Workload::JobManagerFailover,
+        Workload::RollingRestart,
     ];
 
     /// Row label.
@@ -77,6 +82,7 @@ impl Workload {
             Workload::WatchFanout => "watch fan-out",
             Workload::LeaderFailover => "leader failover",
             Workload::JobManagerFailover => "job-manager failover",
+            Workload::RollingRestart => "rolling restart (SIGTERM)",
         }
     }
 
@@ -87,6 +93,7 @@ impl Workload {
             Workload::WatchFanout => ("ack → last notification p99, ms", Better::Lower),
             Workload::LeaderFailover => ("median gap to next acked write, s", Better::Lower),
             Workload::JobManagerFailover => ("median time to new leader, s", Better::Lower),
+            Workload::RollingRestart => ("longest gap without an acked write, ms", Better::Lower),
             _ => ("ops/s", Better::Higher),
         }
     }

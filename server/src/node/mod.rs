@@ -57,6 +57,8 @@ pub struct NodeStatus {
     pub snapshot_index: u64,
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     pub role: &'static str,
+    /// The cluster id, once known (see `raft::cluster_id`).
+    pub cluster_id: Option<u64>,
 }
 
 /// One member of the cluster.
@@ -116,6 +118,7 @@ impl Node {
                 ServerState::Learner => "learner",
                 ServerState::Shutdown => "shutdown",
             },
+            cluster_id: self.router.peers().cluster_id(),
         }
     }
 
@@ -266,6 +269,18 @@ pub struct Backup {
 }
 
 impl Node {
+    /// Hands leadership to `target` (a voter), or to the most up-to-date voter when `None`;
+    /// returns the new leader. New writes wait meanwhile and are then served by the new leader.
+    /// See `raft::transfer`.
+    ///
+    /// # Errors
+    /// `NotLeader` on a follower; `InvalidArgument` for a target that is not a voter;
+    /// `Unavailable` (`TRANSFER_FAILED`) when it did not complete in time.
+    pub async fn move_leader(&self, target: Option<u64>) -> Result<u64> {
+        let deadline = self.router().leader_wait() * 3;
+        self.router().transfer_leadership(target, deadline).await
+    }
+
     /// A consistent copy of this member's applied state now, encoded on the blocking pool
     /// under the state's read lock; the cluster keeps running (apply waits for the encoding
     /// only, without blocking the runtime).

@@ -15,8 +15,10 @@ use super::rejoin::{self, MemberStateRequest, RejoinReply, RejoinRequest};
 use super::{Node, SessionTimesRequest};
 use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
+use crate::raft::cluster_id::{self, ClusterId};
 use crate::raft::network::FORMAT_BINCODE;
 use crate::raft::prompt_election::{ProbeReply, PromptElection};
+use crate::raft::transfer::{self, TimeoutNow};
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::Raft;
 use crate::sessions::SessionTime;
@@ -28,16 +30,58 @@ pub struct PeerService {
     node: Arc<Node>,
     election: Arc<PromptElection>,
     gate: Arc<VotingGate>,
+    cluster_id: ClusterId,
 }
 
 impl PeerService {
-    /// A peer service feeding this node's Raft, facade, election driver and voting gate.
-    pub fn new(node: Arc<Node>, election: Arc<PromptElection>, gate: Arc<VotingGate>) -> Self {
-        Self { raft: node.router().raft().clone(), node, election, gate }
+    /// A peer service feeding this node's Raft, facade, election driver and voting gate, and
+    /// accepting only peers of `cluster_id` (see `raft::cluster_id`).
+    pub fn new(node: Arc<Node>, election: Arc<PromptElection>, gate: Arc<VotingGate>, cluster_id: ClusterId) -> Self {
+        Self { raft: node.router().raft().clone(), node, election, gate, cluster_id }
     }
 }
 
-fn unpack<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Status> {
+impl PeerService {
+    /// Checks the sender's cluster id, then decodes the payload.
+    fn unpack<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
+        self.check_cluster(&req, false)?;
+        decode_msg(req)
+    }
+
+    /// Like `unpack`, for the leader's replication messages: a member that has no cluster id yet
+    /// (it joined, or rejoins after losing its data) adopts the leader's.
+    fn unpack_from_leader<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
+        self.check_cluster(&req, true)?;
+        decode_msg(req)
+    }
+
+    fn check_cluster(&self, req: &Request<RaftMessage>, adopt: bool) -> Result<(), Status> {
+        let theirs = req.metadata().get(cluster_id::METADATA).and_then(|v| v.to_str().ok()).and_then(cluster_id::parse);
+        if self.cluster_id.accepts(theirs) {
+            if let (true, None, Some(id)) = (adopt, self.cluster_id.get(), theirs) {
+                match self.cluster_id.record(id) {
+                    Ok(_) => tracing::info!(cluster_id = %cluster_id::format(id), "adopted the leader's cluster id"),
+                    Err(e) => {
+                        return Err(Error::Internal(format!("cannot record the cluster id in the data dir: {e}")).into())
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mine = self.cluster_id.get().map(cluster_id::format).unwrap_or_default();
+        let theirs = theirs.map(cluster_id::format).unwrap_or_default();
+        tracing::warn!(%mine, %theirs, "refused a peer message from another cluster");
+        Err(Error::ClusterIdMismatch(format!(
+            "node {} belongs to cluster {mine}, the sender to cluster {theirs}: a member of another cluster \
+             (a data dir from another cluster, or --join/--initial-cluster pointing at the wrong members) \
+             is not accepted",
+            self.node.node_id()
+        ))
+        .into())
+    }
+}
+
+fn decode_msg<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Status> {
     let msg = req.into_inner();
     if msg.format != FORMAT_BINCODE {
         return Err(Error::InvalidArgument(format!("unsupported peer message format {}", msg.format)).into());
@@ -53,7 +97,7 @@ fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = unpack(req)?;
+        let rpc = self.unpack_from_leader(req)?;
         pack(&self.raft.append_entries(rpc).await)
     }
 
@@ -69,36 +113,36 @@ impl RaftPeer for PeerService {
             )
             .into());
         }
-        let rpc = unpack(req)?;
+        let rpc = self.unpack(req)?;
         pack(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = unpack(req)?;
+        let rpc = self.unpack_from_leader(req)?;
         pack(&self.raft.install_snapshot(rpc).await)
     }
 
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let size = req.get_ref().payload.len();
-        let proposal: Proposal = unpack(req)?;
+        let proposal: Proposal = self.unpack(req)?;
         let result: Result<CommandResult, Error> = self.node.router().propose_local(proposal, size).await;
         pack(&result)
     }
 
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let () = unpack(req)?;
+        let () = self.unpack(req)?;
         let result: Result<u64, Error> = self.node.router().read_index_local().await;
         pack(&result)
     }
 
     async fn sessions(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let r: SessionTimesRequest = unpack(req)?;
+        let r: SessionTimesRequest = self.unpack(req)?;
         let result: Result<Vec<SessionTime>, Error> = self.node.session_times_local(&r.ids, r.renew).await;
         pack(&result)
     }
 
     async fn election_probe(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let _asker: u64 = unpack(req)?;
+        let _asker: u64 = self.unpack(req)?;
         let reply: ProbeReply = self
             .election
             .probe_reply()
@@ -108,12 +152,18 @@ impl RaftPeer for PeerService {
     }
 
     async fn member_state(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let r: MemberStateRequest = unpack(req)?;
+        let r: MemberStateRequest = self.unpack(req)?;
         pack(&rejoin::member_state(&self.node, r.asker))
     }
 
+    async fn timeout_now(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let r: TimeoutNow = self.unpack(req)?;
+        let result: Result<(), Error> = transfer::on_timeout_now(&self.raft, r).await;
+        pack(&result)
+    }
+
     async fn rejoin(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let r: RejoinRequest = unpack(req)?;
+        let r: RejoinRequest = self.unpack(req)?;
         let result: Result<RejoinReply, Error> = self.node.readmit(r.node_id).await;
         pack(&result)
     }

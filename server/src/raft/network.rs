@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::cluster_id::{self, ClusterId};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::log_entry::{decode, encode};
 
@@ -38,13 +39,20 @@ pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct PeerNetwork {
     local_ip: Option<IpAddr>,
+    cluster_id: ClusterId,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerNetwork {
-    /// A factory whose connections originate from `local_ip`.
-    pub fn new(local_ip: Option<IpAddr>) -> Self {
-        Self { local_ip, channels: Arc::default() }
+    /// A factory whose connections originate from `local_ip` and whose requests carry
+    /// `cluster_id` (once known).
+    pub fn new(local_ip: Option<IpAddr>, cluster_id: ClusterId) -> Self {
+        Self { local_ip, cluster_id, channels: Arc::default() }
+    }
+
+    /// This member's cluster id, once known.
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id.get()
     }
 
     /// The cached channel to `addr` (created lazily, reconnecting by itself).
@@ -84,6 +92,8 @@ pub enum Call {
     MemberState,
     /// Pre-vote probe: payload the asker's `NodeId`, reply `ProbeReply`.
     ElectionProbe,
+    /// Leadership transfer, leader to target: payload `TimeoutNow`, reply `Result<(), Error>`.
+    TimeoutNow,
 }
 
 /// Why a [`PeerNetwork::call`] failed.
@@ -113,7 +123,7 @@ impl PeerNetwork {
     ) -> Result<Resp, CallError> {
         let channel = self.channel(addr).map_err(CallError::Unreachable)?;
         let payload = encode(req).map_err(|e| CallError::Codec(e.to_string()))?;
-        let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+        let msg = request(RaftMessage { format: FORMAT_BINCODE, payload }, self.cluster_id.get());
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -124,6 +134,7 @@ impl PeerNetwork {
             Call::Rejoin => client.rejoin(msg).await,
             Call::MemberState => client.member_state(msg).await,
             Call::ElectionProbe => client.election_probe(msg).await,
+            Call::TimeoutNow => client.timeout_now(msg).await,
         }
         .map_err(CallError::Transport)?;
         decode(&reply.into_inner().payload).map_err(|e| CallError::Codec(e.to_string()))
@@ -134,7 +145,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
-        PeerClient { target, channel: self.channel(&node.peer_addr), in_flight: None }
+        PeerClient {
+            target,
+            channel: self.channel(&node.peer_addr),
+            cluster_id: self.cluster_id.clone(),
+            in_flight: None,
+        }
     }
 }
 
@@ -142,6 +158,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     channel: Result<Channel, String>,
+    cluster_id: ClusterId,
     /// The AppendEntries with entries in flight to this peer, if any.
     in_flight: Option<append::InFlight>,
 }
@@ -168,7 +185,8 @@ impl PeerClient {
         E: StdError + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        exchange(self.channel.clone(), self.target, kind, payload, option.hard_ttl()).await
+        let to = Peer { channel: self.channel.clone(), target: self.target, cluster_id: self.cluster_id.get() };
+        exchange(to, kind, payload, option.hard_ttl()).await
     }
 }
 
@@ -177,22 +195,17 @@ impl PeerClient {
 /// # Errors
 /// `Unreachable` on a transport failure or timeout, `Network` on other statuses or a reply that
 /// does not decode, `RemoteError` with the peer's own Raft error.
-async fn exchange<Resp, E>(
-    channel: Result<Channel, String>,
-    target: NodeId,
-    kind: Kind,
-    payload: Vec<u8>,
-    timeout: Duration,
-) -> Result<Resp, RpcErr<E>>
+async fn exchange<Resp, E>(to: Peer, kind: Kind, payload: Vec<u8>, timeout: Duration) -> Result<Resp, RpcErr<E>>
 where
     Resp: DeserializeOwned,
     E: StdError + DeserializeOwned,
 {
+    let Peer { channel, target, cluster_id } = to;
     let channel = channel.map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
     let mut client = RaftPeerClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
-    let msg = RaftMessage { format: FORMAT_BINCODE, payload };
+    let msg = request(RaftMessage { format: FORMAT_BINCODE, payload }, cluster_id);
     let fut = async {
         match kind {
             Kind::Append => client.append_entries(msg).await,
@@ -226,6 +239,24 @@ where
     let result: Result<Resp, RaftError<NodeId, E>> =
         decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
+}
+
+/// Where one openraft message goes.
+struct Peer {
+    channel: Result<Channel, String>,
+    target: NodeId,
+    cluster_id: Option<u64>,
+}
+
+/// A peer request carrying this member's cluster id (see `cluster_id`).
+fn request(msg: RaftMessage, cluster_id: Option<u64>) -> tonic::Request<RaftMessage> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(id) = cluster_id {
+        if let Ok(v) = cluster_id::format(id).parse() {
+            req.metadata_mut().insert(cluster_id::METADATA, v);
+        }
+    }
+    req
 }
 
 #[derive(Clone, Copy)]

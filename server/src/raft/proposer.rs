@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::Raft;
 use crate::error::{Error, UnavailableReason};
@@ -36,6 +36,25 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    /// While `true`, batches are held back (not proposed): a leadership transfer is under way.
+    hold: Arc<watch::Sender<bool>>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: u32,
+}
+
+/// Proposals are held back while this lives: nothing new reaches Raft on this node, and every
+/// batch proposed before it was taken has been answered. Dropping it lets held batches go on
+/// (to this node's Raft if it still leads, else answered `NotLeader` "not applied", which the
+/// router retries at the new leader).
+pub struct Paused {
+    hold: Arc<watch::Sender<bool>>,
+    _permits: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.hold.send_replace(false);
+    }
 }
 
 impl Proposer {
@@ -43,8 +62,29 @@ impl Proposer {
     /// proposed but not yet applied.
     pub fn spawn(raft: Raft, node_id: u64, in_flight: usize) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, node_id, rx, in_flight.max(1)));
-        Self { tx }
+        let max_in_flight = in_flight.clamp(1, Semaphore::MAX_PERMITS) as u32;
+        let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
+        let hold = Arc::new(watch::channel(false).0);
+        tokio::spawn(run(raft, node_id, rx, in_flight.clone(), hold.subscribe()));
+        Self { tx, hold, in_flight, max_in_flight }
+    }
+
+    /// Holds back new batches and waits until every batch already handed to Raft has been
+    /// answered (see [`Paused`]). Used by a leadership transfer, so the leader's log stops
+    /// growing and the target can catch up with all of it.
+    ///
+    /// # Errors
+    /// When the batching task has stopped (the node is shutting down).
+    pub async fn pause(&self) -> Result<Paused, Error> {
+        self.hold.send_replace(true);
+        let permits = self.in_flight.clone().acquire_many_owned(self.max_in_flight).await;
+        match permits {
+            Ok(p) => Ok(Paused { hold: self.hold.clone(), _permits: p }),
+            Err(_) => {
+                self.hold.send_replace(false);
+                Err(Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))
+            }
+        }
     }
 
     /// Proposes one write and waits until it is applied on this node.
@@ -84,15 +124,31 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 const EXPECT_QUARTERS: usize = 3;
 
 /// The batching loop: one batch at a time (see [`next_batch`]), at most `in_flight` in Raft.
-async fn run(raft: Raft, node_id: u64, mut rx: mpsc::Receiver<Pending>, in_flight: usize) {
-    let in_flight = Arc::new(Semaphore::new(in_flight));
+async fn run(
+    raft: Raft,
+    node_id: u64,
+    mut rx: mpsc::Receiver<Pending>,
+    in_flight: Arc<Semaphore>,
+    mut hold: watch::Receiver<bool>,
+) {
     // Writes answered by the batch that completed last and not yet waited for.
     let answered = Arc::new(AtomicUsize::new(0));
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        let Ok(mut permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let batch = next_batch(first, &mut rx, answered.swap(0, Ordering::Relaxed)).await;
+        if *hold.borrow_and_update() {
+            // A transfer waits for every permit: give ours back while held.
+            drop(permit);
+            if hold.wait_for(|held| !*held).await.is_err() {
+                return;
+            }
+            let Ok(p) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            permit = p;
+        }
         let (proposals, replies): (Vec<Proposal>, Vec<_>) = batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
         // Refused here, nothing reached Raft: "not applied" for certain. Once handed to Raft, a
         // write may commit even if this node reports a lost leadership (another member holding

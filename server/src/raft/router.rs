@@ -61,6 +61,16 @@ impl Router {
         self.node_id
     }
 
+    /// How long a request waits for a leader to be known.
+    pub fn leader_wait(&self) -> Duration {
+        self.leader_wait
+    }
+
+    /// The write batcher (a leadership transfer pauses it).
+    pub(super) fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
     /// The peer network (cached channels to the other members).
     pub fn peers(&self) -> &PeerNetwork {
         &self.peers
@@ -118,14 +128,38 @@ impl Router {
     ///
     /// # Errors
     /// Retriable `Unavailable`-class errors when no leader can be reached or the outcome is unknown.
+    ///
+    /// A write the leader refused before it reached Raft (it handed leadership off while the
+    /// write waited, see `transfer`) is sent once more to the leader it named: it cannot have
+    /// applied, so the retry is safe even without a request id.
     pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
-        let leader = self.leader().await?;
+        let mut tried = self.leader().await?;
+        for _ in 0..REFUSED_RETRIES {
+            let result = self.propose_at(tried, proposal.clone(), size).await;
+            match refused_by(&result, tried) {
+                Some(next) => tried = self.next_leader(next).await?,
+                None => return result,
+            }
+        }
+        self.propose_at(tried, proposal, size).await
+    }
+
+    async fn propose_at(&self, leader: NodeId, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
         if leader == self.node_id {
             return self.propose_local(proposal, size).await;
         }
         let result: Result<CommandResult, Error> = self.forward(leader, Call::Propose, &proposal).await?;
         // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
         result.map_err(|e| self.with_leader_hint(e))
+    }
+
+    /// The leader to try after `refused`'s refusal: the one it named, or whoever this node
+    /// learns of next (bounded by the leader wait).
+    async fn next_leader(&self, named: Option<NodeId>) -> Result<NodeId, Error> {
+        if let Some(l) = named {
+            return Ok(l);
+        }
+        self.leader().await
     }
 
     /// Proposes on this node only (used for requests forwarded by followers).
@@ -150,13 +184,18 @@ impl Router {
     /// # Errors
     /// Retriable errors when the leader cannot confirm its leadership.
     pub async fn linearizable_barrier(&self) -> Result<(), Error> {
-        let leader = self.leader().await?;
-        let index = if leader == self.node_id {
+        let mut tried = self.leader().await?;
+        let mut result = self.read_index_at(tried).await;
+        for _ in 0..REFUSED_RETRIES {
+            match refused_by(&result, tried) {
+                Some(next) => tried = self.next_leader(next).await?,
+                None => break,
+            }
+            result = self.read_index_at(tried).await;
+        }
+        let Some(index) = result? else {
             // ensure_linearizable already waited for the leader's own apply.
-            return self.read_index_local().await.map(|_| ()).map_err(|e| self.with_leader_hint(e));
-        } else {
-            let result: Result<u64, Error> = self.forward(leader, Call::ReadIndex, &()).await?;
-            result.map_err(|e| self.with_leader_hint(e))?
+            return Ok(());
         };
         if self.wait_applied(|a| a.index >= index).await {
             Ok(())
@@ -166,6 +205,15 @@ impl Router {
                 format!("node {} did not catch up to read index {index} in time", self.node_id),
             ))
         }
+    }
+
+    /// The read index at `leader`: `None` when this node is the leader (already applied).
+    async fn read_index_at(&self, leader: NodeId) -> Result<Option<u64>, Error> {
+        if leader == self.node_id {
+            return self.read_index_local().await.map(|_| None).map_err(|e| self.with_leader_hint(e));
+        }
+        let result: Result<u64, Error> = self.forward(leader, Call::ReadIndex, &()).await?;
+        result.map(Some).map_err(|e| self.with_leader_hint(e))
     }
 
     /// Waits (at most the leader wait) until this node's applied position satisfies `reached`;
@@ -221,16 +269,40 @@ impl Router {
             Error::unavailable(UnavailableReason::Unreachable, format!("leader {leader} is not in the membership"))
         })?;
         let send = self.peers.call::<Req, Resp>(&addr, call, req);
+        tokio::pin!(send);
         let mut metrics = self.raft.metrics();
-        let leader_changed = metrics.wait_for(|m| m.current_leader != Some(leader));
-        tokio::select! {
-            reply = send => reply.map_err(|e| match e {
-                CallError::Transport(s) => forward_failure(leader, call, &s),
-                CallError::Unreachable(m) => Error::unavailable(UnavailableReason::Unreachable, m),
-                CallError::Codec(m) => Error::Internal(format!("forwarding to leader {leader}: {m}")),
-            }),
-            _ = leader_changed => Err(Error::LeaderChanged(leader)),
-        }
+        let leader_changed = async move {
+            let _ = metrics.wait_for(|m| m.current_leader != Some(leader)).await;
+        };
+        let reply = tokio::select! {
+            reply = &mut send => reply,
+            _ = leader_changed => match tokio::time::timeout(FORWARD_GRACE, &mut send).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(Error::LeaderChanged(leader)),
+            },
+        };
+        reply.map_err(|e| match e {
+            CallError::Transport(s) => forward_failure(leader, call, &s),
+            CallError::Unreachable(m) => Error::unavailable(UnavailableReason::Unreachable, m),
+            CallError::Codec(m) => Error::Internal(format!("forwarding to leader {leader}: {m}")),
+        })
+    }
+}
+
+/// How many times a write or read refused by a former leader (before it reached Raft) is sent
+/// on to the next one.
+const REFUSED_RETRIES: usize = 2;
+
+/// How long a forwarded call may still answer after this node saw its leader change: a leader
+/// that handed off answers what it held back at once; a dead one never does.
+const FORWARD_GRACE: Duration = Duration::from_millis(300);
+
+/// `Some(named next leader)` when `result` is a refusal by `tried` that never reached Raft
+/// (so trying elsewhere is safe).
+fn refused_by<T>(result: &Result<T, Error>, tried: NodeId) -> Option<Option<NodeId>> {
+    match result {
+        Err(Error::NotLeader { reached_raft: false, leader_id, .. }) if *leader_id != Some(tried) => Some(*leader_id),
+        _ => None,
     }
 }
 

@@ -57,6 +57,7 @@ impl Cluster for Api {
             last_log_index: s.last_log_index,
             snapshot_index: s.snapshot_index,
             leader_client_addr,
+            cluster_id: s.cluster_id.map(crate::raft::cluster_id::format).unwrap_or_default(),
         }))
     }
 
@@ -102,5 +103,16 @@ impl Cluster for Api {
         self.node.member_remove(r.id, r.force).await?;
         let revision = self.applied_revision();
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(self.header(revision)), members: self.members() }))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let r = req.into_inner();
+        let target = (r.target_id != 0).then_some(r.target_id);
+        let leader_id = self.node.move_leader(target).await?;
+        let revision = self.applied_revision();
+        Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.header(revision)), leader_id }))
     }
 }

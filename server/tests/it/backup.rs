@@ -4,6 +4,7 @@
 //! agreeing between the old and the new cluster at the snapshot's revision. Plus a measurement
 //! of save and restore for 100k keys (printed, not asserted).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -120,6 +121,14 @@ async fn a_snapshot_saved_live_restores_a_new_cluster_with_the_same_data_and_has
     assert_eq!(restored.counter_get("hits", false).await?.value, 42);
     let new_hashes = hashes(&restored, &endpoints, saved.revision).await?;
     assert_eq!(new_hashes, old_hashes, "hashkv at the snapshot revision: old and new clusters agree");
+    // A new cluster id: the same on every restored member, not the original's.
+    let old_id = client.status_of(&c.node(1).client_addr).await?.cluster_id;
+    let mut new_ids = BTreeSet::new();
+    for ep in &endpoints {
+        new_ids.insert(restored.status_of(ep).await?.cluster_id);
+    }
+    assert_eq!(new_ids.len(), 1, "restored members agree on the cluster id: {new_ids:?}");
+    assert!(!old_id.is_empty() && !new_ids.contains(&old_id), "restore made a new cluster id ({old_id} before)");
     let next = restored.put("after-restore", "y").await?;
     assert_eq!(next, saved.revision + 1, "revisions continue from the snapshot's");
     assert_no_panics(&c);

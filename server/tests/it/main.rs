@@ -3,6 +3,7 @@
 
 mod backup;
 mod catch_up;
+mod cluster_id;
 mod counter_failover;
 mod disk_loss;
 mod durability;
@@ -18,6 +19,7 @@ mod sessions;
 mod settings;
 mod snapshot_catchup;
 mod stall;
+mod transfer;
 mod watches;
 
 use std::path::PathBuf;

@@ -94,6 +94,7 @@ struct StatusJson<'a> {
     is_learner: bool,
     role: &'a str,
     snapshot_index: u64,
+    cluster_id: &'a str,
 }
 
 async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()> {
@@ -122,6 +123,7 @@ async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()>
             is_learner: s.role == "learner",
             role: &s.role,
             snapshot_index: s.snapshot_index,
+            cluster_id: &s.cluster_id,
         };
         match g.format {
             Format::Json => json_line(out, &json)?,

@@ -93,6 +93,14 @@ enum Command {
     /// Cluster membership.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Hands leadership to voter ID (etcdctl's `move-leader`), or with no ID to the most
+    /// up-to-date voter. Prints `Leadership moved to member N.` (json: {"leader":N}). Writes in
+    /// flight wait for the new leader instead of failing. Exits non-zero (reason TRANSFER_FAILED)
+    /// when it did not complete in time.
+    MoveLeader {
+        /// The voter to hand leadership to (default: the most up-to-date voter).
+        id: Option<u64>,
+    },
     /// Sessions: liveness that ephemeral keys and leases are bound to.
     #[command(subcommand)]
     Session(session::SessionCommand),
@@ -188,6 +196,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Member(MemberCommand::Add(args)) => member::add(&g, out, &args).await,
         Command::Member(MemberCommand::Promote { id }) => member::promote(&g, out, id).await,
         Command::Member(MemberCommand::Remove { id, force }) => member::remove(&g, out, id, force).await,
+        Command::MoveLeader { id } => member::move_leader(&g, out, id).await,
         Command::Session(cmd) => session::run(&g, out, cmd).await,
         Command::Lease(cmd) => lease::run(&g, out, cmd).await,
         Command::Watch(args) => watch::run(&g, out, &args).await,

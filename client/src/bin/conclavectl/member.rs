@@ -1,4 +1,5 @@
-//! `member add | promote | remove`: membership changes (leader only; the client follows it).
+//! `member add | promote | remove` and `move-leader`: membership changes and leadership
+//! transfer (leader only; the client follows it).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -97,4 +98,18 @@ pub async fn promote(g: &Globals, out: &mut dyn Write, id: u64) -> Result<()> {
 pub async fn remove(g: &Globals, out: &mut dyn Write, id: u64, force: bool) -> Result<()> {
     g.client().await?.member_remove(id, force).await.context("member remove")?;
     done(g, out, id, "removed", &format!("Member {id} removed."))
+}
+
+#[derive(Serialize)]
+struct Moved {
+    leader: u64,
+}
+
+/// `move-leader`.
+pub async fn move_leader(g: &Globals, out: &mut dyn Write, target: Option<u64>) -> Result<()> {
+    let leader = g.client().await?.move_leader(target).await.context("move-leader")?;
+    match g.format {
+        Format::Json => json_line(out, &Moved { leader }),
+        Format::Text => Ok(writeln!(out, "Leadership moved to member {leader}.")?),
+    }
 }
