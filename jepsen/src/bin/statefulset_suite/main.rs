@@ -160,7 +160,7 @@ async fn suite(pods: &Pods, n: u64) -> Result<Vec<Row>> {
     for step in 2..=6u8 {
         let t0 = Instant::now();
         let (name, outcome) = match step {
-            2 => ("2 rolling restart", steps::rolling_restart(pods, n).await),
+            2 => ("2 rolling restart", steps::rolling_restart(pods, n, &load.events).await),
             3 => ("3 scale 3->5->3", steps::scale(pods, &admin, n).await),
             4 => ("4 pod + volume lost", steps::lose_volume(pods, 1).await),
             5 => ("5 partition leader", steps::partition(pods).await),

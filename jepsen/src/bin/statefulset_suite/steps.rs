@@ -7,8 +7,10 @@ use anyhow::{bail, Context, Result};
 use conclave_client::{proto as pb, Client, Reason};
 use tokio::time::Instant;
 
+use std::sync::Mutex;
+
 use crate::docker::Pods;
-use crate::workload::service_client;
+use crate::workload::{service_client, Events};
 
 /// How long a pod may take to become ready.
 pub const READY_LIMIT: Duration = Duration::from_secs(120);
@@ -115,7 +117,7 @@ pub async fn form(pods: &Pods, n: u64) -> Result<Timings> {
 /// Step 2: the StatefulSet controller's rolling update: highest ordinal first, each pod
 /// deleted (SIGTERM, then SIGKILL after the grace period) and created again on its volume, the
 /// next only once it is ready again.
-pub async fn rolling_restart(pods: &Pods, n: u64) -> Result<Timings> {
+pub async fn rolling_restart(pods: &Pods, n: u64, events: &Mutex<Events>) -> Result<Timings> {
     let mut t = Vec::new();
     for i in (0..n).rev() {
         let was_leader = leader(pods, i).await? == i;
@@ -131,8 +133,11 @@ pub async fn rolling_restart(pods: &Pods, n: u64) -> Result<Timings> {
         pods.create(i).await?;
         let ready = wait_ready(pods, i).await? + stopped;
         let role = if was_leader { " (leader)" } else { "" };
+        let gap =
+            events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).window(start, Instant::now()).longest_gap;
         t.push((format!("{} stop{role}", pods.name(i)), stopped));
         t.push((format!("{} stop->ready{role}", pods.name(i)), ready));
+        t.push((format!("{} longest write gap{role}", pods.name(i)), gap));
     }
     Ok(t)
 }
