@@ -32,6 +32,8 @@ pub struct Nemesis {
 #[derive(Default)]
 struct Undo {
     killed: Vec<u64>,
+    /// Removed members to add back (before they restart).
+    removed: Vec<u64>,
     paused: Vec<u64>,
     partitioned: bool,
     skewed: bool,
@@ -138,6 +140,28 @@ impl Nemesis {
                     ("replace skipped (a member is down or still rejoining)".to_owned(), json!({"nodes": []}))
                 }
             }
+            Fault::Remove(target) => {
+                if membership::safe_to_replace(&mut cluster).await {
+                    let nodes = pick(*target, &ids, &cluster, &mut rng).await;
+                    let mut removed = Vec::new();
+                    let mut refused = Vec::new();
+                    for id in &nodes {
+                        match membership::remove(&mut cluster, *id).await? {
+                            Ok(()) => removed.push(*id),
+                            Err(why) => refused.push(format!("n{id}: {why}")),
+                        }
+                    }
+                    self.down.extend(removed.iter().copied());
+                    undo.removed = removed.clone();
+                    let mut text = format!("remove {} (member remove; added back on heal)", describe_nodes(*target, &removed));
+                    if !refused.is_empty() {
+                        text.push_str(&format!("; refused: {}", refused.join("; ")));
+                    }
+                    (text, json!({"nodes": removed, "refused": refused}))
+                } else {
+                    ("remove skipped (a member is down or still rejoining)".to_owned(), json!({"nodes": []}))
+                }
+            }
             Fault::Pause(target) => {
                 let nodes = pick(*target, &ids, &cluster, &mut rng).await;
                 pause::pause(&mut cluster, &nodes)?;
@@ -170,13 +194,18 @@ impl Nemesis {
         for id in &undo.killed {
             self.down.remove(id);
         }
+        let mut added = Vec::new();
+        for id in &undo.removed {
+            added.push(membership::add_back(&mut cluster, *id).await?);
+            self.down.remove(id);
+        }
         if undo.skewed {
             if let Some(c) = &self.clock {
                 c.reset()?;
             }
         }
         drop(cluster);
-        self.record("heal", json!({}));
+        self.record("heal", if added.is_empty() { json!({}) } else { json!({"description": added.join("; ")}) });
         Ok(())
     }
 

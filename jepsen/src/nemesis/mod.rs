@@ -36,7 +36,8 @@ pub enum Kind {
     Clock,
     /// Power loss: `kill -9`, unsynced writes lost (faultfs data dirs), restart.
     Power,
-    /// Membership: a node replaced by one with a fresh data dir (it must rejoin by itself).
+    /// Membership: a node replaced by one with a fresh data dir (it must rejoin by itself), or
+    /// removed from the cluster and added back (`member remove`, `member add`, promotion).
     Membership,
 }
 
@@ -110,6 +111,9 @@ pub enum Fault {
     Power(Target),
     /// Replace the target (one node or the leader) with a fresh data dir (restarted on heal).
     Replace(Target),
+    /// `member remove` the target (one node or the leader); added back as a learner and
+    /// restarted on an empty data dir on heal (promoted by the server when caught up).
+    Remove(Target),
 }
 
 /// A fault at a time, with the randomness for choosing its nodes drawn in advance.
@@ -166,7 +170,14 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
             Kind::Power => {
                 Fault::Power(*[Target::One, Target::Minority, Target::All].choose(&mut rng).unwrap_or(&Target::One))
             }
-            Kind::Membership => Fault::Replace(*[Target::One, Target::Leader].choose(&mut rng).unwrap_or(&Target::One)),
+            Kind::Membership => {
+                let target = *[Target::One, Target::Leader].choose(&mut rng).unwrap_or(&Target::One);
+                if rng.random_bool(0.5) {
+                    Fault::Replace(target)
+                } else {
+                    Fault::Remove(target)
+                }
+            }
         };
         if t + hold + Duration::from_secs(1) > time_limit {
             break;
