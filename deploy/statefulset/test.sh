@@ -26,7 +26,7 @@ if ! docker info >/dev/null 2>&1; then
   exit 2
 fi
 if ! python3 -c 'import yaml' 2>/dev/null; then
-  echo "test.sh: python3 with PyYAML is needed to read the manifest; install the Debian package python3-yaml" >&2
+  echo "test.sh: python3 with PyYAML is needed to read the manifest; install it with: python3 -m pip install PyYAML (PyPI), or the Debian package python3-yaml" >&2
   exit 2
 fi
 
