@@ -11,6 +11,7 @@ use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
 use crate::config::{choose_log_engine, Config, LogEngineKind};
+use crate::error::Error;
 use crate::log_entry::{Command, Proposal};
 use crate::node::peer_service::PeerService;
 use crate::node::rejoin::{self, StartMode};
@@ -226,9 +227,18 @@ async fn hand_off_leadership(node: &Node) {
         return;
     }
     let started = std::time::Instant::now();
-    match node.move_leader(None).await {
-        Ok(to) => tracing::info!(to, elapsed = ?started.elapsed(), "handed leadership off before stopping"),
-        Err(e) => tracing::warn!("stopping without handing leadership off: {e}"),
+    // A second attempt when the first did not complete (a slow target, an election meanwhile);
+    // each is bounded (see `Node::move_leader`).
+    for attempt in 1..=2 {
+        match node.move_leader(None).await {
+            Ok(to) => {
+                tracing::info!(to, elapsed = ?started.elapsed(), "handed leadership off before stopping");
+                return;
+            }
+            Err(Error::NotLeader { .. }) => return,
+            Err(e) if attempt == 1 => tracing::info!("leadership hand-off not done yet ({e}); trying once more"),
+            Err(e) => tracing::warn!("stopping without handing leadership off: {e}"),
+        }
     }
 }
 

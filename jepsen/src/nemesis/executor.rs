@@ -153,7 +153,8 @@ impl Nemesis {
                     }
                     self.down.extend(removed.iter().copied());
                     undo.removed = removed.clone();
-                    let mut text = format!("remove {} (member remove; added back on heal)", describe_nodes(*target, &removed));
+                    let mut text =
+                        format!("remove {} (member remove; added back on heal)", describe_nodes(*target, &removed));
                     if !refused.is_empty() {
                         text.push_str(&format!("; refused: {}", refused.join("; ")));
                     }

@@ -58,7 +58,8 @@ pub async fn add_back(cluster: &mut Cluster, id: u64) -> anyhow::Result<String> 
     let (peer, client_addr) = (cluster.node(id).peer_addr.clone(), cluster.node(id).client_addr.clone());
     let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
     let outcome = loop {
-        let attempt = async { cluster.client().await?.member_add(id, &peer, &client_addr).await.map_err(anyhow::Error::from) };
+        let attempt =
+            async { cluster.client().await?.member_add(id, &peer, &client_addr).await.map_err(anyhow::Error::from) };
         match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
             Ok(Ok(_)) => break format!("n{id} added back as a learner"),
             Ok(Err(e)) if tokio::time::Instant::now() >= deadline => break format!("member add {id} failed: {e}"),

@@ -281,13 +281,17 @@ impl Node {
         self.router().transfer_leadership(target, deadline).await
     }
 
-    /// A consistent copy of this member's applied state now, encoded on the blocking pool
-    /// under the state's read lock; the cluster keeps running (apply waits for the encoding
-    /// only, without blocking the runtime).
+    /// A consistent copy of this member's applied state, holding every write acknowledged
+    /// before the call (a read-index barrier through the leader first, so a follower's backup is
+    /// not behind), encoded on the blocking pool under the state's read lock; the cluster keeps
+    /// running (apply waits for the encoding only, without blocking the runtime).
     ///
     /// # Errors
-    /// `Internal` when the state lock is poisoned or encoding fails.
+    /// Retriable `Unavailable`-class errors when the member cannot confirm it is up to date (no
+    /// leader, cut off: back up another member); `Internal` when the state lock is poisoned or
+    /// encoding fails.
     pub async fn backup(&self) -> Result<Backup> {
+        self.router.linearizable_barrier().await?;
         let shared = self.router.shared().clone();
         let encoded = tokio::task::spawn_blocking(move || shared.encode_applied())
             .await
