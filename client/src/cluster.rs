@@ -5,6 +5,9 @@ use conclave_proto::v1::cluster_client::ClusterClient;
 
 use crate::{Client, Result};
 
+/// How long a `move_leader` call may be held by the leader beyond a normal request.
+const MOVE_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Client {
     /// Asks the cluster for its members and remembers their client addresses.
     ///
@@ -70,8 +73,14 @@ impl Client {
     /// old leader may still lead); `Status(InvalidArgument)` for a target that is not a voter.
     pub async fn move_leader(&self, target: Option<u64>) -> Result<u64> {
         let req = pb::MoveLeaderRequest { target_id: target.unwrap_or(0) };
+        // The leader holds the call while the target catches up and is elected (bounded on the
+        // server, under 2 s by default): allow an attempt that long on top of the usual.
         let resp =
-            self.conn.unary(true, req, |ch, r| async move { ClusterClient::new(ch).move_leader(r).await }).await?;
+            self.conn
+                .unary_waiting(true, MOVE_LEADER_WAIT, req, |ch, r| async move {
+                    ClusterClient::new(ch).move_leader(r).await
+                })
+                .await?;
         Ok(resp.leader_id)
     }
 

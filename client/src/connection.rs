@@ -126,9 +126,13 @@ enum Failure {
 /// (`conclave_proto::errors`), never from its message.
 fn classify(s: &Status) -> Failure {
     let msg = s.message().to_owned();
-    if reason_of(s) == Some(Reason::RetryTooOld) {
+    match reason_of(s) {
         // The server forgot the original result: retrying cannot tell more.
-        return Failure::Final(Error::Indeterminate(Indeterminate::new(msg)));
+        Some(Reason::RetryTooOld) => return Failure::Final(Error::Indeterminate(Indeterminate::new(msg))),
+        // A leadership transfer that did not complete: whether to try again (and with which
+        // target) is the caller's decision; leadership may have moved meanwhile.
+        Some(Reason::TransferFailed) => return Failure::Final(Error::from_status(s)),
+        _ => {}
     }
     match (s.code(), outcome_of(s)) {
         (Code::Internal, _) => Failure::Final(Error::from_status(s)),

@@ -226,5 +226,25 @@ pub async fn on_timeout_now(raft: &Raft, req: TimeoutNow) -> Result<(), Error> {
             format!("node {me} does not hold the leader's log up to index {} yet", req.last_log_index),
         ));
     }
-    raft.trigger().elect().await.map_err(|_| shutting_down())
+    raft.trigger().elect().await.map_err(|_| shutting_down())?;
+    // With 5 or more voters the first campaign gets only the old leader's vote: the others grant
+    // once their lease has run out. Campaign again until this node leads, someone else does, or
+    // the bound passes (each campaign is openraft's: terms and log checks decide).
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let lease = Duration::from_millis(raft.config().election_timeout_max);
+        let give_up = tokio::time::Instant::now() + 3 * lease;
+        while tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(lease / 3).await;
+            let campaigning = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.state == ServerState::Candidate && m.current_leader.is_none()
+            };
+            if !campaigning || raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }

@@ -187,3 +187,25 @@ async fn a_rolling_restart_hands_leadership_off_and_fails_no_write() -> anyhow::
     assert_no_panics(&c);
     Ok(())
 }
+
+/// With 5 voters the old leader's vote and the target's own are not a quorum: the target also
+/// needs a follower whose lease has run out. The transfer still completes, without a failed write.
+#[tokio::test(flavor = "multi_thread")]
+async fn move_leader_in_a_five_voter_cluster() -> anyhow::Result<()> {
+    let c = cluster(5, &[]).await?;
+    wait_for_registrations(&c, 5).await?;
+    let client = c.client().await?;
+    let old = c.wait_for_leader(T).await?;
+    let target = (1..=5).rev().find(|i| *i != old).unwrap_or(1);
+    let writers = Writers::start(&client);
+    writers.wait_for_more(200).await?;
+    let started = Instant::now();
+    let new = client.move_leader(Some(target)).await?;
+    let took = started.elapsed();
+    assert_eq!(new, target);
+    writers.wait_for_more(200).await?;
+    let gap = writers.finish(&client).await?;
+    println!("5 voters: move-leader took {took:?}; longest gap between acknowledged writes {gap:?}");
+    assert_no_panics(&c);
+    Ok(())
+}
