@@ -38,6 +38,12 @@ pub struct RunArgs {
     /// Targets to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub targets: Vec<TargetKind>,
+    /// Conclave's client profiles: `native` (its own Rust client: leader-following, one HTTP/2
+    /// channel), `generic` (plain tonic channels, requests round-robin over the members, as
+    /// other languages and etcd's `benchmark` connect; KV workloads only). Each profile is a
+    /// Conclave column of its own, on a cluster of its own.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
+    pub conclave_client: Vec<ClientProfile>,
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
@@ -72,4 +78,23 @@ pub struct RunArgs {
     /// Keep the servers' data directories and logs (printed at the end) instead of deleting them.
     #[arg(long)]
     pub keep_data: bool,
+}
+
+/// How the load generator talks to Conclave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientProfile {
+    /// Conclave's own Rust client.
+    Native,
+    /// A generic gRPC client (see `targets::generic`).
+    Generic,
+}
+
+impl ClientProfile {
+    /// The target that runs this profile.
+    pub fn target(self) -> TargetKind {
+        match self {
+            ClientProfile::Native => TargetKind::Conclave,
+            ClientProfile::Generic => TargetKind::ConclaveGeneric,
+        }
+    }
 }

@@ -92,9 +92,9 @@ fn ratio_cell(r: Option<f64>) -> String {
     r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
 }
 
-/// The goal for a row, and whether this run met it.
-fn goal(outcomes: &[Outcome], w: Workload) -> String {
-    let c = headline(outcomes, w, TargetKind::Conclave);
+/// The goal for a row (Conclave with client profile `ck`), and whether this run met it.
+fn goal(outcomes: &[Outcome], w: Workload, ck: TargetKind) -> String {
+    let c = headline(outcomes, w, ck);
     let e = ratio(c, headline(outcomes, w, TargetKind::Etcd));
     let z = ratio(c, headline(outcomes, w, TargetKind::Zookeeper));
     let verdict = |ok: Option<bool>| match ok {
@@ -154,32 +154,50 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
     let workloads: Vec<Workload> =
         Workload::ALL.into_iter().filter(|w| outcomes.iter().any(|o| o.workload == *w)).collect();
+    // One row per Conclave client profile that ran; its own "Conclave" value, the same others.
+    let profiles: Vec<TargetKind> = [TargetKind::Conclave, TargetKind::ConclaveGeneric]
+        .into_iter()
+        .filter(|ck| outcomes.iter().any(|o| o.target == *ck))
+        .collect();
+    let profiles = if profiles.is_empty() { vec![TargetKind::Conclave] } else { profiles };
+    let suffix = |ck: TargetKind| match (profiles.len(), ck) {
+        (1, _) => "",
+        (_, TargetKind::ConclaveGeneric) => " — generic gRPC client",
+        _ => " — Conclave's client",
+    };
     for w in &workloads {
         let (metric, better) = w.headline();
-        let c = headline(outcomes, *w, TargetKind::Conclave);
-        let _ = writeln!(
-            s,
-            "| {} | {}{} | {} | {} | {} | {} | {} | {} |",
-            w.label(),
-            metric,
-            if better == Better::Lower { " (lower is better)" } else { "" },
-            cell(find(outcomes, *w, TargetKind::Conclave)),
-            cell(find(outcomes, *w, TargetKind::Etcd)),
-            cell(find(outcomes, *w, TargetKind::Zookeeper)),
-            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Etcd))),
-            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Zookeeper))),
-            goal(outcomes, *w)
-        );
+        for &ck in &profiles {
+            if find(outcomes, *w, ck).is_some_and(|o| matches!(o.status, Status::NotAvailable(_))) {
+                continue;
+            }
+            let c = headline(outcomes, *w, ck);
+            let _ = writeln!(
+                s,
+                "| {}{} | {}{} | {} | {} | {} | {} | {} | {} |",
+                w.label(),
+                suffix(ck),
+                metric,
+                if better == Better::Lower { " (lower is better)" } else { "" },
+                cell(find(outcomes, *w, ck)),
+                cell(find(outcomes, *w, TargetKind::Etcd)),
+                cell(find(outcomes, *w, TargetKind::Zookeeper)),
+                ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Etcd))),
+                ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Zookeeper))),
+                goal(outcomes, *w, ck)
+            );
+        }
     }
     // Memory after the 64-client put run (the shared KV cluster, measured right after it).
-    if workloads.contains(&Workload::Put64) {
+    for &ck in profiles.iter().filter(|_| workloads.contains(&Workload::Put64)) {
         let rss =
             |t| find(outcomes, Workload::Put64, t).filter(|o| o.status == Status::Ok).map(|o| o.rss_bytes as f64 / MB);
-        let c = rss(TargetKind::Conclave);
+        let c = rss(ck);
         let e = ratio(c, rss(TargetKind::Etcd));
         let _ = writeln!(
             s,
-            "| server RSS after put, 64 clients | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
+            "| server RSS after put, 64 clients{} | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
+            suffix(ck),
             c.map_or("–".into(), number),
             rss(TargetKind::Etcd).map_or("–".into(), number),
             rss(TargetKind::Zookeeper).map_or("–".into(), number),
@@ -324,5 +342,32 @@ mod tests {
         );
         assert!(md.contains("< ½ etcd: met"), "{md}");
         assert!(md.contains("skipped: not installed"), "{md}");
+    }
+
+    #[test]
+    fn each_client_profile_gets_its_own_row_and_ratio() {
+        let mk = |t, v: f64| {
+            let mut o = Outcome::new(Workload::Put64, t, Status::Ok);
+            o.headline = Some(v);
+            o.ops_per_sec = Some(v);
+            o
+        };
+        let mut sessions = Outcome::new(Workload::Sessions, TargetKind::ConclaveGeneric, Status::Ok);
+        sessions.status = Status::NotAvailable("KV only".into());
+        let outcomes = vec![
+            mk(TargetKind::Conclave, 30_000.0),
+            mk(TargetKind::ConclaveGeneric, 9_000.0),
+            mk(TargetKind::Etcd, 6_000.0),
+            sessions,
+        ];
+        let meta =
+            Meta { started_utc: "now".into(), command: "x".into(), machine: "m".into(), servers: vec![], quick: true };
+        let md = markdown(&meta, &Params::quick(), &outcomes);
+        assert!(md.contains("| put, 64 clients — Conclave's client | ops/s | 30,000 | 6,000 | – | 5.00× |"), "{md}");
+        assert!(
+            md.contains("| put, 64 clients — generic gRPC client | ops/s | 9,000 | 6,000 | – | 1.50× | – | ≥ 2× etcd: **not met** |"),
+            "{md}"
+        );
+        assert!(!md.contains("| session keep-alive — generic"), "{md}");
     }
 }

@@ -56,7 +56,7 @@ impl Servers {
 
     fn get(&self, t: TargetKind) -> &Result<PathBuf, String> {
         match t {
-            TargetKind::Conclave => &self.conclave,
+            TargetKind::Conclave | TargetKind::ConclaveGeneric => &self.conclave,
             TargetKind::Etcd => &self.etcd,
             TargetKind::Zookeeper => &self.zookeeper,
         }
@@ -80,17 +80,40 @@ async fn start(kind: TargetKind, server: &Path, dir: &Path, args: &RunArgs) -> a
     std::fs::create_dir_all(dir)?;
     let fut = async {
         Ok::<Box<dyn Target>, anyhow::Error>(match kind {
-            TargetKind::Conclave => {
-                let flags = args.conclave_flags.as_deref().unwrap_or_default();
-                Box::new(
-                    ConclaveTarget::start(server, dir, flags.split_whitespace().map(str::to_owned).collect()).await?,
-                )
+            TargetKind::Conclave | TargetKind::ConclaveGeneric => {
+                let flags = args.conclave_flags.as_deref().unwrap_or_default().split_whitespace();
+                Box::new(ConclaveTarget::start(server, dir, flags.map(str::to_owned).collect(), kind).await?)
             }
             TargetKind::Etcd => Box::new(EtcdTarget::start(server, dir).await?),
             TargetKind::Zookeeper => Box::new(ZookeeperTarget::start(server, dir).await?),
         })
     };
     tokio::time::timeout(Duration::from_secs(180), fut).await.map_err(|_| anyhow::anyhow!("start timed out"))?
+}
+
+/// The selected targets, in report order, `conclave` standing for each `--conclave-client` profile.
+fn targets(args: &RunArgs) -> Vec<TargetKind> {
+    let asked = if args.targets.is_empty() {
+        vec![TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper]
+    } else {
+        args.targets.clone()
+    };
+    let mut out: Vec<TargetKind> = Vec::new();
+    for t in asked {
+        match t {
+            TargetKind::Conclave => out.extend(args.conclave_client.iter().map(|p| p.target())),
+            t => out.push(t),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Why `w` is not run on `kind`, if it is not.
+fn not_available(kind: TargetKind, w: Workload) -> Option<String> {
+    (kind == TargetKind::ConclaveGeneric && !w.shares_cluster())
+        .then(|| "the generic client profile covers the KV workloads; this one uses Conclave's own client".to_owned())
 }
 
 /// Runs one workload on a running target and adds the server-side measurements.
@@ -204,8 +227,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         params.failover_reps = n;
         params.election_reps = n;
     }
-    let targets: Vec<TargetKind> =
-        if args.targets.is_empty() { TargetKind::ALL.to_vec() } else { args.targets.clone() };
+    let targets = targets(&args);
     let selected: Vec<Workload> =
         if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
     let mut groups: Vec<Vec<Workload>> = Vec::new();
@@ -247,6 +269,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     let mut outcomes = Vec::new();
     for (gi, group) in groups.iter().enumerate() {
         for &kind in &targets {
+            if let Some(why) = group.iter().map(|w| not_available(kind, *w)).collect::<Option<Vec<_>>>() {
+                for (&w, why) in group.iter().zip(why) {
+                    outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+                    bar.inc(1);
+                }
+                continue;
+            }
             let server = match servers.get(kind) {
                 Ok(p) => p.clone(),
                 Err(e) => {
@@ -271,6 +300,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
                 }
             };
             for &w in group {
+                if let Some(why) = not_available(kind, w) {
+                    outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+                    bar.inc(1);
+                    continue;
+                }
                 bar.set_message(format!("{} on {}", w.label(), kind.label()));
                 let t0 = Instant::now();
                 let o = measure(target.as_ref(), w, &params, &dir).await;
@@ -302,6 +336,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conclave_stands_for_each_client_profile() {
+        use clap::Parser;
+        let parse = |a: &[&str]| crate::cli::Cli::parse_from([&["conclave-bench"], a].concat()).run;
+        assert_eq!(targets(&parse(&[])), [TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper]);
+        let both = parse(&["--targets", "conclave,etcd", "--conclave-client", "generic,native"]);
+        assert_eq!(targets(&both), [TargetKind::Conclave, TargetKind::ConclaveGeneric, TargetKind::Etcd]);
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::WatchFanout).is_some());
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::Put1).is_none());
+        assert!(not_available(TargetKind::Conclave, Workload::WatchFanout).is_none());
+    }
 
     #[test]
     fn utc_calendar() {
