@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::disk::Disk;
 use crate::jobmanager::JobManagerArgs;
 use crate::targets::TargetKind;
 use crate::workloads::Workload;
@@ -44,6 +45,14 @@ pub struct RunArgs {
     /// Conclave column of its own, on a cluster of its own.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
     pub conclave_client: Vec<ClientProfile>,
+    /// Disks the whole selection runs on, in turn: `native` (the machine's disk) or N, every
+    /// system's data directories on `conclave-faultfs` (FUSE) with N ms added to each fsync /
+    /// fdatasync (`0`: the FUSE layer alone). Needs /dev/fuse and root. E.g. `native,1,5`.
+    #[arg(long, value_delimiter = ',', default_value = "native")]
+    pub disk_latency_ms: Vec<Disk>,
+    /// The `conclave-faultfs` binary of the slow-disk mode (default: next to this executable).
+    #[arg(long, env = "CONCLAVE_FAULTFS_BIN")]
+    pub faultfs_bin: Option<PathBuf>,
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::RunArgs;
+use crate::disk::{Disk, SlowDisk};
 use crate::measure::{dir_size, total_cpu, total_rss};
 use crate::report::{self, Meta};
 use crate::targets::conclave::ConclaveTarget;
@@ -152,6 +153,89 @@ async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Ou
     o
 }
 
+/// What every cluster of a run shares.
+struct Ctx<'a> {
+    servers: &'a Servers,
+    faultfs: &'a Path,
+    work: &'a Path,
+    args: &'a RunArgs,
+    params: &'a Params,
+}
+
+/// Records `status` for every workload of `group` on `kind`.
+fn give_up(outcomes: &mut Vec<Outcome>, bar: &ProgressBar, kind: TargetKind, group: &[Workload], status: &Status) {
+    for &w in group {
+        outcomes.push(Outcome::new(w, kind, status.clone()));
+        bar.inc(1);
+    }
+}
+
+/// Starts a cluster of `kind` on `disk` and runs `group` (the `gi`-th group) on it.
+async fn run_one(
+    ctx: &Ctx<'_>,
+    bar: &ProgressBar,
+    (kind, disk, gi): (TargetKind, Disk, usize),
+    group: &[Workload],
+    outcomes: &mut Vec<Outcome>,
+) {
+    if let Some(why) = group.iter().map(|w| not_available(kind, *w)).collect::<Option<Vec<_>>>() {
+        for (&w, why) in group.iter().zip(why) {
+            outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+            bar.inc(1);
+        }
+        return;
+    }
+    let server = match ctx.servers.get(kind) {
+        Ok(p) => p.clone(),
+        Err(e) => return give_up(outcomes, bar, kind, group, &Status::Skipped(e.clone())),
+    };
+    bar.set_message(format!("{}: starting on {disk}", kind.label()));
+    let disk_tag = match disk {
+        Disk::Native => "native".to_owned(),
+        Disk::FsyncDelayMs(ms) => format!("fsync{ms}ms"),
+    };
+    let mut dir = ctx.work.join(format!("{disk_tag}-{gi:02}-{kind:?}").to_lowercase());
+    // Declared before the target, so dropped after it: the servers stop before the unmount.
+    let mut slow = None;
+    if let Disk::FsyncDelayMs(ms) = disk {
+        match SlowDisk::mount(ctx.faultfs, &dir, ms).await {
+            Ok(d) => dir = slow.insert(d).path().to_path_buf(),
+            Err(e) => {
+                say(bar, format!("{}: no slow disk: {e:#}", kind.label()));
+                return give_up(outcomes, bar, kind, group, &Status::Failed(format!("slow disk: {e:#}")));
+            }
+        }
+    }
+    let target = match start(kind, &server, &dir, ctx.args).await {
+        Ok(t) => t,
+        Err(e) => {
+            say(bar, format!("{}: could not start: {e:#}", kind.label()));
+            return give_up(outcomes, bar, kind, group, &Status::Failed(format!("start: {e:#}")));
+        }
+    };
+    for &w in group {
+        if let Some(why) = not_available(kind, w) {
+            outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+            bar.inc(1);
+            continue;
+        }
+        bar.set_message(format!("{} on {}, {disk}", w.label(), kind.label()));
+        let t0 = Instant::now();
+        let o = measure(target.as_ref(), w, ctx.params, &dir).await;
+        let summary = match (&o.status, o.headline) {
+            (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
+            (Status::Ok, None) => "done".into(),
+            (st, _) => format!("{st:?}"),
+        };
+        let took = t0.elapsed().as_secs_f64();
+        say(bar, format!("{:<30} {:<10} {disk}: {summary} ({took:.0} s)", w.label(), kind.label()));
+        outcomes.push(o);
+        bar.inc(1);
+    }
+    drop(target);
+    tokio::task::block_in_place(|| drop(slow));
+}
+
 /// UTC calendar time of `t` as (year, month, day, hour, minute, second).
 fn utc(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
@@ -252,9 +336,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         machine: machine(),
         servers: server_lines(&servers),
         quick: args.quick,
+        disks: args.disk_latency_ms.clone(),
     };
 
-    let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len();
+    let disks = args.disk_latency_ms.clone();
+    let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len() * disks.len();
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
@@ -266,61 +352,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             say(&bar, format!("{}: skipped: {e}", t.label()));
         }
     }
+    let faultfs = args.faultfs_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("conclave-faultfs"))).unwrap_or_default()
+    });
     let mut outcomes = Vec::new();
-    for (gi, group) in groups.iter().enumerate() {
+    for (disk, (gi, group)) in disks.iter().flat_map(|d| groups.iter().enumerate().map(move |g| (*d, g))) {
         for &kind in &targets {
-            if let Some(why) = group.iter().map(|w| not_available(kind, *w)).collect::<Option<Vec<_>>>() {
-                for (&w, why) in group.iter().zip(why) {
-                    outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
-                    bar.inc(1);
-                }
-                continue;
+            let first = outcomes.len();
+            let ctx = Ctx { servers: &servers, faultfs: &faultfs, work: work.path(), args: &args, params: &params };
+            run_one(&ctx, &bar, (kind, disk, gi), group, &mut outcomes).await;
+            for o in &mut outcomes[first..] {
+                o.disk = disk;
             }
-            let server = match servers.get(kind) {
-                Ok(p) => p.clone(),
-                Err(e) => {
-                    for &w in group {
-                        outcomes.push(Outcome::new(w, kind, Status::Skipped(e.clone())));
-                        bar.inc(1);
-                    }
-                    continue;
-                }
-            };
-            bar.set_message(format!("{}: starting", kind.label()));
-            let dir = work.path().join(format!("{gi:02}-{:?}", kind).to_lowercase());
-            let target = match start(kind, &server, &dir, &args).await {
-                Ok(t) => t,
-                Err(e) => {
-                    say(&bar, format!("{}: could not start: {e:#}", kind.label()));
-                    for &w in group {
-                        outcomes.push(Outcome::new(w, kind, Status::Failed(format!("start: {e:#}"))));
-                        bar.inc(1);
-                    }
-                    continue;
-                }
-            };
-            for &w in group {
-                if let Some(why) = not_available(kind, w) {
-                    outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
-                    bar.inc(1);
-                    continue;
-                }
-                bar.set_message(format!("{} on {}", w.label(), kind.label()));
-                let t0 = Instant::now();
-                let o = measure(target.as_ref(), w, &params, &dir).await;
-                let summary = match (&o.status, o.headline) {
-                    (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
-                    (Status::Ok, None) => "done".into(),
-                    (st, _) => format!("{st:?}"),
-                };
-                say(
-                    &bar,
-                    format!("{:<30} {:<10} {summary} ({:.0} s)", w.label(), kind.label(), t0.elapsed().as_secs_f64()),
-                );
-                outcomes.push(o);
-                bar.inc(1);
-            }
-            drop(target);
         }
     }
     bar.finish_with_message("done");
