@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::disk::Disk;
 use crate::jobmanager::JobManagerArgs;
 use crate::targets::TargetKind;
 use crate::workloads::Workload;
@@ -38,6 +39,20 @@ pub struct RunArgs {
     /// Targets to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub targets: Vec<TargetKind>,
+    /// Conclave's client profiles: `native` (its own Rust client: leader-following, one HTTP/2
+    /// channel), `generic` (plain tonic channels, requests round-robin over the members, as
+    /// other languages and etcd's `benchmark` connect; KV workloads only). Each profile is a
+    /// Conclave column of its own, on a cluster of its own.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
+    pub conclave_client: Vec<ClientProfile>,
+    /// Disks the whole selection runs on, in turn: `native` (the machine's disk) or N, every
+    /// system's data directories on `conclave-faultfs` (FUSE) with N ms added to each fsync /
+    /// fdatasync (`0`: the FUSE layer alone). Needs /dev/fuse and root. E.g. `native,1,5`.
+    #[arg(long, value_delimiter = ',', default_value = "native")]
+    pub disk_latency_ms: Vec<Disk>,
+    /// The `conclave-faultfs` binary of the slow-disk mode (default: next to this executable).
+    #[arg(long, env = "CONCLAVE_FAULTFS_BIN")]
+    pub faultfs_bin: Option<PathBuf>,
     /// Workloads to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
@@ -72,4 +87,23 @@ pub struct RunArgs {
     /// Keep the servers' data directories and logs (printed at the end) instead of deleting them.
     #[arg(long)]
     pub keep_data: bool,
+}
+
+/// How the load generator talks to Conclave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientProfile {
+    /// Conclave's own Rust client.
+    Native,
+    /// A generic gRPC client (see `targets::generic`).
+    Generic,
+}
+
+impl ClientProfile {
+    /// The target that runs this profile.
+    pub fn target(self) -> TargetKind {
+        match self {
+            ClientProfile::Native => TargetKind::Conclave,
+            ClientProfile::Generic => TargetKind::ConclaveGeneric,
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! panics or is interrupted (Ctrl-C, SIGTERM).
 
 mod cli;
+mod disk;
 mod etcdpb;
 mod jobmanager;
 mod measure;

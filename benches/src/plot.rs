@@ -17,6 +17,7 @@ pub struct Group {
 fn color(t: TargetKind) -> &'static str {
     match t {
         TargetKind::Conclave => "#2b6cb0",
+        TargetKind::ConclaveGeneric => "#63b3ed",
         TargetKind::Etcd => "#d69e2e",
         TargetKind::Zookeeper => "#718096",
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::disk::Disk;
 use crate::plot::{bar_chart, Group};
 use crate::targets::TargetKind;
 use crate::workloads::{Better, Outcome, Params, Status, Workload};
@@ -23,6 +24,8 @@ pub struct Meta {
     pub servers: Vec<String>,
     /// Whether this was a `--quick` run.
     pub quick: bool,
+    /// The disks the selection ran on, in turn.
+    pub disks: Vec<Disk>,
 }
 
 /// Everything written to `results.json`.
@@ -35,12 +38,32 @@ struct Json<'a> {
 
 const MB: f64 = 1024.0 * 1024.0;
 
-fn find(outcomes: &[Outcome], w: Workload, t: TargetKind) -> Option<&Outcome> {
-    outcomes.iter().find(|o| o.workload == w && o.target == t)
+fn find(outcomes: &[Outcome], d: Disk, w: Workload, t: TargetKind) -> Option<&Outcome> {
+    outcomes.iter().find(|o| o.disk == d && o.workload == w && o.target == t)
 }
 
-fn headline(outcomes: &[Outcome], w: Workload, t: TargetKind) -> Option<f64> {
-    find(outcomes, w, t).filter(|o| o.status == Status::Ok).and_then(|o| o.headline)
+fn headline(outcomes: &[Outcome], d: Disk, w: Workload, t: TargetKind) -> Option<f64> {
+    find(outcomes, d, w, t).filter(|o| o.status == Status::Ok).and_then(|o| o.headline)
+}
+
+/// The disks of `outcomes`, in run order.
+fn disks(outcomes: &[Outcome]) -> Vec<Disk> {
+    let mut v: Vec<Disk> = Vec::new();
+    for o in outcomes {
+        if !v.contains(&o.disk) {
+            v.push(o.disk);
+        }
+    }
+    v
+}
+
+/// A row label's disk suffix: none when every row ran on the same disk.
+fn disk_suffix(disks: &[Disk], d: Disk) -> String {
+    if disks.len() > 1 {
+        format!(" @ {d}")
+    } else {
+        String::new()
+    }
 }
 
 fn number(v: f64) -> String {
@@ -92,11 +115,11 @@ fn ratio_cell(r: Option<f64>) -> String {
     r.map_or_else(|| "–".into(), |r| format!("{r:.2}×"))
 }
 
-/// The goal for a row, and whether this run met it.
-fn goal(outcomes: &[Outcome], w: Workload) -> String {
-    let c = headline(outcomes, w, TargetKind::Conclave);
-    let e = ratio(c, headline(outcomes, w, TargetKind::Etcd));
-    let z = ratio(c, headline(outcomes, w, TargetKind::Zookeeper));
+/// The goal for a row (Conclave with client profile `ck`), and whether this run met it.
+fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
+    let c = headline(outcomes, d, w, ck);
+    let e = ratio(c, headline(outcomes, d, w, TargetKind::Etcd));
+    let z = ratio(c, headline(outcomes, d, w, TargetKind::Zookeeper));
     let verdict = |ok: Option<bool>| match ok {
         Some(true) => "met",
         Some(false) => "**not met**",
@@ -146,7 +169,13 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
         params.election_reps,
         params.election_ttl
     );
-    let _ = writeln!(s, "- all targets: 3 members on loopback, default durability (fsync on)\n");
+    let _ = writeln!(s, "- all targets: 3 members on loopback, default durability (fsync on)");
+    let disk_list: Vec<String> = meta.disks.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        s,
+        "- disks: {} (FUSE: every data directory on `conclave-faultfs`, each fsync/fdatasync answered that much later)\n",
+        disk_list.join(", ")
+    );
 
     let _ = writeln!(s, "## Summary\n");
     let _ =
@@ -154,32 +183,55 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
     let workloads: Vec<Workload> =
         Workload::ALL.into_iter().filter(|w| outcomes.iter().any(|o| o.workload == *w)).collect();
-    for w in &workloads {
+    // One row per Conclave client profile that ran; its own "Conclave" value, the same others.
+    let profiles: Vec<TargetKind> = [TargetKind::Conclave, TargetKind::ConclaveGeneric]
+        .into_iter()
+        .filter(|ck| outcomes.iter().any(|o| o.target == *ck))
+        .collect();
+    let profiles = if profiles.is_empty() { vec![TargetKind::Conclave] } else { profiles };
+    let suffix = |ck: TargetKind| match (profiles.len(), ck) {
+        (1, _) => "",
+        (_, TargetKind::ConclaveGeneric) => " — generic gRPC client",
+        _ => " — Conclave's client",
+    };
+    let disks = disks(outcomes);
+    for (&d, w) in disks.iter().flat_map(|d| workloads.iter().map(move |w| (d, w))) {
         let (metric, better) = w.headline();
-        let c = headline(outcomes, *w, TargetKind::Conclave);
-        let _ = writeln!(
-            s,
-            "| {} | {}{} | {} | {} | {} | {} | {} | {} |",
-            w.label(),
-            metric,
-            if better == Better::Lower { " (lower is better)" } else { "" },
-            cell(find(outcomes, *w, TargetKind::Conclave)),
-            cell(find(outcomes, *w, TargetKind::Etcd)),
-            cell(find(outcomes, *w, TargetKind::Zookeeper)),
-            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Etcd))),
-            ratio_cell(ratio(c, headline(outcomes, *w, TargetKind::Zookeeper))),
-            goal(outcomes, *w)
-        );
+        for &ck in &profiles {
+            if find(outcomes, d, *w, ck).is_some_and(|o| matches!(o.status, Status::NotAvailable(_))) {
+                continue;
+            }
+            let c = headline(outcomes, d, *w, ck);
+            let _ = writeln!(
+                s,
+                "| {}{}{} | {}{} | {} | {} | {} | {} | {} | {} |",
+                w.label(),
+                suffix(ck),
+                disk_suffix(&disks, d),
+                metric,
+                if better == Better::Lower { " (lower is better)" } else { "" },
+                cell(find(outcomes, d, *w, ck)),
+                cell(find(outcomes, d, *w, TargetKind::Etcd)),
+                cell(find(outcomes, d, *w, TargetKind::Zookeeper)),
+                ratio_cell(ratio(c, headline(outcomes, d, *w, TargetKind::Etcd))),
+                ratio_cell(ratio(c, headline(outcomes, d, *w, TargetKind::Zookeeper))),
+                goal(outcomes, d, *w, ck)
+            );
+        }
     }
     // Memory after the 64-client put run (the shared KV cluster, measured right after it).
-    if workloads.contains(&Workload::Put64) {
-        let rss =
-            |t| find(outcomes, Workload::Put64, t).filter(|o| o.status == Status::Ok).map(|o| o.rss_bytes as f64 / MB);
-        let c = rss(TargetKind::Conclave);
+    let put64 = workloads.contains(&Workload::Put64);
+    for (&d, &ck) in disks.iter().flat_map(|d| profiles.iter().map(move |ck| (d, ck))).filter(|_| put64) {
+        let rss = |t| {
+            find(outcomes, d, Workload::Put64, t).filter(|o| o.status == Status::Ok).map(|o| o.rss_bytes as f64 / MB)
+        };
+        let c = rss(ck);
         let e = ratio(c, rss(TargetKind::Etcd));
         let _ = writeln!(
             s,
-            "| server RSS after put, 64 clients | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
+            "| server RSS after put, 64 clients{}{} | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
+            suffix(ck),
+            disk_suffix(&disks, d),
             c.map_or("–".into(), number),
             rss(TargetKind::Etcd).map_or("–".into(), number),
             rss(TargetKind::Zookeeper).map_or("–".into(), number),
@@ -200,9 +252,9 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(s, "| workload | target | ops | ops/s | p50 ms | p99 ms | max ms | errors | RSS MB | data MB | server CPU s | Raft log growth | notes |");
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for w in &workloads {
+    for (&d, w) in disks.iter().flat_map(|d| workloads.iter().map(move |w| (d, w))) {
         for t in TargetKind::ALL {
-            let Some(o) = find(outcomes, *w, t) else { continue };
+            let Some(o) = find(outcomes, d, *w, t) else { continue };
             let status_note = match &o.status {
                 Status::Ok => String::new(),
                 Status::Skipped(r) => format!("skipped: {r}"),
@@ -217,8 +269,9 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
             let lat = o.latency.filter(|_| measured);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.label(),
+                disk_suffix(&disks, d),
                 t.label(),
                 if measured { count(o.ops) } else { "–".into() },
                 o.ops_per_sec.filter(|_| measured).map_or("–".into(), number),
@@ -244,14 +297,16 @@ fn groups(
     workloads: &[Workload],
     suffix: &str,
 ) -> Vec<Group> {
-    workloads
+    let disks = disks(outcomes);
+    disks
         .iter()
-        .filter(|w| outcomes.iter().any(|o| o.workload == **w))
-        .map(|w| Group {
-            label: format!("{}{suffix}", w.label()),
+        .flat_map(|d| workloads.iter().map(move |w| (*d, *w)))
+        .filter(|(d, w)| outcomes.iter().any(|o| o.disk == *d && o.workload == *w))
+        .map(|(d, w)| Group {
+            label: format!("{}{}{suffix}", w.label(), disk_suffix(&disks, d)),
             values: TargetKind::ALL
                 .iter()
-                .map(|t| (*t, find(outcomes, *w, *t).filter(|o| o.status == Status::Ok).and_then(&pick)))
+                .map(|t| (*t, find(outcomes, d, w, *t).filter(|o| o.status == Status::Ok).and_then(&pick)))
                 .collect(),
         })
         .filter(|g: &Group| g.values.iter().any(|(_, v)| v.is_some()))
@@ -300,6 +355,17 @@ mod tests {
     use super::*;
     use crate::measure::LatencyStats;
 
+    fn meta(disks: Vec<Disk>) -> Meta {
+        Meta {
+            started_utc: "now".into(),
+            command: "x".into(),
+            machine: "m".into(),
+            servers: vec![],
+            quick: true,
+            disks,
+        }
+    }
+
     #[test]
     fn table_has_ratios_and_goals() {
         let mk = |t, v: f64, rss: u64| {
@@ -315,8 +381,7 @@ mod tests {
             mk(TargetKind::Etcd, 12_000.0, 300 << 20),
             Outcome::new(Workload::Put64, TargetKind::Zookeeper, Status::Skipped("not installed".into())),
         ];
-        let meta =
-            Meta { started_utc: "now".into(), command: "x".into(), machine: "m".into(), servers: vec![], quick: true };
+        let meta = meta(vec![Disk::Native]);
         let md = markdown(&meta, &Params::quick(), &outcomes);
         assert!(
             md.contains("| put, 64 clients | ops/s | 30,000 | 12,000 | skipped | 2.50× | – | ≥ 2× etcd: met |"),
@@ -324,5 +389,54 @@ mod tests {
         );
         assert!(md.contains("< ½ etcd: met"), "{md}");
         assert!(md.contains("skipped: not installed"), "{md}");
+    }
+
+    #[test]
+    fn each_client_profile_gets_its_own_row_and_ratio() {
+        let mk = |t, v: f64| {
+            let mut o = Outcome::new(Workload::Put64, t, Status::Ok);
+            o.headline = Some(v);
+            o.ops_per_sec = Some(v);
+            o
+        };
+        let mut sessions = Outcome::new(Workload::Sessions, TargetKind::ConclaveGeneric, Status::Ok);
+        sessions.status = Status::NotAvailable("KV only".into());
+        let outcomes = vec![
+            mk(TargetKind::Conclave, 30_000.0),
+            mk(TargetKind::ConclaveGeneric, 9_000.0),
+            mk(TargetKind::Etcd, 6_000.0),
+            sessions,
+        ];
+        let meta = meta(vec![Disk::Native]);
+        let md = markdown(&meta, &Params::quick(), &outcomes);
+        assert!(md.contains("| put, 64 clients — Conclave's client | ops/s | 30,000 | 6,000 | – | 5.00× |"), "{md}");
+        assert!(
+            md.contains("| put, 64 clients — generic gRPC client | ops/s | 9,000 | 6,000 | – | 1.50× | – | ≥ 2× etcd: **not met** |"),
+            "{md}"
+        );
+        assert!(!md.contains("| session keep-alive — generic"), "{md}");
+    }
+
+    #[test]
+    fn each_disk_gets_its_own_rows() {
+        let mk = |t, d, v: f64| {
+            let mut o = Outcome::new(Workload::Put1, t, Status::Ok);
+            o.disk = d;
+            o.headline = Some(v);
+            o.ops_per_sec = Some(v);
+            o
+        };
+        let slow = Disk::FsyncDelayMs(5);
+        let outcomes = vec![
+            mk(TargetKind::Conclave, Disk::Native, 800.0),
+            mk(TargetKind::Etcd, Disk::Native, 400.0),
+            mk(TargetKind::Conclave, slow, 60.0),
+            mk(TargetKind::Etcd, slow, 80.0),
+        ];
+        let meta = meta(vec![Disk::Native, slow]);
+        let md = markdown(&meta, &Params::quick(), &outcomes);
+        assert!(md.contains("| put, 1 client @ native disk | ops/s | 800.0 | 400.0 | – | 2.00× |"), "{md}");
+        assert!(md.contains("| put, 1 client @ FUSE, fsync +5 ms | ops/s | 60.0 | 80.0 | – | 0.75× |"), "{md}");
+        assert!(md.contains("- disks: native disk, FUSE, fsync +5 ms"), "{md}");
     }
 }

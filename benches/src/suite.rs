@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::RunArgs;
+use crate::disk::{Disk, SlowDisk};
 use crate::measure::{dir_size, total_cpu, total_rss};
 use crate::report::{self, Meta};
 use crate::targets::conclave::ConclaveTarget;
@@ -56,7 +57,7 @@ impl Servers {
 
     fn get(&self, t: TargetKind) -> &Result<PathBuf, String> {
         match t {
-            TargetKind::Conclave => &self.conclave,
+            TargetKind::Conclave | TargetKind::ConclaveGeneric => &self.conclave,
             TargetKind::Etcd => &self.etcd,
             TargetKind::Zookeeper => &self.zookeeper,
         }
@@ -80,17 +81,40 @@ async fn start(kind: TargetKind, server: &Path, dir: &Path, args: &RunArgs) -> a
     std::fs::create_dir_all(dir)?;
     let fut = async {
         Ok::<Box<dyn Target>, anyhow::Error>(match kind {
-            TargetKind::Conclave => {
-                let flags = args.conclave_flags.as_deref().unwrap_or_default();
-                Box::new(
-                    ConclaveTarget::start(server, dir, flags.split_whitespace().map(str::to_owned).collect()).await?,
-                )
+            TargetKind::Conclave | TargetKind::ConclaveGeneric => {
+                let flags = args.conclave_flags.as_deref().unwrap_or_default().split_whitespace();
+                Box::new(ConclaveTarget::start(server, dir, flags.map(str::to_owned).collect(), kind).await?)
             }
             TargetKind::Etcd => Box::new(EtcdTarget::start(server, dir).await?),
             TargetKind::Zookeeper => Box::new(ZookeeperTarget::start(server, dir).await?),
         })
     };
     tokio::time::timeout(Duration::from_secs(180), fut).await.map_err(|_| anyhow::anyhow!("start timed out"))?
+}
+
+/// The selected targets, in report order, `conclave` standing for each `--conclave-client` profile.
+fn targets(args: &RunArgs) -> Vec<TargetKind> {
+    let asked = if args.targets.is_empty() {
+        vec![TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper]
+    } else {
+        args.targets.clone()
+    };
+    let mut out: Vec<TargetKind> = Vec::new();
+    for t in asked {
+        match t {
+            TargetKind::Conclave => out.extend(args.conclave_client.iter().map(|p| p.target())),
+            t => out.push(t),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Why `w` is not run on `kind`, if it is not.
+fn not_available(kind: TargetKind, w: Workload) -> Option<String> {
+    (kind == TargetKind::ConclaveGeneric && !w.shares_cluster())
+        .then(|| "the generic client profile covers the KV workloads; this one uses Conclave's own client".to_owned())
 }
 
 /// Runs one workload on a running target and adds the server-side measurements.
@@ -127,6 +151,89 @@ async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Ou
         }
     }
     o
+}
+
+/// What every cluster of a run shares.
+struct Ctx<'a> {
+    servers: &'a Servers,
+    faultfs: &'a Path,
+    work: &'a Path,
+    args: &'a RunArgs,
+    params: &'a Params,
+}
+
+/// Records `status` for every workload of `group` on `kind`.
+fn give_up(outcomes: &mut Vec<Outcome>, bar: &ProgressBar, kind: TargetKind, group: &[Workload], status: &Status) {
+    for &w in group {
+        outcomes.push(Outcome::new(w, kind, status.clone()));
+        bar.inc(1);
+    }
+}
+
+/// Starts a cluster of `kind` on `disk` and runs `group` (the `gi`-th group) on it.
+async fn run_one(
+    ctx: &Ctx<'_>,
+    bar: &ProgressBar,
+    (kind, disk, gi): (TargetKind, Disk, usize),
+    group: &[Workload],
+    outcomes: &mut Vec<Outcome>,
+) {
+    if let Some(why) = group.iter().map(|w| not_available(kind, *w)).collect::<Option<Vec<_>>>() {
+        for (&w, why) in group.iter().zip(why) {
+            outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+            bar.inc(1);
+        }
+        return;
+    }
+    let server = match ctx.servers.get(kind) {
+        Ok(p) => p.clone(),
+        Err(e) => return give_up(outcomes, bar, kind, group, &Status::Skipped(e.clone())),
+    };
+    bar.set_message(format!("{}: starting on {disk}", kind.label()));
+    let disk_tag = match disk {
+        Disk::Native => "native".to_owned(),
+        Disk::FsyncDelayMs(ms) => format!("fsync{ms}ms"),
+    };
+    let mut dir = ctx.work.join(format!("{disk_tag}-{gi:02}-{kind:?}").to_lowercase());
+    // Declared before the target, so dropped after it: the servers stop before the unmount.
+    let mut slow = None;
+    if let Disk::FsyncDelayMs(ms) = disk {
+        match SlowDisk::mount(ctx.faultfs, &dir, ms).await {
+            Ok(d) => dir = slow.insert(d).path().to_path_buf(),
+            Err(e) => {
+                say(bar, format!("{}: no slow disk: {e:#}", kind.label()));
+                return give_up(outcomes, bar, kind, group, &Status::Failed(format!("slow disk: {e:#}")));
+            }
+        }
+    }
+    let target = match start(kind, &server, &dir, ctx.args).await {
+        Ok(t) => t,
+        Err(e) => {
+            say(bar, format!("{}: could not start: {e:#}", kind.label()));
+            return give_up(outcomes, bar, kind, group, &Status::Failed(format!("start: {e:#}")));
+        }
+    };
+    for &w in group {
+        if let Some(why) = not_available(kind, w) {
+            outcomes.push(Outcome::new(w, kind, Status::NotAvailable(why)));
+            bar.inc(1);
+            continue;
+        }
+        bar.set_message(format!("{} on {}, {disk}", w.label(), kind.label()));
+        let t0 = Instant::now();
+        let o = measure(target.as_ref(), w, ctx.params, &dir).await;
+        let summary = match (&o.status, o.headline) {
+            (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
+            (Status::Ok, None) => "done".into(),
+            (st, _) => format!("{st:?}"),
+        };
+        let took = t0.elapsed().as_secs_f64();
+        say(bar, format!("{:<30} {:<10} {disk}: {summary} ({took:.0} s)", w.label(), kind.label()));
+        outcomes.push(o);
+        bar.inc(1);
+    }
+    drop(target);
+    tokio::task::block_in_place(|| drop(slow));
 }
 
 /// UTC calendar time of `t` as (year, month, day, hour, minute, second).
@@ -204,8 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         params.failover_reps = n;
         params.election_reps = n;
     }
-    let targets: Vec<TargetKind> =
-        if args.targets.is_empty() { TargetKind::ALL.to_vec() } else { args.targets.clone() };
+    let targets = targets(&args);
     let selected: Vec<Workload> =
         if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
     let mut groups: Vec<Vec<Workload>> = Vec::new();
@@ -230,9 +336,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
         machine: machine(),
         servers: server_lines(&servers),
         quick: args.quick,
+        disks: args.disk_latency_ms.clone(),
     };
 
-    let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len();
+    let disks = args.disk_latency_ms.clone();
+    let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len() * disks.len();
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
@@ -244,49 +352,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
             say(&bar, format!("{}: skipped: {e}", t.label()));
         }
     }
+    let faultfs = args.faultfs_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("conclave-faultfs"))).unwrap_or_default()
+    });
     let mut outcomes = Vec::new();
-    for (gi, group) in groups.iter().enumerate() {
+    for (disk, (gi, group)) in disks.iter().flat_map(|d| groups.iter().enumerate().map(move |g| (*d, g))) {
         for &kind in &targets {
-            let server = match servers.get(kind) {
-                Ok(p) => p.clone(),
-                Err(e) => {
-                    for &w in group {
-                        outcomes.push(Outcome::new(w, kind, Status::Skipped(e.clone())));
-                        bar.inc(1);
-                    }
-                    continue;
-                }
-            };
-            bar.set_message(format!("{}: starting", kind.label()));
-            let dir = work.path().join(format!("{gi:02}-{:?}", kind).to_lowercase());
-            let target = match start(kind, &server, &dir, &args).await {
-                Ok(t) => t,
-                Err(e) => {
-                    say(&bar, format!("{}: could not start: {e:#}", kind.label()));
-                    for &w in group {
-                        outcomes.push(Outcome::new(w, kind, Status::Failed(format!("start: {e:#}"))));
-                        bar.inc(1);
-                    }
-                    continue;
-                }
-            };
-            for &w in group {
-                bar.set_message(format!("{} on {}", w.label(), kind.label()));
-                let t0 = Instant::now();
-                let o = measure(target.as_ref(), w, &params, &dir).await;
-                let summary = match (&o.status, o.headline) {
-                    (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
-                    (Status::Ok, None) => "done".into(),
-                    (st, _) => format!("{st:?}"),
-                };
-                say(
-                    &bar,
-                    format!("{:<30} {:<10} {summary} ({:.0} s)", w.label(), kind.label(), t0.elapsed().as_secs_f64()),
-                );
-                outcomes.push(o);
-                bar.inc(1);
+            let first = outcomes.len();
+            let ctx = Ctx { servers: &servers, faultfs: &faultfs, work: work.path(), args: &args, params: &params };
+            run_one(&ctx, &bar, (kind, disk, gi), group, &mut outcomes).await;
+            for o in &mut outcomes[first..] {
+                o.disk = disk;
             }
-            drop(target);
         }
     }
     bar.finish_with_message("done");
@@ -302,6 +379,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conclave_stands_for_each_client_profile() {
+        use clap::Parser;
+        let parse = |a: &[&str]| crate::cli::Cli::parse_from([&["conclave-bench"], a].concat()).run;
+        assert_eq!(targets(&parse(&[])), [TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper]);
+        let both = parse(&["--targets", "conclave,etcd", "--conclave-client", "generic,native"]);
+        assert_eq!(targets(&both), [TargetKind::Conclave, TargetKind::ConclaveGeneric, TargetKind::Etcd]);
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::WatchFanout).is_some());
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::Put1).is_none());
+        assert!(not_available(TargetKind::Conclave, Workload::WatchFanout).is_none());
+    }
 
     #[test]
     fn utc_calendar() {

@@ -3,16 +3,21 @@
 //! Every reply carries a zero cache TTL and every open is `direct_io`, so the kernel caches
 //! neither names, attributes nor data: after a power cut the next access sees the durable
 //! state. Owner and times are not modelled (the mounting user, the mount's start time).
+//!
+//! With an fsync delay, a successful fsync/fsyncdir is performed at once (the data is durable
+//! from then on) but answered only after the delay, by a timer thread, so that the request
+//! loop keeps serving other requests meanwhile: like a disk whose cache flush takes that long.
 
 use std::ffi::OsStr;
 use std::io;
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::model::{Model, Stat};
@@ -25,15 +30,51 @@ pub(crate) struct FaultFsInner {
     uid: u32,
     gid: u32,
     started: SystemTime,
+    /// Answers successful syncs after the fsync delay (`None`: no delay, answered at once).
+    delayed: Option<Sender<(Instant, ReplyEmpty)>>,
+    fsync_delay: Duration,
+}
+
+/// Answers each queued sync reply at its deadline. Deadlines come in order (one fixed delay),
+/// so a FIFO is a timer queue; the thread ends when the filesystem (the sender) is dropped.
+fn spawn_delayer() -> io::Result<Sender<(Instant, ReplyEmpty)>> {
+    let (tx, rx) = mpsc::channel::<(Instant, ReplyEmpty)>();
+    std::thread::Builder::new().name("faultfs-fsync-delay".into()).spawn(move || {
+        while let Ok((at, reply)) = rx.recv() {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            reply.ok();
+        }
+    })?;
+    Ok(tx)
 }
 
 impl FaultFsInner {
-    pub(crate) fn new(model: Arc<Mutex<Model>>) -> Self {
-        Self {
+    /// The filesystem over `model`; every successful fsync/fsyncdir is answered `fsync_delay`
+    /// after it was performed.
+    ///
+    /// # Errors
+    /// When the timer thread of a non-zero delay cannot be started.
+    pub(crate) fn new(model: Arc<Mutex<Model>>, fsync_delay: Duration) -> io::Result<Self> {
+        Ok(Self {
             model,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             started: SystemTime::now(),
+            delayed: if fsync_delay.is_zero() { None } else { Some(spawn_delayer()?) },
+            fsync_delay,
+        })
+    }
+
+    /// Answers a sync: errors at once, success after the fsync delay.
+    fn reply_sync(&self, result: io::Result<()>, reply: ReplyEmpty) {
+        match (result, &self.delayed) {
+            (Err(e), _) => reply.error(err(&e)),
+            (Ok(()), None) => reply.ok(),
+            (Ok(()), Some(tx)) => {
+                if let Err(mpsc::SendError((_, reply))) = tx.send((Instant::now() + self.fsync_delay, reply)) {
+                    reply.ok(); // the timer thread is gone (unmounting): answer undelayed
+                }
+            }
         }
     }
 
@@ -71,6 +112,14 @@ fn perm(mode: u32, umask: u32) -> u16 {
 }
 
 impl Filesystem for FaultFsInner {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Every open is direct_io; without this, the kernel refuses shared mmap of such files
+        // (ENODEV), which databases that read through mmap (etcd's bbolt) need. Older kernels
+        // (< 6.6) lack the flag: mounting still works, shared mmap does not.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.model().lookup(parent.0, name) {
             Ok(s) => reply.entry(&TTL, &self.attr(s), Generation(0)),
@@ -228,11 +277,11 @@ impl Filesystem for FaultFsInner {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let mut m = self.model();
-        match m.handle(fh.0).and_then(|ino| m.fsync(ino)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
+        let result = {
+            let mut m = self.model();
+            m.handle(fh.0).and_then(|ino| m.fsync(ino))
+        };
+        self.reply_sync(result, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -263,11 +312,11 @@ impl Filesystem for FaultFsInner {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let mut m = self.model();
-        match m.handle(fh.0).and_then(|ino| m.fsyncdir(ino)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
+        let result = {
+            let mut m = self.model();
+            m.handle(fh.0).and_then(|ino| m.fsyncdir(ino))
+        };
+        self.reply_sync(result, reply);
     }
 
     fn create(

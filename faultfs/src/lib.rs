@@ -18,7 +18,9 @@
 //! - Since durable state changes only at an fsync, a cut *before* the n-th fsync/fsyncdir of
 //!   an operation ([`FaultFs::power_cut_before_sync`]) enumerates every crash state it can
 //!   leave, a cut at any other instant being equivalent to one of them.
-//! - Not modelled: hard links, symlinks, renaming directories (EXDEV), owners and times
+//! - A renamed directory follows the rule for names: its new name is durable once the new
+//!   parent is fsynced, its old one gone once the old parent is.
+//! - Not modelled: hard links, symlinks, owners and times
 //!   (the mounting user's; the mount's start time), extended attributes. Writes to the
 //!   backing directory are not themselves fsynced: the model, not the host's disk, is tested.
 //! - A clean unmount (dropping the handle) makes everything durable, as `sync; umount` does.
@@ -26,6 +28,11 @@
 //! The durable content of each file is an object under `<backing>/.faultfs-objects/`, hard
 //! linked from each of its durable names; that directory is removed on a cut and on unmount
 //! (and on mount, if a crashed process left it).
+//!
+//! # Slow disks
+//! [`Options::fsync_delay`] answers every successful fsync, fdatasync and directory fsync
+//! that much later (the sync itself is done at once, other requests are served meanwhile), so
+//! a benchmark can put a data directory on a disk with a known flush latency.
 //!
 //! # Requirements
 //! `/dev/fuse`; as root the mount is a plain `mount(2)`. Otherwise fuser calls `fusermount3`
@@ -38,6 +45,7 @@ mod model;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use model::Model;
 
@@ -66,6 +74,13 @@ fn has_fusermount() -> bool {
         .unwrap_or(false)
 }
 
+/// Mount options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Added to every successful fsync, fdatasync and directory fsync (zero: none).
+    pub fsync_delay: Duration,
+}
+
 impl FaultFs {
     /// Mounts a fault filesystem over `backing` (created if missing) at `mountpoint`.
     ///
@@ -73,10 +88,18 @@ impl FaultFs {
     /// When `/dev/fuse` is missing, the mount is refused (not root and no `fusermount3`:
     /// Debian package `fuse3`), or the backing directory cannot be read.
     pub fn mount(backing: &Path, mountpoint: &Path) -> io::Result<Self> {
+        Self::mount_with(backing, mountpoint, Options::default())
+    }
+
+    /// [`FaultFs::mount`] with `options`.
+    ///
+    /// # Errors
+    /// As [`FaultFs::mount`]; also when the fsync delay's timer thread cannot be started.
+    pub fn mount_with(backing: &Path, mountpoint: &Path, options: Options) -> io::Result<Self> {
         preflight()?;
         std::fs::create_dir_all(mountpoint)?;
         let model = Arc::new(Mutex::new(Model::load_from(backing)?));
-        let inner = fs::FaultFsInner::new(model.clone());
+        let inner = fs::FaultFsInner::new(model.clone(), options.fsync_delay)?;
         let mut config = fuser::Config::default();
         config.mount_options = vec![fuser::MountOption::FSName("conclave-faultfs".into())];
         if nix::unistd::geteuid().is_root() {

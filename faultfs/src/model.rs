@@ -25,7 +25,7 @@ fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-/// A directory. Its parent and name never change (renaming directories is refused).
+/// A directory. `parent` and `name` are where it is now (a rename moves it).
 pub(crate) struct DirNode {
     parent: u64,
     name: OsString,
@@ -260,20 +260,38 @@ impl Model {
         Ok(())
     }
 
-    /// Renames a file, replacing a file at the target. Directories cannot be renamed (EXDEV:
-    /// callers fall back or fail; nothing in Conclave renames a directory).
+    /// Renames a file (replacing a file at the target) or a directory (replacing an empty
+    /// directory at the target; EINVAL into its own subtree). As for files, the new name
+    /// becomes durable when the new parent is fsynced and the old one goes when the old parent
+    /// is. Approximation: entries of a moved directory that are fsynced before its new parent
+    /// is reach the backing directory only with that parent's fsync.
     pub(crate) fn rename(&mut self, parent: u64, name: &OsStr, new_parent: u64, new_name: &OsStr) -> io::Result<()> {
         let ino = *self.dir(parent)?.entries.get(name).ok_or_else(|| errno(libc::ENOENT))?;
-        if matches!(self.node(ino)?, Node::Dir(_)) {
-            return Err(errno(libc::EXDEV));
+        let moving_dir = matches!(self.node(ino)?, Node::Dir(_));
+        if let Some(&target) = self.dir(new_parent)?.entries.get(new_name) {
+            match (self.node(target)?, moving_dir) {
+                _ if target == ino => return Ok(()),
+                (Node::Dir(_), false) => return Err(errno(libc::EISDIR)),
+                (Node::File(_), true) => return Err(errno(libc::ENOTDIR)),
+                (Node::Dir(d), true) if !d.entries.is_empty() => return Err(errno(libc::ENOTEMPTY)),
+                _ => {}
+            }
         }
-        if let Some(target) = self.dir(new_parent)?.entries.get(new_name) {
-            if matches!(self.node(*target)?, Node::Dir(_)) {
-                return Err(errno(libc::EISDIR));
+        if moving_dir {
+            let mut up = new_parent;
+            while up != ROOT {
+                if up == ino {
+                    return Err(errno(libc::EINVAL));
+                }
+                up = self.dir(up)?.parent;
             }
         }
         self.dir_mut(parent)?.entries.remove(name);
         self.dir_mut(new_parent)?.entries.insert(new_name.to_owned(), ino);
+        if let Node::Dir(d) = self.nodes.get_mut(&ino).ok_or_else(|| errno(libc::ENOENT))? {
+            d.parent = new_parent;
+            d.name = new_name.to_owned();
+        }
         Ok(())
     }
 

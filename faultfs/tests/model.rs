@@ -126,6 +126,31 @@ fn rename_is_durable_with_the_directory() {
 }
 
 #[test]
+fn directory_rename_is_durable_with_the_parent() {
+    // etcd's WAL creation: fill `wal.tmp`, fsync it, rename it to `wal`, fsync the parent.
+    let m = mount();
+    fs::create_dir(m.p("wal.tmp")).expect("mkdir");
+    sync_dir(&m.dir);
+    durable_file(&m, "wal.tmp/0.wal", b"entries");
+    sync_dir(&m.p("wal.tmp"));
+    fs::rename(m.p("wal.tmp"), m.p("wal")).expect("rename a directory");
+    assert_eq!(read(&m.p("wal/0.wal")).as_deref(), Some(&b"entries"[..]), "readers see the move");
+    m.cut();
+    assert!(m.p("wal.tmp").is_dir() && !m.p("wal").exists(), "the parent was not synced: old name kept");
+    assert_eq!(read(&m.p("wal.tmp/0.wal")).as_deref(), Some(&b"entries"[..]));
+    fs::rename(m.p("wal.tmp"), m.p("wal")).expect("rename again");
+    sync_dir(&m.dir);
+    m.cut();
+    assert!(!m.p("wal.tmp").exists(), "the old name went with the synced parent");
+    assert_eq!(read(&m.p("wal/0.wal")).as_deref(), Some(&b"entries"[..]), "the new name is durable");
+    // Not into its own subtree; not over a non-empty directory.
+    fs::create_dir(m.p("other")).expect("mkdir");
+    durable_file(&m, "other/x", b"x");
+    assert!(fs::rename(m.p("wal"), m.p("wal/sub")).is_err(), "into itself");
+    assert!(fs::rename(m.p("wal"), m.p("other")).is_err(), "over a non-empty directory");
+}
+
+#[test]
 fn truncate_is_durable_with_the_file() {
     let m = mount();
     durable_file(&m, "t", b"0123456789");

@@ -8,6 +8,7 @@ use conclave_client::{Client, GetOptions, Session, SessionState, WatchEvent, Wat
 use conclave_testkit::{Cluster, ClusterOptions};
 use tokio::sync::mpsc;
 
+use super::generic::GenericKv;
 use super::{BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// A running Conclave cluster.
@@ -15,15 +16,19 @@ pub struct ConclaveTarget {
     cluster: Mutex<Cluster>,
     endpoints: Vec<String>,
     data_dirs: Vec<PathBuf>,
+    /// Which client [`Target::client`] hands out.
+    kind: TargetKind,
 }
 
 impl ConclaveTarget {
     /// Starts 3 members of `binary` under `dir` (default flags, fsync on, plus `extra_args`) and
-    /// waits for a leader.
+    /// waits for a leader. `kind` picks the client profile of the KV workloads
+    /// ([`TargetKind::Conclave`] or [`TargetKind::ConclaveGeneric`]); sessions, watches and the
+    /// job managers always use Conclave's own client.
     ///
     /// # Errors
     /// When the binary is missing or no leader is elected.
-    pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>) -> anyhow::Result<Self> {
+    pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>, kind: TargetKind) -> anyhow::Result<Self> {
         let opts = ClusterOptions {
             nodes: 3,
             extra_args,
@@ -34,7 +39,7 @@ impl ConclaveTarget {
         let cluster = Cluster::start_with(opts).await?;
         let endpoints = cluster.endpoints();
         let data_dirs = cluster.nodes().iter().map(|n| n.data_dir.clone()).collect();
-        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs };
+        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind };
         // Every member must know every other's client address before clients spread out.
         target.wait_whole(Duration::from_secs(30)).await?;
         Ok(target)
@@ -123,7 +128,7 @@ const SHARED_CLIENTS: usize = 64;
 
 impl Target for ConclaveTarget {
     fn kind(&self) -> TargetKind {
-        TargetKind::Conclave
+        self.kind
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -138,9 +143,14 @@ impl Target for ConclaveTarget {
         self.data_dirs.clone()
     }
 
-    fn client(&self, _n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
-        // The Conclave client follows the leader by itself; where it starts does not matter.
-        Box::pin(async move { Ok(Arc::new(ConclaveKv { client: self.client_now().await? }) as Arc<dyn Kv>) })
+    fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
+        Box::pin(async move {
+            if self.kind == TargetKind::ConclaveGeneric {
+                return Ok(Arc::new(GenericKv::new(&self.endpoints, n)?) as Arc<dyn Kv>);
+            }
+            // The Conclave client follows the leader by itself; where it starts does not matter.
+            Ok(Arc::new(ConclaveKv { client: self.client_now().await? }) as Arc<dyn Kv>)
+        })
     }
 
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {

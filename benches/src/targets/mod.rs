@@ -3,6 +3,7 @@
 
 pub mod conclave;
 pub mod etcd;
+pub mod generic;
 mod process;
 pub mod zookeeper;
 
@@ -27,8 +28,10 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
-    /// Conclave (the release binary, through `conclave-testkit`).
+    /// Conclave (the release binary, through `conclave-testkit`), driven by its own Rust client.
     Conclave,
+    /// The same Conclave cluster, driven by a generic gRPC client (see [`generic`]).
+    ConclaveGeneric,
     /// etcd 3.4 (`/usr/bin/etcd`).
     Etcd,
     /// ZooKeeper 3.8 (`zkServer.sh start-foreground`).
@@ -37,12 +40,14 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every target, in report column order.
-    pub const ALL: [TargetKind; 3] = [TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper];
+    pub const ALL: [TargetKind; 4] =
+        [TargetKind::Conclave, TargetKind::ConclaveGeneric, TargetKind::Etcd, TargetKind::Zookeeper];
 
     /// Display name.
     pub fn label(self) -> &'static str {
         match self {
             TargetKind::Conclave => "Conclave",
+            TargetKind::ConclaveGeneric => "Conclave (generic gRPC client)",
             TargetKind::Etcd => "etcd",
             TargetKind::Zookeeper => "ZooKeeper",
         }

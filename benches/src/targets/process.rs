@@ -26,6 +26,11 @@ impl ChildGuard {
         Self { child: Some(child) }
     }
 
+    /// Whether the process has exited (or was never started).
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Process id, if running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

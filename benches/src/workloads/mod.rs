@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::disk::Disk;
 use crate::measure::LatencyStats;
 use crate::targets::TargetKind;
 
@@ -197,6 +198,8 @@ pub struct Outcome {
     pub workload: Workload,
     /// Which target.
     pub target: TargetKind,
+    /// Which disk the members' data directories were on.
+    pub disk: Disk,
     /// How it ended.
     pub status: Status,
     /// Operations completed (sessions opened, notifications received, ...).
@@ -231,6 +234,7 @@ impl Outcome {
         Self {
             workload,
             target,
+            disk: Disk::Native,
             status,
             ops: 0,
             errors: 0,
