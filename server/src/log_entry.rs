@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod bytes;
+pub mod zk;
 
 /// One Raft log entry's application payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -190,6 +191,21 @@ pub enum Command {
         /// Bootstrap proposal: applies only while the cluster has no settings yet (the first
         /// leader proposes its flag this way; a racing second proposal changes nothing).
         bootstrap: bool,
+    },
+    /// ZooKeeper-protocol writes of one request of session `session` (`crate::zk`): a single
+    /// operation, or a `multi` applied all-or-nothing at one revision.
+    Zk {
+        /// The ZooKeeper session (= Conclave session) sending it; must be live.
+        session: u64,
+        /// The operations, in order.
+        ops: Vec<zk::ZkOp>,
+    },
+    /// Sets the cluster's ZooKeeper password secret, from which every member derives a
+    /// session's password. Proposed with a random value by the member that first needs it;
+    /// applies only while unset (the first proposal wins).
+    ZkSecret {
+        /// The secret.
+        secret: [u64; 2],
     },
 }
 
