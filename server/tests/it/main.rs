@@ -19,6 +19,7 @@ mod settings;
 mod snapshot_catchup;
 mod stall;
 mod watches;
+mod zookeeper;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,263 @@
+//! The ZooKeeper protocol on real processes: a 3-member cluster with `--zk-addr`, driven by a
+//! minimal jute client written here from ZooKeeper's record layouts (kazoo's own suite runs
+//! through `server/tests/zk/run_kazoo.sh`). Checks exact Stat fields and error codes, watches
+//! delivered by another member before the data, sessions re-attached on another member,
+//! expired sessions answered with timeout 0, stale clients refused, and four-letter words.
+
+use std::time::Duration;
+
+use conclave_proto::zookeeper::{event, op, Code};
+use conclave_server::zk::codec::{frame, open_acl, ConnectRequest, ConnectResponse, Reader, Writer};
+use conclave_testkit::{Cluster, ClusterOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{assert_no_panics, binary};
+
+/// The ZooKeeper port every member binds on its own loopback IP.
+fn zk_port() -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16
+}
+
+async fn zk_cluster() -> anyhow::Result<Cluster> {
+    Cluster::start_with(ClusterOptions {
+        nodes: 3,
+        binary: Some(binary()),
+        env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{}", zk_port()))],
+        ..ClusterOptions::default()
+    })
+    .await
+}
+
+fn zk_addr(c: &Cluster, id: u64) -> String {
+    format!("{}:{}", c.node(id).ip().expect("node ip"), zk_port())
+}
+
+/// A reply: header fields and body.
+struct Reply {
+    zxid: i64,
+    err: i32,
+    body: Vec<u8>,
+}
+
+/// A minimal ZooKeeper client: one request at a time, events collected on the side.
+struct Zk {
+    stream: TcpStream,
+    xid: i32,
+    session: ConnectResponse,
+    last_zxid: i64,
+    events: Vec<(i32, String)>,
+}
+
+async fn read_frame(s: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+    let len = s.read_i32().await?;
+    let mut buf = vec![0; len as usize];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Connects (retrying while the member is still starting) and runs the handshake.
+async fn handshake(addr: &str, req: &ConnectRequest) -> anyhow::Result<(TcpStream, anyhow::Result<ConnectResponse>)> {
+    let mut stream = conclave_testkit::wait_for("the ZooKeeper port", Duration::from_secs(20), || async {
+        TcpStream::connect(addr).await.ok()
+    })
+    .await?;
+    stream.write_all(&frame(&req.encode())).await?;
+    let resp = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await {
+        Ok(Ok(buf)) => Ok(ConnectResponse::decode(&buf)?),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(anyhow::anyhow!("no connect response")),
+    };
+    Ok((stream, resp))
+}
+
+fn new_session() -> ConnectRequest {
+    ConnectRequest {
+        protocol_version: 0,
+        last_zxid_seen: 0,
+        timeout_ms: 10_000,
+        session_id: 0,
+        passwd: vec![0; 16],
+        read_only: false,
+    }
+}
+
+impl Zk {
+    async fn connect(addr: &str, req: ConnectRequest) -> anyhow::Result<Self> {
+        let (stream, resp) = handshake(addr, &req).await?;
+        let session = resp?;
+        anyhow::ensure!(session.timeout_ms > 0, "session refused as expired");
+        Ok(Self { stream, xid: 0, session, last_zxid: req.last_zxid_seen, events: Vec::new() })
+    }
+
+    async fn call(&mut self, opcode: i32, body: impl FnOnce(&mut Writer)) -> anyhow::Result<Reply> {
+        self.xid += 1;
+        let mut w = Writer::default();
+        w.int(self.xid).int(opcode);
+        body(&mut w);
+        self.stream.write_all(&frame(&w.into_inner())).await?;
+        loop {
+            let buf = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut self.stream)).await??;
+            let mut r = Reader::new(&buf);
+            let (xid, zxid, err) = (r.int()?, r.long()?, r.int()?);
+            if xid == -1 {
+                let (kind, _state, path) = (r.int()?, r.int()?, r.string()?);
+                self.events.push((kind, path));
+                continue;
+            }
+            anyhow::ensure!(xid == self.xid, "reply xid {xid} for request {}", self.xid);
+            anyhow::ensure!(zxid >= self.last_zxid, "zxid went backwards: {zxid} < {}", self.last_zxid);
+            self.last_zxid = zxid;
+            let start = buf.len() - r.remaining();
+            return Ok(Reply { zxid, err, body: buf[start..].to_vec() });
+        }
+    }
+
+    async fn create(&mut self, opcode: i32, path: &str, data: &[u8], flags: i32) -> anyhow::Result<Reply> {
+        self.call(opcode, |w| {
+            w.string(path).buffer(data).acls(&[open_acl()]).int(flags);
+        })
+        .await
+    }
+
+    async fn read(&mut self, opcode: i32, path: &str, watch: bool) -> anyhow::Result<Reply> {
+        self.call(opcode, |w| {
+            w.string(path).bool(watch);
+        })
+        .await
+    }
+}
+
+/// Stat as (czxid, mzxid, version, cversion, ephemeralOwner, dataLength, numChildren, pzxid).
+type StatFields = (i64, i64, i32, i32, i64, i32, i32, i64);
+
+fn stat(r: &mut Reader<'_>) -> anyhow::Result<StatFields> {
+    let (czxid, mzxid, _ctime, _mtime) = (r.long()?, r.long()?, r.long()?, r.long()?);
+    let (version, cversion, _aversion, owner) = (r.int()?, r.int()?, r.int()?, r.long()?);
+    Ok((czxid, mzxid, version, cversion, owner, r.int()?, r.int()?, r.long()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyhow::Result<()> {
+    let c = zk_cluster().await?;
+    let mut a = Zk::connect(&zk_addr(&c, 1), new_session()).await?;
+    assert_eq!(a.session.timeout_ms, 10_000, "10 s is inside [2, 20] ticks of 2 s");
+
+    // create2 returns the path and an exact Stat.
+    let r = a.create(op::CREATE2, "/app", b"v0", 0).await?;
+    assert_eq!(r.err, 0);
+    let mut rd = Reader::new(&r.body);
+    assert_eq!(rd.string()?, "/app");
+    let (czxid, mzxid, version, cversion, owner, len, children, pzxid) = stat(&mut rd)?;
+    assert_eq!((czxid, mzxid, pzxid, r.zxid), (czxid, czxid, czxid, czxid), "created at the reply's zxid");
+    assert_eq!((version, cversion, owner, len, children), (0, 0, 0, 2, 0));
+
+    // Ephemeral sequential children: 10-digit suffix from the parent's cversion.
+    let r = a.create(op::CREATE2, "/app/lock-", b"", 3).await?;
+    let mut rd = Reader::new(&r.body);
+    assert_eq!(rd.string()?, "/app/lock-0000000000");
+    let (_, _, _, _, owner, ..) = stat(&mut rd)?;
+    assert_eq!(owner, a.session.session_id, "ephemeralOwner is the session");
+    let r = a.read(op::GET_CHILDREN2, "/app", false).await?;
+    let mut rd = Reader::new(&r.body);
+    assert_eq!(rd.strings()?, vec!["lock-0000000000"]);
+    let (_, mzxid2, _, cversion, _, _, children, pzxid) = stat(&mut rd)?;
+    assert_eq!((mzxid2, cversion, children), (mzxid, 1, 1), "a child changes cversion, not mzxid");
+    assert!(pzxid > czxid);
+
+    // ZooKeeper's own error codes; the connection stays usable after each.
+    assert_eq!(a.create(op::CREATE2, "/app", b"", 0).await?.err, Code::NodeExists.value());
+    assert_eq!(a.create(op::CREATE, "/none/x", b"", 0).await?.err, Code::NoNode.value());
+    assert_eq!(a.create(op::CREATE, "bad", b"", 0).await?.err, Code::BadArguments.value());
+    let delete = |v: i32| {
+        move |w: &mut Writer| {
+            w.string("/app").int(v);
+        }
+    };
+    assert_eq!(a.call(op::DELETE, delete(-1)).await?.err, Code::NotEmpty.value());
+    assert_eq!(a.call(op::DELETE, delete(7)).await?.err, Code::BadVersion.value());
+    assert_eq!(a.call(999, |_| {}).await?.err, Code::Unimplemented.value());
+    assert_eq!(a.call(op::PING, |_| {}).await?.err, 0);
+
+    // A watch set through member 2 fires before member 2 answers with the newer data.
+    let mut b = Zk::connect(&zk_addr(&c, 2), new_session()).await?;
+    assert_eq!(b.read(op::GET_DATA, "/app", true).await?.err, 0);
+    let set = a.call(op::SET_DATA, |w| {
+        w.string("/app").buffer(b"v1").int(0);
+    });
+    assert_eq!(set.await?.err, 0);
+    let again = a.call(op::SET_DATA, |w| {
+        w.string("/app").buffer(b"v2").int(0);
+    });
+    assert_eq!(again.await?.err, Code::BadVersion.value(), "versioned setData");
+    let r = b.read(op::GET_DATA, "/app", false).await?;
+    assert_eq!(b.events, vec![(event::NODE_DATA_CHANGED, "/app".to_string())], "the event came before the data");
+    assert_eq!(Reader::new(&r.body).buffer()?.map(<[u8]>::to_vec), Some(b"v1".to_vec()));
+
+    // A failed multi changes nothing and reports per-op codes.
+    let r = a
+        .call(op::MULTI, |w| {
+            w.int(op::CREATE).bool(false).int(-1).string("/m").buffer(b"").acls(&[open_acl()]).int(0);
+            w.int(op::CHECK).bool(false).int(-1).string("/app").int(99);
+            w.int(-1).bool(true).int(-1);
+        })
+        .await?;
+    assert_eq!(r.err, 0);
+    let mut rd = Reader::new(&r.body);
+    let mut codes = Vec::new();
+    loop {
+        let (kind, done, err) = (rd.int()?, rd.bool()?, rd.int()?);
+        if done {
+            break;
+        }
+        assert_eq!(kind, -1);
+        codes.push((err, rd.int()?));
+    }
+    assert_eq!(codes, vec![(0, 0), (Code::BadVersion.value(), Code::BadVersion.value())]);
+    assert_eq!(b.read(op::EXISTS, "/m", false).await?.err, Code::NoNode.value());
+
+    // Re-attach A's session on member 3 (password checked); a wrong password is expired.
+    let reattach = ConnectRequest {
+        session_id: a.session.session_id,
+        passwd: a.session.passwd.clone(),
+        last_zxid_seen: a.last_zxid,
+        ..new_session()
+    };
+    let mut a3 = Zk::connect(&zk_addr(&c, 3), reattach.clone()).await?;
+    assert_eq!((a3.session.session_id, a3.session.timeout_ms), (a.session.session_id, 10_000));
+    let bad = ConnectRequest { passwd: vec![1; 16], ..reattach.clone() };
+    let (_, resp) = handshake(&zk_addr(&c, 2), &bad).await?;
+    assert_eq!(resp?.timeout_ms, 0, "a wrong password is answered as expired");
+
+    // A client that has seen more than the cluster ever wrote is refused (closed, no answer).
+    let ahead = ConnectRequest { last_zxid_seen: 1 << 40, ..new_session() };
+    let (_, resp) = handshake(&zk_addr(&c, 1), &ahead).await?;
+    assert!(resp.is_err(), "a stale member must not accept a client that saw newer state");
+
+    // Closing the session deletes its ephemerals; the old session is then expired everywhere.
+    b.read(op::GET_CHILDREN, "/app", true).await?;
+    assert_eq!(a3.call(op::CLOSE_SESSION, |_| {}).await?.err, 0);
+    // Another client sees it after a sync (ZooKeeper's rule for reads across sessions).
+    let synced = b.call(op::SYNC, |w| {
+        w.string("/app");
+    });
+    assert_eq!(synced.await?.err, 0);
+    let r = b.read(op::GET_CHILDREN2, "/app", false).await?;
+    assert_eq!(Reader::new(&r.body).strings()?, Vec::<String>::new());
+    assert!(b.events.contains(&(event::NODE_CHILDREN_CHANGED, "/app".to_string())));
+    for id in 1..=3 {
+        let (_, resp) = handshake(&zk_addr(&c, id), &reattach).await?;
+        assert_eq!(resp?.timeout_ms, 0, "member {id} answers the closed session as expired");
+    }
+
+    // Four-letter words on the same port.
+    for (word, expect) in [("ruok", "imok"), ("envi", "zookeeper.version=3.9."), ("srvr", "Mode: ")] {
+        let mut s = TcpStream::connect(zk_addr(&c, 2)).await?;
+        s.write_all(word.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        assert!(out.contains(expect), "{word}: {out}");
+    }
+    assert_no_panics(&c);
+    Ok(())
+}
