@@ -63,9 +63,45 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code.
+    pub const ALL: [Code; 27] = [
+        Code::Ok,
+        Code::SystemError,
+        Code::RuntimeInconsistency,
+        Code::DataInconsistency,
+        Code::ConnectionLoss,
+        Code::MarshallingError,
+        Code::Unimplemented,
+        Code::OperationTimeout,
+        Code::BadArguments,
+        Code::UnknownSession,
+        Code::ApiError,
+        Code::NoNode,
+        Code::NoAuth,
+        Code::BadVersion,
+        Code::NoChildrenForEphemerals,
+        Code::NodeExists,
+        Code::NotEmpty,
+        Code::SessionExpired,
+        Code::InvalidCallback,
+        Code::InvalidAcl,
+        Code::AuthFailed,
+        Code::SessionMoved,
+        Code::NotReadOnly,
+        Code::EphemeralOnLocalSession,
+        Code::NoWatcher,
+        Code::RequestTimeout,
+        Code::ReconfigDisabled,
+    ];
+
     /// The wire value.
     pub fn value(self) -> i32 {
         self as i32
+    }
+
+    /// The code with this wire value, if it is one.
+    pub fn from_value(v: i32) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.value() == v)
     }
 }
 

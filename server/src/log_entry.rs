@@ -197,6 +197,8 @@ pub enum Command {
     Zk {
         /// The ZooKeeper session (= Conclave session) sending it; must be live.
         session: u64,
+        /// The sending connection's identities, checked against the ACLs.
+        ids: Vec<zk::ZkId>,
         /// The operations, in order.
         ops: Vec<zk::ZkOp>,
     },

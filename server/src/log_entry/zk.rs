@@ -4,6 +4,28 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One ACL entry of a znode (ZooKeeper's `ACL` record), already resolved by the front end
+/// (`auth` entries replaced by the creator's identities).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZkAcl {
+    /// Permission bits: READ 1, WRITE 2, CREATE 4, DELETE 8, ADMIN 16.
+    pub perms: i32,
+    /// `world`, `digest` or `ip`.
+    pub scheme: String,
+    /// `anyone`, `user:base64(sha1(user:password))` or an address (`a.b.c.d[/bits]`).
+    pub id: String,
+}
+
+/// An identity a connection holds (`ip` always, `digest` after `addAuth`), checked by apply
+/// against the ACLs (so every replica decides the same).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZkId {
+    /// Scheme.
+    pub scheme: String,
+    /// Identity.
+    pub id: String,
+}
+
 /// One write of a ZooKeeper request (a single request is a list of one).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ZkOp {
@@ -11,15 +33,16 @@ pub enum ZkOp {
     Create {
         /// Absolute, validated path (for a sequential node: the prefix the suffix is added to).
         path: String,
-        /// Data.
-        #[serde(with = "super::bytes")]
-        data: Vec<u8>,
+        /// Data (`None`: null, which readers get back as null).
+        data: Option<Vec<u8>>,
         /// Bound to the request's session (deleted when it ends).
         ephemeral: bool,
         /// Append the parent's 10-digit child counter (its cversion) to the name.
         sequential: bool,
         /// A container: deleted once it had children and has none left.
         container: bool,
+        /// Its ACL (non-empty).
+        acl: Vec<ZkAcl>,
     },
     /// delete, versioned (-1: any version).
     Delete {
@@ -32,9 +55,8 @@ pub enum ZkOp {
     SetData {
         /// Path.
         path: String,
-        /// New data.
-        #[serde(with = "super::bytes")]
-        data: Vec<u8>,
+        /// New data (`None`: null).
+        data: Option<Vec<u8>>,
         /// Expected data version, -1 for any.
         version: i32,
     },
@@ -43,6 +65,15 @@ pub enum ZkOp {
         /// Path.
         path: String,
         /// Expected data version, -1 for any.
+        version: i32,
+    },
+    /// setACL, versioned on the ACL version (-1: any).
+    SetAcl {
+        /// Path.
+        path: String,
+        /// The new ACL (non-empty).
+        acl: Vec<ZkAcl>,
+        /// Expected ACL version, -1 for any.
         version: i32,
     },
 }

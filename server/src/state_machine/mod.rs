@@ -246,7 +246,7 @@ impl StateMachine {
                 }
                 (false, OutcomeBody::Settings { history_revisions: self.settings().history_revisions })
             }
-            Command::Zk { session, ops } => self.apply_zk(*session, ops, time_ms, next),
+            Command::Zk { session, ids, ops } => self.apply_zk(*session, ids, ops, time_ms, next),
             Command::ZkSecret { secret } => (false, self.apply_zk_secret(*secret)),
         };
         if changed {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::response::OutcomeBody;
 use super::StateMachine;
-use crate::log_entry::zk::ZkOp;
+use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp};
 
 /// Key prefix of every znode.
 pub const KEY_PREFIX: &[u8] = b"zk";
@@ -60,6 +60,12 @@ pub struct Meta {
     pub pzxid: u64,
     /// A container node.
     pub container: bool,
+    /// ACL version.
+    pub aversion: i32,
+    /// The data was set as null (readers get null, not an empty buffer).
+    pub null_data: bool,
+    /// ACL (empty: `world:anyone` with every permission, the root's default).
+    pub acl: Vec<ZkAcl>,
     /// Child names.
     pub children: BTreeSet<String>,
 }
@@ -79,7 +85,7 @@ pub struct ZStat {
     pub version: i32,
     /// Children version.
     pub cversion: i32,
-    /// ACL version (ACLs are not changeable: always 0).
+    /// ACL version.
     pub aversion: i32,
     /// Owning session of an ephemeral node, else 0.
     pub ephemeral_owner: u64,
@@ -110,6 +116,11 @@ pub enum ZkOpResult {
     },
     /// Check passed.
     Check,
+    /// ACL set.
+    SetAcl {
+        /// Stat after.
+        stat: ZStat,
+    },
     /// Failed (or, in a failed multi, OK before the failure / RUNTIMEINCONSISTENCY after it).
     Error {
         /// ZooKeeper's error code.
@@ -139,13 +150,54 @@ pub struct Znodes {
     secret: Option<[u64; 2]>,
 }
 
+/// Permission bits.
+pub mod perm {
+    /// getData, getChildren, check.
+    pub const READ: i32 = 1;
+    /// setData.
+    pub const WRITE: i32 = 2;
+    /// create (on the parent).
+    pub const CREATE: i32 = 4;
+    /// delete (on the parent).
+    pub const DELETE: i32 = 8;
+    /// setACL.
+    pub const ADMIN: i32 = 16;
+}
+
+/// Whether `ids` hold permission `perm` under `acl` (empty: open to everyone). `ip` entries
+/// match an address or an IPv4 `a.b.c.d/bits` range; other schemes match exactly.
+pub fn permits(acl: &[ZkAcl], ids: &[ZkId], perm: i32) -> bool {
+    acl.is_empty()
+        || acl.iter().any(|a| {
+            a.perms & perm != 0
+                && ((a.scheme == "world" && a.id == "anyone")
+                    || ids
+                        .iter()
+                        .any(|i| i.scheme == a.scheme && (a.id == i.id || (a.scheme == "ip" && ip_in(&a.id, &i.id)))))
+        })
+}
+
+fn ip_in(range: &str, ip: &str) -> bool {
+    let parse = |s: &str| s.parse::<std::net::Ipv4Addr>().ok().map(u32::from);
+    let Some((net, bits)) = range.split_once('/') else { return false };
+    match (parse(net), parse(ip), bits.parse::<u32>()) {
+        (Some(net), Some(ip), Ok(bits)) if bits <= 32 => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            net & mask == ip & mask
+        }
+        _ => false,
+    }
+}
+
 /// What the dry run needs to know of a node.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct View {
     version: i32,
+    aversion: i32,
     ephemeral: bool,
     children: i64,
     cversion: i32,
+    acl: Vec<ZkAcl>,
 }
 
 impl Znodes {
@@ -186,7 +238,7 @@ impl StateMachine {
             mtime: m.mtime,
             version: kv.as_ref().map_or(0, |kv| (kv.version - 1) as i32),
             cversion: m.cversion,
-            aversion: 0,
+            aversion: m.aversion,
             ephemeral_owner: kv.as_ref().map_or(0, |kv| kv.session),
             data_length: kv.as_ref().map_or(0, |kv| kv.value.len() as i32),
             num_children: m.children.len() as i32,
@@ -202,12 +254,19 @@ impl StateMachine {
 
     /// Applies one ZooKeeper request's writes at revision `next` (see the module docs);
     /// returns whether anything changed.
-    pub(super) fn apply_zk(&mut self, session: u64, ops: &[ZkOp], time_ms: u64, next: u64) -> (bool, OutcomeBody) {
+    pub(super) fn apply_zk(
+        &mut self,
+        session: u64,
+        ids: &[ZkId],
+        ops: &[ZkOp],
+        time_ms: u64,
+        next: u64,
+    ) -> (bool, OutcomeBody) {
         if self.sessions.get(session).is_none() {
             let results = vec![ZkOpResult::Error { code: Code::SessionExpired.value() }; ops.len().max(1)];
             return (false, OutcomeBody::Zk { results });
         }
-        let paths = match self.zk_dry_run(ops) {
+        let paths = match self.zk_dry_run(ops, ids) {
             Ok(paths) => paths,
             Err((failed, code)) => {
                 return (false, OutcomeBody::Zk { results: failed_results(ops.len(), failed, code) })
@@ -217,11 +276,18 @@ impl StateMachine {
         let mut results = Vec::with_capacity(ops.len());
         for (op, path) in ops.iter().zip(paths) {
             results.push(match op {
-                ZkOp::Create { data, ephemeral, container, .. } => {
+                ZkOp::Create { data, ephemeral, container, acl, .. } => {
                     let owner = if *ephemeral { session } else { 0 };
-                    self.write_key(&key_of(&path), Some((data.clone(), owner)), next);
-                    let meta =
-                        Meta { ctime: time_ms, mtime: time_ms, pzxid: next, container: *container, ..Meta::default() };
+                    self.write_key(&key_of(&path), Some((data.clone().unwrap_or_default(), owner)), next);
+                    let meta = Meta {
+                        null_data: data.is_none(),
+                        ctime: time_ms,
+                        mtime: time_ms,
+                        pzxid: next,
+                        container: *container,
+                        acl: acl.clone(),
+                        ..Meta::default()
+                    };
                     self.znodes.nodes.insert(path.clone(), meta);
                     self.child_changed(&path, true, next);
                     let stat = self.zk_stat(&path).unwrap_or_default();
@@ -235,13 +301,20 @@ impl StateMachine {
                 ZkOp::SetData { data, .. } => {
                     let key = key_of(&path);
                     let owner = self.kv.get(&key).map_or(0, |kv| kv.session);
-                    self.write_key(&key, Some((data.clone(), owner)), next);
+                    self.write_key(&key, Some((data.clone().unwrap_or_default(), owner)), next);
                     if let Some(m) = self.znodes.nodes.get_mut(&path) {
                         m.mtime = time_ms;
+                        m.null_data = data.is_none();
                     }
                     ZkOpResult::SetData { stat: self.zk_stat(&path).unwrap_or_default() }
                 }
                 ZkOp::Check { .. } => ZkOpResult::Check,
+                ZkOp::SetAcl { acl, .. } => {
+                    let m = self.znodes.nodes.entry(path.clone()).or_default();
+                    m.acl = acl.clone();
+                    m.aversion += 1;
+                    ZkOpResult::SetAcl { stat: self.zk_stat(&path).unwrap_or_default() }
+                }
             });
         }
         self.collect_containers(emptied, next);
@@ -287,27 +360,39 @@ impl StateMachine {
         let stat = self.zk_stat(path)?;
         Some(View {
             version: stat.version,
+            aversion: stat.aversion,
             ephemeral: stat.ephemeral_owner != 0,
             children: i64::from(stat.num_children),
             cversion: stat.cversion,
+            acl: self.znodes.nodes.get(path).map(|m| m.acl.clone()).unwrap_or_default(),
         })
     }
 
-    /// Checks every op against the state as the earlier ops would leave it; returns each op's
-    /// final path, or the first failing op and its code.
-    fn zk_dry_run(&self, ops: &[ZkOp]) -> Result<Vec<String>, (usize, Code)> {
+    /// Checks every op against the state as the earlier ops would leave it (in ZooKeeper's
+    /// order: existence, permission, version, children); returns each op's final path, or the
+    /// first failing op and its code.
+    fn zk_dry_run(&self, ops: &[ZkOp], ids: &[ZkId]) -> Result<Vec<String>, (usize, Code)> {
         let mut overlay: BTreeMap<String, Option<View>> = BTreeMap::new();
         let view = |overlay: &BTreeMap<String, Option<View>>, p: &str| match overlay.get(p) {
-            Some(v) => *v,
+            Some(v) => v.clone(),
             None => self.zk_view(p),
         };
         let mut paths = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             let fail = |code| (i, code);
+            let allow = |v: &View, p| if permits(&v.acl, ids, p) { Ok(()) } else { Err(fail(Code::NoAuth)) };
+            let versioned = |expected: i32, actual: i32| {
+                if expected != -1 && expected != actual {
+                    Err(fail(Code::BadVersion))
+                } else {
+                    Ok(())
+                }
+            };
             let path = match op {
-                ZkOp::Create { path, ephemeral, sequential, .. } => {
+                ZkOp::Create { path, ephemeral, sequential, acl, .. } => {
                     let (parent, _) = split_parent(path).ok_or(fail(Code::NodeExists))?;
                     let mut pv = view(&overlay, parent).ok_or(fail(Code::NoNode))?;
+                    allow(&pv, perm::CREATE)?;
                     if pv.ephemeral {
                         return Err(fail(Code::NoChildrenForEphemerals));
                     }
@@ -318,41 +403,53 @@ impl StateMachine {
                     pv.children += 1;
                     pv.cversion += 1;
                     overlay.insert(parent.to_string(), Some(pv));
-                    let v = View { version: 0, ephemeral: *ephemeral, children: 0, cversion: 0 };
+                    let v = View {
+                        version: 0,
+                        aversion: 0,
+                        ephemeral: *ephemeral,
+                        children: 0,
+                        cversion: 0,
+                        acl: acl.clone(),
+                    };
                     overlay.insert(path.clone(), Some(v));
                     path
                 }
                 ZkOp::Delete { path, version } => {
                     let (parent, _) = split_parent(path).ok_or(fail(Code::BadArguments))?;
+                    let mut pv = view(&overlay, parent).ok_or(fail(Code::NoNode))?;
                     let v = view(&overlay, path).ok_or(fail(Code::NoNode))?;
-                    if *version != -1 && *version != v.version {
-                        return Err(fail(Code::BadVersion));
-                    }
+                    allow(&pv, perm::DELETE)?;
+                    versioned(*version, v.version)?;
                     if v.children > 0 {
                         return Err(fail(Code::NotEmpty));
                     }
-                    if let Some(mut pv) = view(&overlay, parent) {
-                        pv.children -= 1;
-                        pv.cversion += 1;
-                        overlay.insert(parent.to_string(), Some(pv));
-                    }
+                    pv.children -= 1;
+                    pv.cversion += 1;
+                    overlay.insert(parent.to_string(), Some(pv));
                     overlay.insert(path.clone(), None);
                     path.clone()
                 }
                 ZkOp::SetData { path, version, .. } => {
                     let mut v = view(&overlay, path).ok_or(fail(Code::NoNode))?;
-                    if *version != -1 && *version != v.version {
-                        return Err(fail(Code::BadVersion));
-                    }
+                    allow(&v, perm::WRITE)?;
+                    versioned(*version, v.version)?;
                     v.version += 1;
                     overlay.insert(path.clone(), Some(v));
                     path.clone()
                 }
                 ZkOp::Check { path, version } => {
                     let v = view(&overlay, path).ok_or(fail(Code::NoNode))?;
-                    if *version != -1 && *version != v.version {
-                        return Err(fail(Code::BadVersion));
-                    }
+                    allow(&v, perm::READ)?;
+                    versioned(*version, v.version)?;
+                    path.clone()
+                }
+                ZkOp::SetAcl { path, acl, version } => {
+                    let mut v = view(&overlay, path).ok_or(fail(Code::NoNode))?;
+                    allow(&v, perm::ADMIN)?;
+                    versioned(*version, v.aversion)?;
+                    v.aversion += 1;
+                    v.acl = acl.clone();
+                    overlay.insert(path.clone(), Some(v));
                     path.clone()
                 }
             };

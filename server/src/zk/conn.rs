@@ -7,6 +7,7 @@
 //! reconnects, possibly to another member).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +88,10 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
     // The reader runs apart so a half-read frame is never cancelled; it ends with the socket
     // or when the connection drops the receiver.
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(64);
+    // When the last frame arrived (ms since `started`), seen even while a request is handled.
+    let started = Instant::now();
+    let last_frame = Arc::new(AtomicU64::new(0));
+    let heard = last_frame.clone();
     let reader = tokio::spawn(async move {
         loop {
             let frame = async {
@@ -94,6 +99,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
                 read_frame(&mut rd, len).await
             }
             .await;
+            heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             let failed = frame.is_err();
             if tx.send(frame).await.is_err() || failed {
                 return;
@@ -115,22 +121,26 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
         received: 0,
         sent: 0,
     };
-    let result = conn.run(&mut rx).await;
+    let result = conn.run(&mut rx, started, &last_frame).await;
     reader.abort();
     result
 }
 
 impl Conn {
-    async fn run(&mut self, rx: &mut mpsc::Receiver<std::io::Result<Vec<u8>>>) -> std::io::Result<()> {
+    async fn run(
+        &mut self,
+        rx: &mut mpsc::Receiver<std::io::Result<Vec<u8>>>,
+        started: Instant,
+        last_frame: &AtomicU64,
+    ) -> std::io::Result<()> {
         let mut applied = self.ctx.node.subscribe_applied();
         let mut ticker = tokio::time::interval(self.timeout / 3);
-        let mut last_activity = Instant::now();
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (renew_tx, mut renew_rx) = mpsc::channel::<bool>(1);
         loop {
             tokio::select! {
                 frame = rx.recv() => {
                     let Some(frame) = frame else { return Ok(()) };
-                    last_activity = Instant::now();
                     self.received += 1;
                     if !self.handle(&frame?).await? {
                         self.writer.flush().await?;
@@ -149,7 +159,8 @@ impl Conn {
                     }
                 }
                 _ = ticker.tick() => {
-                    if last_activity.elapsed() > self.timeout {
+                    let silent = started.elapsed().saturating_sub(Duration::from_millis(last_frame.load(Ordering::Relaxed)));
+                    if silent > self.timeout {
                         return Err(std::io::Error::other("no request or ping within the session timeout"));
                     }
                     // Every member keeps its clients' sessions alive on the leader, reads included.

@@ -12,11 +12,11 @@ use super::conn::Conn;
 use super::paths::{is_reserved, reserved_node, validate};
 use super::watches::WatcherType;
 use crate::error::Error;
-use crate::log_entry::zk::ZkOp;
+use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
 use crate::node::Consistency;
 use crate::state_machine::response::{CommandError, OutcomeBody};
-use crate::state_machine::znodes::{failed_results, key_of, path_of, ZStat, ZkOpResult};
+use crate::state_machine::znodes::{failed_results, key_of, path_of, perm, permits, ZStat, ZkOpResult};
 use crate::state_machine::StateMachine;
 
 /// Why a request got no ordinary answer.
@@ -63,20 +63,74 @@ enum NewWatch {
     Recursive,
 }
 
-/// A znode's data, stat and children as a reader sees them (reserved nodes included).
-fn node_view(sm: &StateMachine, path: &str) -> Option<(Vec<u8>, ZStat, Vec<String>)> {
+/// What a reader sees of a znode: data (`None`: null), stat, children.
+type NodeView = (Option<Vec<u8>>, ZStat, Vec<String>);
+
+/// A znode's data, stat and children as a reader sees them (reserved nodes included), or
+/// NOAUTH when `ids` may not read it (`None`: no ACL check).
+fn node_view(sm: &StateMachine, path: &str, ids: Option<&[ZkId]>) -> Option<Result<NodeView, Code>> {
     if let Some((children, stat)) = reserved_node(path) {
-        return Some((Vec::new(), stat, children));
+        return Some(Ok((Some(Vec::new()), stat, children)));
+    }
+    if ids.is_some_and(|ids| !permits(&acl_of(sm, path), ids, perm::READ)) {
+        return sm.zk_stat(path).map(|_| Err(Code::NoAuth));
     }
     let mut stat = sm.zk_stat(path)?;
-    let data = sm.kv().get(&key_of(path)).map(|kv| kv.value).unwrap_or_default();
+    let null = sm.znodes().meta(path).is_some_and(|m| m.null_data);
+    let data = sm.kv().get(&key_of(path)).map(|kv| kv.value).filter(|_| !null);
     let mut children: Vec<String> =
         sm.znodes().meta(path).map(|m| m.children.iter().cloned().collect()).unwrap_or_default();
     if path == "/" {
         children.insert(0, "zookeeper".into());
         stat.num_children += 1;
     }
-    Some((data, stat, children))
+    Some(Ok((data, stat, children)))
+}
+
+/// A znode's stored ACL (`world:anyone` ALL when none was stored: the root).
+fn acl_of(sm: &StateMachine, path: &str) -> Vec<ZkAcl> {
+    sm.znodes().meta(path).map(|m| m.acl.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| vec![open()])
+}
+
+fn open() -> ZkAcl {
+    let a = open_acl();
+    ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }
+}
+
+/// Resolves a request's ACL like ZooKeeper: `auth` entries become the connection's digest
+/// identities; `world` must be `anyone`; schemes other than world, digest, ip, auth are refused.
+///
+/// # Errors
+/// INVALIDACL for an empty list, an unknown scheme, or `auth` without a digest identity.
+fn resolve_acls(acls: Vec<Acl>, ids: &[ZkId]) -> Result<Vec<ZkAcl>, Code> {
+    let mut out = Vec::new();
+    for a in acls {
+        match a.scheme.as_str() {
+            "world" if a.id == "anyone" => out.push(ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }),
+            "digest" | "ip" => out.push(ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }),
+            "auth" => {
+                let before = out.len();
+                for i in ids.iter().filter(|i| i.scheme == "digest") {
+                    out.push(ZkAcl { perms: a.perms, scheme: i.scheme.clone(), id: i.id.clone() });
+                }
+                if out.len() == before {
+                    return Err(Code::InvalidAcl);
+                }
+            }
+            _ => return Err(Code::InvalidAcl),
+        }
+    }
+    if out.is_empty() {
+        return Err(Code::InvalidAcl);
+    }
+    // ZooKeeper (since 3.5) drops duplicate entries.
+    let mut unique = Vec::with_capacity(out.len());
+    for a in out {
+        if !unique.contains(&a) {
+            unique.push(a);
+        }
+    }
+    Ok(unique)
 }
 
 fn body(f: impl FnOnce(&mut Writer)) -> Result<Vec<u8>, Code> {
@@ -86,16 +140,16 @@ fn body(f: impl FnOnce(&mut Writer)) -> Result<Vec<u8>, Code> {
 }
 
 /// The `ZkOp` of a create record (create, create2, createContainer, createTTL).
-fn create_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
+fn create_op(opcode: i32, r: &mut Reader<'_>, ids: &[ZkId]) -> Result<ZkOp, Fail> {
     let path = r.string()?;
-    let data = r.buffer()?.unwrap_or_default().to_vec();
+    let data = r.buffer()?.map(<[u8]>::to_vec);
     let acls = r.acls()?;
     let flags = r.int()?;
     if opcode == op::CREATE_TTL {
         let _ttl = r.long()?;
         return Err(Code::Unimplemented.into());
     }
-    check_acls(&acls)?;
+    let acl = resolve_acls(acls, ids)?;
     let (ephemeral, sequential, container) = match (opcode, flags) {
         (op::CREATE_CONTAINER, 4) => (false, false, true),
         (op::CREATE_CONTAINER, _) | (_, 4) => return Err(Code::BadArguments.into()),
@@ -112,19 +166,7 @@ fn create_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
             if reserved_node(&path).is_some() || path == "/" { Code::NodeExists } else { Code::BadArguments }.into()
         );
     }
-    Ok(ZkOp::Create { path, data, ephemeral, sequential, container })
-}
-
-/// Only `world:anyone` with every permission is offered; other ACLs are refused (UNIMPLEMENTED)
-/// rather than stored unenforced. An empty list is INVALIDACL, as in ZooKeeper.
-fn check_acls(acls: &[Acl]) -> Result<(), Code> {
-    if acls.is_empty() {
-        return Err(Code::InvalidAcl);
-    }
-    if acls.iter().any(|a| *a != open_acl()) {
-        return Err(Code::Unimplemented);
-    }
-    Ok(())
+    Ok(ZkOp::Create { path, data, ephemeral, sequential, container, acl })
 }
 
 /// A path a write may change (not the root, not reserved).
@@ -141,13 +183,17 @@ fn other_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
     let path = r.string()?;
     let op = match opcode {
         op::DELETE => ZkOp::Delete { version: r.int()?, path },
-        op::SET_DATA => ZkOp::SetData { data: r.buffer()?.unwrap_or_default().to_vec(), version: r.int()?, path },
+        op::SET_DATA => ZkOp::SetData { data: r.buffer()?.map(<[u8]>::to_vec), version: r.int()?, path },
         op::CHECK => ZkOp::Check { version: r.int()?, path },
         _ => return Err(Code::BadArguments.into()),
     };
+    // SET_ACL is read by `set_acl_op` (it needs the connection's identities).
     match &op {
         ZkOp::Check { path, .. } => validate(path, false)?,
-        ZkOp::Delete { path, .. } | ZkOp::SetData { path, .. } | ZkOp::Create { path, .. } => writable(path)?,
+        ZkOp::Delete { path, .. }
+        | ZkOp::SetData { path, .. }
+        | ZkOp::Create { path, .. }
+        | ZkOp::SetAcl { path, .. } => writable(path)?,
     }
     Ok(op)
 }
@@ -161,7 +207,7 @@ fn result_body(opcode: i32, result: &ZkOpResult, w: &mut Writer) -> Result<(), C
                 w.stat(stat);
             }
         }
-        ZkOpResult::SetData { stat } => {
+        ZkOpResult::SetData { stat } | ZkOpResult::SetAcl { stat } => {
             w.stat(stat);
         }
         ZkOpResult::Delete | ZkOpResult::Check => {}
@@ -171,11 +217,7 @@ fn result_body(opcode: i32, result: &ZkOpResult, w: &mut Writer) -> Result<(), C
 }
 
 fn code_of(v: i32) -> Code {
-    [Code::NoNode, Code::NodeExists, Code::BadVersion, Code::NotEmpty, Code::NoChildrenForEphemerals]
-        .into_iter()
-        .chain([Code::SessionExpired, Code::BadArguments, Code::RuntimeInconsistency, Code::Ok])
-        .find(|c| c.value() == v)
-        .unwrap_or(Code::SystemError)
+    Code::from_value(v).unwrap_or(Code::SystemError)
 }
 
 impl Conn {
@@ -224,12 +266,19 @@ impl Conn {
         match opcode {
             op::PING => Ok((self.ctx.node.subscribe_applied().borrow().revision, Ok(Vec::new()))),
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
-                let zk_op = create_op(opcode, r)?;
+                let zk_op = create_op(opcode, r, &self.ids())?;
                 self.write_one(opcode, zk_op).await
             }
             op::DELETE | op::SET_DATA | op::CHECK => {
                 let zk_op = other_op(opcode, r)?;
                 self.write_one(opcode, zk_op).await
+            }
+            op::SET_ACL => {
+                let path = r.string()?;
+                let acl = resolve_acls(r.acls()?, &self.ids())?;
+                let version = r.int()?;
+                writable(&path)?;
+                self.write_one(opcode, ZkOp::SetAcl { path, acl, version }).await
             }
             op::MULTI => self.multi(r).await,
             op::MULTI_READ => self.multi_read(r).await,
@@ -237,7 +286,14 @@ impl Conn {
                 let path = r.string()?;
                 let watch = r.bool()?;
                 validate(&path, false)?;
-                let (zxid, view) = self.read(|sm| node_view(sm, &path)).await?;
+                // exists is not ACL-checked (as in ZooKeeper); the others need READ.
+                let ids = (opcode != op::EXISTS).then(|| self.ids());
+                let (zxid, view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
+                let view = match view {
+                    Some(Err(code)) => return Ok((zxid, Err(code))),
+                    Some(Ok(v)) => Some(v),
+                    None => None,
+                };
                 let new_watch = if matches!(opcode, op::GET_CHILDREN | op::GET_CHILDREN2) {
                     NewWatch::Child
                 } else {
@@ -262,12 +318,24 @@ impl Conn {
             op::GET_ACL => {
                 let path = r.string()?;
                 validate(&path, false)?;
-                let (zxid, view) = self.read(|sm| node_view(sm, &path)).await?;
-                let Some((_, stat, _)) = view else { return Ok((zxid, Err(Code::NoNode))) };
+                let ids = self.ids();
+                let (zxid, found) = self
+                    .read(|sm| {
+                        let acl = acl_of(sm, &path);
+                        let allowed = permits(&acl, &ids, perm::READ | perm::ADMIN);
+                        sm.zk_stat(&path).or_else(|| reserved_node(&path).map(|n| n.1)).map(|st| (acl, st, allowed))
+                    })
+                    .await?;
+                let Some((acl, stat, allowed)) = found else { return Ok((zxid, Err(Code::NoNode))) };
+                if !allowed {
+                    return Ok((zxid, Err(Code::NoAuth)));
+                }
+                let acl: Vec<Acl> =
+                    acl.into_iter().map(|a| Acl { perms: a.perms, scheme: a.scheme, id: a.id }).collect();
                 Ok((
                     zxid,
                     body(|w| {
-                        w.acls(&[open_acl()]).stat(&stat);
+                        w.acls(&acl).stat(&stat);
                     }),
                 ))
             }
@@ -297,8 +365,7 @@ impl Conn {
                 if scheme != "digest" {
                     return Err(Code::AuthFailed.into());
                 }
-                let user = auth.split(':').next().unwrap_or_default().to_string();
-                self.auth.push((scheme, user));
+                self.auth.push((scheme, super::digest::digest_id(&auth)));
                 Ok((self.last_zxid, Ok(Vec::new())))
             }
             op::WHO_AM_I => {
@@ -362,6 +429,13 @@ impl Conn {
         }
     }
 
+    /// The connection's identities: its address, and the digests it added.
+    fn ids(&self) -> Vec<ZkId> {
+        let mut ids = vec![ZkId { scheme: "ip".into(), id: self.peer.ip().to_string() }];
+        ids.extend(self.auth.iter().map(|(scheme, id)| ZkId { scheme: scheme.clone(), id: id.clone() }));
+        ids
+    }
+
     /// Runs `f` on this member's state once it has applied what the connection has seen.
     async fn read<T>(&self, f: impl FnOnce(&StateMachine) -> T) -> Result<(u64, T), Fail> {
         let c = Consistency::Serializable { min_revision: self.last_zxid };
@@ -374,12 +448,16 @@ impl Conn {
             + ops
                 .iter()
                 .map(|o| match o {
-                    ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => path.len() + data.len() + 16,
+                    ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => {
+                        path.len() + data.as_ref().map_or(0, Vec::len) + 16
+                    }
                     ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,
+                    ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
                 })
                 .sum::<usize>();
         crate::service::validate::request_size(size)?;
-        let proposal = Proposal { request_id: None, command: Command::Zk { session: self.session_id, ops } };
+        let command = Command::Zk { session: self.session_id, ids: self.ids(), ops };
+        let proposal = Proposal { request_id: None, command };
         let outcome = self.ctx.node.propose(proposal, size).await?;
         let applied_here = Consistency::Serializable { min_revision: outcome.revision };
         self.ctx.node.read(applied_here, |_| Ok(())).await?;
@@ -406,7 +484,7 @@ impl Conn {
                 break;
             }
             let parsed = match opcode {
-                op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => create_op(opcode, r),
+                op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => create_op(opcode, r, &self.ids()),
                 op::DELETE | op::SET_DATA | op::CHECK => other_op(opcode, r),
                 _ => return Err(Code::Unimplemented.into()),
             };
@@ -455,20 +533,24 @@ impl Conn {
             let _watch = r.bool()?;
             reads.push((opcode, path));
         }
+        let ids = self.ids();
         let (zxid, views) = self
             .read(|sm| {
-                reads.iter().map(|(_, p)| validate(p, false).ok().and_then(|()| node_view(sm, p))).collect::<Vec<_>>()
+                reads
+                    .iter()
+                    .map(|(_, p)| validate(p, false).ok().and_then(|()| node_view(sm, p, Some(&ids))))
+                    .collect::<Vec<_>>()
             })
             .await?;
         let mut w = Writer::default();
         for ((opcode, _), view) in reads.iter().zip(views) {
-            match view.map(|(data, stat, children)| read_body(*opcode, &data, &stat, &children)) {
-                Some(Ok(b)) => {
+            let answer = view.unwrap_or(Err(Code::NoNode));
+            match answer.and_then(|(data, stat, children)| read_body(*opcode, &data, &stat, &children)) {
+                Ok(b) => {
                     w.int(*opcode).bool(false).int(0).raw(&b);
                 }
-                _ => {
-                    let code = Code::NoNode.value();
-                    w.int(-1).bool(false).int(code).int(code);
+                Err(code) => {
+                    w.int(-1).bool(false).int(code.value()).int(code.value());
                 }
             }
         }
@@ -530,10 +612,14 @@ impl Conn {
 }
 
 /// The body of a getData / exists / getChildren / getChildren2 reply.
-fn read_body(opcode: i32, data: &[u8], stat: &ZStat, children: &[String]) -> Result<Vec<u8>, Code> {
+fn read_body(opcode: i32, data: &Option<Vec<u8>>, stat: &ZStat, children: &[String]) -> Result<Vec<u8>, Code> {
     body(|w| {
         match opcode {
-            op::GET_DATA => w.buffer(data).stat(stat),
+            op::GET_DATA => match data {
+                Some(d) => w.buffer(d),
+                None => w.int(-1),
+            }
+            .stat(stat),
             op::GET_CHILDREN => w.strings(children),
             op::GET_CHILDREN2 => w.strings(children).stat(stat),
             _ => w.stat(stat),

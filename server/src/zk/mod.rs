@@ -11,6 +11,7 @@
 
 pub mod codec;
 mod conn;
+mod digest;
 mod four_letter;
 mod handlers;
 mod paths;

@@ -14,23 +14,30 @@ use tokio::net::TcpStream;
 
 use crate::{assert_no_panics, binary};
 
-/// The ZooKeeper port every member binds on its own loopback IP.
-fn zk_port() -> u16 {
-    20_000 + (std::process::id() % 20_000) as u16
+/// A cluster whose members serve ZooKeeper on `port` of their own loopback IPs.
+struct ZkCluster {
+    c: Cluster,
+    port: u16,
 }
 
-async fn zk_cluster() -> anyhow::Result<Cluster> {
-    Cluster::start_with(ClusterOptions {
+/// Clusters of one test process share loopback IPs: each gets its own ZooKeeper port.
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+async fn zk_cluster() -> anyhow::Result<ZkCluster> {
+    let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let port = 20_000 + (std::process::id() % 2_000) as u16 * 10 + n;
+    let c = Cluster::start_with(ClusterOptions {
         nodes: 3,
         binary: Some(binary()),
-        env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{}", zk_port()))],
+        env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{port}"))],
         ..ClusterOptions::default()
     })
-    .await
+    .await?;
+    Ok(ZkCluster { c, port })
 }
 
-fn zk_addr(c: &Cluster, id: u64) -> String {
-    format!("{}:{}", c.node(id).ip().expect("node ip"), zk_port())
+fn zk_addr(z: &ZkCluster, id: u64) -> String {
+    format!("{}:{}", z.c.node(id).ip().expect("node ip"), z.port)
 }
 
 /// A reply: header fields and body.
@@ -139,8 +146,9 @@ fn stat(r: &mut Reader<'_>) -> anyhow::Result<StatFields> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyhow::Result<()> {
-    let c = zk_cluster().await?;
-    let mut a = Zk::connect(&zk_addr(&c, 1), new_session()).await?;
+    let z = zk_cluster().await?;
+    let c = &z;
+    let mut a = Zk::connect(&zk_addr(c, 1), new_session()).await?;
     assert_eq!(a.session.timeout_ms, 10_000, "10 s is inside [2, 20] ticks of 2 s");
 
     // create2 returns the path and an exact Stat.
@@ -180,7 +188,7 @@ async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyho
     assert_eq!(a.call(op::PING, |_| {}).await?.err, 0);
 
     // A watch set through member 2 fires before member 2 answers with the newer data.
-    let mut b = Zk::connect(&zk_addr(&c, 2), new_session()).await?;
+    let mut b = Zk::connect(&zk_addr(c, 2), new_session()).await?;
     assert_eq!(b.read(op::GET_DATA, "/app", true).await?.err, 0);
     let set = a.call(op::SET_DATA, |w| {
         w.string("/app").buffer(b"v1").int(0);
@@ -223,15 +231,15 @@ async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyho
         last_zxid_seen: a.last_zxid,
         ..new_session()
     };
-    let mut a3 = Zk::connect(&zk_addr(&c, 3), reattach.clone()).await?;
+    let mut a3 = Zk::connect(&zk_addr(c, 3), reattach.clone()).await?;
     assert_eq!((a3.session.session_id, a3.session.timeout_ms), (a.session.session_id, 10_000));
     let bad = ConnectRequest { passwd: vec![1; 16], ..reattach.clone() };
-    let (_, resp) = handshake(&zk_addr(&c, 2), &bad).await?;
+    let (_, resp) = handshake(&zk_addr(c, 2), &bad).await?;
     assert_eq!(resp?.timeout_ms, 0, "a wrong password is answered as expired");
 
     // A client that has seen more than the cluster ever wrote is refused (closed, no answer).
     let ahead = ConnectRequest { last_zxid_seen: 1 << 40, ..new_session() };
-    let (_, resp) = handshake(&zk_addr(&c, 1), &ahead).await?;
+    let (_, resp) = handshake(&zk_addr(c, 1), &ahead).await?;
     assert!(resp.is_err(), "a stale member must not accept a client that saw newer state");
 
     // Closing the session deletes its ephemerals; the old session is then expired everywhere.
@@ -246,18 +254,57 @@ async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyho
     assert_eq!(Reader::new(&r.body).strings()?, Vec::<String>::new());
     assert!(b.events.contains(&(event::NODE_CHILDREN_CHANGED, "/app".to_string())));
     for id in 1..=3 {
-        let (_, resp) = handshake(&zk_addr(&c, id), &reattach).await?;
+        let (_, resp) = handshake(&zk_addr(c, id), &reattach).await?;
         assert_eq!(resp?.timeout_ms, 0, "member {id} answers the closed session as expired");
     }
 
     // Four-letter words on the same port.
     for (word, expect) in [("ruok", "imok"), ("envi", "zookeeper.version=3.9."), ("srvr", "Mode: ")] {
-        let mut s = TcpStream::connect(zk_addr(&c, 2)).await?;
+        let mut s = TcpStream::connect(zk_addr(c, 2)).await?;
         s.write_all(word.as_bytes()).await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         assert!(out.contains(expect), "{word}: {out}");
     }
-    assert_no_panics(&c);
+    assert_no_panics(&z.c);
+    Ok(())
+}
+
+/// A ZooKeeper session connected to a follower survives a leader kill while its client pings
+/// (ZooKeeper ephemerals stay), and its ephemerals go within the timeout once the client is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn zookeeper_sessions_survive_a_leader_kill_and_expire_when_the_client_goes() -> anyhow::Result<()> {
+    let mut z = zk_cluster().await?;
+    let leader = z.c.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let watcher_node = (1..=3).find(|id| *id != leader && *id != follower).expect("a third member");
+    let mut a = Zk::connect(&zk_addr(&z, follower), ConnectRequest { timeout_ms: 4_000, ..new_session() }).await?;
+    assert_eq!(a.session.timeout_ms, 4_000);
+    assert_eq!(a.create(op::CREATE, "/owner", b"a", 1).await?.err, 0);
+
+    z.c.kill(leader)?;
+    z.c.wait_for_new_leader(leader, Duration::from_secs(15)).await?;
+    // Ping for two timeouts: the session (and its ephemeral) must live on.
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(a.call(op::PING, |_| {}).await?.err, 0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = a.read(op::EXISTS, "/owner", false).await?;
+    assert_eq!(r.err, 0, "the ephemeral outlived the leader change");
+    let (_, _, _, _, owner, ..) = stat(&mut Reader::new(&r.body))?;
+    assert_eq!(owner, a.session.session_id);
+
+    // The client goes silent: its ephemeral is deleted and a watcher elsewhere is told.
+    let mut w = Zk::connect(&zk_addr(&z, watcher_node), new_session()).await?;
+    assert_eq!(w.read(op::EXISTS, "/owner", true).await?.err, 0);
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while w.read(op::EXISTS, "/owner", false).await?.err != Code::NoNode.value() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the ephemeral outlived its silent client");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(w.events.contains(&(event::NODE_DELETED, "/owner".to_string())), "events: {:?}", w.events);
+    assert_no_panics(&z.c);
     Ok(())
 }

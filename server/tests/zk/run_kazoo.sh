@@ -14,7 +14,7 @@ python3 -c 'import venv' 2>/dev/null || { echo "python3 venv missing: apt-get in
 venv="$target/kazoo-venv"
 if [ ! -x "$venv/bin/pytest" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q kazoo==2.11.0 pytest==8.3.4 pytest-timeout==2.3.1 pyOpenSSL==24.2.1 pyjks==20.0.0 objgraph==3.6.2
+  "$venv/bin/pip" install -q kazoo==2.11.0 pytest==8.3.4 pytest-timeout==2.3.1 pyOpenSSL==24.2.1 pyjks==20.0.0 objgraph==3.6.2 gevent==26.9.0 eventlet==0.41.3
 fi
 work="$(mktemp -d)"
 pids=()
@@ -56,5 +56,5 @@ done
 echo "conclave cluster ready: $hosts"
 cd "$work"
 CONCLAVE_ZK_HOSTS="$hosts" PYTHONPATH="$here" "$venv/bin/python" -m pytest -p conclave_kazoo_shim \
-  --pyargs kazoo.tests -rs -q -p no:cacheprovider --timeout 60 "$@" || status=$?
+  --pyargs kazoo.tests -rfs -q -p no:cacheprovider --timeout 60 "$@" || status=$?
 exit "${status:-0}"

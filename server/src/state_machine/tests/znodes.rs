@@ -8,11 +8,18 @@ use crate::log_entry::zk::ZkOp;
 use crate::state_machine::znodes::{ZStat, ZkOpResult};
 
 fn create(path: &str, data: &str) -> ZkOp {
-    ZkOp::Create { path: path.into(), data: b(data), ephemeral: false, sequential: false, container: false }
+    ZkOp::Create {
+        path: path.into(),
+        data: Some(b(data)),
+        ephemeral: false,
+        sequential: false,
+        container: false,
+        acl: vec![],
+    }
 }
 
 fn zk(n: &mut Node, session: u64, ops: Vec<ZkOp>) -> (u64, Vec<ZkOpResult>) {
-    let outcome = n.ok(Command::Zk { session, ops });
+    let outcome = n.ok(Command::Zk { session, ids: vec![], ops });
     match outcome.body {
         OutcomeBody::Zk { results } => (outcome.revision, results),
         other => panic!("not a zk outcome: {other:?}"),
@@ -44,7 +51,7 @@ fn stat_fields_follow_zookeeper() {
         ZStat { czxid: 1, mzxid: 1, ctime: 1_000, mtime: 1_000, data_length: 2, pzxid: 1, ..ZStat::default() };
     assert_eq!(r, vec![ZkOpResult::Create { path: "/a".into(), stat: created }]);
     zk(&mut n, s, vec![create("/a/b", "")]);
-    zk(&mut n, s, vec![ZkOp::SetData { path: "/a".into(), data: b("z"), version: 0 }]);
+    zk(&mut n, s, vec![ZkOp::SetData { path: "/a".into(), data: Some(b("z")), version: 0 }]);
     let st = stat(&n, "/a");
     assert_eq!((st.czxid, st.mzxid, st.version, st.data_length), (1, 3, 1, 1));
     assert_eq!((st.cversion, st.num_children, st.pzxid), (1, 1, 2), "a child changes cversion and pzxid, not mzxid");
@@ -65,8 +72,15 @@ fn errors_are_zookeepers_codes() {
     assert_eq!(one(&mut n, create("/x/y", "")), vec![err(Code::NoNode)]);
     assert_eq!(one(&mut n, ZkOp::Delete { path: "/a".into(), version: -1 }), vec![err(Code::NotEmpty)]);
     assert_eq!(one(&mut n, ZkOp::Delete { path: "/a/b".into(), version: 3 }), vec![err(Code::BadVersion)]);
-    assert_eq!(one(&mut n, ZkOp::SetData { path: "/q".into(), data: vec![], version: -1 }), vec![err(Code::NoNode)]);
-    let eph = ZkOp::Create { path: "/e".into(), data: vec![], ephemeral: true, sequential: false, container: false };
+    assert_eq!(one(&mut n, ZkOp::SetData { path: "/q".into(), data: None, version: -1 }), vec![err(Code::NoNode)]);
+    let eph = ZkOp::Create {
+        path: "/e".into(),
+        data: None,
+        ephemeral: true,
+        sequential: false,
+        container: false,
+        acl: vec![],
+    };
     one(&mut n, eph);
     assert_eq!(one(&mut n, create("/e/c", "")), vec![err(Code::NoChildrenForEphemerals)]);
     assert_eq!(zk(&mut n, 999, vec![create("/z", "")]).1, vec![err(Code::SessionExpired)]);
@@ -79,8 +93,14 @@ fn sequential_names_use_the_parents_cversion() {
     zk(&mut n, s, vec![create("/q", "")]);
     zk(&mut n, s, vec![create("/q/other", "")]);
     let seq = |n: &mut Node| {
-        let op =
-            ZkOp::Create { path: "/q/lock-".into(), data: vec![], ephemeral: true, sequential: true, container: false };
+        let op = ZkOp::Create {
+            path: "/q/lock-".into(),
+            data: None,
+            ephemeral: true,
+            sequential: true,
+            container: false,
+            acl: vec![],
+        };
         match zk(n, s, vec![op]).1.remove(0) {
             ZkOpResult::Create { path, .. } => path,
             other => panic!("{other:?}"),
@@ -110,9 +130,22 @@ fn a_failed_multi_changes_nothing_and_reports_like_zookeeper() {
 fn ephemerals_go_with_their_session_and_containers_with_their_last_child() {
     let mut n = Node::new();
     let s = session(&mut n);
-    let container =
-        ZkOp::Create { path: "/c".into(), data: vec![], ephemeral: false, sequential: false, container: true };
-    let eph = ZkOp::Create { path: "/c/e".into(), data: vec![], ephemeral: true, sequential: false, container: false };
+    let container = ZkOp::Create {
+        path: "/c".into(),
+        data: None,
+        ephemeral: false,
+        sequential: false,
+        container: true,
+        acl: vec![],
+    };
+    let eph = ZkOp::Create {
+        path: "/c/e".into(),
+        data: None,
+        ephemeral: true,
+        sequential: false,
+        container: false,
+        acl: vec![],
+    };
     zk(&mut n, s, vec![container, eph]);
     assert_eq!(stat(&n, "/c/e").ephemeral_owner, s);
     assert_eq!(n.sm.sessions().get(s).map(|x| x.keys.len()), Some(1), "a ZooKeeper ephemeral is a session-bound key");
@@ -121,8 +154,14 @@ fn ephemerals_go_with_their_session_and_containers_with_their_last_child() {
     assert_eq!(stat(&n, "/").num_children, 0);
     // An empty container that never had a child stays.
     let s2 = session(&mut n);
-    let container =
-        ZkOp::Create { path: "/d".into(), data: vec![], ephemeral: false, sequential: false, container: true };
+    let container = ZkOp::Create {
+        path: "/d".into(),
+        data: None,
+        ephemeral: false,
+        sequential: false,
+        container: true,
+        acl: vec![],
+    };
     zk(&mut n, s2, vec![container]);
     assert!(n.sm.zk_stat("/d").is_some());
 }
@@ -152,20 +191,57 @@ fn replicas_applying_the_same_zookeeper_log_agree() {
                 0 => vec![create(&path, "v")],
                 1 => vec![ZkOp::Create {
                     path: format!("{path}/s-"),
-                    data: vec![],
+                    data: None,
                     ephemeral: i % 3 == 0,
                     sequential: true,
                     container: false,
+                    acl: vec![],
                 }],
-                2 => vec![ZkOp::SetData { path: path.clone(), data: b("w"), version: -1 }],
+                2 => vec![ZkOp::SetData { path: path.clone(), data: Some(b("w")), version: -1 }],
                 _ => vec![ZkOp::Delete { path, version: -1 }],
             };
             n.index += 1;
-            let batch = BatchV1 { leader_time_ms: 1_000 + i, proposals: vec![prop(Command::Zk { session: s, ops })] };
+            let batch = BatchV1 {
+                leader_time_ms: 1_000 + i,
+                proposals: vec![prop(Command::Zk { session: s, ids: vec![], ops })],
+            };
             n.sm.apply_batch(&batch, n.index);
         }
         n.ok(Command::SessionClose { session_id: s });
         n.sm
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn acls_are_checked_by_apply_in_zookeepers_order() {
+    use crate::log_entry::zk::{ZkAcl, ZkId};
+    let mut n = Node::new();
+    let s = session(&mut n);
+    let alice = ZkId { scheme: "digest".into(), id: "alice:hash".into() };
+    let only_alice = vec![ZkAcl { perms: 31, scheme: "digest".into(), id: "alice:hash".into() }];
+    let guarded = ZkOp::Create {
+        path: "/g".into(),
+        data: None,
+        ephemeral: false,
+        sequential: false,
+        container: false,
+        acl: only_alice,
+    };
+    zk(&mut n, s, vec![guarded]);
+    let as_ = |n: &mut Node, ids: Vec<ZkId>, op: ZkOp| match n.ok(Command::Zk { session: s, ids, ops: vec![op] }).body {
+        OutcomeBody::Zk { mut results } => results.remove(0),
+        other => panic!("{other:?}"),
+    };
+    let set = || ZkOp::SetData { path: "/g".into(), data: Some(b("x")), version: 5 };
+    assert_eq!(as_(&mut n, vec![], set()), err(Code::NoAuth), "NoAuth comes before BadVersion");
+    assert_eq!(as_(&mut n, vec![alice.clone()], set()), err(Code::BadVersion));
+    assert_eq!(as_(&mut n, vec![], create("/g/c", "")), err(Code::NoAuth));
+    assert!(matches!(as_(&mut n, vec![alice.clone()], create("/g/c", "")), ZkOpResult::Create { .. }));
+    let open = vec![ZkAcl { perms: 1, scheme: "ip".into(), id: "10.0.0.0/8".into() }];
+    let set_acl = ZkOp::SetAcl { path: "/g".into(), acl: open, version: 0 };
+    assert!(matches!(as_(&mut n, vec![alice], set_acl), ZkOpResult::SetAcl { stat } if stat.aversion == 1));
+    let from = |ip: &str| vec![ZkId { scheme: "ip".into(), id: ip.into() }];
+    assert_eq!(as_(&mut n, from("10.1.2.3"), ZkOp::Check { path: "/g".into(), version: -1 }), ZkOpResult::Check);
+    assert_eq!(as_(&mut n, from("11.1.2.3"), ZkOp::Check { path: "/g".into(), version: -1 }), err(Code::NoAuth));
 }
