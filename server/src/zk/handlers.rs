@@ -350,7 +350,13 @@ impl Conn {
                     _ => return Err(Code::BadArguments.into()),
                 };
                 watches.push((kind, path));
-                Ok((self.last_zxid, Ok(Vec::new())))
+                // The Java client reads an ErrorResponse { int err } here.
+                Ok((
+                    self.last_zxid,
+                    body(|w| {
+                        w.int(0);
+                    }),
+                ))
             }
             op::REMOVE_WATCHES | op::CHECK_WATCHES => {
                 let path = r.string()?;
