@@ -42,6 +42,7 @@ pub(crate) struct SnapshotContentsV1 {
 
 /// Snapshot format 2 (read only).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 pub(crate) struct SnapshotContentsV2 {
     /// Always 2.
     pub(crate) _format: u32,
