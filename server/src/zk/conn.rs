@@ -136,6 +136,7 @@ impl Conn {
         let mut applied = self.ctx.node.subscribe_applied();
         let mut ticker = tokio::time::interval(self.timeout / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut session_seen = false;
         let (renew_tx, mut renew_rx) = mpsc::channel::<bool>(1);
         loop {
             tokio::select! {
@@ -153,8 +154,13 @@ impl Conn {
                     }
                     let revision = applied.borrow_and_update().revision;
                     self.deliver(revision).await?;
-                    let gone = self.ctx.node.view(|sm| sm.sessions().get(self.session_id).is_none()).unwrap_or(true);
-                    if gone {
+                    // A member that has not applied a new session's creation yet (it was
+                    // proposed through the leader) must not take it for ended: only a session
+                    // seen here and then gone has ended.
+                    let live = self.ctx.node.view(|sm| sm.sessions().get(self.session_id).is_some()).unwrap_or(false);
+                    if live {
+                        session_seen = true;
+                    } else if session_seen {
                         return Err(std::io::Error::other("the session ended"));
                     }
                 }

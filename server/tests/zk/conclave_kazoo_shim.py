@@ -58,7 +58,6 @@ harness.get_global_cluster = _global_cluster
 # test id substring -> reason (each is listed in the run's summary).
 SKIPS = {
     # Stops or restarts ZooKeeper servers by name (self.cluster[i].stop()/run()).
-    "test_connection.py::TestConnectionDrop::test_connection_dropped_and_reconnect_during_reading": "restarts servers by name",
     "test_connection.py::TestReadOnlyMode": "stops servers by name (read-only mode)",
     # (these three run once per handler: threading, gevent, eventlet)
     "::test_request_queuing_session_recovered": "stops servers by name",
@@ -68,7 +67,6 @@ SKIPS = {
     "test_client.py::TestSSLClient": "needs the TLS certificates kazoo's Java cluster generates",
     # Needs a server feature Conclave refuses with ZooKeeper's own codes.
     "test_sasl.py": "SASL (Kerberos / JAAS digest) authentication is not offered",
-    "test_build.py": "compares with the ZOOKEEPER_VERSION of kazoo's CI",
 }
 
 

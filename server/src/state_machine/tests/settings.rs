@@ -97,7 +97,8 @@ fn format_2_snapshots_still_load_without_znodes() {
         client_addrs: sm.client_addrs.clone(),
     };
     let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
-    let bytes = crate::log_entry::encode(&SnapshotContentsV2 { _format: 2, meta: meta.clone(), state }).expect("encodes");
+    let bytes =
+        crate::log_entry::encode(&SnapshotContentsV2 { _format: 2, meta: meta.clone(), state }).expect("encodes");
     let loaded = SnapshotContents::from_bytes(&bytes).expect("format 2 decodes");
     assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
     assert_eq!(loaded.state, sm, "the same state, with an empty ZooKeeper namespace");
