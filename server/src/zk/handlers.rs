@@ -7,218 +7,21 @@
 
 use conclave_proto::zookeeper::{op, Code};
 
-use super::codec::{open_acl, Acl, CodecError, Reader, Writer};
+use super::codec::{Acl, Reader, Writer};
 use super::conn::Conn;
 use super::paths::{is_reserved, reserved_node, validate};
+use super::requests::{
+    acl_of, body, create_op, node_view, other_op, read_body, resolve_acls, result_body, writable, Answer, Fail,
+    NewWatch,
+};
 use super::watches::WatcherType;
 use crate::error::Error;
-use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp};
+use crate::log_entry::zk::{ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
 use crate::node::Consistency;
 use crate::state_machine::response::{CommandError, OutcomeBody};
-use crate::state_machine::znodes::{failed_results, key_of, path_of, perm, permits, ZStat, ZkOpResult};
+use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult};
 use crate::state_machine::StateMachine;
-
-/// Why a request got no ordinary answer.
-pub(super) enum Fail {
-    /// Answer with this code at the connection's last zxid.
-    Code(Code),
-    /// The cluster cannot serve it now: close the connection.
-    Fatal(Error),
-}
-
-impl From<CodecError> for Fail {
-    fn from(_: CodecError) -> Self {
-        Fail::Code(Code::MarshallingError)
-    }
-}
-
-impl From<Code> for Fail {
-    fn from(c: Code) -> Self {
-        Fail::Code(c)
-    }
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Command(CommandError::SessionNotFound { .. }) => Fail::Code(Code::SessionExpired),
-            Error::RequestTooLarge { .. } | Error::InvalidArgument(_) | Error::LimitExceeded(_) => {
-                Fail::Code(Code::BadArguments)
-            }
-            other => Fail::Fatal(other),
-        }
-    }
-}
-
-/// A reply: the zxid it reflects and its body or error code.
-pub(super) type Answer = (u64, Result<Vec<u8>, Code>);
-
-/// A watch to add once the events before the reply are sent.
-#[derive(Clone, Copy)]
-enum NewWatch {
-    Data,
-    Child,
-    Persistent,
-    Recursive,
-}
-
-/// What a reader sees of a znode: data (`None`: null), stat, children.
-type NodeView = (Option<Vec<u8>>, ZStat, Vec<String>);
-
-/// A znode's data, stat and children as a reader sees them (reserved nodes included), or
-/// NOAUTH when `ids` may not read it (`None`: no ACL check).
-fn node_view(sm: &StateMachine, path: &str, ids: Option<&[ZkId]>) -> Option<Result<NodeView, Code>> {
-    if let Some((children, stat)) = reserved_node(path) {
-        return Some(Ok((Some(Vec::new()), stat, children)));
-    }
-    if ids.is_some_and(|ids| !permits(&acl_of(sm, path), ids, perm::READ)) {
-        return sm.zk_stat(path).map(|_| Err(Code::NoAuth));
-    }
-    let mut stat = sm.zk_stat(path)?;
-    let null = sm.znodes().meta(path).is_some_and(|m| m.null_data);
-    let data = sm.kv().get(&key_of(path)).map(|kv| kv.value).filter(|_| !null);
-    let mut children: Vec<String> =
-        sm.znodes().meta(path).map(|m| m.children.iter().cloned().collect()).unwrap_or_default();
-    if path == "/" {
-        children.insert(0, "zookeeper".into());
-        stat.num_children += 1;
-    }
-    Some(Ok((data, stat, children)))
-}
-
-/// A znode's stored ACL (`world:anyone` ALL when none was stored: the root).
-fn acl_of(sm: &StateMachine, path: &str) -> Vec<ZkAcl> {
-    sm.znodes().meta(path).map(|m| m.acl.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| vec![open()])
-}
-
-fn open() -> ZkAcl {
-    let a = open_acl();
-    ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }
-}
-
-/// Resolves a request's ACL like ZooKeeper: `auth` entries become the connection's digest
-/// identities; `world` must be `anyone`; schemes other than world, digest, ip, auth are refused.
-///
-/// # Errors
-/// INVALIDACL for an empty list, an unknown scheme, or `auth` without a digest identity.
-fn resolve_acls(acls: Vec<Acl>, ids: &[ZkId]) -> Result<Vec<ZkAcl>, Code> {
-    let mut out = Vec::new();
-    for a in acls {
-        match a.scheme.as_str() {
-            "world" if a.id == "anyone" => out.push(ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }),
-            "digest" | "ip" => out.push(ZkAcl { perms: a.perms, scheme: a.scheme, id: a.id }),
-            "auth" => {
-                let before = out.len();
-                for i in ids.iter().filter(|i| i.scheme == "digest") {
-                    out.push(ZkAcl { perms: a.perms, scheme: i.scheme.clone(), id: i.id.clone() });
-                }
-                if out.len() == before {
-                    return Err(Code::InvalidAcl);
-                }
-            }
-            _ => return Err(Code::InvalidAcl),
-        }
-    }
-    if out.is_empty() {
-        return Err(Code::InvalidAcl);
-    }
-    // ZooKeeper (since 3.5) drops duplicate entries.
-    let mut unique = Vec::with_capacity(out.len());
-    for a in out {
-        if !unique.contains(&a) {
-            unique.push(a);
-        }
-    }
-    Ok(unique)
-}
-
-fn body(f: impl FnOnce(&mut Writer)) -> Result<Vec<u8>, Code> {
-    let mut w = Writer::default();
-    f(&mut w);
-    Ok(w.into_inner())
-}
-
-/// The `ZkOp` of a create record (create, create2, createContainer, createTTL).
-fn create_op(opcode: i32, r: &mut Reader<'_>, ids: &[ZkId]) -> Result<ZkOp, Fail> {
-    let path = r.string()?;
-    let data = r.buffer()?.map(<[u8]>::to_vec);
-    let acls = r.acls()?;
-    let flags = r.int()?;
-    if opcode == op::CREATE_TTL {
-        let _ttl = r.long()?;
-        return Err(Code::Unimplemented.into());
-    }
-    let acl = resolve_acls(acls, ids)?;
-    let (ephemeral, sequential, container) = match (opcode, flags) {
-        (op::CREATE_CONTAINER, 4) => (false, false, true),
-        (op::CREATE_CONTAINER, _) | (_, 4) => return Err(Code::BadArguments.into()),
-        (_, 0) => (false, false, false),
-        (_, 1) => (true, false, false),
-        (_, 2) => (false, true, false),
-        (_, 3) => (true, true, false),
-        (_, 5 | 6) => return Err(Code::Unimplemented.into()),
-        _ => return Err(Code::BadArguments.into()),
-    };
-    validate(&path, sequential)?;
-    if is_reserved(&path) || path == "/" {
-        return Err(
-            if reserved_node(&path).is_some() || path == "/" { Code::NodeExists } else { Code::BadArguments }.into()
-        );
-    }
-    Ok(ZkOp::Create { path, data, ephemeral, sequential, container, acl })
-}
-
-/// A path a write may change (not the root, not reserved).
-fn writable(path: &str) -> Result<(), Code> {
-    validate(path, false)?;
-    if path == "/" || is_reserved(path) {
-        return Err(Code::BadArguments);
-    }
-    Ok(())
-}
-
-/// The `ZkOp` of a delete, setData or check record.
-fn other_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
-    let path = r.string()?;
-    let op = match opcode {
-        op::DELETE => ZkOp::Delete { version: r.int()?, path },
-        op::SET_DATA => ZkOp::SetData { data: r.buffer()?.map(<[u8]>::to_vec), version: r.int()?, path },
-        op::CHECK => ZkOp::Check { version: r.int()?, path },
-        _ => return Err(Code::BadArguments.into()),
-    };
-    // SET_ACL is read by `set_acl_op` (it needs the connection's identities).
-    match &op {
-        ZkOp::Check { path, .. } => validate(path, false)?,
-        ZkOp::Delete { path, .. }
-        | ZkOp::SetData { path, .. }
-        | ZkOp::Create { path, .. }
-        | ZkOp::SetAcl { path, .. } => writable(path)?,
-    }
-    Ok(op)
-}
-
-/// One write result as its reply body (for `opcode`), or its error code.
-fn result_body(opcode: i32, result: &ZkOpResult, w: &mut Writer) -> Result<(), Code> {
-    match result {
-        ZkOpResult::Create { path, stat } => {
-            w.string(path);
-            if opcode != op::CREATE {
-                w.stat(stat);
-            }
-        }
-        ZkOpResult::SetData { stat } | ZkOpResult::SetAcl { stat } => {
-            w.stat(stat);
-        }
-        ZkOpResult::Delete | ZkOpResult::Check => {}
-        ZkOpResult::Error { code } => return Err(code_of(*code)),
-    }
-    Ok(())
-}
-
-fn code_of(v: i32) -> Code {
-    Code::from_value(v).unwrap_or(Code::SystemError)
-}
 
 impl Conn {
     /// Handles one request frame; returns false when the connection must end after it.
@@ -436,20 +239,20 @@ impl Conn {
     }
 
     /// The connection's identities: its address, and the digests it added.
-    fn ids(&self) -> Vec<ZkId> {
+    pub(super) fn ids(&self) -> Vec<ZkId> {
         let mut ids = vec![ZkId { scheme: "ip".into(), id: self.peer.ip().to_string() }];
         ids.extend(self.auth.iter().map(|(scheme, id)| ZkId { scheme: scheme.clone(), id: id.clone() }));
         ids
     }
 
     /// Runs `f` on this member's state once it has applied what the connection has seen.
-    async fn read<T>(&self, f: impl FnOnce(&StateMachine) -> T) -> Result<(u64, T), Fail> {
+    pub(super) async fn read<T>(&self, f: impl FnOnce(&StateMachine) -> T) -> Result<(u64, T), Fail> {
         let c = Consistency::Serializable { min_revision: self.last_zxid };
         Ok(self.ctx.node.read(c, |sm| Ok((sm.revision(), f(sm)))).await?)
     }
 
     /// Proposes `ops` for this session and waits until this member applied them.
-    async fn write(&self, ops: Vec<ZkOp>) -> Result<(u64, Vec<ZkOpResult>), Fail> {
+    pub(super) async fn write(&self, ops: Vec<ZkOp>) -> Result<(u64, Vec<ZkOpResult>), Fail> {
         let size = 32
             + ops
                 .iter()
@@ -473,162 +276,10 @@ impl Conn {
         }
     }
 
-    async fn write_one(&self, opcode: i32, zk_op: ZkOp) -> Result<Answer, Fail> {
+    pub(super) async fn write_one(&self, opcode: i32, zk_op: ZkOp) -> Result<Answer, Fail> {
         let (zxid, results) = self.write(vec![zk_op]).await?;
         let mut w = Writer::default();
         let result = results.first().ok_or(Code::SystemError).and_then(|r| result_body(opcode, r, &mut w));
         Ok((zxid, result.map(|()| w.into_inner())))
     }
-
-    async fn multi(&self, r: &mut Reader<'_>) -> Result<Answer, Fail> {
-        let mut ops = Vec::new();
-        let mut opcodes = Vec::new();
-        let mut invalid = None;
-        loop {
-            let (opcode, done, _err) = (r.int()?, r.bool()?, r.int()?);
-            if done {
-                break;
-            }
-            let parsed = match opcode {
-                op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => create_op(opcode, r, &self.ids()),
-                op::DELETE | op::SET_DATA | op::CHECK => other_op(opcode, r),
-                _ => return Err(Code::Unimplemented.into()),
-            };
-            match parsed {
-                Ok(zk_op) => ops.push(zk_op),
-                Err(Fail::Code(c)) => {
-                    invalid.get_or_insert((opcodes.len(), c));
-                    ops.push(ZkOp::Check { path: "/".into(), version: -1 });
-                }
-                Err(fatal) => return Err(fatal),
-            }
-            opcodes.push(opcode);
-        }
-        let (zxid, results) = match invalid {
-            Some((idx, code)) => (self.last_zxid, failed_results(ops.len(), idx, code)),
-            None if ops.is_empty() => (self.last_zxid, Vec::new()),
-            None => self.write(ops).await?,
-        };
-        let mut w = Writer::default();
-        for (opcode, result) in opcodes.iter().zip(&results) {
-            match result {
-                ZkOpResult::Error { code } => {
-                    w.int(-1).bool(false).int(*code).int(*code);
-                }
-                ok => {
-                    w.int(*opcode).bool(false).int(0);
-                    let _ = result_body(*opcode, ok, &mut w);
-                }
-            }
-        }
-        w.int(-1).bool(true).int(-1);
-        Ok((zxid, Ok(w.into_inner())))
-    }
-
-    async fn multi_read(&self, r: &mut Reader<'_>) -> Result<Answer, Fail> {
-        let mut reads = Vec::new();
-        loop {
-            let (opcode, done, _err) = (r.int()?, r.bool()?, r.int()?);
-            if done {
-                break;
-            }
-            if !matches!(opcode, op::GET_DATA | op::GET_CHILDREN) {
-                return Err(Code::BadArguments.into());
-            }
-            let path = r.string()?;
-            let _watch = r.bool()?;
-            reads.push((opcode, path));
-        }
-        let ids = self.ids();
-        let (zxid, views) = self
-            .read(|sm| {
-                reads
-                    .iter()
-                    .map(|(_, p)| validate(p, false).ok().and_then(|()| node_view(sm, p, Some(&ids))))
-                    .collect::<Vec<_>>()
-            })
-            .await?;
-        let mut w = Writer::default();
-        for ((opcode, _), view) in reads.iter().zip(views) {
-            let answer = view.unwrap_or(Err(Code::NoNode));
-            match answer.and_then(|(data, stat, children)| read_body(*opcode, &data, &stat, &children)) {
-                Ok(b) => {
-                    w.int(*opcode).bool(false).int(0).raw(&b);
-                }
-                Err(code) => {
-                    w.int(-1).bool(false).int(code.value()).int(code.value());
-                }
-            }
-        }
-        w.int(-1).bool(true).int(-1);
-        Ok((zxid, Ok(w.into_inner())))
-    }
-
-    /// Re-registers a reconnecting client's watches, first firing what changed since
-    /// `relativeZxid` (ZooKeeper's `DataTree.setWatches` rules), so no change is missed.
-    async fn set_watches(&mut self, opcode: i32, r: &mut Reader<'_>) -> Result<Answer, Fail> {
-        use conclave_proto::zookeeper::event;
-        let relative = r.long()?.max(0) as u64;
-        let (data, exist, child) = (r.strings()?, r.strings()?, r.strings()?);
-        let (persistent, recursive) =
-            if opcode == op::SET_WATCHES2 { (r.strings()?, r.strings()?) } else { (Vec::new(), Vec::new()) };
-        let (zxid, (events, regs)) = self
-            .read(|sm| {
-                let mut events = Vec::new();
-                let mut regs = Vec::new();
-                for p in &data {
-                    match sm.zk_stat(p) {
-                        None => events.push((event::NODE_DELETED, p.clone())),
-                        Some(s) if s.mzxid > relative => events.push((event::NODE_DATA_CHANGED, p.clone())),
-                        Some(_) => regs.push((NewWatch::Data, p.clone())),
-                    }
-                }
-                for p in &exist {
-                    match sm.zk_stat(p) {
-                        Some(_) => events.push((event::NODE_CREATED, p.clone())),
-                        None => regs.push((NewWatch::Data, p.clone())),
-                    }
-                }
-                for p in &child {
-                    match sm.zk_stat(p) {
-                        None => events.push((event::NODE_DELETED, p.clone())),
-                        Some(s) if s.pzxid > relative => events.push((event::NODE_CHILDREN_CHANGED, p.clone())),
-                        Some(_) => regs.push((NewWatch::Child, p.clone())),
-                    }
-                }
-                regs.extend(persistent.iter().map(|p| (NewWatch::Persistent, p.clone())));
-                regs.extend(recursive.iter().map(|p| (NewWatch::Recursive, p.clone())));
-                (events, regs)
-            })
-            .await?;
-        self.deliver(zxid).await.map_err(|e| Fail::Fatal(Error::Internal(e.to_string())))?;
-        for (kind, path) in events {
-            self.send_event(zxid, kind, &path).await.map_err(|e| Fail::Fatal(Error::Internal(e.to_string())))?;
-        }
-        for (kind, path) in regs {
-            match kind {
-                NewWatch::Data => self.watches.data.insert(path),
-                NewWatch::Child => self.watches.child.insert(path),
-                NewWatch::Persistent => self.watches.persistent.insert(path),
-                NewWatch::Recursive => self.watches.recursive.insert(path),
-            };
-        }
-        Ok((zxid, Ok(Vec::new())))
-    }
-}
-
-/// The body of a getData / exists / getChildren / getChildren2 reply.
-fn read_body(opcode: i32, data: &Option<Vec<u8>>, stat: &ZStat, children: &[String]) -> Result<Vec<u8>, Code> {
-    body(|w| {
-        match opcode {
-            op::GET_DATA => match data {
-                Some(d) => w.buffer(d),
-                None => w.int(-1),
-            }
-            .stat(stat),
-            op::GET_CHILDREN => w.strings(children),
-            op::GET_CHILDREN2 => w.strings(children).stat(stat),
-            _ => w.stat(stat),
-        };
-    })
 }

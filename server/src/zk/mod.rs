@@ -5,7 +5,8 @@
 //! watches fire from committed history (`subscribe_applied`).
 //!
 //! Modules: `codec` (jute records), `session` (handshake), `conn` (one task per TCP
-//! connection, requests answered in order), `handlers` (one function per opcode), `watches`,
+//! connection, requests answered in order), `handlers` (one arm per opcode), `requests`
+//! (request decoding, reply encoding), `multi` (multi, multiRead, setWatches), `watches`,
 //! `four_letter` (`ruok`, `srvr`, ... on the same port). The znode mapping and `Stat` rules are
 //! in `state_machine::znodes`.
 
@@ -14,7 +15,9 @@ mod conn;
 mod digest;
 mod four_letter;
 mod handlers;
+mod multi;
 mod paths;
+mod requests;
 pub mod session;
 pub mod watches;
 

@@ -198,8 +198,14 @@ async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyho
         w.string("/app").buffer(b"v2").int(0);
     });
     assert_eq!(again.await?.err, Code::BadVersion.value(), "versioned setData");
-    let r = b.read(op::GET_DATA, "/app", false).await?;
+    // Member 2 may not have applied the write yet (ZooKeeper allows that stale read): sync, then
+    // read. The event must arrive before the first reply at the new zxid.
+    let synced = b.call(op::SYNC, |w| {
+        w.string("/app");
+    });
+    assert_eq!(synced.await?.err, 0);
     assert_eq!(b.events, vec![(event::NODE_DATA_CHANGED, "/app".to_string())], "the event came before the data");
+    let r = b.read(op::GET_DATA, "/app", false).await?;
     assert_eq!(Reader::new(&r.body).buffer()?.map(<[u8]>::to_vec), Some(b"v1".to_vec()));
 
     // A failed multi changes nothing and reports per-op codes.
