@@ -314,3 +314,67 @@ async fn zookeeper_sessions_survive_a_leader_kill_and_expire_when_the_client_goe
     assert_no_panics(&z.c);
     Ok(())
 }
+
+/// Watches survive a reconnect to another member: `setWatches` from the client's last zxid
+/// fires what changed while it was away (data, exists and child watches), and re-registers the
+/// rest so later changes fire too.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_watches_after_a_reconnect_replays_what_changed_meanwhile() -> anyhow::Result<()> {
+    let z = zk_cluster().await?;
+    let mut a = Zk::connect(&zk_addr(&z, 1), new_session()).await?;
+    for path in ["/w", "/still", "/dir"] {
+        assert_eq!(a.create(op::CREATE, path, b"0", 0).await?.err, 0);
+    }
+    let seen = a.last_zxid;
+    let session = ConnectRequest {
+        session_id: a.session.session_id,
+        passwd: a.session.passwd.clone(),
+        last_zxid_seen: seen,
+        ..new_session()
+    };
+    drop(a);
+    // While the client is away: /w changes, /new appears, /dir gets a child.
+    let mut b = Zk::connect(&zk_addr(&z, 3), new_session()).await?;
+    let set = b.call(op::SET_DATA, |w| {
+        w.string("/w").buffer(b"1").int(-1);
+    });
+    assert_eq!(set.await?.err, 0);
+    assert_eq!(b.create(op::CREATE, "/new", b"", 0).await?.err, 0);
+    assert_eq!(b.create(op::CREATE, "/dir/c", b"", 0).await?.err, 0);
+
+    let mut a = Zk::connect(&zk_addr(&z, 2), session).await?;
+    let r = a
+        .call(op::SET_WATCHES, |w| {
+            w.long(seen).strings(&["/w", "/still"]).strings(&["/new", "/absent"]).strings(&["/dir"]);
+        })
+        .await?;
+    assert_eq!(r.err, 0);
+    let mut events = a.events.clone();
+    events.sort();
+    let expected = vec![
+        (event::NODE_CREATED, "/new".to_string()),
+        (event::NODE_DATA_CHANGED, "/w".to_string()),
+        (event::NODE_CHILDREN_CHANGED, "/dir".to_string()),
+    ];
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(events, sorted, "exactly what changed since zxid {seen}");
+    // The unchanged ones were registered again: a later change fires them.
+    let set = b.call(op::SET_DATA, |w| {
+        w.string("/still").buffer(b"1").int(-1);
+    });
+    assert_eq!(set.await?.err, 0);
+    assert_eq!(b.create(op::CREATE, "/absent", b"", 0).await?.err, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.events.len() < 5 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "re-registered watches did not fire: {:?}", a.events);
+        a.call(op::PING, |_| {}).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.events[3..].iter().cloned().collect::<std::collections::BTreeSet<_>>(),
+        [(event::NODE_DATA_CHANGED, "/still".to_string()), (event::NODE_CREATED, "/absent".to_string())].into()
+    );
+    assert_no_panics(&z.c);
+    Ok(())
+}
