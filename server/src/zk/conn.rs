@@ -134,7 +134,7 @@ impl Conn {
         last_frame: &AtomicU64,
     ) -> std::io::Result<()> {
         let mut applied = self.ctx.node.subscribe_applied();
-        let mut ticker = tokio::time::interval(self.timeout / 3);
+        let mut ticker = tokio::time::interval((self.timeout / 3).max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut session_seen = false;
         let (renew_tx, mut renew_rx) = mpsc::channel::<bool>(1);

@@ -378,3 +378,49 @@ async fn set_watches_after_a_reconnect_replays_what_changed_meanwhile() -> anyho
     assert_no_panics(&z.c);
     Ok(())
 }
+
+/// Malformed input never panics or stalls the member: garbage before and after the handshake,
+/// truncated records and oversized frames end that connection (or get MARSHALLINGERROR) while
+/// other clients are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_are_refused_without_harm() -> anyhow::Result<()> {
+    let z = zk_cluster().await?;
+    let addr = zk_addr(&z, 1);
+    for junk in
+        [vec![0xff, 0xff, 0xff, 0xf0], vec![0x7f, 0xff, 0xff, 0xff], vec![0, 0, 0, 3, 1, 2, 3], b"xyzw".to_vec()]
+    {
+        let mut s = TcpStream::connect(&addr).await?;
+        s.write_all(&junk).await?;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the member closed the connection after {junk:?}");
+    }
+    let mut a = Zk::connect(&addr, new_session()).await?;
+    // A create record cut short, and a getData with trailing junk in a short frame.
+    assert_eq!(
+        a.call(op::CREATE, |w| {
+            w.string("/cut");
+        })
+        .await?
+        .err,
+        Code::MarshallingError.value()
+    );
+    assert_eq!(
+        a.call(op::GET_DATA, |w| {
+            w.int(-7);
+        })
+        .await?
+        .err,
+        Code::MarshallingError.value()
+    );
+    assert_eq!(a.create(op::CREATE, "/fine", b"", 0).await?.err, 0, "the connection still works");
+    // A frame over jute.maxbuffer ends this connection only.
+    a.stream.write_all(&(2 * 1024 * 1024i32).to_be_bytes()).await?;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), a.stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an oversized frame closes the connection");
+    let mut b = Zk::connect(&addr, new_session()).await?;
+    assert_eq!(b.read(op::EXISTS, "/fine", false).await?.err, 0);
+    assert_no_panics(&z.c);
+    Ok(())
+}
