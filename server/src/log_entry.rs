@@ -209,6 +209,17 @@ pub enum Command {
         /// The secret.
         secret: [u64; 2],
     },
+    /// Consecutive ZooKeeper write requests one connection pipelined, applied in order, each
+    /// exactly like a `Zk` command (its own revision when it changes anything, its own
+    /// all-or-nothing outcome): one log round trip for many requests, same results.
+    ZkBatch {
+        /// The session sending them; must be live.
+        session: u64,
+        /// The sending connection's identities.
+        ids: Vec<zk::ZkId>,
+        /// The requests' ops, in arrival order.
+        requests: Vec<Vec<zk::ZkOp>>,
+    },
 }
 
 /// One operation inside a transaction.

@@ -248,6 +248,10 @@ impl StateMachine {
             }
             Command::Zk { session, ids, ops } => self.apply_zk(*session, ids, ops, time_ms, next),
             Command::ZkSecret { secret } => (false, self.apply_zk_secret(*secret)),
+            // Each request bumps the revision itself; nothing is left to bump here.
+            Command::ZkBatch { session, ids, requests } => {
+                (false, self.apply_zk_batch(*session, ids, requests, time_ms))
+            }
         };
         if changed {
             self.revision = next;

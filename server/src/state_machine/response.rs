@@ -88,6 +88,12 @@ pub enum OutcomeBody {
         /// Per-op results (all `Error` when the request failed: see `znodes`).
         results: Vec<super::znodes::ZkOpResult>,
     },
+    /// A batch of ZooKeeper requests (`Command::ZkBatch`): per request, the revision after it
+    /// and its per-op results.
+    ZkBatch {
+        /// One entry per request, in order.
+        results: Vec<(u64, Vec<super::znodes::ZkOpResult>)>,
+    },
     /// The ZooKeeper password secret in force.
     ZkSecret {
         /// The secret.

@@ -262,15 +262,25 @@ impl StateMachine {
         time_ms: u64,
         next: u64,
     ) -> (bool, OutcomeBody) {
+        let (changed, results) = self.apply_zk_ops(session, ids, ops, time_ms, next);
+        (changed, OutcomeBody::Zk { results })
+    }
+
+    fn apply_zk_ops(
+        &mut self,
+        session: u64,
+        ids: &[ZkId],
+        ops: &[ZkOp],
+        time_ms: u64,
+        next: u64,
+    ) -> (bool, Vec<ZkOpResult>) {
         if self.sessions.get(session).is_none() {
             let results = vec![ZkOpResult::Error { code: Code::SessionExpired.value() }; ops.len().max(1)];
-            return (false, OutcomeBody::Zk { results });
+            return (false, results);
         }
         let paths = match self.zk_dry_run(ops, ids) {
             Ok(paths) => paths,
-            Err((failed, code)) => {
-                return (false, OutcomeBody::Zk { results: failed_results(ops.len(), failed, code) })
-            }
+            Err((failed, code)) => return (false, failed_results(ops.len(), failed, code)),
         };
         let mut emptied = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
@@ -319,7 +329,28 @@ impl StateMachine {
         }
         self.collect_containers(emptied, next);
         let changed = ops.iter().any(|op| !matches!(op, ZkOp::Check { .. }));
-        (changed, OutcomeBody::Zk { results })
+        (changed, results)
+    }
+
+    /// Applies pipelined requests in order, each at its own revision exactly as
+    /// [`Self::apply_zk`] would one by one.
+    pub(super) fn apply_zk_batch(
+        &mut self,
+        session: u64,
+        ids: &[ZkId],
+        requests: &[Vec<ZkOp>],
+        time_ms: u64,
+    ) -> OutcomeBody {
+        let mut results = Vec::with_capacity(requests.len());
+        for ops in requests {
+            let next = self.revision + 1;
+            let (changed, r) = self.apply_zk_ops(session, ids, ops, time_ms, next);
+            if changed {
+                self.revision = next;
+            }
+            results.push((self.revision, r));
+        }
+        OutcomeBody::ZkBatch { results }
     }
 
     /// Bookkeeping after znode `path`'s key was deleted (by a delete or its session's end):

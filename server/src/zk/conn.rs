@@ -19,10 +19,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec::{frame, ConnectRequest, Writer, MAX_FRAME};
+use super::handlers::batchable;
 use super::session::{self, Connected};
 use super::watches::{ChangeKind, Watches};
 use super::{four_letter, ConnInfo, ZkContext};
 use crate::state_machine::znodes::path_of;
+
+/// Most pipelined writes proposed in one log entry.
+const MAX_BATCH: usize = 64;
 
 /// A connection after its handshake.
 pub(super) struct Conn {
@@ -142,8 +146,36 @@ impl Conn {
             tokio::select! {
                 frame = rx.recv() => {
                     let Some(frame) = frame else { return Ok(()) };
+                    let frame = frame?;
                     self.received += 1;
-                    if !self.handle(&frame?).await? {
+                    // Writes the client pipelined behind this one share its log entry.
+                    let mut frames = vec![frame];
+                    let mut after = None;
+                    while batchable(&frames[0]) && frames.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Ok(f)) if batchable(&f) => frames.push(f),
+                            Ok(other) => {
+                                after = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.received += frames.len() as u64 - 1;
+                    let go_on = if frames.len() > 1 {
+                        self.handle_writes(&frames).await?;
+                        true
+                    } else {
+                        self.handle(&frames[0]).await?
+                    };
+                    let go_on = match after {
+                        Some(frame) if go_on => {
+                            self.received += 1;
+                            self.handle(&frame?).await?
+                        }
+                        _ => go_on,
+                    };
+                    if !go_on {
                         self.writer.flush().await?;
                         return Ok(());
                     }

@@ -47,17 +47,63 @@ impl Conn {
             };
             set.insert(path);
         }
+        self.reply(req_xid, zxid, result).await?;
+        Ok(opcode != op::CLOSE_SESSION)
+    }
+
+    /// Writes the reply to request `xid` at `zxid` (its events must already be sent).
+    async fn reply(&mut self, xid: i32, zxid: u64, result: Result<Vec<u8>, Code>) -> std::io::Result<()> {
         self.last_zxid = self.last_zxid.max(zxid);
         let mut w = Writer::default();
         let (err, body) = match result {
             Ok(body) => (0, body),
             Err(c) => (c.value(), Vec::new()),
         };
-        w.reply_header(req_xid, self.last_zxid as i64, err);
+        w.reply_header(xid, self.last_zxid as i64, err);
         let mut record = w.into_inner();
         record.extend_from_slice(&body);
-        self.send(&record).await?;
-        Ok(opcode != op::CLOSE_SESSION)
+        self.send(&record).await
+    }
+
+    /// Answers consecutive pipelined write frames (each [`batchable`]) with one proposal
+    /// (`Command::ZkBatch`), in order, each exactly as [`Conn::handle`] would. If any frame does
+    /// not decode, they are handled one by one instead (same answers).
+    pub(super) async fn handle_writes(&mut self, frames: &[Vec<u8>]) -> std::io::Result<()> {
+        let ids = self.ids();
+        let mut heads = Vec::with_capacity(frames.len());
+        let mut requests = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let mut r = Reader::new(frame);
+            let (Ok(xid), Ok(opcode)) = (r.int(), r.int()) else { return self.handle_each(frames).await };
+            let decoded = match opcode {
+                op::DELETE | op::SET_DATA => other_op(opcode, &mut r),
+                _ => create_op(opcode, &mut r, &ids),
+            };
+            let Ok(zk_op) = decoded else { return self.handle_each(frames).await };
+            heads.push((xid, opcode));
+            requests.push(vec![zk_op]);
+        }
+        let results = match self.write_batch(requests).await {
+            Ok(results) => results,
+            Err(Fail::Code(c)) => {
+                heads.iter().map(|_| (self.last_zxid, vec![ZkOpResult::Error { code: c.value() }])).collect()
+            }
+            Err(Fail::Fatal(e)) => return Err(std::io::Error::other(format!("cannot serve pipelined writes: {e}"))),
+        };
+        for ((xid, opcode), (zxid, result)) in heads.into_iter().zip(results) {
+            self.deliver(zxid).await?;
+            let mut w = Writer::default();
+            let answer = result.first().ok_or(Code::SystemError).and_then(|r| result_body(opcode, r, &mut w));
+            self.reply(xid, zxid, answer.map(|()| w.into_inner())).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_each(&mut self, frames: &[Vec<u8>]) -> std::io::Result<()> {
+        for frame in frames {
+            self.handle(frame).await?;
+        }
+        Ok(())
     }
 
     async fn dispatch(
@@ -253,27 +299,32 @@ impl Conn {
 
     /// Proposes `ops` for this session and waits until this member applied them.
     pub(super) async fn write(&self, ops: Vec<ZkOp>) -> Result<(u64, Vec<ZkOpResult>), Fail> {
-        let size = 32
-            + ops
-                .iter()
-                .map(|o| match o {
-                    ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => {
-                        path.len() + data.as_ref().map_or(0, Vec::len) + 16
-                    }
-                    ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,
-                    ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
-                })
-                .sum::<usize>();
-        crate::service::validate::request_size(size)?;
+        let size = ops_size(&ops);
         let command = Command::Zk { session: self.session_id, ids: self.ids(), ops };
-        let proposal = Proposal { request_id: None, command };
-        let outcome = self.ctx.node.propose(proposal, size).await?;
-        let applied_here = Consistency::Serializable { min_revision: outcome.revision };
-        self.ctx.node.read(applied_here, |_| Ok(())).await?;
-        match outcome.body {
-            OutcomeBody::Zk { results } => Ok((outcome.revision, results)),
+        let (revision, body) = self.propose_here(command, size).await?;
+        match body {
+            OutcomeBody::Zk { results } => Ok((revision, results)),
             other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
         }
+    }
+
+    /// Proposes pipelined requests in one entry; returns each one's revision and results.
+    async fn write_batch(&self, requests: Vec<Vec<ZkOp>>) -> Result<Vec<(u64, Vec<ZkOpResult>)>, Fail> {
+        let size = requests.iter().map(|ops| ops_size(ops)).sum();
+        let command = Command::ZkBatch { session: self.session_id, ids: self.ids(), requests };
+        match self.propose_here(command, size).await?.1 {
+            OutcomeBody::ZkBatch { results } => Ok(results),
+            other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
+        }
+    }
+
+    /// Proposes `command` and waits until this member applied it (later reads see it here).
+    async fn propose_here(&self, command: Command, size: usize) -> Result<(u64, OutcomeBody), Fail> {
+        crate::service::validate::request_size(size)?;
+        let outcome = self.ctx.node.propose(Proposal { request_id: None, command }, size).await?;
+        let applied_here = Consistency::Serializable { min_revision: outcome.revision };
+        self.ctx.node.read(applied_here, |_| Ok(())).await?;
+        Ok((outcome.revision, outcome.body))
     }
 
     pub(super) async fn write_one(&self, opcode: i32, zk_op: ZkOp) -> Result<Answer, Fail> {
@@ -282,4 +333,26 @@ impl Conn {
         let result = results.first().ok_or(Code::SystemError).and_then(|r| result_body(opcode, r, &mut w));
         Ok((zxid, result.map(|()| w.into_inner())))
     }
+}
+
+/// The encoded size of a request's ops, for the proposal size limit.
+fn ops_size(ops: &[ZkOp]) -> usize {
+    32 + ops
+        .iter()
+        .map(|o| match o {
+            ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => {
+                path.len() + data.as_ref().map_or(0, Vec::len) + 16
+            }
+            ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,
+            ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
+        })
+        .sum::<usize>()
+}
+
+/// Whether a request frame is a single write that may share a log entry with the writes
+/// pipelined right after it (create, create2, createContainer, delete, setData).
+pub(super) fn batchable(frame: &[u8]) -> bool {
+    frame.get(4..8).and_then(|b| b.try_into().ok()).map(i32::from_be_bytes).is_some_and(|opcode| {
+        matches!(opcode, op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::DELETE | op::SET_DATA)
+    })
 }

@@ -90,9 +90,18 @@ fn new_session() -> ConnectRequest {
 }
 
 impl Zk {
+    /// Connects, retrying (as real clients do) while the member closes the connection
+    /// unanswered (no leader to open the session yet, on a loaded machine).
     async fn connect(addr: &str, req: ConnectRequest) -> anyhow::Result<Self> {
-        let (stream, resp) = handshake(addr, &req).await?;
-        let session = resp?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let (stream, session) = loop {
+            let (stream, resp) = handshake(addr, &req).await?;
+            match resp {
+                Ok(session) => break (stream, session),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         anyhow::ensure!(session.timeout_ms > 0, "session refused as expired");
         Ok(Self { stream, xid: 0, session, last_zxid: req.last_zxid_seen, events: Vec::new() })
     }
@@ -189,6 +198,10 @@ async fn zookeeper_clients_get_exact_stats_codes_watches_and_sessions() -> anyho
 
     // A watch set through member 2 fires before member 2 answers with the newer data.
     let mut b = Zk::connect(&zk_addr(c, 2), new_session()).await?;
+    let synced = b.call(op::SYNC, |w| {
+        w.string("/app");
+    });
+    assert_eq!(synced.await?.err, 0, "a new session on member 2 syncs before reading A's writes");
     assert_eq!(b.read(op::GET_DATA, "/app", true).await?.err, 0);
     let set = a.call(op::SET_DATA, |w| {
         w.string("/app").buffer(b"v1").int(0);
@@ -303,6 +316,10 @@ async fn zookeeper_sessions_survive_a_leader_kill_and_expire_when_the_client_goe
 
     // The client goes silent: its ephemeral is deleted and a watcher elsewhere is told.
     let mut w = Zk::connect(&zk_addr(&z, watcher_node), new_session()).await?;
+    let synced = w.call(op::SYNC, |b| {
+        b.string("/owner");
+    });
+    assert_eq!(synced.await?.err, 0);
     assert_eq!(w.read(op::EXISTS, "/owner", true).await?.err, 0);
     drop(a);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -349,6 +366,14 @@ async fn set_watches_after_a_reconnect_replays_what_changed_meanwhile() -> anyho
         })
         .await?;
     assert_eq!(r.err, 0);
+    // Member 2 may apply B's writes after answering: what setWatches did not replay, the
+    // re-registered watches fire from history. Either way exactly these three events come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.events.len() < 3 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "missed changes: {:?}", a.events);
+        a.call(op::PING, |_| {}).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut events = a.events.clone();
     events.sort();
     let expected = vec![

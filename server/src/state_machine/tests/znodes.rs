@@ -245,3 +245,26 @@ fn acls_are_checked_by_apply_in_zookeepers_order() {
     assert_eq!(as_(&mut n, from("10.1.2.3"), ZkOp::Check { path: "/g".into(), version: -1 }), ZkOpResult::Check);
     assert_eq!(as_(&mut n, from("11.1.2.3"), ZkOp::Check { path: "/g".into(), version: -1 }), err(Code::NoAuth));
 }
+
+#[test]
+fn a_batch_of_pipelined_requests_equals_the_requests_one_by_one() {
+    let requests = vec![
+        vec![create("/p", "")],
+        vec![create("/p", "")],
+        vec![create("/p/a", "1")],
+        vec![ZkOp::SetData { path: "/p/a".into(), data: Some(b("2")), version: 0 }],
+        vec![ZkOp::SetData { path: "/p/a".into(), data: Some(b("3")), version: 0 }],
+        vec![ZkOp::Delete { path: "/p".into(), version: -1 }],
+    ];
+    let mut one = Node::new();
+    let s = session(&mut one);
+    let singles: Vec<(u64, Vec<ZkOpResult>)> = requests.iter().map(|ops| zk(&mut one, s, ops.clone())).collect();
+    let mut batched = Node::new();
+    let s2 = session(&mut batched);
+    let outcome = batched.ok(Command::ZkBatch { session: s2, ids: vec![], requests });
+    let OutcomeBody::ZkBatch { results } = outcome.body else { panic!("not a batch outcome") };
+    assert_eq!(results, singles, "same revisions and results, request by request");
+    assert_eq!(outcome.revision, 3, "three of the six requests changed something");
+    assert_eq!(batched.sm.zk_stat("/p/a").map(|st| st.version), Some(1));
+    assert_eq!(batched.sm.kv().get(b"zk/p/a").map(|kv| kv.value), Some(b("2")));
+}
