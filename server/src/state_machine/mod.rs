@@ -246,7 +246,10 @@ impl StateMachine {
                 }
                 (false, OutcomeBody::Settings { history_revisions: self.settings().history_revisions })
             }
-            Command::Zk { session, ids, ops } => self.apply_zk(*session, ids, ops, time_ms, next),
+            Command::Zk { session, ids, ops } => {
+                let (changed, results) = self.apply_zk(*session, ids, ops, time_ms, next);
+                (changed, OutcomeBody::Zk { results })
+            }
             Command::ZkSecret { secret } => (false, self.apply_zk_secret(*secret)),
             // Each request bumps the revision itself; nothing is left to bump here.
             Command::ZkBatch { session, ids, requests } => {

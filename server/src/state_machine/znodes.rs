@@ -253,20 +253,8 @@ impl StateMachine {
     }
 
     /// Applies one ZooKeeper request's writes at revision `next` (see the module docs);
-    /// returns whether anything changed.
+    /// returns whether anything changed and one result per op.
     pub(super) fn apply_zk(
-        &mut self,
-        session: u64,
-        ids: &[ZkId],
-        ops: &[ZkOp],
-        time_ms: u64,
-        next: u64,
-    ) -> (bool, OutcomeBody) {
-        let (changed, results) = self.apply_zk_ops(session, ids, ops, time_ms, next);
-        (changed, OutcomeBody::Zk { results })
-    }
-
-    fn apply_zk_ops(
         &mut self,
         session: u64,
         ids: &[ZkId],
@@ -344,7 +332,7 @@ impl StateMachine {
         let mut results = Vec::with_capacity(requests.len());
         for ops in requests {
             let next = self.revision + 1;
-            let (changed, r) = self.apply_zk_ops(session, ids, ops, time_ms, next);
+            let (changed, r) = self.apply_zk(session, ids, ops, time_ms, next);
             if changed {
                 self.revision = next;
             }
