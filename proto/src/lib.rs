@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::all)]
 
 pub mod errors;
+pub mod zookeeper;
 
 /// The public API, package `conclave.v1`.
 pub mod v1 {

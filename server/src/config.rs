@@ -132,6 +132,13 @@ pub struct ServeArgs {
     /// Off when unset. `grpc.health.v1` is always served on the client address.
     #[arg(long, env = "CONCLAVE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// ZooKeeper client-protocol address (e.g. `0.0.0.0:2181`): ZooKeeper 3.5-3.9 clients
+    /// (Curator, kazoo, zkCli) talk to this member there. Off when unset.
+    #[arg(long, env = "CONCLAVE_ZK_ADDR")]
+    pub zk_addr: Option<SocketAddr>,
+    /// ZooKeeper `tickTime` in ms: session timeouts are negotiated into [2, 20] ticks.
+    #[arg(long, env = "CONCLAVE_ZK_TICK_MS", default_value_t = 2_000)]
+    pub zk_tick_ms: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
@@ -230,6 +237,10 @@ pub struct Config {
     pub log_engine: Option<LogEngineKind>,
     /// HTTP listener of the probes and metrics (None: off).
     pub metrics_addr: Option<SocketAddr>,
+    /// ZooKeeper protocol listener (None: off).
+    pub zk_addr: Option<SocketAddr>,
+    /// ZooKeeper tick, ms.
+    pub zk_tick_ms: u64,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -321,6 +332,8 @@ impl ServeArgs {
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
             log_engine: self.log_engine,
             metrics_addr: self.metrics_addr,
+            zk_addr: self.zk_addr,
+            zk_tick_ms: self.zk_tick_ms.max(1),
         })
     }
 }

@@ -14,6 +14,7 @@
 //! - [`log_entry`]: the versioned Raft log entry format (separate from the public API).
 //! - [`error`]: the error enum and its single conversion to `tonic::Status`.
 //! - [`limits`]: request limits.
+//! - [`zk`]: the ZooKeeper wire protocol front end (`--zk-addr`).
 
 pub mod config;
 pub mod error;
@@ -29,3 +30,4 @@ pub mod sessions;
 pub mod state_machine;
 pub mod storage;
 pub mod types;
+pub mod zk;

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod bytes;
+pub mod zk;
 
 /// One Raft log entry's application payload.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -190,6 +191,34 @@ pub enum Command {
         /// Bootstrap proposal: applies only while the cluster has no settings yet (the first
         /// leader proposes its flag this way; a racing second proposal changes nothing).
         bootstrap: bool,
+    },
+    /// ZooKeeper-protocol writes of one request of session `session` (`crate::zk`): a single
+    /// operation, or a `multi` applied all-or-nothing at one revision.
+    Zk {
+        /// The ZooKeeper session (= Conclave session) sending it; must be live.
+        session: u64,
+        /// The sending connection's identities, checked against the ACLs.
+        ids: Vec<zk::ZkId>,
+        /// The operations, in order.
+        ops: Vec<zk::ZkOp>,
+    },
+    /// Sets the cluster's ZooKeeper password secret, from which every member derives a
+    /// session's password. Proposed with a random value by the member that first needs it;
+    /// applies only while unset (the first proposal wins).
+    ZkSecret {
+        /// The secret.
+        secret: [u64; 2],
+    },
+    /// Consecutive ZooKeeper write requests one connection pipelined, applied in order, each
+    /// exactly like a `Zk` command (its own revision when it changes anything, its own
+    /// all-or-nothing outcome): one log round trip for many requests, same results.
+    ZkBatch {
+        /// The session sending them; must be live.
+        session: u64,
+        /// The sending connection's identities.
+        ids: Vec<zk::ZkId>,
+        /// The requests' ops, in arrival order.
+        requests: Vec<Vec<zk::ZkOp>>,
     },
 }
 

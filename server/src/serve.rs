@@ -182,6 +182,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 }),
         )
     };
+    let zk_server = match config.zk_addr {
+        Some(addr) => {
+            let listener = crate::zk::bind(addr).await?;
+            tracing::info!(%addr, "serving the ZooKeeper protocol");
+            let settings =
+                crate::zk::ZkSettings { tick_ms: config.zk_tick_ms, min_session_ttl_ms: limits.min_session_ttl_ms };
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(crate::zk::serve(listener, node.clone(), settings, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
     tracing::info!(node_id = config.node_id, client = %config.client_addr, peer = %config.peer_addr, "conclave serving");
 
     shutdown.await;
@@ -205,6 +218,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = peer_server.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
+    }
+    if let Some(z) = zk_server {
+        let _ = z.await;
     }
     drop(readiness);
     Ok(())

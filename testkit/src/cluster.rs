@@ -26,7 +26,8 @@ pub struct ClusterOptions {
     /// First address octet to try (127.0.0.x); default random per process.
     pub first_ip_octet: Option<u8>,
     /// Extra environment variables for every node process; `{id}` in a value is replaced by the
-    /// node's id (e.g. a per-node `FAKETIME_TIMESTAMP_FILE`). Kept across restarts.
+    /// node's id (e.g. a per-node `FAKETIME_TIMESTAMP_FILE`) and `{ip}` by the loopback IP it
+    /// binds (e.g. `CONCLAVE_ZK_ADDR={ip}:21810`). Kept across restarts.
     pub env: Vec<(String, String)>,
 }
 
@@ -114,7 +115,12 @@ impl Cluster {
                 initial.clone(),
             ];
             args.extend(opts.extra_args.iter().cloned());
-            let env = opts.env.iter().map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string()))).collect();
+            let ip = peer.rsplit_once(':').map_or("", |(ip, _)| ip);
+            let env = opts
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string()).replace("{ip}", ip)))
+                .collect();
             nodes.push(NodeProcess {
                 id,
                 client_addr: client,

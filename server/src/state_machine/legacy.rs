@@ -5,6 +5,8 @@
 //! deduplication table's eviction order could grow with writes. Converted, the settings are
 //! unset (the defaults apply until the cluster sets them by a logged command, identically on
 //! every replica) and the eviction order is rebuilt from the forgotten clients.
+//!
+//! Format 2: no ZooKeeper namespace bookkeeping (converted: empty, no znodes existed).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use super::counters::Counters;
 use super::dedup::{Dedup, DedupV1};
 use super::mvcc::Mvcc;
 use super::sessions::SessionTable;
+use super::znodes::Znodes;
 use super::{SmConfig, StateMachine};
 
 /// The state machine as snapshot format 1 encoded it (field order is the encoding).
@@ -40,6 +43,35 @@ impl From<StateMachineV1> for StateMachine {
             dedup: Dedup::from(old.dedup),
             sessions: old.sessions,
             client_addrs: old.client_addrs,
+            znodes: Znodes::default(),
+        }
+    }
+}
+
+/// The state machine as snapshot format 2 encoded it (field order is the encoding).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV2 {
+    pub(crate) settings: Option<SmConfig>,
+    pub(crate) revision: u64,
+    pub(crate) kv: Mvcc,
+    pub(crate) counters: Counters,
+    pub(crate) dedup: Dedup,
+    pub(crate) sessions: SessionTable,
+    pub(crate) client_addrs: BTreeMap<u64, String>,
+}
+
+impl From<StateMachineV2> for StateMachine {
+    fn from(old: StateMachineV2) -> Self {
+        Self {
+            settings: old.settings,
+            revision: old.revision,
+            kv: old.kv,
+            counters: old.counters,
+            dedup: old.dedup,
+            sessions: old.sessions,
+            client_addrs: old.client_addrs,
+            znodes: Znodes::default(),
         }
     }
 }

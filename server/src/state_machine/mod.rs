@@ -15,6 +15,7 @@ pub mod mvcc;
 pub mod response;
 pub mod sessions;
 mod txn;
+pub mod znodes;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,7 @@ use dedup::Dedup;
 use mvcc::{Change, KeyValue, Mvcc};
 use response::{CommandError, CommandResult, Outcome, OutcomeBody, RangeResult};
 use sessions::SessionTable;
+use znodes::Znodes;
 
 /// Cluster-wide settings of the state machine. Part of the replicated state, so every replica
 /// applies with the same values: unset in a new cluster (the [`Default`] values apply), set by
@@ -56,6 +58,8 @@ pub struct StateMachine {
     sessions: SessionTable,
     /// Client addresses nodes registered, by node id.
     client_addrs: BTreeMap<u64, String>,
+    /// The ZooKeeper namespace's bookkeeping (`znodes`).
+    znodes: Znodes,
 }
 
 /// Why a read could not be served.
@@ -91,6 +95,7 @@ impl Default for StateMachine {
             dedup: Dedup::default(),
             sessions: SessionTable::default(),
             client_addrs: BTreeMap::new(),
+            znodes: Znodes::default(),
         }
     }
 }
@@ -149,16 +154,16 @@ impl StateMachine {
 
     /// Applies one log entry's batch; returns one result per proposal, in order.
     pub fn apply_batch(&mut self, batch: &BatchV1, log_index: u64) -> Vec<CommandResult> {
-        batch.proposals.iter().map(|p| self.apply_proposal(p, log_index)).collect()
+        batch.proposals.iter().map(|p| self.apply_proposal(p, log_index, batch.leader_time_ms)).collect()
     }
 
-    fn apply_proposal(&mut self, proposal: &Proposal, log_index: u64) -> CommandResult {
+    fn apply_proposal(&mut self, proposal: &Proposal, log_index: u64, time_ms: u64) -> CommandResult {
         if let Some(id) = &proposal.request_id {
             if let Some(previous) = self.dedup.check(id) {
                 return previous;
             }
         }
-        let result = self.apply_command(&proposal.command);
+        let result = self.apply_command(&proposal.command, time_ms);
         if let Some(id) = &proposal.request_id {
             self.dedup.record(id, &result, log_index);
         }
@@ -166,7 +171,8 @@ impl StateMachine {
         result
     }
 
-    fn apply_command(&mut self, command: &Command) -> CommandResult {
+    /// `time_ms`: the batch's `leader_time_ms` (znode ctime/mtime).
+    fn apply_command(&mut self, command: &Command, time_ms: u64) -> CommandResult {
         let next = self.revision + 1;
         let (changed, body) = match command {
             Command::Put { key, value, prev_kv, session } => {
@@ -240,6 +246,15 @@ impl StateMachine {
                 }
                 (false, OutcomeBody::Settings { history_revisions: self.settings().history_revisions })
             }
+            Command::Zk { session, ids, ops } => {
+                let (changed, results) = self.apply_zk(*session, ids, ops, time_ms, next);
+                (changed, OutcomeBody::Zk { results })
+            }
+            Command::ZkSecret { secret } => (false, self.apply_zk_secret(*secret)),
+            // Each request bumps the revision itself; nothing is left to bump here.
+            Command::ZkBatch { session, ids, requests } => {
+                (false, self.apply_zk_batch(*session, ids, requests, time_ms))
+            }
         };
         if changed {
             self.revision = next;
@@ -280,6 +295,11 @@ impl StateMachine {
             return (false, OutcomeBody::SessionClosed { deleted_keys: 0, released_leases: Vec::new() });
         };
         let deleted_keys = session.keys.iter().filter(|k| self.kv.write(k, None, revision).is_some()).count() as u64;
+        let mut emptied = Vec::new();
+        for path in session.keys.iter().filter_map(|k| znodes::path_of(k)) {
+            self.znode_removed(path, revision, &mut emptied);
+        }
+        self.collect_containers(emptied, revision);
         let released_leases: Vec<String> = session.leases.into_iter().collect();
         for name in &released_leases {
             self.sessions.release(name);

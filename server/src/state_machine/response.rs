@@ -83,6 +83,22 @@ pub enum OutcomeBody {
     },
     /// Node registration recorded.
     Registered,
+    /// A ZooKeeper request's writes (`Command::Zk`): one result per op.
+    Zk {
+        /// Per-op results (all `Error` when the request failed: see `znodes`).
+        results: Vec<super::znodes::ZkOpResult>,
+    },
+    /// A batch of ZooKeeper requests (`Command::ZkBatch`): per request, the revision after it
+    /// and its per-op results.
+    ZkBatch {
+        /// One entry per request, in order.
+        results: Vec<(u64, Vec<super::znodes::ZkOpResult>)>,
+    },
+    /// The ZooKeeper password secret in force.
+    ZkSecret {
+        /// The secret.
+        secret: [u64; 2],
+    },
     /// Settings command applied: the settings in force after it.
     Settings {
         /// History revisions retained.

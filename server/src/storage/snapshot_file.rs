@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
-use crate::state_machine::legacy::StateMachineV1;
+use crate::state_machine::legacy::{StateMachineV1, StateMachineV2};
 use crate::state_machine::StateMachine;
 use crate::types::SnapshotMeta;
 
 /// Version of the snapshot encoding written now. 2: replicated settings, bounded deduplication
-/// order. Format 1 is still read (converted by `state_machine::legacy`).
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// order. 3: the ZooKeeper namespace bookkeeping. Formats 1 and 2 are still read (converted by
+/// `state_machine::legacy`).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,6 +38,16 @@ pub(crate) struct SnapshotContentsV1 {
     pub(crate) _format: u32,
     pub(crate) meta: SnapshotMeta,
     pub(crate) state: StateMachineV1,
+}
+
+/// Snapshot format 2 (read only).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct SnapshotContentsV2 {
+    /// Always 2.
+    pub(crate) _format: u32,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) state: StateMachineV2,
 }
 
 /// [`SnapshotContents`] by reference: encodes to the same bytes without owning (or cloning)
@@ -71,7 +82,7 @@ impl SnapshotContents {
     }
 
     /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
-    /// (format 1, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
+    /// (formats 1 and 2, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
     ///
     /// # Errors
     /// On corrupt data or an unknown format.
@@ -85,7 +96,11 @@ impl SnapshotContents {
                 let old: SnapshotContentsV1 = decode(bytes).map_err(corrupt)?;
                 Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
             }
-            other => Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT} or 1)")),
+            2 => {
+                let old: SnapshotContentsV2 = decode(bytes).map_err(corrupt)?;
+                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
+            }
+            other => Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT}, 2 or 1)")),
         }
     }
 }

@@ -21,6 +21,7 @@ mod snapshot_catchup;
 mod stall;
 mod transfer;
 mod watches;
+mod zookeeper;
 
 use std::path::PathBuf;
 

@@ -172,3 +172,4 @@ mod kv;
 mod sessions;
 mod settings;
 mod txn;
+mod znodes;

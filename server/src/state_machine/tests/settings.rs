@@ -78,3 +78,28 @@ fn format_1_snapshots_still_load() {
     let again = SnapshotContents { format: SNAPSHOT_FORMAT, meta, state: sm.clone() }.to_bytes().expect("encodes");
     assert_eq!(SnapshotContents::from_bytes(&again).expect("decodes").state, sm);
 }
+
+#[test]
+fn format_2_snapshots_still_load_without_znodes() {
+    use crate::state_machine::legacy::StateMachineV2;
+    use crate::storage::snapshot_file::SnapshotContentsV2;
+    let mut n = Node::new();
+    n.ok(set_settings(9, true));
+    n.ok(put("k", "v"));
+    let sm = n.sm.clone();
+    let state = StateMachineV2 {
+        settings: sm.settings,
+        revision: sm.revision,
+        kv: sm.kv.clone(),
+        counters: sm.counters.clone(),
+        dedup: sm.dedup.clone(),
+        sessions: sm.sessions.clone(),
+        client_addrs: sm.client_addrs.clone(),
+    };
+    let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
+    let bytes =
+        crate::log_entry::encode(&SnapshotContentsV2 { _format: 2, meta: meta.clone(), state }).expect("encodes");
+    let loaded = SnapshotContents::from_bytes(&bytes).expect("format 2 decodes");
+    assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
+    assert_eq!(loaded.state, sm, "the same state, with an empty ZooKeeper namespace");
+}

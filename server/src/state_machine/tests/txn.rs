@@ -60,7 +60,7 @@ fn txn_compares_every_kind_and_operator() {
     ] {
         check_compare(&mut n, cmp(k, op, KeyField::Exists(exists)), expected);
     }
-    let all = |c: Vec<Compare>| txn_body(n.sm.clone().apply_command(&txn(c, vec![], vec![])).expect("ok")).0;
+    let all = |c: Vec<Compare>| txn_body(n.sm.clone().apply_command(&txn(c, vec![], vec![]), 0).expect("ok")).0;
     assert!(all(vec![]), "no compares: success");
     assert!(all(vec![cmp("k", Equal, KeyField::Version(2)), cmp_counter("c", Equal, 5)]));
     assert!(!all(vec![cmp("k", Equal, KeyField::Version(2)), cmp_counter("c", Equal, 6)]), "all must hold");
