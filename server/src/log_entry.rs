@@ -316,9 +316,30 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, bincode::config::standard())
 }
 
-/// Decodes a payload written by [`encode`].
+/// Decodes a payload written by [`encode`], from any source (peer messages, log records,
+/// snapshot files): never trusts a length prefix beyond the input it came with.
+///
+/// bincode allocates a byte string or a `String` at the length its prefix claims before reading
+/// it; unbounded, a 20-byte peer message claiming 4 EiB aborted the process. Decoding runs with
+/// a bincode limit: the smallest of 64 KiB, 1 MiB, 16 MiB, 256 MiB, 4 GiB and 64 GiB that is at
+/// least the input's length. A well-formed payload never claims more byte-string bytes than it
+/// carries, so it always fits; a lying prefix fails with `LimitExceeded` (or
+/// `UnexpectedEnd`) after at most 16x the input (64 KiB for small inputs) was reserved. Sequences
+/// of other types go through serde, which preallocates at most 1 MiB per sequence.
+///
+/// # Errors
+/// A [`bincode::error::DecodeError`] on malformed input or an over-long length prefix.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+    macro_rules! with_limit {
+        ($($limit:expr),*) => {
+            $(if bytes.len() as u64 <= $limit {
+                let config = bincode::config::standard().with_limit::<{ $limit as usize }>();
+                return bincode::serde::decode_from_slice(bytes, config).map(|(v, _)| v);
+            })*
+        };
+    }
+    with_limit!(1u64 << 16, 1u64 << 20, 1u64 << 24, 1u64 << 28, 1u64 << 32, 1u64 << 36);
+    Err(bincode::error::DecodeError::LimitExceeded)
 }
 
 /// The length [`encode`] would produce, without encoding into memory.
@@ -326,4 +347,41 @@ pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, bincode::error::Enc
     let mut size = bincode::enc::write::SizeWriter::default();
     bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())?;
     Ok(size.bytes_written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key_len: usize, value_len: usize) -> Proposal {
+        Proposal {
+            request_id: None,
+            command: Command::Put { key: vec![7; key_len], value: vec![9; value_len], prev_kv: false, session: 0 },
+        }
+    }
+
+    #[test]
+    fn values_at_every_limit_tier_round_trip() {
+        // Around the 64 KiB and 1 MiB tiers, where the limit is closest to the input's length.
+        for value_len in [0, (1 << 16) - 20, (1 << 16) + 1, (1 << 20) - 20, (1 << 20) + 5, 3 << 20] {
+            let p = put(16, value_len);
+            let bytes = encode(&p).expect("encode");
+            assert_eq!(decode::<Proposal>(&bytes).expect("decode"), p, "value of {value_len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_length_prefix_beyond_the_input_is_refused_without_allocating_it() {
+        let mut crafted = vec![0u8, 0u8, 0xFD];
+        crafted.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        let e = decode::<Proposal>(&crafted).expect_err("must be refused");
+        assert!(matches!(e, bincode::error::DecodeError::LimitExceeded), "{e:?}");
+        // A string (CounterAdd's name), and a claim just past the input.
+        let mut crafted = vec![0u8, 3u8, 0xFD];
+        crafted.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<Proposal>(&crafted).is_err());
+        let mut short = encode(&put(4, 1000)).expect("encode");
+        short.truncate(500);
+        assert!(decode::<Proposal>(&short).is_err());
+    }
 }

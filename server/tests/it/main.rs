@@ -8,6 +8,7 @@ mod disk_loss;
 mod durability;
 mod fail_fast;
 mod health;
+mod hostile;
 mod kv;
 mod leases;
 mod limits;
