@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod tls;
+pub use tls::{PeerFiles, TlsArgs, TlsConfig};
+
 /// `conclave`: a Raft-replicated coordination service.
 #[derive(Debug, Parser)]
 #[command(name = "conclave", version, about)]
@@ -125,6 +128,9 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
+    /// TLS of the client and peer ports.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The tokio runtime a node runs on (see `--runtime`).
@@ -214,6 +220,8 @@ pub struct Config {
     pub log_engine: Option<LogEngineKind>,
     /// HTTP listener of the probes and metrics (None: off).
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS of the client and peer ports.
+    pub tls: TlsConfig,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -296,6 +304,7 @@ impl ServeArgs {
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
             log_engine: self.log_engine,
             metrics_addr: self.metrics_addr,
+            tls: self.tls.validate()?,
         })
     }
 }

@@ -14,10 +14,12 @@
 //! - [`log_entry`]: the versioned Raft log entry format (separate from the public API).
 //! - [`error`]: the error enum and its single conversion to `tonic::Status`.
 //! - [`limits`]: request limits.
+//! - [`listener`]: the client and peer ports' listeners, plain or TLS.
 
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod log_entry;
 pub mod node;
 pub mod ops;

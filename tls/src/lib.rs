@@ -13,6 +13,7 @@
 //! the certificates they were made with. Only TLS 1.2 and 1.3 with rustls's safe defaults (ring
 //! provider); ALPN `h2`.
 
+mod dial;
 mod files;
 mod stream;
 #[cfg(any(test, feature = "test-pki"))]
@@ -26,6 +27,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
+pub use dial::dial;
 pub use files::Error;
 use files::{load_certs, load_key, Reloading};
 pub use stream::MaybeTlsStream;

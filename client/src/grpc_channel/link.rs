@@ -1,13 +1,11 @@
 //! One HTTP/2 connection to a member: TCP connect (bound to a local address if configured),
-//! the HTTP/2 handshake, and a task that drives the connection and pings the peer.
+//! TLS when configured, the HTTP/2 handshake, and a task that drives the connection and pings the peer.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::net::{TcpSocket, TcpStream};
 use tonic::Status;
 
 use super::ChannelOptions;
@@ -44,8 +42,10 @@ impl Link {
                 .map_err(|e| failed("cannot resolve", &e))?
                 .next()
                 .ok_or_else(|| failed("cannot resolve", &"no address"))?;
-            let stream = tcp_connect(target, options).await.map_err(|e| failed("tcp", &e))?;
-            stream.set_nodelay(true).map_err(|e| failed("tcp", &e))?;
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            let stream = conclave_tls::dial(target, host, options.local_address, options.tls.as_ref())
+                .await
+                .map_err(|e| failed(if options.tls.is_some() { "tcp or tls" } else { "tcp" }, &e))?;
             h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
@@ -81,12 +81,4 @@ impl Link {
         });
         Ok(Self { sender, closed })
     }
-}
-
-async fn tcp_connect(target: SocketAddr, options: &ChannelOptions) -> std::io::Result<TcpStream> {
-    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if let Some(local) = options.local_address {
-        socket.bind(SocketAddr::new(local, 0))?;
-    }
-    socket.connect(target).await
 }

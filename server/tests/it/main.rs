@@ -19,6 +19,7 @@ mod sessions;
 mod settings;
 mod snapshot_catchup;
 mod stall;
+mod tls;
 mod watches;
 
 use std::path::PathBuf;
