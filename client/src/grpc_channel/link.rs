@@ -46,18 +46,35 @@ impl Link {
             let stream = conclave_tls::dial(target, host, options.local_address, options.tls.as_ref())
                 .await
                 .map_err(|e| failed(if options.tls.is_some() { "tcp or tls" } else { "tcp" }, &e))?;
-            h2::client::Builder::new()
+            let (sender, mut connection) = h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
                 .handshake::<_, Bytes>(stream)
                 .await
-                .map_err(|e| failed("http/2 handshake", &e))
+                .map_err(|e| failed("http/2 handshake", &e))?;
+            let mut pings = connection.ping_pong();
+            if options.tls.is_some() {
+                // With TLS 1.3 a server that refuses this client's certificate (or its absence)
+                // says so only after the client's side of the handshake is done: one ping round
+                // trip surfaces that here, as a connect failure (nothing sent), not as a failed
+                // request whose outcome is unknown.
+                let ping = async { pings.as_mut()?.ping(h2::Ping::opaque()).await.ok() };
+                tokio::select! {
+                    ended = &mut connection => {
+                        let why = ended.err().map_or_else(|| "connection closed".to_owned(), |e| e.to_string());
+                        return Err(failed("tls (refused by the server)", &why));
+                    }
+                    pong = ping => {
+                        pong.ok_or_else(|| failed("tls (refused by the server)", &"no answer to the first ping"))?;
+                    }
+                }
+            }
+            Ok((sender, connection, pings))
         };
-        let (sender, mut connection) = tokio::time::timeout(options.connect_timeout, connecting)
+        let (sender, mut connection, mut pings) = tokio::time::timeout(options.connect_timeout, connecting)
             .await
             .map_err(|_| failed("timed out", &format_args!("{:?}", options.connect_timeout)))??;
         let closed = Arc::new(AtomicBool::new(false));
-        let mut pings = connection.ping_pong();
         let done = closed.clone();
         let (interval, timeout) = (options.keep_alive_interval, options.keep_alive_timeout);
         tokio::spawn(async move {

@@ -72,7 +72,9 @@ async fn tls_only_cluster_forms_serves_and_refuses_strangers() -> anyhow::Result
     // Client port: mutual TLS required.
     let endpoint = &c.node(leader).client_addr;
     let no_cert = client_with(endpoint, Some(certs.client_tls(false)?)).await?;
-    no_cert.put("x", "1").await.expect_err("a client without a certificate is refused");
+    let e = no_cert.put("x", "1").await.expect_err("a client without a certificate is refused");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    assert!(e.to_string().contains("CertificateRequired"), "the error says what is missing: {e}");
     let plain = client_with(endpoint, None).await?;
     plain.put("x", "1").await.expect_err("a plain-text client is refused");
     let other = TestPki::new(&dir.path().join("other"), "other")?;

@@ -54,12 +54,26 @@ struct Cli {
     cacert: Option<std::path::PathBuf>,
 
     /// Client certificate (PEM) for members that require one (mutual TLS); needs --key and --cacert.
-    #[arg(long, global = true, env = "CONCLAVE_CERT", value_name = "FILE", requires = "key")]
-    cert: Option<std::path::PathBuf>,
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "CONCLAVE_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
 
     /// Private key (PEM) of --cert.
-    #[arg(long, global = true, env = "CONCLAVE_KEY", value_name = "FILE", requires = "cert")]
-    key: Option<std::path::PathBuf>,
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "CONCLAVE_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -189,7 +203,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     if endpoints.is_empty() {
         bail!("no endpoints given (--endpoints or CONCLAVE_ENDPOINTS)");
     }
-    let tls = match (cli.cacert, cli.cert.zip(cli.key)) {
+    let tls = match (cli.cacert, cli.tls_cert.zip(cli.tls_key)) {
         (Some(ca), identity) => Some(ClientTls::new(ClientFiles { ca, identity })?),
         (None, Some(_)) => bail!("--cert needs --cacert (the CA that signs the members' certificates)"),
         (None, None) => None,
