@@ -33,9 +33,17 @@ impl TestCerts {
     /// # Errors
     /// When generation or writing fails.
     pub fn new(dir: &Path) -> anyhow::Result<Self> {
+        Self::with_names(dir, &loopback_names())
+    }
+
+    /// Like [`TestCerts::new`], with node certificates naming `names` (DNS names or IPs).
+    ///
+    /// # Errors
+    /// When generation or writing fails.
+    pub fn with_names(dir: &Path, names: &[String]) -> anyhow::Result<Self> {
         let pki = TestPki::new(dir, "cluster")?;
-        let node_client = pki.issue("node-client", "conclave node", &loopback_names())?;
-        let node_peer = pki.issue("node-peer", "conclave peer", &loopback_names())?;
+        let node_client = pki.issue("node-client", "conclave node", names)?;
+        let node_peer = pki.issue("node-peer", "conclave peer", names)?;
         let client = pki.issue("client", "client", &[])?;
         Ok(Self { pki, node_client, node_peer, client })
     }

@@ -4,6 +4,7 @@
 pub mod conclave;
 pub mod etcd;
 mod process;
+pub mod tls;
 pub mod zookeeper;
 
 use std::future::Future;
