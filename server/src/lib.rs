@@ -14,6 +14,7 @@
 //! - [`log_entry`]: the versioned Raft log entry format (separate from the public API).
 //! - [`error`]: the error enum and its single conversion to `tonic::Status`.
 //! - [`limits`]: request limits.
+//! - [`robustness`]: the properties the fuzz targets check (and `cargo test` on their corpora).
 //! - [`listener`]: the client and peer ports' listeners, plain or TLS.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod node;
 pub mod ops;
 pub mod raft;
 pub mod restore;
+pub mod robustness;
 pub mod serve;
 pub mod service;
 pub mod sessions;

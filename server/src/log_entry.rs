@@ -350,38 +350,4 @@ pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, bincode::error::Enc
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(key_len: usize, value_len: usize) -> Proposal {
-        Proposal {
-            request_id: None,
-            command: Command::Put { key: vec![7; key_len], value: vec![9; value_len], prev_kv: false, session: 0 },
-        }
-    }
-
-    #[test]
-    fn values_at_every_limit_tier_round_trip() {
-        // Around the 64 KiB and 1 MiB tiers, where the limit is closest to the input's length.
-        for value_len in [0, (1 << 16) - 20, (1 << 16) + 1, (1 << 20) - 20, (1 << 20) + 5, 3 << 20] {
-            let p = put(16, value_len);
-            let bytes = encode(&p).expect("encode");
-            assert_eq!(decode::<Proposal>(&bytes).expect("decode"), p, "value of {value_len} bytes");
-        }
-    }
-
-    #[test]
-    fn a_length_prefix_beyond_the_input_is_refused_without_allocating_it() {
-        let mut crafted = vec![0u8, 0u8, 0xFD];
-        crafted.extend_from_slice(&(1u64 << 62).to_le_bytes());
-        let e = decode::<Proposal>(&crafted).expect_err("must be refused");
-        assert!(matches!(e, bincode::error::DecodeError::LimitExceeded), "{e:?}");
-        // A string (CounterAdd's name), and a claim just past the input.
-        let mut crafted = vec![0u8, 3u8, 0xFD];
-        crafted.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(decode::<Proposal>(&crafted).is_err());
-        let mut short = encode(&put(4, 1000)).expect("encode");
-        short.truncate(500);
-        assert!(decode::<Proposal>(&short).is_err());
-    }
-}
+mod tests;
