@@ -168,3 +168,17 @@ fn children_compares_answer_every_operator_around_the_live_count() {
         }
     }
 }
+
+#[test]
+fn reversed_intervals_select_nothing_instead_of_panicking() {
+    // Only a peer can propose these (validation refuses them from clients); apply must not panic.
+    let mut n = Node::new();
+    n.ok(put("b", "1"));
+    let reversed = KeySelector::Interval { start: b("c"), end: b("a") };
+    let empty = KeySelector::Interval { start: b("b"), end: b("b") };
+    for selector in [reversed, empty] {
+        n.apply(del(selector.clone(), true)).expect("applies");
+        assert!(names(&n.read(selector, 0).expect("reads")).is_empty());
+    }
+    assert_eq!(names(&n.read(key("b"), 0).expect("reads")), vec!["b"]);
+}
