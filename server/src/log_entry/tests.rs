@@ -25,6 +25,19 @@ fn values_at_every_limit_tier_round_trip() {
 }
 
 #[test]
+fn integer_dense_payloads_round_trip_at_every_limit_tier() {
+    // One-byte varints that bincode claims as 8 bytes each: a payload claims up to 8x its length
+    // (an AppendEntries of many small entries is like this).
+    for n in [1_000, 65_000, 70_000, 140_000, 1_100_000] {
+        let r = crate::node::SessionTimesRequest { ids: vec![0; n], renew: false };
+        let back: crate::node::SessionTimesRequest = decode(&encode(&r).expect("encode")).expect("decode");
+        assert_eq!(back.ids.len(), n);
+    }
+    let many = LogPayload::V1(BatchV1 { leader_time_ms: 1, proposals: (0..5_000).map(|_| put(1, 0)).collect() });
+    assert_eq!(decode::<LogPayload>(&encode(&many).expect("encode")).expect("decode"), many);
+}
+
+#[test]
 fn a_length_prefix_beyond_the_input_is_refused_without_allocating_it() {
     let mut crafted = vec![0u8, 0u8, 0xFD];
     crafted.extend_from_slice(&(1u64 << 62).to_le_bytes());
