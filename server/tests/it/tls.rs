@@ -72,7 +72,10 @@ async fn tls_only_cluster_forms_serves_and_refuses_strangers() -> anyhow::Result
     // Client port: mutual TLS required.
     let endpoint = &c.node(leader).client_addr;
     let no_cert = client_with(endpoint, Some(certs.client_tls(false)?)).await?;
-    let e = no_cert.put("x", "1").await.expect_err("a client without a certificate is refused");
+    no_cert.put("x", "1").await.expect_err("a client without a certificate is refused");
+    // One attempt (a write's retries may end on the call deadline instead): the refusal is a
+    // connect failure that names the missing certificate.
+    let e = no_cert.status_of(endpoint).await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
     assert!(e.to_string().contains("CertificateRequired"), "the error says what is missing: {e}");
     let plain = client_with(endpoint, None).await?;
