@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// Keep the servers' data directories and logs (printed at the end) instead of deleting them.
     #[arg(long)]
     pub keep_data: bool,
+    /// Serve and connect over TLS (certificates generated at start): TLS on every client port,
+    /// mutual TLS between members; Conclave and etcd (ZooKeeper stays plain text).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// How the load generator talks to Conclave.

@@ -329,6 +329,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     let out = args.out.join(format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}"));
     std::fs::create_dir_all(&out)?;
     let work = tempfile::Builder::new().prefix("conclave-bench-").tempdir()?;
+    if args.tls {
+        crate::targets::tls::enable(&work.path().join("tls"))?;
+    }
     let servers = Servers::find(&args);
     let meta = Meta {
         started_utc: format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"),

@@ -43,15 +43,20 @@ pub struct ClientConfig {
     pub discover: bool,
     /// Local address outgoing connections bind to (fault injection per client address).
     pub local_address: Option<std::net::IpAddr>,
+    /// TLS to the members (their CA, and a client certificate for members that require one);
+    /// `None`: plain TCP. Build it with [`crate::ClientTls::new`]; it re-reads its files when
+    /// they change.
+    pub tls: Option<crate::ClientTls>,
 }
 
 impl ClientConfig {
-    /// How this client's channels connect: its connect timeout and local address, a ping every
-    /// second answered within 2 s.
+    /// How this client's channels connect: its connect timeout, local address and TLS, a ping
+    /// every second answered within 2 s.
     pub(crate) fn channel_options(&self) -> ChannelOptions {
         ChannelOptions {
             connect_timeout: self.connect_timeout,
             local_address: self.local_address,
+            tls: self.tls.clone(),
             ..ChannelOptions::default()
         }
     }
@@ -65,6 +70,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_millis(500),
             discover: true,
             local_address: None,
+            tls: None,
         }
     }
 }

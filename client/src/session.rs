@@ -101,14 +101,32 @@ impl Client {
         resp.session.ok_or_else(|| Error::local(tonic::Code::Internal, "empty session info"))
     }
 
-    /// Every live session.
+    /// Every live session, in id order (fetched page by page; see [`Client::session_list_page`]).
     ///
     /// # Errors
     /// `Unavailable` when no member could answer.
     pub async fn session_list(&self) -> Result<Vec<pb::SessionStatus>> {
-        let req = pb::SessionListRequest {};
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let (page, more) = self.session_list_page(after, 0).await?;
+            after = page.last().map_or(after, |s| s.session_id);
+            all.extend(page);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of live sessions with ids greater than `after`, at most `limit` (0: the server's
+    /// default of 1,000; at most 10,000), and whether more follow.
+    ///
+    /// # Errors
+    /// `Unavailable` when no member could answer; `InvalidArgument` for a limit over 10,000.
+    pub async fn session_list_page(&self, after: u64, limit: u32) -> Result<(Vec<pb::SessionStatus>, bool)> {
+        let req = pb::SessionListRequest { after, limit };
         let resp = self.conn.unary(false, req, |ch, r| async move { SessionClient::new(ch).list(r).await }).await?;
-        Ok(resp.sessions)
+        Ok((resp.sessions, resp.more))
     }
 }
 

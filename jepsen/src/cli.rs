@@ -81,6 +81,10 @@ pub struct Common {
     /// linearizability checker is expected to flag them under partitions.
     #[arg(long)]
     pub unsafe_serializable_reads: bool,
+    /// Run the cluster with TLS on (certificates generated for the run): mutual TLS on the
+    /// client and peer ports; every client presents a certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl Common {
@@ -93,6 +97,7 @@ impl Common {
             ops_per_key: self.ops_per_key,
             serializable_reads: self.unsafe_serializable_reads,
             seed: self.seed,
+            tls: None,
         }
     }
 

@@ -113,6 +113,7 @@ where
         store,
         binary,
         progress: !common.no_progress,
+        tls: common.tls,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(body(opts))

@@ -42,6 +42,8 @@ pub struct TestOpts {
     pub binary: PathBuf,
     /// Show a progress bar.
     pub progress: bool,
+    /// TLS on both ports (certificates generated in the run directory).
+    pub tls: bool,
 }
 
 impl TestOpts {
@@ -88,13 +90,21 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     } else {
         None
     };
+    let mut settings = opts.settings.clone();
+    let mut extra_args = Vec::new();
+    if opts.tls {
+        let certs = conclave_testkit::tls::TestCerts::new(&dir.join("tls"))?;
+        extra_args = certs.server_args(true);
+        settings.tls = Some(certs.client_tls(true)?);
+    }
     let cluster = Cluster::start_with(ClusterOptions {
         nodes: opts.nodes,
         binary: Some(opts.binary.clone()),
         base_dir: Some(dir.clone()),
         first_ip_octet: Some(11),
         env,
-        ..ClusterOptions::default()
+        extra_args,
+        client_tls: settings.tls.clone(),
     })
     .await?;
     let endpoints = cluster.endpoints();
@@ -103,7 +113,7 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     let mut nemesis = Nemesis::new(cluster.clone(), recorder.clone(), clocks, disks.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let prefix = format!("jepsen/{}/", opts.seed);
-    let ctx = Arc::new(Ctx::new(recorder.clone(), endpoints, opts.settings.clone(), stop_rx.clone(), prefix));
+    let ctx = Arc::new(Ctx::new(recorder.clone(), endpoints, settings, stop_rx.clone(), prefix));
 
     // Workload and nemesis phase.
     let start = tokio::time::Instant::now();
@@ -167,6 +177,7 @@ fn describe(opts: &TestOpts) -> serde_json::Value {
         "rate": opts.settings.rate,
         "op_timeout_ms": opts.settings.op_timeout.as_millis() as u64,
         "unsafe_serializable_reads": opts.settings.serializable_reads,
+        "tls": opts.tls,
         "nemesis_interval_s": opts.nemesis_interval.as_secs_f64(),
         "binary": opts.binary,
     })

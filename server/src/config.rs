@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub mod statefulset;
+mod tls;
+pub use tls::{PeerFiles, TlsArgs, TlsConfig};
 
 /// `conclave`: a Raft-replicated coordination service.
 #[derive(Debug, Parser)]
@@ -145,6 +147,9 @@ pub struct ServeArgs {
     /// Identity from a StatefulSet pod (`--statefulset SERVICE`).
     #[command(flatten)]
     pub statefulset: statefulset::StatefulSetArgs,
+    /// TLS of the client and peer ports.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The tokio runtime a node runs on (see `--runtime`).
@@ -241,6 +246,8 @@ pub struct Config {
     pub zk_addr: Option<SocketAddr>,
     /// ZooKeeper tick, ms.
     pub zk_tick_ms: u64,
+    /// TLS of the client and peer ports.
+    pub tls: TlsConfig,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -334,6 +341,7 @@ impl ServeArgs {
             metrics_addr: self.metrics_addr,
             zk_addr: self.zk_addr,
             zk_tick_ms: self.zk_tick_ms.max(1),
+            tls: self.tls.validate()?,
         })
     }
 }

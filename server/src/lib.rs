@@ -15,15 +15,19 @@
 //! - [`error`]: the error enum and its single conversion to `tonic::Status`.
 //! - [`limits`]: request limits.
 //! - [`zk`]: the ZooKeeper wire protocol front end (`--zk-addr`).
+//! - [`robustness`]: the properties the fuzz targets check (and `cargo test` on their corpora).
+//! - [`listener`]: the client and peer ports' listeners, plain or TLS.
 
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod log_entry;
 pub mod node;
 pub mod ops;
 pub mod raft;
 pub mod restore;
+pub mod robustness;
 pub mod serve;
 pub mod service;
 pub mod sessions;

@@ -345,9 +345,43 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
     bincode::serde::encode_to_vec(value, bincode::config::standard())
 }
 
-/// Decodes a payload written by [`encode`].
+/// Decodes a payload written by [`encode`], from any source (peer messages, log records,
+/// snapshot files): never trusts a length prefix beyond what its input could hold.
+///
+/// bincode allocates a byte string or a `String` at the length its prefix claims before reading
+/// it; unbounded, a 15-byte peer message claiming 4 EiB aborted the process. Decoding now runs
+/// with a bincode limit on claimed bytes. bincode claims in-memory sizes (a one-byte varint
+/// `u64` claims 8 bytes, a `u128` 16), so a well-formed payload claims at most 16x its length:
+/// the limit is the smallest of 1 MiB, 4 MiB, 16 MiB, ... (powers of 4) up to 1 TiB that is at
+/// least 16x the input's length. A lying prefix fails with `LimitExceeded` (or `UnexpectedEnd`)
+/// after at most 64x the input (1 MiB for small inputs) was reserved. Sequences of other types
+/// go through serde, which preallocates at most 1 MiB per sequence.
+///
+/// # Errors
+/// A [`bincode::error::DecodeError`] on malformed input or an over-long length prefix.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+    let claimable = (bytes.len() as u64).saturating_mul(16);
+    macro_rules! with_limit {
+        ($($limit:expr),*) => {
+            $(if claimable <= $limit {
+                let config = bincode::config::standard().with_limit::<{ $limit as usize }>();
+                return bincode::serde::decode_from_slice(bytes, config).map(|(v, _)| v);
+            })*
+        };
+    }
+    with_limit!(
+        1u64 << 20,
+        1u64 << 22,
+        1u64 << 24,
+        1u64 << 26,
+        1u64 << 28,
+        1u64 << 30,
+        1u64 << 32,
+        1u64 << 34,
+        1u64 << 36,
+        1u64 << 40
+    );
+    Err(bincode::error::DecodeError::LimitExceeded)
 }
 
 /// The length [`encode`] would produce, without encoding into memory.
@@ -356,3 +390,6 @@ pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, bincode::error::Enc
     bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())?;
     Ok(size.bytes_written)
 }
+
+#[cfg(test)]
+mod tests;

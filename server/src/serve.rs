@@ -7,11 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_tls::{ClientTls, ServerTls};
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
 use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::error::Error;
+use crate::listener;
 use crate::log_entry::{Command, Proposal};
 use crate::node::peer_service::PeerService;
 use crate::node::rejoin::{self, StartMode};
@@ -69,7 +71,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     .validate()?;
 
     let cluster_id = ClusterId::open(&config.data_dir).map_err(anyhow::Error::msg)?;
-    let network = PeerNetwork::new(Some(config.peer_addr.ip()), cluster_id.clone());
+    // TLS files load now (a bad file stops start-up with its name) and reload when they change.
+    let client_tls = config.tls.client.clone().map(ServerTls::new).transpose()?;
+    let (peer_server_tls, peer_dial_tls) = match &config.tls.peer {
+        Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
+        None => (None, None),
+    };
+    let network = PeerNetwork::new(Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls);
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
     // whether it founds a new cluster or lost its data (`rejoin`).
@@ -129,7 +137,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut stop = stop_rx.clone();
-        let incoming = incoming(config.peer_addr)?;
+        let incoming = listener::incoming(config.peer_addr, peer_server_tls, "peer")?;
         tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
             incoming,
             async move {
@@ -171,7 +179,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // The client port stops first and on its own signal: it drains while Raft still runs.
     let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let incoming = incoming(config.client_addr)?;
+        let incoming = listener::incoming(config.client_addr, client_tls, "client")?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
@@ -195,7 +203,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         None => None,
     };
-    tracing::info!(node_id = config.node_id, client = %config.client_addr, peer = %config.peer_addr, "conclave serving");
+    tracing::info!(
+        node_id = config.node_id,
+        client = %config.client_addr,
+        peer = %config.peer_addr,
+        client_tls = config.tls.client.is_some(),
+        client_mtls = config.tls.client.as_ref().is_some_and(|c| c.client_ca.is_some()),
+        peer_mtls = config.tls.peer.is_some(),
+        "conclave serving"
+    );
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -314,12 +330,6 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
 /// The cluster id the founding members derive (see `raft::cluster_id`).
 fn founding_cluster_id(config: &Config) -> u64 {
     cluster_id::derive(&config.initial_cluster, &config.initial_cluster_token, "")
-}
-
-/// Listens on `addr` with TCP_NODELAY on every accepted connection (tonic's builder setting
-/// does not apply to a custom incoming stream; without it Nagle + delayed ACKs add ~40 ms).
-fn incoming(addr: std::net::SocketAddr) -> std::io::Result<tonic::transport::server::TcpIncoming> {
-    Ok(tonic::transport::server::TcpIncoming::bind(addr)?.with_nodelay(Some(true)))
 }
 
 /// Makes sure the replicated membership metadata holds this node's client address, so any

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use conclave_client::proto::StatusResponse;
-use conclave_client::{Client, ClientConfig};
+use conclave_client::{Client, ClientConfig, ClientTls};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -29,11 +29,22 @@ pub struct ClusterOptions {
     /// node's id (e.g. a per-node `FAKETIME_TIMESTAMP_FILE`) and `{ip}` by the loopback IP it
     /// binds (e.g. `CONCLAVE_ZK_ADDR={ip}:21810`). Kept across restarts.
     pub env: Vec<(String, String)>,
+    /// TLS of the cluster's own clients ([`Cluster::client`], status polls) when the nodes
+    /// serve TLS on the client port (see [`crate::tls::TestCerts`]).
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { nodes: 3, extra_args: Vec::new(), binary: None, base_dir: None, first_ip_octet: None, env: Vec::new() }
+        Self {
+            nodes: 3,
+            extra_args: Vec::new(),
+            binary: None,
+            base_dir: None,
+            first_ip_octet: None,
+            env: Vec::new(),
+            client_tls: None,
+        }
     }
 }
 
@@ -41,6 +52,7 @@ impl Default for ClusterOptions {
 pub struct Cluster {
     nodes: Vec<NodeProcess>,
     binary: PathBuf,
+    client_tls: Option<ClientTls>,
     _tmp: Option<TempDir>,
     /// Where data dirs and logs live.
     pub dir: PathBuf,
@@ -136,7 +148,7 @@ impl Cluster {
         for n in &mut nodes {
             n.spawn(&binary)?;
         }
-        let cluster = Self { nodes, binary, _tmp: tmp, dir };
+        let cluster = Self { nodes, binary, client_tls: opts.client_tls.clone(), _tmp: tmp, dir };
         cluster.wait_for_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
     }
@@ -173,7 +185,14 @@ impl Cluster {
     /// # Errors
     /// On malformed endpoints.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(self.endpoints()).await?)
+        Ok(Client::with_config(self.client_config(self.endpoints())).await?)
+    }
+
+    /// Client settings for `endpoints`, with the cluster's client TLS.
+    pub fn client_config(&self, endpoints: Vec<String>) -> ClientConfig {
+        let mut config = ClientConfig::new(endpoints);
+        config.tls = self.client_tls.clone();
+        config
     }
 
     /// A client pinned to one node's endpoint only (no discovery: every request goes to that
@@ -182,7 +201,7 @@ impl Cluster {
     /// # Errors
     /// On malformed endpoints.
     pub async fn client_of(&self, id: u64) -> anyhow::Result<Client> {
-        let mut config = ClientConfig::new(vec![self.node(id).client_addr.clone()]);
+        let mut config = self.client_config(vec![self.node(id).client_addr.clone()]);
         config.discover = false;
         Ok(Client::with_config(config).await?)
     }
@@ -192,7 +211,7 @@ impl Cluster {
     /// # Errors
     /// When it does not answer.
     pub async fn status(&self, id: u64) -> anyhow::Result<StatusResponse> {
-        let client = Client::connect(vec![self.node(id).client_addr.clone()]).await?;
+        let client = Client::with_config(self.client_config(vec![self.node(id).client_addr.clone()])).await?;
         Ok(client.status_of(&self.node(id).client_addr).await?)
     }
 

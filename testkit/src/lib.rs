@@ -7,6 +7,7 @@
 
 mod cluster;
 mod node;
+pub mod tls;
 
 pub use cluster::{free_addr, Cluster, ClusterOptions};
 pub use node::NodeProcess;

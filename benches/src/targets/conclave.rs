@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_client::{Client, GetOptions, Session, SessionState, WatchEvent, WatchOptions};
+use conclave_client::{Client, ClientConfig, GetOptions, Session, SessionState, WatchEvent, WatchOptions};
 use conclave_testkit::{Cluster, ClusterOptions};
 use tokio::sync::mpsc;
 
@@ -29,11 +29,16 @@ impl ConclaveTarget {
     /// # Errors
     /// When the binary is missing or no leader is elected.
     pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>, kind: TargetKind) -> anyhow::Result<Self> {
+        let mut extra_args = extra_args;
+        if let Some(tls) = super::tls::get() {
+            extra_args.extend(tls.certs.server_args(false));
+        }
         let opts = ClusterOptions {
             nodes: 3,
             extra_args,
             binary: Some(binary.to_path_buf()),
             base_dir: Some(dir.to_path_buf()),
+            client_tls: super::tls::get().map(|t| t.client.clone()),
             ..ClusterOptions::default()
         };
         let cluster = Cluster::start_with(opts).await?;
@@ -46,7 +51,9 @@ impl ConclaveTarget {
     }
 
     async fn client_now(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(self.endpoints.clone()).await?)
+        let mut config = ClientConfig::new(self.endpoints.clone());
+        config.tls = super::tls::get().map(|t| t.client.clone());
+        Ok(Client::with_config(config).await?)
     }
 
     /// Waits until every member reports the same leader among them.

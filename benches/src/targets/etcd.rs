@@ -53,10 +53,11 @@ impl EtcdTarget {
         let mut members = Vec::new();
         for i in 0..3u8 {
             let ip = Ipv4Addr::new(127, 0, 1, 11 + i);
+            let scheme = if super::tls::get().is_some() { "https" } else { "http" };
             let m = Member {
                 name: format!("m{}", i + 1),
-                client_url: format!("http://{ip}:{}", free_port(ip)?),
-                peer_url: format!("http://{ip}:{}", free_port(ip)?),
+                client_url: format!("{scheme}://{ip}:{}", free_port(ip)?),
+                peer_url: format!("{scheme}://{ip}:{}", free_port(ip)?),
                 data_dir: dir.join(format!("etcd{}", i + 1)),
                 log: dir.join(format!("etcd{}.log", i + 1)),
                 process: None,
@@ -65,7 +66,8 @@ impl EtcdTarget {
         }
         let initial_cluster =
             members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let endpoints = members.iter().map(|m| m.client_url.trim_start_matches("http://").to_owned()).collect();
+        let endpoints =
+            members.iter().map(|m| m.client_url.split_once("://").map_or("", |(_, a)| a).to_owned()).collect();
         let data_dirs = members.iter().map(|m| m.data_dir.clone()).collect();
         let target =
             Self { binary: binary.to_path_buf(), initial_cluster, members: Mutex::new(members), endpoints, data_dirs };
@@ -91,6 +93,13 @@ impl EtcdTarget {
             .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "conclave-bench", "--logger", "zap", "--log-level", "warn"]);
+        if let Some(tls) = super::tls::get() {
+            // As Conclave's --tls setup: server TLS for clients, mutual TLS between members.
+            let c = &tls.certs;
+            cmd.arg("--cert-file").arg(&c.node_client.0).arg("--key-file").arg(&c.node_client.1);
+            cmd.arg("--peer-cert-file").arg(&c.node_peer.0).arg("--peer-key-file").arg(&c.node_peer.1);
+            cmd.arg("--peer-trusted-ca-file").arg(c.pki.ca()).arg("--peer-client-cert-auth");
+        }
         m.process = Some(ChildGuard::spawn(cmd, &m.log)?);
         Ok(())
     }
@@ -126,7 +135,11 @@ impl EtcdTarget {
 /// A lazily connected channel to `addr` (`host:port`): the client crate's channel, which sends
 /// a unary request in one write as etcd's own Go client does.
 fn channel(addr: &str) -> anyhow::Result<GrpcChannel> {
-    let options = ChannelOptions { keep_alive_interval: Duration::from_secs(5), ..ChannelOptions::default() };
+    let options = ChannelOptions {
+        keep_alive_interval: Duration::from_secs(5),
+        tls: super::tls::get().map(|t| t.client.clone()),
+        ..ChannelOptions::default()
+    };
     GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
 }
 

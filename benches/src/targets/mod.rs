@@ -5,6 +5,7 @@ pub mod conclave;
 pub mod etcd;
 pub mod generic;
 mod process;
+pub mod tls;
 pub mod zookeeper;
 
 use std::future::Future;

@@ -1,13 +1,11 @@
 //! One HTTP/2 connection to a member: TCP connect (bound to a local address if configured),
-//! the HTTP/2 handshake, and a task that drives the connection and pings the peer.
+//! TLS when configured, the HTTP/2 handshake, and a task that drives the connection and pings the peer.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use tokio::net::{TcpSocket, TcpStream};
 use tonic::Status;
 
 use super::ChannelOptions;
@@ -44,20 +42,39 @@ impl Link {
                 .map_err(|e| failed("cannot resolve", &e))?
                 .next()
                 .ok_or_else(|| failed("cannot resolve", &"no address"))?;
-            let stream = tcp_connect(target, options).await.map_err(|e| failed("tcp", &e))?;
-            stream.set_nodelay(true).map_err(|e| failed("tcp", &e))?;
-            h2::client::Builder::new()
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            let stream = conclave_tls::dial(target, host, options.local_address, options.tls.as_ref())
+                .await
+                .map_err(|e| failed(if options.tls.is_some() { "tcp or tls" } else { "tcp" }, &e))?;
+            let (sender, mut connection) = h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
                 .handshake::<_, Bytes>(stream)
                 .await
-                .map_err(|e| failed("http/2 handshake", &e))
+                .map_err(|e| failed("http/2 handshake", &e))?;
+            let mut pings = connection.ping_pong();
+            if options.tls.is_some() {
+                // With TLS 1.3 a server that refuses this client's certificate (or its absence)
+                // says so only after the client's side of the handshake is done: one ping round
+                // trip surfaces that here, as a connect failure (nothing sent), not as a failed
+                // request whose outcome is unknown.
+                let ping = async { pings.as_mut()?.ping(h2::Ping::opaque()).await.ok() };
+                tokio::select! {
+                    ended = &mut connection => {
+                        let why = ended.err().map_or_else(|| "connection closed".to_owned(), |e| e.to_string());
+                        return Err(failed("tls (refused by the server)", &why));
+                    }
+                    pong = ping => {
+                        pong.ok_or_else(|| failed("tls (refused by the server)", &"no answer to the first ping"))?;
+                    }
+                }
+            }
+            Ok((sender, connection, pings))
         };
-        let (sender, mut connection) = tokio::time::timeout(options.connect_timeout, connecting)
+        let (sender, mut connection, mut pings) = tokio::time::timeout(options.connect_timeout, connecting)
             .await
             .map_err(|_| failed("timed out", &format_args!("{:?}", options.connect_timeout)))??;
         let closed = Arc::new(AtomicBool::new(false));
-        let mut pings = connection.ping_pong();
         let done = closed.clone();
         let (interval, timeout) = (options.keep_alive_interval, options.keep_alive_timeout);
         tokio::spawn(async move {
@@ -81,12 +98,4 @@ impl Link {
         });
         Ok(Self { sender, closed })
     }
-}
-
-async fn tcp_connect(target: SocketAddr, options: &ChannelOptions) -> std::io::Result<TcpStream> {
-    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if let Some(local) = options.local_address {
-        socket.bind(SocketAddr::new(local, 0))?;
-    }
-    socket.connect(target).await
 }

@@ -47,6 +47,8 @@ pub struct ChannelOptions {
     pub keep_alive_interval: Duration,
     /// A ping unanswered this long ends the connection.
     pub keep_alive_timeout: Duration,
+    /// TLS (server verified against a CA, optionally a client certificate); `None`: plain TCP.
+    pub tls: Option<conclave_tls::ClientTls>,
 }
 
 impl Default for ChannelOptions {
@@ -57,6 +59,7 @@ impl Default for ChannelOptions {
             local_address: None,
             keep_alive_interval: Duration::from_secs(1),
             keep_alive_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }

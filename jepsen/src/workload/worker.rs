@@ -30,6 +30,8 @@ pub struct Settings {
     /// Positive control: the register workload reads with `serializable: true` (the contacted
     /// node's local state, allowed to be stale), which the linearizability checker must flag.
     pub serializable_reads: bool,
+    /// Clients connect over TLS with this (set by the runner for `--tls`).
+    pub tls: Option<conclave_client::ClientTls>,
 }
 
 /// What every worker shares.
@@ -92,6 +94,7 @@ impl Ctx {
         config.call_timeout = self.settings.op_timeout;
         config.attempt_timeout = self.settings.op_timeout.min(Duration::from_secs(1));
         config.connect_timeout = Duration::from_millis(300);
+        config.tls = self.settings.tls.clone();
         // Connecting never waits for the cluster (member discovery runs in the background).
         match Client::with_config(config).await {
             Ok(c) => c,

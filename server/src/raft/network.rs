@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::internal::v1::RaftMessage;
+use conclave_tls::ClientTls;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -40,14 +41,16 @@ pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
 pub struct PeerNetwork {
     local_ip: Option<IpAddr>,
     cluster_id: ClusterId,
+    /// Mutual TLS to the other members (None: plain TCP).
+    tls: Option<ClientTls>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerNetwork {
-    /// A factory whose connections originate from `local_ip` and whose requests carry
-    /// `cluster_id` (once known).
-    pub fn new(local_ip: Option<IpAddr>, cluster_id: ClusterId) -> Self {
-        Self { local_ip, cluster_id, channels: Arc::default() }
+    /// A factory whose connections originate from `local_ip`, over TLS when `tls` is set, and
+    /// whose requests carry `cluster_id` (once known).
+    pub fn new(local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
+        Self { local_ip, cluster_id, tls, channels: Arc::default() }
     }
 
     /// This member's cluster id, once known.
@@ -68,10 +71,39 @@ impl PeerNetwork {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(3));
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls_dialer(addr.to_owned(), self.local_ip, tls.clone())),
+        };
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// Dials a member over TLS (the endpoint's own connector does plain TCP only): resolves
+/// `addr`, binds to `local_ip`, and verifies the member's certificate against the peer CA for
+/// the host part of `addr`.
+fn tls_dialer(
+    addr: String,
+    local_ip: Option<IpAddr>,
+    tls: ClientTls,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<conclave_tls::MaybeTlsStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let (addr, tls) = (addr.clone(), tls.clone());
+        async move {
+            let target = tokio::net::lookup_host(&addr).await?.next().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("peer address {addr} does not resolve"))
+            })?;
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host);
+            conclave_tls::dial(target, host, local_ip, Some(&tls)).await.map(hyper_util::rt::TokioIo::new)
+        }
+    })
 }
 
 /// The peer protocol's calls besides openraft's own messages (one RPC each; payload and reply

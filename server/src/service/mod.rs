@@ -19,7 +19,7 @@ use conclave_proto::v1 as pb;
 use tonic::service::Routes;
 
 use crate::error::{Error, Result};
-use crate::limits::GRPC_MAX_DECODE_BYTES;
+use crate::limits::{GRPC_MAX_DECODE_BYTES, GRPC_MAX_ENCODE_BYTES};
 use crate::log_entry::{Command, Proposal};
 use crate::node::{Consistency, Node};
 use crate::state_machine::response::{Outcome, OutcomeBody};
@@ -100,11 +100,20 @@ pub fn routes(api: Api) -> Routes {
     use pb::maintenance_server::MaintenanceServer;
     use pb::session_server::SessionServer;
     use pb::watch_server::WatchServer;
-    Routes::new(KvServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(CounterServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(SessionServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(LeaseServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(WatchServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(MaintenanceServer::new(api.clone()).max_decoding_message_size(GRPC_MAX_DECODE_BYTES))
-        .add_service(ClusterServer::new(api))
+    // Every service decodes at most GRPC_MAX_DECODE_BYTES and encodes at most
+    // GRPC_MAX_ENCODE_BYTES per message (tonic answers RESOURCE_EXHAUSTED beyond).
+    macro_rules! bounded {
+        ($server:ident) => {
+            $server::new(api.clone())
+                .max_decoding_message_size(GRPC_MAX_DECODE_BYTES)
+                .max_encoding_message_size(GRPC_MAX_ENCODE_BYTES)
+        };
+    }
+    Routes::new(bounded!(KvServer))
+        .add_service(bounded!(CounterServer))
+        .add_service(bounded!(SessionServer))
+        .add_service(bounded!(LeaseServer))
+        .add_service(bounded!(WatchServer))
+        .add_service(bounded!(MaintenanceServer))
+        .add_service(bounded!(ClusterServer))
 }

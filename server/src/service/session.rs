@@ -1,5 +1,6 @@
 //! The `Session` service: open, keep alive (a stream), close, inspect.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 
 use conclave_proto::v1 as pb;
@@ -18,15 +19,21 @@ use crate::state_machine::response::{CommandError, OutcomeBody};
 pub const MAX_TTL_MS: u64 = 3_600_000;
 /// Most session ids in one keep-alive request.
 pub const MAX_KEEP_ALIVE_IDS: usize = 100_000;
+/// Sessions in a `List` page when the request does not say.
+pub const DEFAULT_LIST_PAGE: usize = 1_000;
+/// Most sessions in one `List` page.
+pub const MAX_LIST_PAGE: usize = 10_000;
 
 impl Api {
+    /// The status of each live session in `ids` (in order), with the leader's remaining times.
     fn status_of(&self, ids: &[u64], times: &[SessionTime]) -> Result<Vec<pb::SessionStatus>> {
+        let remaining: HashMap<u64, u64> =
+            times.iter().filter(|t| t.alive).map(|t| (t.session_id, t.remaining_ms)).collect();
         self.node.view(|sm| {
             ids.iter()
                 .filter_map(|id| {
                     let s = sm.sessions().get(*id)?;
-                    let remaining =
-                        times.iter().find(|t| t.session_id == *id && t.alive).map_or(s.ttl_ms, |t| t.remaining_ms);
+                    let remaining = remaining.get(id).copied().unwrap_or(s.ttl_ms);
                     Some(pb::SessionStatus {
                         session_id: *id,
                         ttl_ms: s.ttl_ms,
@@ -125,14 +132,33 @@ impl Session for Api {
         Ok(Response::new(pb::SessionInfoResponse { header: Some(self.header(revision)), session: Some(session) }))
     }
 
-    async fn list(&self, _req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
-        let (revision, ids) = self
-            .read(false, 0, |sm| Ok((sm.revision(), sm.sessions().iter().map(|(id, _)| *id).collect::<Vec<_>>())))
+    async fn list(&self, req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
+        let r = req.into_inner();
+        let limit = match r.limit as usize {
+            0 => DEFAULT_LIST_PAGE,
+            n if n > MAX_LIST_PAGE => {
+                return Err(Error::InvalidArgument(format!(
+                    "session list limit {n} is over the maximum page of {MAX_LIST_PAGE}; page with `after`"
+                ))
+                .into())
+            }
+            n => n,
+        };
+        let (revision, mut ids) = self
+            .read(false, 0, |sm| {
+                let page = sm.sessions().iter_after(r.after).take(limit + 1).map(|(id, _)| *id);
+                Ok((sm.revision(), page.collect::<Vec<_>>()))
+            })
             .await?;
-        let times = self.node.session_times(&[], false).await.unwrap_or_default();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        // Only this page's remaining times (an empty list would ask for every session's).
+        let times =
+            if ids.is_empty() { Vec::new() } else { self.node.session_times(&ids, false).await.unwrap_or_default() };
         Ok(Response::new(pb::SessionListResponse {
             header: Some(self.header(revision)),
             sessions: self.status_of(&ids, &times)?,
+            more,
         }))
     }
 }

@@ -4,7 +4,7 @@
 use conclave_proto::v1 as pb;
 
 use crate::error::{Error, Result};
-use crate::limits::{MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES};
+use crate::limits::{MAX_KEY_BYTES, MAX_REQUEST_BYTES, MAX_TXN_COST, MAX_TXN_OPS, MAX_VALUE_BYTES, TXN_SCAN_COST};
 use crate::log_entry::{Command, Compare, CompareOp, KeyField, KeySelector, RangeSpec, RequestId, TxnOp};
 
 /// Rejects requests whose encoding exceeds [`MAX_REQUEST_BYTES`].
@@ -189,11 +189,38 @@ pub fn txn(r: &pb::TxnRequest) -> Result<Command> {
     if count > MAX_TXN_OPS {
         return Err(Error::TooManyOps { count, limit: MAX_TXN_OPS });
     }
-    Ok(Command::Txn {
-        compares: r.compare.iter().map(compare).collect::<Result<_>>()?,
-        success: r.success.iter().map(txn_op).collect::<Result<_>>()?,
-        failure: r.failure.iter().map(txn_op).collect::<Result<_>>()?,
-    })
+    let compares: Vec<Compare> = r.compare.iter().map(compare).collect::<Result<_>>()?;
+    let success: Vec<TxnOp> = r.success.iter().map(txn_op).collect::<Result<_>>()?;
+    let failure: Vec<TxnOp> = r.failure.iter().map(txn_op).collect::<Result<_>>()?;
+    let cost = txn_cost(&compares, &success, &failure);
+    if cost > MAX_TXN_COST {
+        return Err(Error::LimitExceeded(format!(
+            "transaction costs {cost} units of apply work; the limit is {MAX_TXN_COST} (1 per key compare or \
+             operation, count + 1 per children compare, {TXN_SCAN_COST} per range or delete over a prefix or \
+             interval): split it or lower the children compare counts"
+        )));
+    }
+    Ok(Command::Txn { compares, success, failure })
+}
+
+/// The apply work a transaction may cost, in keys visited (see [`MAX_TXN_COST`]). Both branches
+/// count: which one runs depends on the state. Saturates instead of overflowing.
+pub fn txn_cost(compares: &[Compare], success: &[TxnOp], failure: &[TxnOp]) -> u64 {
+    let selector_cost = |s: &KeySelector| match s {
+        KeySelector::Key(_) => 1,
+        KeySelector::Prefix(_) | KeySelector::Interval { .. } => TXN_SCAN_COST,
+    };
+    let compare_cost = |c: &Compare| match c {
+        Compare::Children { count, .. } => count.saturating_add(1),
+        _ => 1,
+    };
+    let op_cost = |op: &TxnOp| match op {
+        TxnOp::Range(spec) => selector_cost(&spec.selector),
+        TxnOp::DeleteRange { selector, .. } => selector_cost(selector),
+        _ => 1,
+    };
+    let compares = compares.iter().map(compare_cost).fold(0u64, u64::saturating_add);
+    success.iter().chain(failure).map(op_cost).fold(compares, u64::saturating_add)
 }
 
 /// Converts counter requests.

@@ -65,6 +65,11 @@ impl SessionTable {
         self.sessions.iter()
     }
 
+    /// Live sessions with an id greater than `after`, in id order.
+    pub fn iter_after(&self, after: u64) -> impl Iterator<Item = (&u64, &Session)> {
+        self.sessions.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+    }
+
     /// Removes a session, returning it (its keys must then be deleted and leases released by
     /// the caller, at one revision).
     pub fn remove(&mut self, id: u64) -> Option<Session> {

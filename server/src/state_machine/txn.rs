@@ -43,10 +43,12 @@ impl StateMachine {
             Compare::Counter { name, op, value } => holds(&self.counters.value(name), *op, value),
             Compare::Lease { name, token } => self.sessions.check_fence(name, *token).is_ok(),
             Compare::Children { prefix, op, count } => {
+                // Counting past `count + 1` cannot change the answer of any operator: stop
+                // there, so the work is bounded by the operand (see `limits::MAX_TXN_COST`).
                 let mut n = 0u64;
                 self.kv.scan_at(&KeySelector::Prefix(prefix.clone()), self.revision, |_, _| {
                     n += 1;
-                    true
+                    n <= *count
                 });
                 holds(&n, *op, count)
             }

@@ -40,6 +40,26 @@ async fn limits_and_malformed_input_get_clear_statuses() -> anyhow::Result<()> {
         ..Default::default()
     };
     assert!(client.txn(ok128).await?.succeeded);
+    // Apply work, not only the count: children compares cost count + 1, scans 1,024.
+    let children = |count: u64| pb::Compare {
+        target: Some(pb::compare::Target::Children(pb::ChildrenCompare {
+            prefix: b"m".to_vec(),
+            op: pb::CompareOp::Equal as i32,
+            count,
+        })),
+    };
+    let costly = pb::TxnRequest { compare: vec![children(5_000), children(5_000)], ..Default::default() };
+    check(client.txn(costly).await.map(|_| ()), Code::ResourceExhausted, "8192");
+    let fine = pb::TxnRequest { compare: (0..64).map(|_| children(100)).collect(), ..Default::default() };
+    assert!(!client.txn(fine).await?.succeeded, "128 keys under m, not 100");
+    let scan = || pb::RequestOp {
+        request: Some(pb::request_op::Request::DeleteRange(pb::DeleteRangeRequest {
+            range: Some(pb::KeyRange { key: b"zz".to_vec(), prefix: true, ..Default::default() }),
+            ..Default::default()
+        })),
+    };
+    let scans = pb::TxnRequest { success: (0..9).map(|_| scan()).collect(), ..Default::default() };
+    check(client.txn(scans).await.map(|_| ()), Code::ResourceExhausted, "split it");
     let empty_op = pb::TxnRequest { success: vec![pb::RequestOp { request: None }], ..Default::default() };
     check(client.txn(empty_op).await.map(|_| ()), Code::InvalidArgument, "empty");
     let no_target = pb::TxnRequest { compare: vec![pb::Compare { target: None }], ..Default::default() };

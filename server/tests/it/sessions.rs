@@ -101,3 +101,35 @@ async fn session_close_deletes_keys_and_bad_input_is_rejected() -> anyhow::Resul
     assert_no_panics(&c);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_list_pages_in_id_order() -> anyhow::Result<()> {
+    let c = cluster(1, &[]).await?;
+    let client = c.client().await?;
+    let mut opened = Vec::new();
+    for _ in 0..25 {
+        opened.push(client.session_open(TTL).await?);
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let (page, more) = client.session_list_page(after, 10).await?;
+        pages.push((page.len(), more));
+        after = page.last().map_or(after, |s| s.session_id);
+        seen.extend(page.iter().map(|s| s.session_id));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![(10, true), (10, true), (5, false)]);
+    opened.sort_unstable();
+    assert_eq!(seen, opened, "every session once, in id order");
+    let all: Vec<u64> = client.session_list().await?.iter().map(|s| s.session_id).collect();
+    assert_eq!(all, opened);
+    let e = client.session_list_page(0, 10_001).await.expect_err("page over the maximum");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.to_string().contains("10000"), "{e}");
+    assert_no_panics(&c);
+    Ok(())
+}

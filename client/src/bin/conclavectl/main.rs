@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use conclave_client::{Client, ClientConfig};
+use conclave_client::{Client, ClientConfig, ClientFiles, ClientTls};
 
 use crate::output::Format;
 
@@ -48,6 +48,32 @@ struct Cli {
     /// Deadline of the whole call in seconds, retries included (default 10).
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+
+    /// CA certificate (PEM) that signs the members' client-port certificates: connect over TLS.
+    #[arg(long, global = true, env = "CONCLAVE_CACERT", value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for members that require one (mutual TLS); needs --key and --cacert.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "CONCLAVE_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "CONCLAVE_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -157,12 +183,15 @@ pub struct Globals {
     pub format: Format,
     /// `--timeout`, if given.
     pub timeout: Option<Duration>,
+    /// TLS from `--cacert`, `--cert`, `--key`.
+    pub tls: Option<ClientTls>,
 }
 
 impl Globals {
     /// The client settings for these globals.
     pub fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.endpoints.clone());
+        config.tls = self.tls.clone();
         if let Some(t) = self.timeout {
             config.call_timeout = t;
             config.attempt_timeout = config.attempt_timeout.min(t);
@@ -182,7 +211,12 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     if endpoints.is_empty() {
         bail!("no endpoints given (--endpoints or CONCLAVE_ENDPOINTS)");
     }
-    let g = Globals { endpoints, format: cli.output, timeout: cli.timeout };
+    let tls = match (cli.cacert, cli.tls_cert.zip(cli.tls_key)) {
+        (Some(ca), identity) => Some(ClientTls::new(ClientFiles { ca, identity })?),
+        (None, Some(_)) => bail!("--cert needs --cacert (the CA that signs the members' certificates)"),
+        (None, None) => None,
+    };
+    let g = Globals { endpoints, format: cli.output, timeout: cli.timeout, tls };
     match cli.command {
         Command::Put { key, value, session } => kv::put(&g, out, &key, &value, session).await,
         Command::Get(args) => kv::get(&g, out, &args).await,

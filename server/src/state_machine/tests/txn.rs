@@ -145,3 +145,40 @@ fn txn_counter_overflow_changes_nothing() {
     let deleted = vec![TxnOp::CounterDelete { name: "c".into() }, op_add("c", 3)];
     assert_eq!(txn_body(n.ok(txn(vec![], deleted, vec![]))).1[1], OpResult::CounterAdd { previous: 0, value: 3 });
 }
+
+#[test]
+fn children_compares_answer_every_operator_around_the_live_count() {
+    // Apply stops counting at `count + 1`; every operator must still answer as if it counted all.
+    let mut n = Node::new();
+    for i in 0..5 {
+        n.ok(put(&format!("dir/{i}"), "v"));
+    }
+    n.ok(put("dirx", "not a child"));
+    n.ok(del(key("dir/4"), false)); // 4 live children, one deleted
+    let truth = |op: CompareOp, operand: u64| match op {
+        Equal => 4 == operand,
+        NotEqual => 4 != operand,
+        Greater => 4 > operand,
+        Less => 4 < operand,
+    };
+    for op in [Equal, NotEqual, Greater, Less] {
+        for count in [0, 1, 3, 4, 5, 6, u64::MAX] {
+            let compare = Compare::Children { prefix: b("dir/"), op, count };
+            check_compare(&mut n, compare, truth(op, count));
+        }
+    }
+}
+
+#[test]
+fn reversed_intervals_select_nothing_instead_of_panicking() {
+    // Only a peer can propose these (validation refuses them from clients); apply must not panic.
+    let mut n = Node::new();
+    n.ok(put("b", "1"));
+    let reversed = KeySelector::Interval { start: b("c"), end: b("a") };
+    let empty = KeySelector::Interval { start: b("b"), end: b("b") };
+    for selector in [reversed, empty] {
+        n.apply(del(selector.clone(), true)).expect("applies");
+        assert!(names(&n.read(selector, 0).expect("reads")).is_empty());
+    }
+    assert_eq!(names(&n.read(key("b"), 0).expect("reads")), vec!["b"]);
+}

@@ -1,0 +1,4 @@
+//! Fuzz target: see `conclave_server::robustness::public_request` for the property.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| conclave_server::robustness::public_request(data));
