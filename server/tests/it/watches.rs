@@ -74,6 +74,12 @@ async fn compacted_revision_and_empty_range_get_documented_errors() -> anyhow::R
     for i in 0..30 {
         client.put("k", format!("{i}")).await?;
     }
+    // The first leader proposes the --history-revisions setting after it registers: the puts
+    // may all land before it applies (it compacts when it does).
+    conclave_testkit::wait_for("history to be compacted", Duration::from_secs(30), || async {
+        c.status(1).await.ok().filter(|s| s.compact_revision > 1).map(|_| ())
+    })
+    .await?;
     let mut w = client.watch("k", WatchOptions { start_revision: 1, ..Default::default() });
     match tokio::time::timeout(Duration::from_secs(10), w.next()).await? {
         Some(Ok(WatchEvent::Compacted { oldest })) => {
