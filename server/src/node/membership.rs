@@ -40,7 +40,7 @@ fn refused(reason: MembershipRefusal, message: String) -> Error {
 }
 
 impl Node {
-    fn require_leader(&self) -> Result<()> {
+    pub(super) fn require_leader(&self) -> Result<()> {
         let metrics = self.router().raft().metrics();
         let m = metrics.borrow();
         if m.state == ServerState::Leader {

@@ -277,6 +277,7 @@ impl Node {
     /// `NotLeader` on a follower; `InvalidArgument` for a target that is not a voter;
     /// `Unavailable` (`TRANSFER_FAILED`) when it did not complete in time.
     pub async fn move_leader(&self, target: Option<u64>) -> Result<u64> {
+        self.require_leader()?;
         let deadline = self.router().leader_wait() * 3;
         self.router().transfer_leadership(target, deadline).await
     }

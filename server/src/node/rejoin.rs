@@ -197,13 +197,7 @@ fn write_phase(data_dir: &Path, phase: Phase) -> std::io::Result<()> {
 }
 
 fn write_marker(data_dir: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = data_dir.join(format!("{MARKER}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(content)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, marker(data_dir))?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::storage::file_engine::write_file_durable(data_dir, MARKER, content)
 }
 
 fn remove_marker(data_dir: &Path) -> std::io::Result<()> {

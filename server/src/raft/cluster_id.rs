@@ -103,15 +103,9 @@ pub fn parse(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok().filter(|id| *id != 0)
 }
 
-/// Writes the id file durably (temp file, fsync, rename, fsync of the directory).
+/// Writes the id file durably (see `write_file_durable`).
 pub fn write(data_dir: &Path, id: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = data_dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(format!("{}\n", format(id)).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, data_dir.join(FILE))?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::storage::file_engine::write_file_durable(data_dir, FILE, format!("{}\n", format(id)).as_bytes())
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@ pub mod router;
 pub mod transfer;
 pub mod voting_gate;
 
+/// The leader's match index for member `id` (None: this node does not lead, or has nothing
+/// matched there yet).
+pub fn match_index(m: &RaftMetrics, id: NodeId) -> Option<u64> {
+    m.replication.as_ref().and_then(|r| r.get(&id).copied().flatten()).map(|l| l.index)
+}
+
 pub use crate::types::{
     BatchResponse, LogId, NodeId, PeerNode, Raft, RaftMetrics, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };

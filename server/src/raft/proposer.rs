@@ -29,7 +29,22 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 struct Pending {
     proposal: Proposal,
     size: usize,
-    reply: oneshot::Sender<Result<CommandResult, Error>>,
+    reply: oneshot::Sender<Result<CommandResult, Failed>>,
+}
+
+/// Why a proposed write got no result.
+#[derive(Debug)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: Error,
+    /// The write, given back when it never reached Raft (it can be sent elsewhere as it is).
+    pub proposal: Option<Proposal>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Self { error, proposal: None }
+    }
 }
 
 /// Handle to the batching task.
@@ -90,16 +105,17 @@ impl Proposer {
     /// Proposes one write and waits until it is applied on this node.
     ///
     /// # Errors
-    /// `NotLeader` when this node is not the leader; `Unavailable` when leadership was lost or
-    /// Raft stopped before the outcome was known (the write may or may not have applied).
-    pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
+    /// `NotLeader` when this node is not the leader (the write given back: it never reached
+    /// Raft); `Unavailable` when leadership was lost or Raft stopped before the outcome was known
+    /// (the write may or may not have applied).
+    pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Failed> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { proposal, size, reply })
-            .await
-            .map_err(|_| Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))?;
+        if let Err(refused) = self.tx.send(Pending { proposal, size, reply }).await {
+            let error = Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down");
+            return Err(Failed { error, proposal: Some(refused.0.proposal) });
+        }
         rx.await.map_err(|_| {
-            Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into())
+            Failed::from(Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into()))
         })?
     }
 }
@@ -154,8 +170,9 @@ async fn run(
         // write may commit even if this node reports a lost leadership (another member holding
         // the entry can still commit it), so every later failure is "outcome unknown".
         if let Some(leader_id) = not_leader(&raft) {
-            for r in replies {
-                let _ = r.send(Err(Error::NotLeader { node_id, leader_id, leader_addr: None, reached_raft: false }));
+            for (r, proposal) in replies.into_iter().zip(proposals) {
+                let error = Error::NotLeader { node_id, leader_id, leader_addr: None, reached_raft: false };
+                let _ = r.send(Err(Failed { error, proposal: Some(proposal) }));
             }
             continue;
         }
@@ -163,7 +180,7 @@ async fn run(
         match raft.client_write_ff(payload).await {
             Err(fatal) => {
                 for r in replies {
-                    let _ = r.send(Err(Error::OutcomeUnknown(format!("raft stopped: {fatal}"))));
+                    let _ = r.send(Err(Error::OutcomeUnknown(format!("raft stopped: {fatal}")).into()));
                 }
             }
             Ok(responder) => {
@@ -223,14 +240,14 @@ type WriteOutcome = Result<
     oneshot::error::RecvError,
 >;
 
-fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Result<CommandResult, Error>>>) {
+fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Result<CommandResult, Failed>>>) {
     match outcome {
         Ok(Ok(resp)) => {
             let mut results = resp.data.0.into_iter();
             for r in replies {
-                let result = results
-                    .next()
-                    .ok_or_else(|| Error::Internal("state machine returned fewer results than proposals".into()));
+                let result = results.next().ok_or_else(|| {
+                    Error::Internal("state machine returned fewer results than proposals".into()).into()
+                });
                 let _ = r.send(result);
             }
         }
@@ -241,17 +258,19 @@ fn deliver(node_id: u64, outcome: WriteOutcome, replies: Vec<oneshot::Sender<Res
                     leader_id: f.leader_id,
                     leader_addr: None,
                     reached_raft: true,
-                }));
+                }
+                .into()));
             }
         }
         Ok(Err(e)) => {
             for r in replies {
-                let _ = r.send(Err(Error::OutcomeUnknown(e.to_string())));
+                let _ = r.send(Err(Error::OutcomeUnknown(e.to_string()).into()));
             }
         }
         Err(_) => {
             for r in replies {
-                let _ = r.send(Err(Error::OutcomeUnknown("leadership was lost before the write committed".into())));
+                let _ =
+                    r.send(Err(Error::OutcomeUnknown("leadership was lost before the write committed".into()).into()));
             }
         }
     }
@@ -264,7 +283,7 @@ mod tests {
     use super::*;
     use crate::log_entry::Command;
 
-    fn pending(n: u64) -> (Pending, oneshot::Receiver<Result<CommandResult, Error>>) {
+    fn pending(n: u64) -> (Pending, oneshot::Receiver<Result<CommandResult, Failed>>) {
         let (reply, rx) = oneshot::channel();
         let proposal =
             Proposal { request_id: None, command: Command::RegisterNode { node_id: n, client_addr: String::new() } };

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::network::{Call, CallError, PeerNetwork};
-use super::proposer::Proposer;
+use super::proposer::{Failed, Proposer};
 use super::read_index::ReadIndex;
 use super::{NodeId, Raft};
 use crate::error::{Error, UnavailableReason};
@@ -64,6 +64,18 @@ impl Router {
     /// How long a request waits for a leader to be known.
     pub fn leader_wait(&self) -> Duration {
         self.leader_wait
+    }
+
+    /// The peer address of member `id`.
+    ///
+    /// # Errors
+    /// `Unavailable` when `id` is not in the membership.
+    pub fn peer_addr_of(&self, id: NodeId) -> Result<String, Error> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone()).ok_or_else(|| {
+            Error::unavailable(UnavailableReason::Unreachable, format!("node {id} is not in the membership"))
+        })
     }
 
     /// The write batcher (a leadership transfer pauses it).
@@ -134,23 +146,35 @@ impl Router {
     /// applied, so the retry is safe even without a request id.
     pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
         let mut tried = self.leader().await?;
-        for _ in 0..REFUSED_RETRIES {
-            let result = self.propose_at(tried, proposal.clone(), size).await;
-            match refused_by(&result, tried) {
-                Some(next) => tried = self.next_leader(next).await?,
-                None => return result,
+        let mut proposal = proposal;
+        for attempt in 0..=REFUSED_RETRIES {
+            let failed = match self.propose_at(tried, proposal, size).await {
+                Ok(result) => return Ok(result),
+                Err(failed) => failed,
+            };
+            match (refused_by(&failed.error, tried), failed.proposal) {
+                (Some(next), Some(given_back)) if attempt < REFUSED_RETRIES => {
+                    proposal = given_back;
+                    tried = self.next_leader(next).await?;
+                }
+                _ => return Err(failed.error),
             }
         }
-        self.propose_at(tried, proposal, size).await
+        unreachable!("the last attempt returns")
     }
 
-    async fn propose_at(&self, leader: NodeId, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
+    /// One attempt at `leader`; a refusal gives the write back (no copy on the way).
+    async fn propose_at(&self, leader: NodeId, proposal: Proposal, size: usize) -> Result<CommandResult, Failed> {
         if leader == self.node_id {
-            return self.propose_local(proposal, size).await;
+            return self
+                .proposer
+                .propose(proposal, size)
+                .await
+                .map_err(|f| Failed { error: self.with_leader_hint(f.error), proposal: f.proposal });
         }
         let result: Result<CommandResult, Error> = self.forward(leader, Call::Propose, &proposal).await?;
         // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
-        result.map_err(|e| self.with_leader_hint(e))
+        result.map_err(|e| Failed { error: self.with_leader_hint(e), proposal: Some(proposal) })
     }
 
     /// The leader to try after `refused`'s refusal: the one it named, or whoever this node
@@ -167,7 +191,7 @@ impl Router {
     /// # Errors
     /// `NotLeader` when this node is not the leader.
     pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
-        self.proposer.propose(proposal, size).await.map_err(|e| self.with_leader_hint(e))
+        self.proposer.propose(proposal, size).await.map_err(|f| self.with_leader_hint(f.error))
     }
 
     /// Read index on this node only (used for requests from followers).
@@ -187,7 +211,7 @@ impl Router {
         let mut tried = self.leader().await?;
         let mut result = self.read_index_at(tried).await;
         for _ in 0..REFUSED_RETRIES {
-            match refused_by(&result, tried) {
+            match result.as_ref().err().and_then(|e| refused_by(e, tried)) {
                 Some(next) => tried = self.next_leader(next).await?,
                 None => break,
             }
@@ -260,14 +284,7 @@ impl Router {
         call: Call,
         req: &Req,
     ) -> Result<Resp, Error> {
-        let addr = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config.membership().get_node(&leader).map(|n| n.peer_addr.clone())
-        };
-        let addr = addr.ok_or_else(|| {
-            Error::unavailable(UnavailableReason::Unreachable, format!("leader {leader} is not in the membership"))
-        })?;
+        let addr = self.peer_addr_of(leader)?;
         let send = self.peers.call::<Req, Resp>(&addr, call, req);
         tokio::pin!(send);
         let mut metrics = self.raft.metrics();
@@ -297,11 +314,11 @@ const REFUSED_RETRIES: usize = 2;
 /// that handed off answers what it held back at once; a dead one never does.
 const FORWARD_GRACE: Duration = Duration::from_millis(300);
 
-/// `Some(named next leader)` when `result` is a refusal by `tried` that never reached Raft
+/// `Some(named next leader)` when `error` is a refusal by `tried` that never reached Raft
 /// (so trying elsewhere is safe).
-fn refused_by<T>(result: &Result<T, Error>, tried: NodeId) -> Option<Option<NodeId>> {
-    match result {
-        Err(Error::NotLeader { reached_raft: false, leader_id, .. }) if *leader_id != Some(tried) => Some(*leader_id),
+fn refused_by(error: &Error, tried: NodeId) -> Option<Option<NodeId>> {
+    match error {
+        Error::NotLeader { reached_raft: false, leader_id, .. } if *leader_id != Some(tried) => Some(*leader_id),
         _ => None,
     }
 }

@@ -54,9 +54,11 @@ impl Router {
     /// Hands leadership to `target` (a voter), or, when `None`, to the voter with the highest
     /// match index (lowest id on a tie). Returns the new leader.
     ///
+    /// The caller checks that this node leads (`Node::move_leader`).
+    ///
     /// # Errors
-    /// `NotLeader` when this node does not lead; `InvalidArgument` for a target that is not a
-    /// voter (or is this node); `Unavailable` with reason `TRANSFER_FAILED` when the transfer
+    /// `LeaderChanged` when this node stops leading meanwhile; `InvalidArgument` for a target
+    /// that is not a voter (or is this node); `Unavailable` with reason `TRANSFER_FAILED` when the transfer
     /// did not complete within `deadline` (this node may still lead).
     pub async fn transfer_leadership(&self, target: Option<NodeId>, deadline: Duration) -> Result<NodeId, Error> {
         let started = tokio::time::Instant::now();
@@ -80,22 +82,13 @@ impl Router {
         new_leader
     }
 
-    /// Checks that this node leads and chooses the target.
+    /// Chooses the target (the caller checked that this node leads; `hand_off` checks again).
     fn pick_target(&self, target: Option<NodeId>) -> Result<NodeId, Error> {
         let metrics = self.raft().metrics();
         let m = metrics.borrow();
-        if m.state != ServerState::Leader {
-            return Err(self.with_leader_hint(Error::NotLeader {
-                node_id: self.node_id(),
-                leader_id: m.current_leader,
-                leader_addr: None,
-                reached_raft: false,
-            }));
-        }
         let voters: Vec<NodeId> =
             m.membership_config.membership().voter_ids().filter(|id| *id != self.node_id()).collect();
-        let matched =
-            |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index);
+        let matched = |id: &NodeId| super::match_index(&m, *id).unwrap_or(0);
         match target {
             Some(t) if t == self.node_id() => {
                 Err(Error::InvalidArgument(format!("node {t} already leads; name another voter to move leadership to")))
@@ -118,10 +111,7 @@ impl Router {
             let mut metrics = raft.metrics();
             let caught_up = metrics.wait_for(|m| {
                 m.state != ServerState::Leader
-                    || m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&target).copied().flatten())
-                        .is_some_and(|l| l.index >= m.last_log_index.unwrap_or(0))
+                    || super::match_index(m, target).is_some_and(|i| i >= m.last_log_index.unwrap_or(0))
             });
             let (leads, last) = caught_up
                 .await
@@ -145,15 +135,6 @@ impl Router {
             Error::unavailable(UnavailableReason::Unreachable, format!("TimeoutNow to node {target}: {e}"))
         })?;
         reply
-    }
-
-    /// The peer address of member `id`.
-    fn peer_addr_of(&self, id: NodeId) -> Result<String, Error> {
-        let metrics = self.raft().metrics();
-        let m = metrics.borrow();
-        m.membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone()).ok_or_else(|| {
-            Error::unavailable(UnavailableReason::Unreachable, format!("node {id} is not in the membership"))
-        })
     }
 }
 

@@ -99,6 +99,21 @@ fn sync_dir(dir: &Path) -> EngineResult<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(format_args!("fsync directory {}", dir.display()), e))
 }
 
+/// Replaces `dir/name` with `content` so that a power loss leaves either the old file or the
+/// whole new one: written to `name.tmp`, fsynced, renamed over `name`, and the directory fsynced.
+///
+/// # Errors
+/// When a step fails (the old file, if any, is then still in place).
+pub fn write_file_durable(dir: &Path, name: &str, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
 /// `create_dir_all` whose result survives a power loss: each directory it creates is made
 /// durable by an fsync of its parent (a new name is durable only once its directory is).
 ///
