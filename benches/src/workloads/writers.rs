@@ -84,29 +84,6 @@ impl Writers {
         self.acks.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Waits (polling, at most `limit`) until `n` writes were acknowledged after `since`;
-    /// returns whether they were.
-    pub async fn wait_for_acks_after(&self, since: Instant, n: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            let count = self
-                .acks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .rev()
-                .take_while(|a| **a > since)
-                .count();
-            if count >= n {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     /// Stops the writers and fills an outcome with their ops, errors, throughput and latency.
     pub async fn finish(self, w: Workload, target: &dyn Target) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
