@@ -31,6 +31,8 @@ JAVA_OPTS = ["--add-exports=java.base/sun.net.util=ALL-UNNAMED",
         "java.util.concurrent.atomic", "java.util.concurrent.locks")]
 
 LEADER_LINE = b"granted leadership"
+# Logged once a JobManager's last leader contender joined the election (its latch follows).
+CONTENDING_LINE = b"registered under component 'resource_manager'"
 MISMATCH = b"STATE-MISMATCH"
 
 
@@ -142,15 +144,22 @@ class Flink:
     def start_tm(self):
         self.tm = self._java("tm", "org.apache.flink.runtime.taskexecutor.TaskManagerRunner", "400m", [])
 
-    def is_leader(self, i):
+    def _logged(self, i, line):
         p, log = self.jm[i]
         if p.poll() is not None:
             return False
         try:
             with open(log, "rb") as f:
-                return LEADER_LINE in f.read()
+                return line in f.read()
         except OSError:
             return False
+
+    def is_leader(self, i):
+        return self._logged(i, LEADER_LINE)
+
+    def standby_ready(self, i):
+        """JobManager i contends for leadership and its REST endpoint answers."""
+        return self._logged(i, CONTENDING_LINE) and rest(self.rest_ports[i], "/overview") is not None
 
     def leader(self):
         leaders = [i for i in (0, 1) if self.is_leader(i)]
@@ -242,6 +251,7 @@ def main():
             wait_for("one leading JobManager", 60, lambda: flink.leader() is not None, 0.1)
             lead = flink.leader()
             standby = 1 - lead
+            wait_for("the standby JobManager contending", 120, lambda: flink.standby_ready(standby), 0.2)
             cp = checkpoints(flink.rest_ports[lead], job)
             before = completed_id(cp)
             max_seen = max([h.get("id", -1) for h in cp.get("history", [])] + [before])

@@ -10,8 +10,8 @@
 # Needs: java/javac 17 (openjdk-17-jdk-headless), python3-venv, zookeeper (for that backend),
 # a built conclave (cargo build -p conclave-server; CONCLAVE_BIN overrides) for Conclave.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+flinkdir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$flinkdir/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 backend=both rounds=3 total=900
 while [ $# -gt 0 ]; do
@@ -46,7 +46,7 @@ echo "flink: $(basename "$(ls "$home"/lib/flink-dist-*.jar)") from $home"
 
 out="$target/flink-ha/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/job"
-javac -nowarn -d "$out/job" -cp "$home/lib/*" "$here/CheckpointedCounter.java"
+javac -nowarn -d "$out/job" -cp "$home/lib/*" "$flinkdir/CheckpointedCounter.java"
 jar --create --file "$out/job.jar" -C "$out/job" .
 results="$out/results.tsv"
 printf 'backend\tround\tleader_s\trunning_s\tcompleted_before_kill\tmax_id_before_kill\trestored\tfirst_new_id\tverdict\n' >"$results"
@@ -62,9 +62,9 @@ for b in "${backends[@]}"; do
       source "$root/server/tests/zk/cluster.sh"
       trap 'cp "$work"/n*.log "$logs/" 2>/dev/null || true; cleanup' EXIT
     else
-      source "$here/zk_ensemble.sh"
+      source "$flinkdir/zk_ensemble.sh"
     fi
-    timeout --kill-after=10 "$((run_deadline - SECONDS))" python3 "$here/flink_ha.py" --backend "$b" \
+    timeout --kill-after=10 "$((run_deadline - SECONDS))" python3 "$flinkdir/flink_ha.py" --backend "$b" \
       --quorum "$hosts" --flink-home "$home" --jar "$out/job.jar" --out "$logs" --results "$results" \
       --rounds "$rounds"
   ) || status=1
