@@ -6,7 +6,7 @@
 # (2 JobManagers, 1 TaskManager, high-availability.type: zookeeper) from PyPI's
 # apache-flink-libraries, the checkpointing job CheckpointedCounter.java (javac, no Maven), then
 # N rounds (default 3, at most 20) of kill -9 of the leading JobManager (see flink_ha.py).
-# Results and every log land in target/flink-ha/<UTC time>/ (results.tsv, summary.txt).
+# Results and every log land in target/flink-ha/<UTC time>/ (results.tsv, summary.txt/.svg).
 # Needs: java/javac 17 (openjdk-17-jdk-headless), python3-venv, zookeeper (for that backend),
 # a built conclave (cargo build -p conclave-server; CONCLAVE_BIN overrides) for Conclave.
 set -euo pipefail
@@ -73,19 +73,32 @@ done
 python3 - "$results" "$out/summary.txt" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
-lines = ["backend     rounds ok  median kill->leader  median kill->RUNNING  (s)"]
+lines = ["backend     rounds ok  median kill->leader  median leader->RUNNING  median kill->RUNNING  (s)"]
 for b in sorted({r[0] for r in rows}):
     mine = [r for r in rows if r[0] == b]
     ok = sum(r[8] == "ok" for r in mine)
     lead = statistics.median(float(r[2]) for r in mine)
     run = statistics.median(float(r[3]) for r in mine)
-    lines.append(f"{b:<11} {len(mine):>6} {ok:>2}  {lead:>19.2f}  {run:>20.2f}")
+    recover = statistics.median(float(r[3]) - float(r[2]) for r in mine)
+    lines.append(f"{b:<11} {len(mine):>6} {ok:>2}  {lead:>19.2f}  {recover:>22.2f}  {run:>20.2f}")
 lines.append("")
 lines.append("kill -> RUNNING per round (one # per 0.5 s)")
 for r in rows:
     lines.append(f"{r[0]:<10} #{r[1]:<2} {'#' * round(float(r[3]) * 2)} {float(r[3]):.2f}")
 open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
+# The same per round as an SVG: kill -> leader (dark) inside kill -> RUNNING (light), in seconds.
+scale, top = 20, max([float(r[3]) for r in rows] + [1])
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{int(top * scale) + 200}" height="{len(rows) * 22 + 30}" '
+       'font-family="monospace" font-size="12">']
+for i, r in enumerate(rows):
+    y = 20 + i * 22
+    svg.append(f'<text x="0" y="{y + 12}">{r[0]} #{r[1]}</text>')
+    svg.append(f'<rect x="110" y="{y}" width="{float(r[3]) * scale:.0f}" height="16" fill="#9ecae1"/>')
+    svg.append(f'<rect x="110" y="{y}" width="{float(r[2]) * scale:.0f}" height="16" fill="#3182bd"/>')
+    svg.append(f'<text x="{115 + float(r[3]) * scale:.0f}" y="{y + 12}">{float(r[2]):.1f} / {float(r[3]):.1f} s</text>')
+svg.append('<text x="0" y="12">kill -> leader (dark), kill -> job RUNNING (light)</text></svg>')
+open(sys.argv[2].replace(".txt", ".svg"), "w").write("\n".join(svg) + "\n")
 PY
 echo "results: $results"
 exit "$status"
