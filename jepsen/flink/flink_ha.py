@@ -229,6 +229,7 @@ def main():
     ap.add_argument("--round-timeout", type=float, default=120)
     a = ap.parse_args()
     flink = Flink(a.flink_home, a.quorum, a.out, a.session_timeout_ms)
+
     def on_term(*_):
         raise TimeoutError("stopped by the overall --timeout")
     signal.signal(signal.SIGTERM, on_term)
@@ -270,8 +271,11 @@ def main():
             wait_for("2 checkpoints completed after recovery", a.round_timeout,
                      lambda: completed_id(checkpoints(sport, job)) >= max(restored, max_seen) + 2, 0.2)
             new_ids = [h["id"] for h in checkpoints(sport, job).get("history", []) if "id" in h]
-            ok = restored >= before and min(new_ids, default=max_seen + 1) > max_seen \
-                and not flink.tm_mismatch()
+            problems = [what for what, bad in (
+                (f"restored {restored} older than completed {before}", restored < before),
+                (f"checkpoint id {min(new_ids, default=-1)} handed out again", min(new_ids, default=-1) <= max_seen),
+                ("STATE-MISMATCH in tm.out", flink.tm_mismatch())) if bad]
+            ok = not problems
             failed += not ok
             row = [a.backend, rnd, f"{t_leader:.3f}", f"{t_running:.3f}", before, max_seen, restored,
                    min(new_ids, default=-1), "ok" if ok else "FAILED"]
@@ -279,7 +283,7 @@ def main():
                 f.write("\t".join(map(str, row)) + "\n")
             print(f"[{a.backend}] round {rnd}: leader after {t_leader:.3f} s, RUNNING after {t_running:.3f} s, "
                   f"last completed before kill {before} (max id {max_seen}), restored {restored}, "
-                  f"first new id {min(new_ids, default=-1)}: {'ok' if ok else 'FAILED'}", flush=True)
+                  f"first new id {min(new_ids, default=-1)}: {'ok' if ok else 'FAILED: ' + '; '.join(problems)}", flush=True)
     except (TimeoutError, RuntimeError) as e:
         print(f"[{a.backend}] FAILED: {e} (logs in {a.out})", file=sys.stderr, flush=True)
         failed += 1
