@@ -27,7 +27,6 @@ case "$backend" in conclave|zookeeper) backends=("$backend") ;; both) backends=(
 [[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] && [ "$rounds" -le 20 ] ||
   { echo "--rounds must be 1..20, not '$rounds'" >&2; exit 2; }
 [[ "$total" =~ ^[0-9]+$ ]] || { echo "--timeout must be seconds, not '$total'" >&2; exit 2; }
-run_deadline=$((SECONDS + total))
 for tool in java javac jar; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install openjdk-17-jdk-headless" >&2; exit 2; }
 done
@@ -39,7 +38,8 @@ flink_home() { "$venv/bin/python" -c 'import pyflink; print(list(pyflink.__path_
 home="$(flink_home || true)"
 if [ -z "$home" ] || ! ls "$home"/lib/flink-dist-*.jar >/dev/null 2>&1; then
   python3 -m venv "$venv" || { echo "cannot create $venv: apt-get install python3-venv" >&2; exit 2; }
-  "$venv/bin/pip" install --quiet "apache-flink-libraries==$version"
+  timeout 900 "$venv/bin/pip" install --quiet "apache-flink-libraries==$version" ||
+    { echo "pip could not install apache-flink-libraries==$version (PyPI) within 900 s" >&2; exit 2; }
   home="$(flink_home)" || { echo "pip installed apache-flink-libraries==$version but no pyflink package is importable from $venv" >&2; exit 2; }
 fi
 echo "flink: $(basename "$(ls "$home"/lib/flink-dist-*.jar)") from $home"
@@ -48,6 +48,8 @@ out="$target/flink-ha/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/job"
 javac -nowarn -d "$out/job" -cp "$home/lib/*" "$flinkdir/CheckpointedCounter.java"
 jar --create --file "$out/job.jar" -C "$out/job" .
+# --timeout bounds the runs, not the one-time install above.
+run_deadline=$((SECONDS + total))
 results="$out/results.tsv"
 printf 'backend\tround\tleader_s\trunning_s\tcompleted_before_kill\tmax_id_before_kill\trestored\tfirst_new_id\tverdict\n' >"$results"
 
