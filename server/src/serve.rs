@@ -153,6 +153,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 start_up(node, &config, peers, gate, cluster_id).await;
             }
             register_client_addr(router.clone(), config.advertise_client_addr.clone()).await;
+            if let Some(zk_addr) = config.zk_addr {
+                let advertised = crate::zk::advertised_addr(zk_addr, &config.advertise_client_addr);
+                register_zk_addr(router.clone(), advertised).await;
+            }
             bootstrap_settings::reconcile(router, SmConfig { history_revisions: config.history_revisions }).await;
         })
     };
@@ -190,12 +194,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 }),
         )
     };
+    let zk_reaper = tokio::spawn(crate::zk::reaper::run(node.clone(), config.zk_container_check, config.zk_reap_rules));
     let zk_server = match config.zk_addr {
         Some(addr) => {
             let listener = crate::zk::bind(addr).await?;
             tracing::info!(%addr, "serving the ZooKeeper protocol");
-            let settings =
-                crate::zk::ZkSettings { tick_ms: config.zk_tick_ms, min_session_ttl_ms: limits.min_session_ttl_ms };
+            let settings = crate::zk::ZkSettings {
+                tick_ms: config.zk_tick_ms,
+                min_session_ttl_ms: limits.min_session_ttl_ms,
+                super_digest: config.zk_super_digest.clone(),
+                max_response_bytes: config.zk_max_response_bytes,
+            };
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(crate::zk::serve(listener, node.clone(), settings, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -227,6 +236,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     start_up.abort();
     expiry.abort();
+    zk_reaper.abort();
     election_task.abort();
     leader_changes.abort();
     let _ = stop_tx.send(true);
@@ -335,18 +345,29 @@ fn founding_cluster_id(config: &Config) -> u64 {
 /// Makes sure the replicated membership metadata holds this node's client address, so any
 /// member can tell clients where every other member (and the leader) serves. Retries until done.
 async fn register_client_addr(router: Arc<Router>, client_addr: String) {
+    let command = Command::RegisterNode { node_id: router.node_id(), client_addr: client_addr.clone() };
+    let done = |r: &Router| r.client_addr_of(r.node_id()).as_deref() == Some(client_addr.as_str());
+    register(&router, "client address", command, done).await;
+}
+
+/// Makes sure the replicated metadata holds this node's ZooKeeper address (`/zookeeper/config`
+/// lists every member's). Retries until done.
+async fn register_zk_addr(router: Arc<Router>, zk_addr: String) {
+    let command = Command::RegisterZkAddr { node_id: router.node_id(), zk_addr: zk_addr.clone() };
+    let done = |r: &Router| {
+        r.shared().sm.read().ok().and_then(|sm| sm.znodes().zk_addrs().get(&r.node_id()).cloned()).as_deref()
+            == Some(zk_addr.as_str())
+    };
+    register(&router, "ZooKeeper address", command, done).await;
+}
+
+/// Proposes `command` (membership metadata) until `done` sees it applied here.
+async fn register(router: &Router, what: &str, command: Command, done: impl Fn(&Router) -> bool) {
     let mut delay = Duration::from_millis(50);
-    loop {
-        if router.client_addr_of(router.node_id()).as_deref() == Some(client_addr.as_str()) {
-            return;
-        }
-        let proposal = Proposal {
-            request_id: None,
-            command: Command::RegisterNode { node_id: router.node_id(), client_addr: client_addr.clone() },
-        };
-        match router.propose(proposal, client_addr.len() + 16).await {
-            Ok(_) => {}
-            Err(e) => tracing::debug!("client address registration not done yet: {e}"),
+    while !done(router) {
+        let proposal = Proposal { request_id: None, command: command.clone() };
+        if let Err(e) = router.propose(proposal, 64).await {
+            tracing::debug!("{what} registration not done yet: {e}");
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));

@@ -8,8 +8,9 @@
 use conclave_proto::zookeeper::{op, Code};
 
 use super::codec::{Acl, Reader, Writer};
+use super::config_node::{config_data, config_stat};
 use super::conn::Conn;
-use super::paths::{is_reserved, reserved_node, validate};
+use super::paths::{is_reserved, reserved_node, validate, CONFIG_NODE};
 use super::requests::{
     acl_of, body, create_op, node_view, other_op, read_body, resolve_acls, result_body, writable, Answer, Fail,
     NewWatch,
@@ -20,7 +21,7 @@ use crate::log_entry::zk::{ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
 use crate::node::Consistency;
 use crate::state_machine::response::{CommandError, OutcomeBody};
-use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult};
+use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult, SUPER};
 use crate::state_machine::StateMachine;
 
 impl Conn {
@@ -61,6 +62,19 @@ impl Conn {
         };
         w.reply_header(xid, self.last_zxid as i64, err);
         let mut record = w.into_inner();
+        if record.len() + body.len() > self.ctx.settings.max_response_bytes {
+            // The client would drop the connection on a frame over its jute.maxbuffer and
+            // retry forever: answer MARSHALLINGERROR instead (see README, ZooKeeper section).
+            tracing::info!(
+                peer = %self.peer,
+                "ZooKeeper reply of {} bytes exceeds --zk-max-response-bytes {}: answered MARSHALLINGERROR",
+                record.len() + body.len(),
+                self.ctx.settings.max_response_bytes
+            );
+            let mut w = Writer::default();
+            w.reply_header(xid, self.last_zxid as i64, Code::MarshallingError.value());
+            return self.send(&w.into_inner()).await;
+        }
         record.extend_from_slice(&body);
         self.send(&record).await
     }
@@ -137,7 +151,11 @@ impl Conn {
                 validate(&path, false)?;
                 // exists is not ACL-checked (as in ZooKeeper); the others need READ.
                 let ids = (opcode != op::EXISTS).then(|| self.ids());
-                let (zxid, view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
+                let (zxid, mut view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
+                if path == CONFIG_NODE {
+                    let (data, stat) = self.config_node()?;
+                    view = Some(Ok((Some(data), stat, Vec::new())));
+                }
                 let view = match view {
                     Some(Err(code)) => return Ok((zxid, Err(code))),
                     Some(Ok(v)) => Some(v),
@@ -218,9 +236,16 @@ impl Conn {
                 let scheme = r.string()?;
                 let auth = String::from_utf8_lossy(r.buffer()?.unwrap_or_default()).to_string();
                 if scheme != "digest" {
+                    tracing::info!(peer = %self.peer, "ZooKeeper auth scheme {scheme:?} refused (AUTHFAILED): only digest is offered");
                     return Err(Code::AuthFailed.into());
                 }
-                self.auth.push((scheme, super::digest::digest_id(&auth)));
+                let id = super::digest::digest_id(&auth);
+                if self.ctx.settings.super_digest.as_deref() == Some(id.as_str()) {
+                    // ZooKeeper's DigestAuthenticationProvider: the super digest also adds
+                    // `super:`, which every ACL check lets through.
+                    self.auth.push((SUPER.to_string(), String::new()));
+                }
+                self.auth.push((scheme, id));
                 Ok((self.last_zxid, Ok(Vec::new())))
             }
             op::WHO_AM_I => {
@@ -279,9 +304,26 @@ impl Conn {
                 };
                 Ok((zxid, Ok(Vec::new())))
             }
+            op::SASL => {
+                tracing::info!(
+                    peer = %self.peer,
+                    session = format_args!("{:#x}", self.session_id),
+                    "ZooKeeper SASL authentication refused (AUTHFAILED): not offered; use digest auth (addauth digest user:password)"
+                );
+                Err(Code::AuthFailed.into())
+            }
             op::RECONFIG => Err(Code::ReconfigDisabled.into()),
             _ => Err(Code::Unimplemented.into()),
         }
+    }
+
+    /// `/zookeeper/config`'s data and stat now (`config_node`).
+    fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::znodes::ZStat), Fail> {
+        let node = &self.ctx.node;
+        let version = node.membership_index();
+        let data = node.view(|sm| config_data(&node.members(), sm.znodes().zk_addrs(), version))?;
+        let stat = config_stat(&data, version);
+        Ok((data, stat))
     }
 
     /// The connection's identities: its address, and the digests it added.
@@ -340,7 +382,7 @@ fn ops_size(ops: &[ZkOp]) -> usize {
     32 + ops
         .iter()
         .map(|o| match o {
-            ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => {
+            ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } | ZkOp::CreateTtl { path, data, .. } => {
                 path.len() + data.as_ref().map_or(0, Vec::len) + 16
             }
             ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,

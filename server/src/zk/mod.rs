@@ -11,12 +11,14 @@
 //! in `state_machine::znodes`.
 
 pub mod codec;
+mod config_node;
 mod conn;
 mod digest;
 mod four_letter;
 mod handlers;
 mod multi;
 mod paths;
+pub mod reaper;
 mod requests;
 pub mod session;
 pub mod watches;
@@ -34,12 +36,16 @@ use crate::node::Node;
 pub const ZK_VERSION: &str = "3.9.2-conclave";
 
 /// Session timeout rules.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ZkSettings {
     /// ZooKeeper's `tickTime`, ms: timeouts are negotiated into [2, 20] ticks.
     pub tick_ms: u64,
     /// Conclave's shortest session TTL (outlives a leader change); raises the minimum.
     pub min_session_ttl_ms: u64,
+    /// `--zk-super-digest`: the digest identity (`super:BASE64`) that bypasses every ACL.
+    pub super_digest: Option<String>,
+    /// `--zk-max-response-bytes`: the largest reply this member sends (jute.maxbuffer).
+    pub max_response_bytes: usize,
 }
 
 impl ZkSettings {
@@ -105,6 +111,17 @@ pub async fn serve(
         }
     }
     tasks.abort_all();
+}
+
+/// The address other members and clients reach this member's ZooKeeper listener at: `zk_addr`
+/// itself, or, when it binds every interface (`0.0.0.0`, `::`), the advertised client host with
+/// the ZooKeeper port.
+pub fn advertised_addr(zk_addr: SocketAddr, advertise_client_addr: &str) -> String {
+    if !zk_addr.ip().is_unspecified() {
+        return zk_addr.to_string();
+    }
+    let host = advertise_client_addr.rsplit_once(':').map_or(advertise_client_addr, |(h, _)| h);
+    format!("{host}:{}", zk_addr.port())
 }
 
 /// Binds `addr` for [`serve`].
