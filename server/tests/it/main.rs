@@ -23,6 +23,7 @@ mod stall;
 mod tls;
 mod transfer;
 mod watches;
+mod zk_gaps;
 mod zookeeper;
 
 use std::path::PathBuf;
