@@ -28,6 +28,15 @@ async fn wait_gone(zk: &mut Zk, path: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `sync`: later reads through `zk` see every write committed before it.
+async fn sync(zk: &mut Zk, path: &str) -> anyhow::Result<()> {
+    let r = zk.call(op::SYNC, |w| {
+        w.string(path);
+    });
+    anyhow::ensure!(r.await?.err == 0, "sync failed");
+    Ok(())
+}
+
 async fn create_ttl(zk: &mut Zk, path: &str, flags: i32, ttl: i64) -> anyhow::Result<crate::zookeeper::Reply> {
     zk.call(op::CREATE_TTL, |w| {
         w.string(path).buffer(b"t").acls(&[open_acl()]).int(flags).long(ttl);
@@ -60,15 +69,7 @@ async fn ttl_nodes_and_containers_go_at_the_leaders_check_and_config_lists_membe
     assert_eq!(a.create(op::CREATE_CONTAINER, "/box", b"", 4).await?.err, 0);
     assert_eq!(a.create(op::CREATE, "/box/item", b"", 0).await?.err, 0);
     assert_eq!(a.create(op::CREATE, "/plain", b"", 0).await?.err, 0);
-    assert_eq!(
-        b.call(op::SYNC, |w| {
-            w.string("/box");
-        })
-        .await?
-        .err,
-        0,
-        "b (member 2) reads after a's writes"
-    );
+    sync(&mut b, "/box").await?; // b (member 2) reads after a's writes
     let r = b.read(op::EXISTS, "/box", false).await?;
     let (_, _, _, _, owner, ..) = stat(&mut Reader::new(&r.body))?;
     assert_eq!(owner as u64, 1 << 63, "a container's ephemeralOwner is ZooKeeper's CONTAINER_EPHEMERAL_OWNER");
@@ -137,15 +138,7 @@ async fn super_digest_sasl_reply_cap_and_native_writes_under_the_znode_prefix() 
     });
     assert_eq!(r.await?.err, 0);
     // sync: `other` (on member 2) reads after alice's create.
-    assert_eq!(
-        other
-            .call(op::SYNC, |w| {
-                w.string("/guarded");
-            })
-            .await?
-            .err,
-        0
-    );
+    sync(&mut other, "/guarded").await?;
     assert_eq!(other.read(op::GET_DATA, "/guarded", false).await?.err, Code::NoAuth.value());
     assert_eq!(add_auth(&mut other, "digest", "super:wrong").await?, 0, "any digest is accepted, as in ZooKeeper");
     assert_eq!(other.read(op::GET_DATA, "/guarded", false).await?.err, Code::NoAuth.value());
@@ -179,15 +172,7 @@ async fn super_digest_sasl_reply_cap_and_native_writes_under_the_znode_prefix() 
         });
         assert_eq!(r.await?.err, 0);
     }
-    assert_eq!(
-        other
-            .call(op::SYNC, |w| {
-                w.string("/many");
-            })
-            .await?
-            .err,
-        0
-    );
+    sync(&mut other, "/many").await?;
     for opcode in [op::GET_CHILDREN, op::GET_CHILDREN2] {
         assert_eq!(other.read(opcode, "/many", false).await?.err, Code::MarshallingError.value());
     }
@@ -196,15 +181,7 @@ async fn super_digest_sasl_reply_cap_and_native_writes_under_the_znode_prefix() 
     });
     assert_eq!(Reader::new(&r.await?.body).int()?, 150, "small replies still pass");
     assert_eq!(alice.create(op::CREATE, "/big", &[7u8; 5000], 0).await?.err, 0);
-    assert_eq!(
-        other
-            .call(op::SYNC, |w| {
-                w.string("/big");
-            })
-            .await?
-            .err,
-        0
-    );
+    sync(&mut other, "/big").await?;
     assert_eq!(other.read(op::GET_DATA, "/big", false).await?.err, Code::MarshallingError.value());
     assert_eq!(other.call(op::PING, |_| {}).await?.err, 0, "the connection stays usable");
 
