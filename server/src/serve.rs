@@ -183,7 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // The client port stops first and on its own signal: it drains while Raft still runs.
     let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let incoming = listener::incoming(config.client_addr, client_tls, "client")?;
+        let incoming = listener::incoming(config.client_addr, client_tls.clone(), "client")?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
@@ -197,8 +197,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let zk_reaper = tokio::spawn(crate::zk::reaper::run(node.clone(), config.zk_container_check, config.zk_reap_rules));
     let zk_server = match config.zk_addr {
         Some(addr) => {
-            let listener = crate::zk::bind(addr).await?;
-            tracing::info!(%addr, "serving the ZooKeeper protocol");
+            // The ZooKeeper port takes the client port's TLS options (certificate, key, and
+            // client certificates required when --client-ca is given).
+            let incoming = listener::incoming(addr, client_tls.clone(), "zookeeper")?;
+            tracing::info!(%addr, tls = client_tls.is_some(), "serving the ZooKeeper protocol");
             let settings = crate::zk::ZkSettings {
                 tick_ms: config.zk_tick_ms,
                 min_session_ttl_ms: limits.min_session_ttl_ms,
@@ -206,7 +208,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 max_response_bytes: config.zk_max_response_bytes,
             };
             let mut stop = stop_rx.clone();
-            Some(tokio::spawn(crate::zk::serve(listener, node.clone(), settings, async move {
+            Some(tokio::spawn(crate::zk::serve(incoming, node.clone(), settings, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })))
         }

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::zookeeper::{event, xid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use conclave_tls::MaybeTlsStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -42,13 +41,13 @@ pub(super) struct Conn {
     /// Identities added with `auth` (scheme, id), reported by `whoAmI`.
     pub(super) auth: Vec<(String, String)>,
     pub(super) peer: SocketAddr,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: BufWriter<WriteHalf<MaybeTlsStream>>,
     received: u64,
     sent: u64,
 }
 
 /// Runs one connection to its end.
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) {
+pub(super) async fn run(stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) {
     ctx.conns().insert(id, ConnInfo { peer: peer.to_string(), ..ConnInfo::default() });
     if let Err(e) = serve(stream, peer, id, ctx.clone()).await {
         tracing::debug!(%peer, "zookeeper connection ended: {e}");
@@ -65,8 +64,8 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), len: i32) -> std::io::R
     Ok(buf)
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve(mut stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) -> std::io::Result<()> {
+    stream.tcp().set_nodelay(true)?;
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
     if let Some(answer) = four_letter::answer(&head, &ctx) {
@@ -88,7 +87,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
     if let Some(info) = ctx.conns().get_mut(&id) {
         info.session_id = session_id;
     }
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     // The reader runs apart so a half-read frame is never cancelled; it ends with the socket
     // or when the connection drops the receiver.
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(64);

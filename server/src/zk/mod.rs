@@ -28,8 +28,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use futures::StreamExt;
 
+use crate::listener::Incoming;
 use crate::node::Node;
 
 /// The ZooKeeper server version this front end answers as (`envi`, `srvr`).
@@ -86,10 +87,11 @@ impl ZkContext {
     }
 }
 
-/// Serves the ZooKeeper protocol on `listener` until `stop` resolves; each connection is one
+/// Serves the ZooKeeper protocol on the connections of `incoming` (plain TCP, or TLS with the
+/// client port's options: `crate::listener`) until `stop` resolves; each connection is one
 /// task, ended with the listener.
 pub async fn serve(
-    listener: TcpListener,
+    mut incoming: Incoming,
     node: Arc<Node>,
     settings: ZkSettings,
     stop: impl std::future::Future<Output = ()>,
@@ -100,12 +102,14 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(stream)) => {
+                    let Ok(peer) = stream.tcp().peer_addr() else { continue };
                     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
                     tasks.spawn(conn::run(stream, peer, id, ctx.clone()));
                 }
-                Err(e) => tracing::warn!("zookeeper listener: accept failed: {e}"),
+                Some(Err(e)) => tracing::warn!("zookeeper listener: accept failed: {e}"),
+                None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -122,12 +126,4 @@ pub fn advertised_addr(zk_addr: SocketAddr, advertise_client_addr: &str) -> Stri
     }
     let host = advertise_client_addr.rsplit_once(':').map_or(advertise_client_addr, |(h, _)| h);
     format!("{host}:{}", zk_addr.port())
-}
-
-/// Binds `addr` for [`serve`].
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -24,6 +24,7 @@ mod tls;
 mod transfer;
 mod watches;
 mod zk_gaps;
+mod zk_tls;
 mod zookeeper;
 
 use std::path::PathBuf;

@@ -29,13 +29,24 @@ async fn zk_cluster() -> anyhow::Result<ZkCluster> {
 
 /// A 3-member cluster serving ZooKeeper, with extra flags.
 pub(crate) async fn zk_cluster_with(extra: &[&str]) -> anyhow::Result<ZkCluster> {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    zk_cluster_tls(extra, None).await
+}
+
+/// A 3-member cluster serving ZooKeeper, with extra flags and the client TLS the cluster's own
+/// client uses (when the flags turn TLS on).
+pub(crate) async fn zk_cluster_tls(
+    extra: Vec<String>,
+    client_tls: Option<conclave_client::ClientTls>,
+) -> anyhow::Result<ZkCluster> {
     let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let port = 20_000 + (std::process::id() % 2_000) as u16 * 10 + n;
     let c = Cluster::start_with(ClusterOptions {
         nodes: 3,
         binary: Some(binary()),
         env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{port}"))],
-        extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        extra_args: extra,
+        client_tls,
         ..ClusterOptions::default()
     })
     .await?;
@@ -62,7 +73,7 @@ pub(crate) struct Zk {
     events: Vec<(i32, String)>,
 }
 
-async fn read_frame(s: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> anyhow::Result<Vec<u8>> {
     let len = s.read_i32().await?;
     let mut buf = vec![0; len as usize];
     s.read_exact(&mut buf).await?;
