@@ -362,6 +362,10 @@ impl ServeArgs {
         if self.snapshot_logs == 0 || self.history_revisions == 0 {
             return Err("--snapshot-logs and --history-revisions must be positive".into());
         }
+        let tls = self.tls.validate()?;
+        if !join.is_empty() {
+            tls.join_dialing()?;
+        }
         Ok(Config {
             node_id,
             data_dir: self.data_dir.clone(),
@@ -387,7 +391,7 @@ impl ServeArgs {
             zk_reap_rules: crate::state_machine::ReapRules { never_used_ms: self.zk_container_never_used_ms },
             zk_super_digest: self.zk_super_digest.as_deref().map(check_super_digest).transpose()?,
             zk_max_response_bytes: self.zk_max_response_bytes.max(1024),
-            tls: self.tls.validate()?,
+            tls,
         })
     }
 }

@@ -73,6 +73,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let cluster_id = ClusterId::open(&config.data_dir).map_err(anyhow::Error::msg)?;
     // TLS files load now (a bad file stops start-up with its name) and reload when they change.
     let client_tls = config.tls.client.clone().map(ServerTls::new).transpose()?;
+    // How `--join` dials the members' client ports (checked by `Config::validate`).
+    let join_tls = match config.join.is_empty() {
+        true => None,
+        false => config.tls.join_dialing().map_err(anyhow::Error::msg)?.map(ClientTls::new).transpose()?,
+    };
     let (peer_server_tls, peer_dial_tls) = match &config.tls.peer {
         Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
         None => (None, None),
@@ -150,7 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let (node, config, peers, router) = (node.clone(), config.clone(), network.clone(), router.clone());
         tokio::spawn(async move {
             if undecided {
-                start_up(node, &config, peers, gate, cluster_id).await;
+                start_up(node, &config, peers, gate, cluster_id, join_tls).await;
             }
             register_client_addr(router.clone(), config.advertise_client_addr.clone()).await;
             if let Some(zk_addr) = config.zk_addr {
@@ -289,7 +294,14 @@ async fn hand_off_leadership(node: &Node) {
 /// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the
 /// initial membership, or runs the rejoin flow. A node restarted mid-rejoin resumes the flow.
 /// Returns when the node may register: bootstrapped, or rejoined (a voter again).
-async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>, cluster_id: ClusterId) {
+async fn start_up(
+    node: Arc<Node>,
+    config: &Config,
+    peers: PeerNetwork,
+    gate: Arc<VotingGate>,
+    cluster_id: ClusterId,
+    join_tls: Option<ClientTls>,
+) {
     let raft = node.router().raft().clone();
     let mut ask_leader = true;
     let mut peer_addrs: Vec<String> =
@@ -301,7 +313,8 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
         // Added with `member add`: a learner waits for its promotion; listed as a voter, it
         // joined before and lost its data, so it rejoins.
         let own_peer_addr = config.initial_cluster.get(&config.node_id).cloned().unwrap_or_default();
-        let (standing, peers) = rejoin::join_standing(config.node_id, &own_peer_addr, &config.join).await;
+        let (standing, peers) =
+            rejoin::join_standing(config.node_id, &own_peer_addr, &config.join, join_tls.clone()).await;
         ask_leader = standing == rejoin::JoinStanding::Voter;
         peer_addrs = peers;
         StartMode::Rejoin
