@@ -235,6 +235,16 @@ pub enum Command {
         /// Its ZooKeeper client address, `host:port`.
         zk_addr: String,
     },
+    /// A ZooKeeper client re-attached session `session_id` on a connection (any member) that
+    /// picked the random `owner` token: from then on, only that connection serves the session;
+    /// an older one answers SESSIONMOVED and closes (ZooKeeper's session-moved rule). A no-op
+    /// when the session is gone.
+    ZkAttach {
+        /// The session.
+        session_id: u64,
+        /// The new owner's token (non-zero; 0 stands for the connection that opened it).
+        owner: u64,
+    },
 }
 
 /// One operation inside a transaction.

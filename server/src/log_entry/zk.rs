@@ -91,6 +91,13 @@ pub enum ZkOp {
         /// Time to live, ms, in `1..=MAX_TTL_MS` (checked by the front end).
         ttl_ms: u64,
     },
+    /// Fails the request with SESSIONMOVED unless the connection sending it (token `token`)
+    /// still owns the session (`Command::ZkAttach`): the front end puts it first in every write
+    /// request, so a stale connection's write is refused by every replica alike.
+    Owner {
+        /// The sending connection's owner token.
+        token: u64,
+    },
 }
 
 /// Longest TTL ZooKeeper can encode in `Stat.ephemeralOwner` (40 bits of milliseconds).

@@ -154,6 +154,9 @@ pub struct Znodes {
     pub(super) ttls: BTreeMap<String, u64>,
     /// Members' ZooKeeper addresses by node id, for `/zookeeper/config` (snapshot format 4).
     pub(super) zk_addrs: BTreeMap<u64, String>,
+    /// The connection token owning each re-attached session (`Command::ZkAttach`); absent: the
+    /// connection that opened it, token 0 (snapshot format 4).
+    pub(super) owners: BTreeMap<u64, u64>,
 }
 
 /// `Stat.ephemeralOwner` of a container (ZooKeeper's `CONTAINER_EPHEMERAL_OWNER`).
@@ -228,6 +231,11 @@ impl Znodes {
     /// A znode's bookkeeping (the root's always exists).
     pub fn meta(&self, path: &str) -> Option<&Meta> {
         self.nodes.get(path)
+    }
+
+    /// The token of the connection that owns `session` (0: the one that opened it).
+    pub fn owner(&self, session: u64) -> u64 {
+        self.owners.get(&session).copied().unwrap_or(0)
     }
 
     /// A TTL node's TTL, ms.
@@ -306,7 +314,7 @@ impl StateMachine {
             let results = vec![ZkOpResult::Error { code: Code::SessionExpired.value() }; ops.len().max(1)];
             return (false, results);
         }
-        let paths = match self.zk_dry_run(ops, ids) {
+        let paths = match self.zk_dry_run(session, ops, ids) {
             Ok(paths) => paths,
             Err((failed, code)) => return (false, failed_results(ops.len(), failed, code)),
         };
@@ -336,7 +344,7 @@ impl StateMachine {
                     }
                     ZkOpResult::SetData { stat: self.zk_stat(&path).unwrap_or_default() }
                 }
-                ZkOp::Check { .. } => ZkOpResult::Check,
+                ZkOp::Check { .. } | ZkOp::Owner { .. } => ZkOpResult::Check,
                 ZkOp::SetAcl { acl, .. } => {
                     let m = self.znodes.nodes.entry(path.clone()).or_default();
                     m.acl = acl.clone();
@@ -345,7 +353,7 @@ impl StateMachine {
                 }
             });
         }
-        let changed = ops.iter().any(|op| !matches!(op, ZkOp::Check { .. }));
+        let changed = ops.iter().any(|op| !matches!(op, ZkOp::Check { .. } | ZkOp::Owner { .. }));
         (changed, results)
     }
 
@@ -434,7 +442,7 @@ impl StateMachine {
     /// Checks every op against the state as the earlier ops would leave it (in ZooKeeper's
     /// order: existence, permission, version, children); returns each op's final path, or the
     /// first failing op and its code.
-    fn zk_dry_run(&self, ops: &[ZkOp], ids: &[ZkId]) -> Result<Vec<String>, (usize, Code)> {
+    fn zk_dry_run(&self, session: u64, ops: &[ZkOp], ids: &[ZkId]) -> Result<Vec<String>, (usize, Code)> {
         let mut overlay: BTreeMap<String, Option<View>> = BTreeMap::new();
         let view = |overlay: &BTreeMap<String, Option<View>>, p: &str| match overlay.get(p) {
             Some(v) => v.clone(),
@@ -478,6 +486,12 @@ impl StateMachine {
                     create(&mut overlay, path, *ephemeral, *sequential, acl)?
                 }
                 ZkOp::CreateTtl { path, sequential, acl, .. } => create(&mut overlay, path, false, *sequential, acl)?,
+                ZkOp::Owner { token } => {
+                    if self.znodes.owner(session) != *token {
+                        return Err(fail(Code::SessionMoved));
+                    }
+                    String::new()
+                }
                 ZkOp::Delete { path, version } => {
                     let (parent, _) = split_parent(path).ok_or(fail(Code::BadArguments))?;
                     let mut pv = view(&overlay, parent).ok_or(fail(Code::NoNode))?;

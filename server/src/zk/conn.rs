@@ -32,6 +32,8 @@ pub(super) struct Conn {
     pub(super) ctx: Arc<ZkContext>,
     pub(super) id: u64,
     pub(super) session_id: u64,
+    /// This connection's owner token (`Command::ZkAttach`).
+    pub(super) owner: u64,
     pub(super) timeout: Duration,
     /// Highest zxid sent to the client: reads are never served older than this.
     pub(super) last_zxid: u64,
@@ -74,8 +76,8 @@ async fn serve(mut stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<Z
     }
     let buf = read_frame(&mut stream, i32::from_be_bytes(head)).await?;
     let req = ConnectRequest::decode(&buf).map_err(std::io::Error::other)?;
-    let resp = match session::connect(&ctx, &req).await {
-        Connected::Attached(resp) => resp,
+    let (resp, owner) = match session::connect(&ctx, &req).await {
+        Connected::Attached(resp, owner) => (resp, owner),
         Connected::Expired(resp) => {
             stream.write_all(&frame(&resp.encode())).await?;
             return stream.shutdown().await;
@@ -114,6 +116,7 @@ async fn serve(mut stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<Z
         ctx,
         id,
         session_id,
+        owner,
         timeout: Duration::from_millis(resp.timeout_ms as u64),
         last_zxid: applied.max(req.last_zxid_seen.max(0) as u64),
         delivered: applied,
@@ -161,7 +164,8 @@ impl Conn {
                         }
                     }
                     self.received += frames.len() as u64 - 1;
-                    let go_on = if frames.len() > 1 {
+                    // A moved session's first frame is answered SESSIONMOVED by `handle`.
+                    let go_on = if frames.len() > 1 && !self.moved() {
                         self.handle_writes(&frames).await?;
                         true
                     } else {
@@ -188,7 +192,14 @@ impl Conn {
                     // A member that has not applied a new session's creation yet (it was
                     // proposed through the leader) must not take it for ended: only a session
                     // seen here and then gone has ended.
-                    let live = self.ctx.node.view(|sm| sm.sessions().get(self.session_id).is_some()).unwrap_or(false);
+                    let (live, owner) = self
+                        .ctx
+                        .node
+                        .view(|sm| (sm.sessions().get(self.session_id).is_some(), sm.znodes().owner(self.session_id)))
+                        .unwrap_or((false, self.owner));
+                    if live && owner != self.owner {
+                        return Err(std::io::Error::other("the session moved to another connection"));
+                    }
                     if live {
                         session_seen = true;
                     } else if session_seen {

@@ -31,6 +31,11 @@ impl Conn {
         let (Ok(req_xid), Ok(opcode)) = (r.int(), r.int()) else {
             return Err(std::io::Error::other("malformed request header"));
         };
+        if self.moved() {
+            // ZooKeeper's rule: the client re-attached elsewhere; this connection is stale.
+            self.reply(req_xid, self.last_zxid, Err(Code::SessionMoved)).await?;
+            return Ok(false);
+        }
         let mut watches = Vec::new();
         let answer = match self.dispatch(opcode, &mut r, &mut watches).await {
             Ok(a) => a,
@@ -326,6 +331,11 @@ impl Conn {
         Ok((data, stat))
     }
 
+    /// Whether the session was re-attached on another connection since this one attached.
+    pub(super) fn moved(&self) -> bool {
+        self.ctx.node.view(|sm| sm.znodes().owner(self.session_id)).is_ok_and(|owner| owner != self.owner)
+    }
+
     /// The connection's identities: its address, and the digests it added.
     pub(super) fn ids(&self) -> Vec<ZkId> {
         let mut ids = vec![ZkId { scheme: "ip".into(), id: self.peer.ip().to_string() }];
@@ -340,22 +350,38 @@ impl Conn {
     }
 
     /// Proposes `ops` for this session and waits until this member applied them.
+    /// A stale connection (the session re-attached elsewhere) gets SESSIONMOVED from apply.
     pub(super) async fn write(&self, ops: Vec<ZkOp>) -> Result<(u64, Vec<ZkOpResult>), Fail> {
+        let ops = self.owned(ops);
         let size = ops_size(&ops);
         let command = Command::Zk { session: self.session_id, ids: self.ids(), ops };
         let (revision, body) = self.propose_here(command, size).await?;
         match body {
-            OutcomeBody::Zk { results } => Ok((revision, results)),
+            OutcomeBody::Zk { results } => Ok((revision, unowned(results)?)),
             other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
         }
     }
 
+    /// `ops` behind this connection's ownership check ([`ZkOp::Owner`]).
+    fn owned(&self, ops: Vec<ZkOp>) -> Vec<ZkOp> {
+        let mut all = Vec::with_capacity(ops.len() + 1);
+        all.push(ZkOp::Owner { token: self.owner });
+        all.extend(ops);
+        all
+    }
+
     /// Proposes pipelined requests in one entry; returns each one's revision and results.
     async fn write_batch(&self, requests: Vec<Vec<ZkOp>>) -> Result<Vec<(u64, Vec<ZkOpResult>)>, Fail> {
+        let requests: Vec<Vec<ZkOp>> = requests.into_iter().map(|ops| self.owned(ops)).collect();
         let size = requests.iter().map(|ops| ops_size(ops)).sum();
         let command = Command::ZkBatch { session: self.session_id, ids: self.ids(), requests };
         match self.propose_here(command, size).await?.1 {
-            OutcomeBody::ZkBatch { results } => Ok(results),
+            OutcomeBody::ZkBatch { results } => Ok(results
+                .into_iter()
+                .map(|(rev, r)| {
+                    (rev, unowned(r).unwrap_or_else(|_| vec![ZkOpResult::Error { code: Code::SessionMoved.value() }]))
+                })
+                .collect()),
             other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
         }
     }
@@ -377,6 +403,17 @@ impl Conn {
     }
 }
 
+/// A request's results without its ownership check's; SESSIONMOVED when that check failed.
+fn unowned(mut results: Vec<ZkOpResult>) -> Result<Vec<ZkOpResult>, Fail> {
+    if results.first() == Some(&ZkOpResult::Error { code: Code::SessionMoved.value() }) {
+        return Err(Fail::Code(Code::SessionMoved));
+    }
+    if !results.is_empty() {
+        results.remove(0);
+    }
+    Ok(results)
+}
+
 /// The encoded size of a request's ops, for the proposal size limit.
 fn ops_size(ops: &[ZkOp]) -> usize {
     32 + ops
@@ -386,6 +423,7 @@ fn ops_size(ops: &[ZkOp]) -> usize {
                 path.len() + data.as_ref().map_or(0, Vec::len) + 16
             }
             ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,
+            ZkOp::Owner { .. } => 16,
             ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
         })
         .sum::<usize>()

@@ -192,6 +192,7 @@ pub(super) fn other_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
     // SET_ACL is read by `set_acl_op` (it needs the connection's identities).
     match &op {
         ZkOp::Check { path, .. } => validate(path, false)?,
+        ZkOp::Owner { .. } => {}
         ZkOp::Delete { path, .. }
         | ZkOp::SetData { path, .. }
         | ZkOp::Create { path, .. }

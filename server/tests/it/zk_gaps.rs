@@ -197,3 +197,33 @@ async fn super_digest_sasl_reply_cap_and_native_writes_under_the_znode_prefix() 
     assert_no_panics(&z.c);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_re_attached_elsewhere_moves_and_the_old_connection_gets_session_moved() -> anyhow::Result<()> {
+    let z = zk_cluster_with(&[]).await?;
+    let mut old = Zk::connect(&zk_addr(&z, 1), new_session()).await?;
+    assert_eq!(old.create(op::CREATE, "/before", b"", 0).await?.err, 0);
+    let again = conclave_server::zk::codec::ConnectRequest {
+        session_id: old.session.session_id,
+        passwd: old.session.passwd.clone(),
+        ..new_session()
+    };
+    let mut new = Zk::connect(&zk_addr(&z, 2), again).await?;
+    assert_eq!(new.session.session_id, old.session.session_id, "re-attached, not a new session");
+    // The stale connection: its next request is answered SESSIONMOVED, or it was already closed
+    // when member 1 applied the re-attach; either way it cannot act for the session.
+    match old.create(op::CREATE, "/from-old", b"", 1).await {
+        Ok(r) => assert_eq!(r.err, Code::SessionMoved.value()),
+        Err(e) => assert!(e.to_string().contains("end of file") || e.to_string().contains("reset"), "{e}"),
+    }
+    assert!(old.call(op::PING, |_| {}).await.is_err(), "the stale connection is closed");
+    // The new owner serves the session; nothing was written by the stale one.
+    let r = new.create(op::CREATE2, "/eph", b"", 1).await?;
+    let mut rd = Reader::new(&r.body);
+    assert_eq!(rd.string()?, "/eph");
+    let (_, _, _, _, owner, ..) = stat(&mut rd)?;
+    assert_eq!(owner, new.session.session_id);
+    assert_eq!(new.read(op::EXISTS, "/from-old", false).await?.err, Code::NoNode.value());
+    assert_no_panics(&z.c);
+    Ok(())
+}

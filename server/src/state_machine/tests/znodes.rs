@@ -273,3 +273,16 @@ fn a_batch_of_pipelined_requests_equals_the_requests_one_by_one() {
     assert_eq!(batched.sm.zk_stat("/p/a").map(|st| st.version), Some(1));
     assert_eq!(batched.sm.kv().get(b"zk/p/a").map(|kv| kv.value), Some(b("2")));
 }
+
+#[test]
+fn a_re_attach_moves_the_session_and_its_end_forgets_the_owner() {
+    let mut n = Node::new();
+    let s = session(&mut n);
+    assert_eq!(n.sm.znodes().owner(s), 0, "the opening connection owns a new session");
+    n.ok(Command::ZkAttach { session_id: s, owner: 7 });
+    assert_eq!(n.sm.znodes().owner(s), 7);
+    n.ok(Command::ZkAttach { session_id: 999, owner: 9 });
+    assert_eq!(n.sm.znodes().owner(999), 0, "an unknown session gets no owner");
+    n.ok(Command::SessionClose { session_id: s });
+    assert_eq!(n.sm.znodes().owner(s), 0);
+}
