@@ -141,6 +141,23 @@ pub struct ServeArgs {
     /// ZooKeeper `tickTime` in ms: session timeouts are negotiated into [2, 20] ticks.
     #[arg(long, env = "CONCLAVE_ZK_TICK_MS", default_value_t = 2_000)]
     pub zk_tick_ms: u64,
+    /// How often the leader deletes empty containers and expired TTL nodes, ms (ZooKeeper's
+    /// `znode.container.checkIntervalMs`).
+    #[arg(long, env = "CONCLAVE_ZK_CONTAINER_CHECK_MS", default_value_t = 60_000)]
+    pub zk_container_check_ms: u64,
+    /// A container that never had a child is deleted once its mtime is this old, ms; 0 keeps
+    /// it (ZooKeeper's `znode.container.maxNeverUsedIntervalMs`, default 0).
+    #[arg(long, env = "CONCLAVE_ZK_CONTAINER_NEVER_USED_MS", default_value_t = 0)]
+    pub zk_container_never_used_ms: u64,
+    /// ZooKeeper super user, `user:BASE64(SHA1(user:password))` (ZooKeeper's
+    /// `zookeeper.DigestAuthenticationProvider.superDigest`): a connection that adds this digest
+    /// identity bypasses every ACL. Off when unset.
+    #[arg(long, env = "CONCLAVE_ZK_SUPER_DIGEST")]
+    pub zk_super_digest: Option<String>,
+    /// Largest ZooKeeper reply frame, bytes (clients' `jute.maxbuffer`, 0xfffff by default):
+    /// a bigger reply (getData, getChildren of a huge node) is answered MARSHALLINGERROR.
+    #[arg(long, env = "CONCLAVE_ZK_MAX_RESPONSE_BYTES", default_value_t = 0xfffff)]
+    pub zk_max_response_bytes: usize,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `conclave_server=debug`.
     #[arg(long, env = "CONCLAVE_LOG", default_value = "info")]
     pub log: String,
@@ -246,8 +263,33 @@ pub struct Config {
     pub zk_addr: Option<SocketAddr>,
     /// ZooKeeper tick, ms.
     pub zk_tick_ms: u64,
+    /// Interval of the leader's container and TTL check.
+    pub zk_container_check: Duration,
+    /// When never-used containers go (`ReapRules`).
+    pub zk_reap_rules: crate::state_machine::ReapRules,
+    /// The ZooKeeper super user's digest identity, validated.
+    pub zk_super_digest: Option<String>,
+    /// Largest ZooKeeper reply frame, bytes.
+    pub zk_max_response_bytes: usize,
     /// TLS of the client and peer ports.
     pub tls: TlsConfig,
+}
+
+/// Accepts ZooKeeper's superDigest form, `user:BASE64` of a 20-byte SHA-1.
+fn check_super_digest(digest: &str) -> Result<String, String> {
+    let valid = digest.split_once(':').is_some_and(|(user, hash)| {
+        !user.is_empty()
+            && hash.len() == 28
+            && hash.ends_with('=')
+            && hash.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    });
+    if !valid {
+        return Err(format!(
+            "--zk-super-digest {digest:?} is not user:BASE64(SHA1(user:password)) (28 base64 characters after the colon); \
+             make one with: echo -n super:PASSWORD | openssl dgst -binary -sha1 | openssl base64"
+        ));
+    }
+    Ok(digest.to_string())
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -320,6 +362,10 @@ impl ServeArgs {
         if self.snapshot_logs == 0 || self.history_revisions == 0 {
             return Err("--snapshot-logs and --history-revisions must be positive".into());
         }
+        let tls = self.tls.validate()?;
+        if !join.is_empty() {
+            tls.join_dialing()?;
+        }
         Ok(Config {
             node_id,
             data_dir: self.data_dir.clone(),
@@ -341,7 +387,11 @@ impl ServeArgs {
             metrics_addr: self.metrics_addr,
             zk_addr: self.zk_addr,
             zk_tick_ms: self.zk_tick_ms.max(1),
-            tls: self.tls.validate()?,
+            zk_container_check: Duration::from_millis(self.zk_container_check_ms.max(10)),
+            zk_reap_rules: crate::state_machine::ReapRules { never_used_ms: self.zk_container_never_used_ms },
+            zk_super_digest: self.zk_super_digest.as_deref().map(check_super_digest).transpose()?,
+            zk_max_response_bytes: self.zk_max_response_bytes.max(1024),
+            tls,
         })
     }
 }

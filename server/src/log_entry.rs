@@ -220,6 +220,31 @@ pub enum Command {
         /// The requests' ops, in arrival order.
         requests: Vec<Vec<zk::ZkOp>>,
     },
+    /// ZooKeeper nodes the leader found due for deletion from its clock (TTL nodes past their
+    /// TTL, empty containers; `zk::reaper`): each is deleted only if still as the leader saw it
+    /// (same mzxid and cversion, no children). Time never enters apply.
+    ZkReap {
+        /// The nodes.
+        targets: Vec<zk::ZkReapTarget>,
+    },
+    /// A member announces the address it serves the ZooKeeper protocol on (`--zk-addr`), for
+    /// `/zookeeper/config`; empty when it serves none.
+    RegisterZkAddr {
+        /// The member's id.
+        node_id: u64,
+        /// Its ZooKeeper client address, `host:port`.
+        zk_addr: String,
+    },
+    /// A ZooKeeper client re-attached session `session_id` on a connection (any member) that
+    /// picked the random `owner` token: from then on, only that connection serves the session;
+    /// an older one answers SESSIONMOVED and closes (ZooKeeper's session-moved rule). A no-op
+    /// when the session is gone.
+    ZkAttach {
+        /// The session.
+        session_id: u64,
+        /// The new owner's token (non-zero; 0 stands for the connection that opened it).
+        owner: u64,
+    },
 }
 
 /// One operation inside a transaction.

@@ -73,6 +73,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let cluster_id = ClusterId::open(&config.data_dir).map_err(anyhow::Error::msg)?;
     // TLS files load now (a bad file stops start-up with its name) and reload when they change.
     let client_tls = config.tls.client.clone().map(ServerTls::new).transpose()?;
+    // How `--join` dials the members' client ports (checked by `Config::validate`).
+    let join_tls = match config.join.is_empty() {
+        true => None,
+        false => config.tls.join_dialing().map_err(anyhow::Error::msg)?.map(ClientTls::new).transpose()?,
+    };
     let (peer_server_tls, peer_dial_tls) = match &config.tls.peer {
         Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
         None => (None, None),
@@ -150,9 +155,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let (node, config, peers, router) = (node.clone(), config.clone(), network.clone(), router.clone());
         tokio::spawn(async move {
             if undecided {
-                start_up(node, &config, peers, gate, cluster_id).await;
+                start_up(node, &config, peers, gate, cluster_id, join_tls).await;
             }
             register_client_addr(router.clone(), config.advertise_client_addr.clone()).await;
+            if let Some(zk_addr) = config.zk_addr {
+                let advertised = crate::zk::advertised_addr(zk_addr, &config.advertise_client_addr);
+                register_zk_addr(router.clone(), advertised).await;
+            }
             bootstrap_settings::reconcile(router, SmConfig { history_revisions: config.history_revisions }).await;
         })
     };
@@ -179,7 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // The client port stops first and on its own signal: it drains while Raft still runs.
     let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let incoming = listener::incoming(config.client_addr, client_tls, "client")?;
+        let incoming = listener::incoming(config.client_addr, client_tls.clone(), "client")?;
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
@@ -190,14 +199,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 }),
         )
     };
+    let zk_reaper = tokio::spawn(crate::zk::reaper::run(node.clone(), config.zk_container_check, config.zk_reap_rules));
     let zk_server = match config.zk_addr {
         Some(addr) => {
-            let listener = crate::zk::bind(addr).await?;
-            tracing::info!(%addr, "serving the ZooKeeper protocol");
-            let settings =
-                crate::zk::ZkSettings { tick_ms: config.zk_tick_ms, min_session_ttl_ms: limits.min_session_ttl_ms };
+            // The ZooKeeper port takes the client port's TLS options (certificate, key, and
+            // client certificates required when --client-ca is given).
+            let incoming = listener::incoming(addr, client_tls.clone(), "zookeeper")?;
+            tracing::info!(%addr, tls = client_tls.is_some(), "serving the ZooKeeper protocol");
+            let settings = crate::zk::ZkSettings {
+                tick_ms: config.zk_tick_ms,
+                min_session_ttl_ms: limits.min_session_ttl_ms,
+                super_digest: config.zk_super_digest.clone(),
+                max_response_bytes: config.zk_max_response_bytes,
+            };
             let mut stop = stop_rx.clone();
-            Some(tokio::spawn(crate::zk::serve(listener, node.clone(), settings, async move {
+            Some(tokio::spawn(crate::zk::serve(incoming, node.clone(), settings, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })))
         }
@@ -227,6 +243,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     start_up.abort();
     expiry.abort();
+    zk_reaper.abort();
     election_task.abort();
     leader_changes.abort();
     let _ = stop_tx.send(true);
@@ -277,7 +294,14 @@ async fn hand_off_leadership(node: &Node) {
 /// Decides what a node without Raft state is (see `rejoin`): bootstraps a new cluster with the
 /// initial membership, or runs the rejoin flow. A node restarted mid-rejoin resumes the flow.
 /// Returns when the node may register: bootstrapped, or rejoined (a voter again).
-async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Arc<VotingGate>, cluster_id: ClusterId) {
+async fn start_up(
+    node: Arc<Node>,
+    config: &Config,
+    peers: PeerNetwork,
+    gate: Arc<VotingGate>,
+    cluster_id: ClusterId,
+    join_tls: Option<ClientTls>,
+) {
     let raft = node.router().raft().clone();
     let mut ask_leader = true;
     let mut peer_addrs: Vec<String> =
@@ -289,7 +313,8 @@ async fn start_up(node: Arc<Node>, config: &Config, peers: PeerNetwork, gate: Ar
         // Added with `member add`: a learner waits for its promotion; listed as a voter, it
         // joined before and lost its data, so it rejoins.
         let own_peer_addr = config.initial_cluster.get(&config.node_id).cloned().unwrap_or_default();
-        let (standing, peers) = rejoin::join_standing(config.node_id, &own_peer_addr, &config.join).await;
+        let (standing, peers) =
+            rejoin::join_standing(config.node_id, &own_peer_addr, &config.join, join_tls.clone()).await;
         ask_leader = standing == rejoin::JoinStanding::Voter;
         peer_addrs = peers;
         StartMode::Rejoin
@@ -335,18 +360,29 @@ fn founding_cluster_id(config: &Config) -> u64 {
 /// Makes sure the replicated membership metadata holds this node's client address, so any
 /// member can tell clients where every other member (and the leader) serves. Retries until done.
 async fn register_client_addr(router: Arc<Router>, client_addr: String) {
+    let command = Command::RegisterNode { node_id: router.node_id(), client_addr: client_addr.clone() };
+    let done = |r: &Router| r.client_addr_of(r.node_id()).as_deref() == Some(client_addr.as_str());
+    register(&router, "client address", command, done).await;
+}
+
+/// Makes sure the replicated metadata holds this node's ZooKeeper address (`/zookeeper/config`
+/// lists every member's). Retries until done.
+async fn register_zk_addr(router: Arc<Router>, zk_addr: String) {
+    let command = Command::RegisterZkAddr { node_id: router.node_id(), zk_addr: zk_addr.clone() };
+    let done = |r: &Router| {
+        r.shared().sm.read().ok().and_then(|sm| sm.znodes().zk_addrs().get(&r.node_id()).cloned()).as_deref()
+            == Some(zk_addr.as_str())
+    };
+    register(&router, "ZooKeeper address", command, done).await;
+}
+
+/// Proposes `command` (membership metadata) until `done` sees it applied here.
+async fn register(router: &Router, what: &str, command: Command, done: impl Fn(&Router) -> bool) {
     let mut delay = Duration::from_millis(50);
-    loop {
-        if router.client_addr_of(router.node_id()).as_deref() == Some(client_addr.as_str()) {
-            return;
-        }
-        let proposal = Proposal {
-            request_id: None,
-            command: Command::RegisterNode { node_id: router.node_id(), client_addr: client_addr.clone() },
-        };
-        match router.propose(proposal, client_addr.len() + 16).await {
-            Ok(_) => {}
-            Err(e) => tracing::debug!("client address registration not done yet: {e}"),
+    while !done(router) {
+        let proposal = Proposal { request_id: None, command: command.clone() };
+        if let Err(e) = router.propose(proposal, 64).await {
+            tracing::debug!("{what} registration not done yet: {e}");
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));

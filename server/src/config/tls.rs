@@ -67,6 +67,29 @@ impl PeerFiles {
     }
 }
 
+impl TlsConfig {
+    /// How a member started with `--join` dials the other members' client ports: plain when
+    /// its own client port is plain (the cluster's are taken to be alike); with TLS otherwise,
+    /// trusting `--client-ca` (else the peer CA) and presenting the member's peer certificate
+    /// (it has client-auth usage), which a client port with mutual TLS accepts when the same CA
+    /// signed it.
+    ///
+    /// # Errors
+    /// TLS on the client port with neither `--client-ca` nor peer TLS: no CA to verify the
+    /// members' client-port certificates with.
+    pub fn join_dialing(&self) -> Result<Option<ClientFiles>, String> {
+        let Some(client) = &self.client else { return Ok(None) };
+        let identity = self.peer.as_ref().map(|p| (p.cert.clone(), p.key.clone()));
+        match (&client.client_ca, &self.peer) {
+            (Some(ca), _) => Ok(Some(ClientFiles { ca: ca.clone(), identity })),
+            (None, Some(peer)) => Ok(Some(ClientFiles { ca: peer.ca.clone(), identity })),
+            (None, None) => Err("--join with TLS on the client port needs a CA to verify the members' client \
+                                 ports with: give --client-ca or the peer TLS flags (--peer-cert, --peer-key, --peer-ca)"
+                .into()),
+        }
+    }
+}
+
 impl TlsArgs {
     /// Checks that the flags of each port go together.
     ///
@@ -118,5 +141,20 @@ mod tests {
         assert!(peer_no_ca.validate().expect_err("no ca").contains("--peer-ca"));
         let peer = TlsArgs { peer_ca: p("ca"), ..peer_no_ca };
         assert!(peer.validate().expect("valid").peer.is_some());
+    }
+
+    #[test]
+    fn join_dials_client_ports_like_they_serve() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let config = |args: TlsArgs| args.validate().expect("valid");
+        assert_eq!(config(TlsArgs::default()).join_dialing(), Ok(None), "plain client ports: plain");
+        let server_only = TlsArgs { client_cert: p("c"), client_key: p("k"), ..TlsArgs::default() };
+        assert!(config(server_only.clone()).join_dialing().expect_err("no CA").contains("--client-ca"));
+        let with_peer = TlsArgs { peer_cert: p("pc"), peer_key: p("pk"), peer_ca: p("pca"), ..server_only.clone() };
+        let files = config(with_peer.clone()).join_dialing().expect("ok").expect("tls");
+        assert_eq!((files.ca, files.identity), (PathBuf::from("pca"), Some(("pc".into(), "pk".into()))));
+        let mtls = TlsArgs { client_ca: p("cca"), ..with_peer };
+        let files = config(mtls).join_dialing().expect("ok").expect("tls");
+        assert_eq!(files.ca, PathBuf::from("cca"), "the client CA verifies client ports");
     }
 }

@@ -76,4 +76,41 @@ pub enum ZkOp {
         /// Expected ACL version, -1 for any.
         version: i32,
     },
+    // New variants go last: bincode numbers variants by position (log format V1).
+    /// createTTL (opcode 21): a persistent node, optionally sequential, that the leader deletes
+    /// (`Command::ZkReap`) once it has had no children and no data change for `ttl_ms`.
+    CreateTtl {
+        /// Absolute, validated path (for a sequential node: the prefix the suffix is added to).
+        path: String,
+        /// Data (`None`: null).
+        data: Option<Vec<u8>>,
+        /// Append the parent's 10-digit child counter to the name.
+        sequential: bool,
+        /// Its ACL (non-empty).
+        acl: Vec<ZkAcl>,
+        /// Time to live, ms, in `1..=MAX_TTL_MS` (checked by the front end).
+        ttl_ms: u64,
+    },
+    /// Fails the request with SESSIONMOVED unless the connection sending it (token `token`)
+    /// still owns the session (`Command::ZkAttach`): the front end puts it first in every write
+    /// request, so a stale connection's write is refused by every replica alike.
+    Owner {
+        /// The sending connection's owner token.
+        token: u64,
+    },
+}
+
+/// Longest TTL ZooKeeper can encode in `Stat.ephemeralOwner` (40 bits of milliseconds).
+pub const MAX_TTL_MS: u64 = 0xff_ffff_ffff;
+
+/// A znode the leader found due for deletion (a TTL node past its TTL, an empty container),
+/// as it saw it: apply deletes it only if it is still unchanged and childless.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZkReapTarget {
+    /// Path.
+    pub path: String,
+    /// Its mzxid when the leader decided (a data change since keeps it).
+    pub mzxid: u64,
+    /// Its cversion when the leader decided (a child created since keeps it).
+    pub cversion: i32,
 }

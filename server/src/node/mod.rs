@@ -140,6 +140,11 @@ impl Node {
             .collect()
     }
 
+    /// The log index of the membership in effect (changes whenever the membership does).
+    pub fn membership_index(&self) -> u64 {
+        self.router.raft().metrics().borrow().membership_config.log_id().map_or(0, |l| l.index)
+    }
+
     /// The client address member `id` registered, if any.
     pub fn client_addr_of(&self, id: u64) -> Option<String> {
         self.router.client_addr_of(id)

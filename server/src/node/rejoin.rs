@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use conclave_tls::ClientTls;
 use serde::{Deserialize, Serialize};
 
 use super::Node;
@@ -241,14 +242,29 @@ pub enum JoinStanding {
     Voter,
 }
 
-/// Asks the `--join` endpoints (client API) how this node is listed, until one answers and
-/// lists it. A node that is not listed waits (logging the command that adds it).
+/// Asks the `--join` endpoints (client API, over TLS with `tls`) how this node is listed, until
+/// one answers and lists it. A node that is not listed waits (logging the command that adds
+/// it); an endpoint that cannot be reached is logged (the TLS handshake's reason included).
 /// Also returns the other members' peer addresses.
-pub async fn join_standing(me: NodeId, peer_addr: &str, endpoints: &[String]) -> (JoinStanding, Vec<String>) {
+pub async fn join_standing(
+    me: NodeId,
+    peer_addr: &str,
+    endpoints: &[String],
+    tls: Option<ClientTls>,
+) -> (JoinStanding, Vec<String>) {
     use conclave_proto::v1::cluster_client::ClusterClient;
     for attempt in 0u64.. {
         for ep in endpoints {
-            let Ok(mut client) = ClusterClient::connect(format!("http://{ep}")).await else { continue };
+            let channel = match crate::raft::network::dial_once(ep, tls.clone()).await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    if attempt % 10 == 0 {
+                        tracing::warn!("--join endpoint {ep} not reachable yet: {e}");
+                    }
+                    continue;
+                }
+            };
+            let mut client = ClusterClient::new(channel);
             let Ok(resp) = client.member_list(conclave_proto::v1::MemberListRequest {}).await else { continue };
             let members = resp.into_inner().members;
             let peers = members.iter().filter(|m| m.id != me).map(|m| m.peer_addr.clone()).collect();

@@ -83,6 +83,30 @@ impl PeerNetwork {
     }
 }
 
+/// A channel to a member's port `addr`, connected now (plain, or TLS verified against `tls`).
+///
+/// # Errors
+/// A bad address, or the connection or TLS handshake failed (the message says which).
+pub(crate) async fn dial_once(addr: &str, tls: Option<ClientTls>) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let connected = match tls {
+        None => endpoint.connect().await,
+        Some(tls) => endpoint.connect_with_connector(tls_dialer(addr.to_owned(), None, tls)).await,
+    };
+    connected.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        msg
+    })
+}
+
 /// Dials a member over TLS (the endpoint's own connector does plain TCP only): resolves
 /// `addr`, binds to `local_ip`, and verifies the member's certificate against the peer CA for
 /// the host part of `addr`.

@@ -25,6 +25,35 @@ fn key(what: &'static str, key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The keys of the ZooKeeper namespace, `[zk/, zk0)` (`state_machine::znodes`): native writes
+/// there would bypass the znode bookkeeping (Stat, children), so only the ZooKeeper port writes
+/// them; native reads and watches are allowed.
+const ZNODE_KEYS: (&[u8], &[u8]) = (b"zk/", b"zk0");
+
+fn znode_write_refused(what: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "{what} the ZooKeeper namespace (keys under \"zk/\"), which only the ZooKeeper port (--zk-addr) may \
+         change: write znodes through a ZooKeeper client; native reads and watches of these keys are allowed"
+    ))
+}
+
+/// Refuses a selector that reaches a znode key (see [`ZNODE_KEYS`]).
+fn writable_selector(selector: &KeySelector) -> Result<()> {
+    let (lo, hi) = ZNODE_KEYS;
+    let reaches = match selector {
+        KeySelector::Key(k) => k.starts_with(lo),
+        KeySelector::Prefix(p) => p.starts_with(lo) || lo.starts_with(p),
+        KeySelector::Interval { start, end } => start.as_slice() < hi && end.as_slice() > lo,
+    };
+    if reaches {
+        return Err(znode_write_refused(match selector {
+            KeySelector::Key(_) => "this key is in",
+            _ => "this range covers",
+        }));
+    }
+    Ok(())
+}
+
 fn value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(Error::ValueTooLarge { size: value.len(), limit: MAX_VALUE_BYTES });
@@ -92,12 +121,20 @@ pub fn request_id(id: Option<&pb::RequestId>) -> Result<Option<RequestId>> {
 pub fn put(r: &pb::PutRequest) -> Result<Command> {
     key("put", &r.key)?;
     value(&r.value)?;
+    writable_selector(&KeySelector::Key(r.key.clone()))?;
     Ok(Command::Put { key: r.key.clone(), value: r.value.clone(), prev_kv: r.prev_kv, session: r.session_id })
 }
 
 /// Converts a delete.
 pub fn delete_range(r: &pb::DeleteRangeRequest) -> Result<Command> {
-    Ok(Command::DeleteRange { selector: selector(r.range.as_ref())?, prev_kv: r.prev_kv })
+    Ok(Command::DeleteRange { selector: deletable(r.range.as_ref())?, prev_kv: r.prev_kv })
+}
+
+/// A delete's range, refused when it reaches a znode key.
+fn deletable(range: Option<&pb::KeyRange>) -> Result<KeySelector> {
+    let selector = selector(range)?;
+    writable_selector(&selector)?;
+    Ok(selector)
 }
 
 fn compare_op(op: i32) -> Result<CompareOp> {
@@ -162,7 +199,7 @@ fn txn_op(op: &pb::RequestOp) -> Result<TxnOp> {
             Command::Put { key, value, prev_kv, session } => TxnOp::Put { key, value, prev_kv, session },
             _ => unreachable!("put() returns a put"),
         },
-        Some(R::DeleteRange(d)) => TxnOp::DeleteRange { selector: selector(d.range.as_ref())?, prev_kv: d.prev_kv },
+        Some(R::DeleteRange(d)) => TxnOp::DeleteRange { selector: deletable(d.range.as_ref())?, prev_kv: d.prev_kv },
         Some(R::CounterAdd(a)) => {
             counter_name(&a.name)?;
             TxnOp::CounterAdd { name: a.name.clone(), delta: a.delta }
@@ -276,4 +313,29 @@ pub fn lease_release(r: &pb::LeaseReleaseRequest) -> Result<Command> {
 /// Validates a counter read.
 pub fn counter_get(r: &pb::CounterGetRequest) -> Result<()> {
     counter_name(&r.name)
+}
+
+#[cfg(test)]
+mod znode_tests {
+    use super::*;
+
+    #[test]
+    fn native_writes_to_znode_keys_are_refused_and_others_pass() {
+        let refused = |s: KeySelector| matches!(writable_selector(&s), Err(Error::InvalidArgument(m)) if m.contains("ZooKeeper port"));
+        assert!(refused(KeySelector::Key(b"zk/a".to_vec())));
+        assert!(refused(KeySelector::Prefix(b"zk/".to_vec())));
+        assert!(refused(KeySelector::Prefix(b"z".to_vec())), "a prefix covering zk/ reaches znodes");
+        assert!(refused(KeySelector::Prefix(Vec::new())), "every key includes the znodes");
+        assert!(refused(KeySelector::Interval { start: b"a".to_vec(), end: b"zz".to_vec() }));
+        for ok in [
+            KeySelector::Key(b"zk".to_vec()),
+            KeySelector::Key(b"zka".to_vec()),
+            KeySelector::Prefix(b"zk0".to_vec()),
+            KeySelector::Prefix(b"app/".to_vec()),
+            KeySelector::Interval { start: b"a".to_vec(), end: b"zk/".to_vec() },
+            KeySelector::Interval { start: b"zk0".to_vec(), end: b"zz".to_vec() },
+        ] {
+            assert!(writable_selector(&ok).is_ok(), "{ok:?}");
+        }
+    }
 }

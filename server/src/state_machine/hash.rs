@@ -43,10 +43,11 @@ impl StateMachine {
     }
 
     /// Prepares a state restored from a backup to seed a new cluster: forgets the client
-    /// addresses the old cluster's members registered (the new members register their own).
-    /// Keys, revisions, counters, sessions and settings are kept as they are.
+    /// and ZooKeeper addresses the old cluster's members registered (the new members register
+    /// their own). Keys, revisions, counters, sessions and settings are kept as they are.
     pub fn prepare_restore(&mut self) {
         self.client_addrs.clear();
+        self.znodes.zk_addrs.clear();
     }
 }
 

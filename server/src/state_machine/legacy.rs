@@ -7,6 +7,9 @@
 //! every replica) and the eviction order is rebuilt from the forgotten clients.
 //!
 //! Format 2: no ZooKeeper namespace bookkeeping (converted: empty, no znodes existed).
+//!
+//! Format 3: the ZooKeeper table had no TTL nodes and no members' ZooKeeper addresses
+//! (converted: none; members register their address again when they start).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +19,7 @@ use super::counters::Counters;
 use super::dedup::{Dedup, DedupV1};
 use super::mvcc::Mvcc;
 use super::sessions::SessionTable;
-use super::znodes::Znodes;
+use super::znodes::{Meta, Znodes};
 use super::{SmConfig, StateMachine};
 
 /// The state machine as snapshot format 1 encoded it (field order is the encoding).
@@ -72,6 +75,43 @@ impl From<StateMachineV2> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
+        }
+    }
+}
+
+/// The ZooKeeper table as snapshot format 3 encoded it.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct ZnodesV3 {
+    pub(crate) nodes: BTreeMap<String, Meta>,
+    pub(crate) secret: Option<[u64; 2]>,
+}
+
+/// The state machine as snapshot format 3 encoded it (field order is the encoding).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV3 {
+    pub(crate) settings: Option<SmConfig>,
+    pub(crate) revision: u64,
+    pub(crate) kv: Mvcc,
+    pub(crate) counters: Counters,
+    pub(crate) dedup: Dedup,
+    pub(crate) sessions: SessionTable,
+    pub(crate) client_addrs: BTreeMap<u64, String>,
+    pub(crate) znodes: ZnodesV3,
+}
+
+impl From<StateMachineV3> for StateMachine {
+    fn from(old: StateMachineV3) -> Self {
+        Self {
+            settings: old.settings,
+            revision: old.revision,
+            kv: old.kv,
+            counters: old.counters,
+            dedup: old.dedup,
+            sessions: old.sessions,
+            client_addrs: old.client_addrs,
+            znodes: Znodes::from_v3(old.znodes.nodes, old.znodes.secret),
         }
     }
 }

@@ -15,7 +15,10 @@ pub mod mvcc;
 pub mod response;
 pub mod sessions;
 mod txn;
+mod zk_reap;
 pub mod znodes;
+
+pub use zk_reap::ReapRules;
 
 use std::collections::BTreeMap;
 
@@ -255,6 +258,17 @@ impl StateMachine {
             Command::ZkBatch { session, ids, requests } => {
                 (false, self.apply_zk_batch(*session, ids, requests, time_ms))
             }
+            Command::ZkReap { targets } => self.apply_zk_reap(targets, next),
+            Command::ZkAttach { session_id, owner } => {
+                if self.sessions.get(*session_id).is_some() {
+                    self.znodes.owners.insert(*session_id, *owner);
+                }
+                (false, OutcomeBody::Registered)
+            }
+            Command::RegisterZkAddr { node_id, zk_addr } => {
+                self.znodes.zk_addrs.insert(*node_id, zk_addr.clone());
+                (false, OutcomeBody::Registered)
+            }
         };
         if changed {
             self.revision = next;
@@ -294,12 +308,11 @@ impl StateMachine {
         let Some(session) = self.sessions.remove(session_id) else {
             return (false, OutcomeBody::SessionClosed { deleted_keys: 0, released_leases: Vec::new() });
         };
+        self.znodes.owners.remove(&session_id);
         let deleted_keys = session.keys.iter().filter(|k| self.kv.write(k, None, revision).is_some()).count() as u64;
-        let mut emptied = Vec::new();
         for path in session.keys.iter().filter_map(|k| znodes::path_of(k)) {
-            self.znode_removed(path, revision, &mut emptied);
+            self.znode_removed(path, revision);
         }
-        self.collect_containers(emptied, revision);
         let released_leases: Vec<String> = session.leases.into_iter().collect();
         for name in &released_leases {
             self.sessions.release(name);

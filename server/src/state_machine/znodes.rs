@@ -6,13 +6,15 @@
 //! native ephemeral key. The root `/` is never stored as a key. `Stat` fields come from the key
 //! (czxid = create revision, mzxid = mod revision, version = key version - 1, dataLength,
 //! ephemeralOwner = session) and from [`Meta`] kept here per znode (ctime/mtime from the
-//! batch's `leader_time_ms`, cversion, pzxid, children, container flag). zxid = revision.
-//! The `zk` key prefix belongs to this front end: native writes under it bypass this
-//! bookkeeping.
+//! batch's `leader_time_ms`, cversion, pzxid, children, container flag, TTL). zxid = revision.
+//! `ephemeralOwner` is ZooKeeper's: the session of an ephemeral node, `0x8000000000000000` for
+//! a container, `0xff00000000000000 | ttl` for a TTL node (ZooKeeper's `EphemeralType`).
+//! The `zk` key prefix belongs to this front end: native writes under it are refused.
 //!
 //! Apply is pure: a request's ops are first checked against an overlay (nothing changes when
-//! one fails: ZooKeeper's all-or-nothing multi), then applied at one revision. A container
-//! whose last child goes is deleted at the same revision (ZooKeeper does it a minute later).
+//! one fails: ZooKeeper's all-or-nothing multi), then applied at one revision. Empty
+//! containers and expired TTL nodes are deleted by `Command::ZkReap`, decided by the leader
+//! from its clock (`zk_reap`), like ZooKeeper's `ContainerManager`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,8 +148,23 @@ pub fn failed_results(len: usize, failed: usize, code: Code) -> Vec<ZkOpResult> 
 /// The znode table (see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Znodes {
-    nodes: BTreeMap<String, Meta>,
+    pub(super) nodes: BTreeMap<String, Meta>,
     secret: Option<[u64; 2]>,
+    /// TTL nodes: path -> TTL ms (snapshot format 4).
+    pub(super) ttls: BTreeMap<String, u64>,
+    /// Members' ZooKeeper addresses by node id, for `/zookeeper/config` (snapshot format 4).
+    pub(super) zk_addrs: BTreeMap<u64, String>,
+    /// The connection token owning each re-attached session (`Command::ZkAttach`); absent: the
+    /// connection that opened it, token 0 (snapshot format 4).
+    pub(super) owners: BTreeMap<u64, u64>,
+}
+
+/// `Stat.ephemeralOwner` of a container (ZooKeeper's `CONTAINER_EPHEMERAL_OWNER`).
+pub const CONTAINER_OWNER: u64 = 1 << 63;
+
+/// `Stat.ephemeralOwner` of a TTL node with `ttl_ms` (ZooKeeper's extended type TTL).
+pub fn ttl_owner(ttl_ms: u64) -> u64 {
+    0xff00_0000_0000_0000 | (ttl_ms & crate::log_entry::zk::MAX_TTL_MS)
 }
 
 /// Permission bits.
@@ -164,10 +181,15 @@ pub mod perm {
     pub const ADMIN: i32 = 16;
 }
 
+/// The identity scheme of ZooKeeper's super user (`--zk-super-digest`): passes every ACL.
+pub const SUPER: &str = "super";
+
 /// Whether `ids` hold permission `perm` under `acl` (empty: open to everyone). `ip` entries
-/// match an address or an IPv4 `a.b.c.d/bits` range; other schemes match exactly.
+/// match an address or an IPv4 `a.b.c.d/bits` range; other schemes match exactly; a `super`
+/// identity holds every permission (ZooKeeper's super user).
 pub fn permits(acl: &[ZkAcl], ids: &[ZkId], perm: i32) -> bool {
     acl.is_empty()
+        || ids.iter().any(|i| i.scheme == SUPER)
         || acl.iter().any(|a| {
             a.perms & perm != 0
                 && ((a.scheme == "world" && a.id == "anyone")
@@ -211,6 +233,26 @@ impl Znodes {
         self.nodes.get(path)
     }
 
+    /// The token of the connection that owns `session` (0: the one that opened it).
+    pub fn owner(&self, session: u64) -> u64 {
+        self.owners.get(&session).copied().unwrap_or(0)
+    }
+
+    /// A TTL node's TTL, ms.
+    pub fn ttl(&self, path: &str) -> Option<u64> {
+        self.ttls.get(path).copied()
+    }
+
+    /// Members' ZooKeeper addresses by node id (registered with `Command::RegisterZkAddr`).
+    pub fn zk_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.zk_addrs
+    }
+
+    /// Builds the table from its snapshot-format-3 parts (no TTL nodes, no addresses then).
+    pub(super) fn from_v3(nodes: BTreeMap<String, Meta>, secret: Option<[u64; 2]>) -> Self {
+        Self { nodes, secret, ..Self::default() }
+    }
+
     /// Every path, in order (for getAllChildrenNumber and getEphemerals).
     pub fn paths_under<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a String> + 'a {
         let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
@@ -231,6 +273,12 @@ impl StateMachine {
             return None;
         }
         let m = self.znodes.nodes.get(path).cloned().unwrap_or_default();
+        let session = kv.as_ref().map_or(0, |kv| kv.session);
+        let owner = match self.znodes.ttls.get(path) {
+            Some(ttl) => ttl_owner(*ttl),
+            None if m.container => CONTAINER_OWNER,
+            None => session,
+        };
         Some(ZStat {
             czxid: kv.as_ref().map_or(0, |kv| kv.create_revision),
             mzxid: kv.as_ref().map_or(0, |kv| kv.mod_revision),
@@ -239,7 +287,7 @@ impl StateMachine {
             version: kv.as_ref().map_or(0, |kv| (kv.version - 1) as i32),
             cversion: m.cversion,
             aversion: m.aversion,
-            ephemeral_owner: kv.as_ref().map_or(0, |kv| kv.session),
+            ephemeral_owner: owner,
             data_length: kv.as_ref().map_or(0, |kv| kv.value.len() as i32),
             num_children: m.children.len() as i32,
             pzxid: m.pzxid,
@@ -266,34 +314,24 @@ impl StateMachine {
             let results = vec![ZkOpResult::Error { code: Code::SessionExpired.value() }; ops.len().max(1)];
             return (false, results);
         }
-        let paths = match self.zk_dry_run(ops, ids) {
+        let paths = match self.zk_dry_run(session, ops, ids) {
             Ok(paths) => paths,
             Err((failed, code)) => return (false, failed_results(ops.len(), failed, code)),
         };
-        let mut emptied = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
         for (op, path) in ops.iter().zip(paths) {
             results.push(match op {
+                ZkOp::CreateTtl { data, acl, ttl_ms, .. } => {
+                    self.znodes.ttls.insert(path.clone(), *ttl_ms);
+                    self.create_znode(path, data, 0, false, acl, time_ms, next)
+                }
                 ZkOp::Create { data, ephemeral, container, acl, .. } => {
                     let owner = if *ephemeral { session } else { 0 };
-                    self.write_key(&key_of(&path), Some((data.clone().unwrap_or_default(), owner)), next);
-                    let meta = Meta {
-                        null_data: data.is_none(),
-                        ctime: time_ms,
-                        mtime: time_ms,
-                        pzxid: next,
-                        container: *container,
-                        acl: acl.clone(),
-                        ..Meta::default()
-                    };
-                    self.znodes.nodes.insert(path.clone(), meta);
-                    self.child_changed(&path, true, next);
-                    let stat = self.zk_stat(&path).unwrap_or_default();
-                    ZkOpResult::Create { path, stat }
+                    self.create_znode(path, data, owner, *container, acl, time_ms, next)
                 }
                 ZkOp::Delete { .. } => {
                     self.write_key(&key_of(&path), None, next);
-                    self.znode_removed(&path, next, &mut emptied);
+                    self.znode_removed(&path, next);
                     ZkOpResult::Delete
                 }
                 ZkOp::SetData { data, .. } => {
@@ -306,7 +344,7 @@ impl StateMachine {
                     }
                     ZkOpResult::SetData { stat: self.zk_stat(&path).unwrap_or_default() }
                 }
-                ZkOp::Check { .. } => ZkOpResult::Check,
+                ZkOp::Check { .. } | ZkOp::Owner { .. } => ZkOpResult::Check,
                 ZkOp::SetAcl { acl, .. } => {
                     let m = self.znodes.nodes.entry(path.clone()).or_default();
                     m.acl = acl.clone();
@@ -315,8 +353,7 @@ impl StateMachine {
                 }
             });
         }
-        self.collect_containers(emptied, next);
-        let changed = ops.iter().any(|op| !matches!(op, ZkOp::Check { .. }));
+        let changed = ops.iter().any(|op| !matches!(op, ZkOp::Check { .. } | ZkOp::Owner { .. }));
         (changed, results)
     }
 
@@ -341,19 +378,45 @@ impl StateMachine {
         OutcomeBody::ZkBatch { results }
     }
 
-    /// Bookkeeping after znode `path`'s key was deleted (by a delete or its session's end):
-    /// forgets it and updates its parent; records a container parent left empty.
-    pub(super) fn znode_removed(&mut self, path: &str, revision: u64, emptied: &mut Vec<String>) {
-        self.znodes.nodes.remove(path);
-        if let Some(parent) = self.child_changed(path, false, revision) {
-            emptied.push(parent);
-        }
+    /// Writes a new znode's key and bookkeeping at `next` and answers its creation.
+    #[allow(clippy::too_many_arguments)]
+    fn create_znode(
+        &mut self,
+        path: String,
+        data: &Option<Vec<u8>>,
+        owner: u64,
+        container: bool,
+        acl: &[ZkAcl],
+        time_ms: u64,
+        next: u64,
+    ) -> ZkOpResult {
+        self.write_key(&key_of(&path), Some((data.clone().unwrap_or_default(), owner)), next);
+        let meta = Meta {
+            null_data: data.is_none(),
+            ctime: time_ms,
+            mtime: time_ms,
+            pzxid: next,
+            container,
+            acl: acl.to_vec(),
+            ..Meta::default()
+        };
+        self.znodes.nodes.insert(path.clone(), meta);
+        self.child_changed(&path, true, next);
+        let stat = self.zk_stat(&path).unwrap_or_default();
+        ZkOpResult::Create { path, stat }
     }
 
-    /// Adds or removes `path` in its parent's children; returns the parent if it is a container
-    /// left without children.
-    fn child_changed(&mut self, path: &str, added: bool, revision: u64) -> Option<String> {
-        let (parent, name) = split_parent(path)?;
+    /// Bookkeeping after znode `path`'s key was deleted (by a delete, a reap or its session's
+    /// end): forgets it and updates its parent.
+    pub(super) fn znode_removed(&mut self, path: &str, revision: u64) {
+        self.znodes.nodes.remove(path);
+        self.znodes.ttls.remove(path);
+        self.child_changed(path, false, revision);
+    }
+
+    /// Adds or removes `path` in its parent's children.
+    fn child_changed(&mut self, path: &str, added: bool, revision: u64) {
+        let Some((parent, name)) = split_parent(path) else { return };
         let m = self.znodes.nodes.entry(parent.to_string()).or_default();
         if added {
             m.children.insert(name.to_string());
@@ -362,17 +425,6 @@ impl StateMachine {
         }
         m.cversion += 1;
         m.pzxid = revision;
-        (m.container && m.children.is_empty()).then(|| parent.to_string())
-    }
-
-    /// Deletes containers left empty (and containers that this empties in turn).
-    pub(super) fn collect_containers(&mut self, mut emptied: Vec<String>, revision: u64) {
-        while let Some(path) = emptied.pop() {
-            let still_empty = self.znodes.nodes.get(&path).is_some_and(|m| m.container && m.children.is_empty());
-            if still_empty && self.write_key(&key_of(&path), None, revision).is_some() {
-                self.znode_removed(&path, revision, &mut emptied);
-            }
-        }
     }
 
     fn zk_view(&self, path: &str) -> Option<View> {
@@ -380,7 +432,7 @@ impl StateMachine {
         Some(View {
             version: stat.version,
             aversion: stat.aversion,
-            ephemeral: stat.ephemeral_owner != 0,
+            ephemeral: self.kv.get(&key_of(path)).is_some_and(|kv| kv.session != 0),
             children: i64::from(stat.num_children),
             cversion: stat.cversion,
             acl: self.znodes.nodes.get(path).map(|m| m.acl.clone()).unwrap_or_default(),
@@ -390,7 +442,7 @@ impl StateMachine {
     /// Checks every op against the state as the earlier ops would leave it (in ZooKeeper's
     /// order: existence, permission, version, children); returns each op's final path, or the
     /// first failing op and its code.
-    fn zk_dry_run(&self, ops: &[ZkOp], ids: &[ZkId]) -> Result<Vec<String>, (usize, Code)> {
+    fn zk_dry_run(&self, session: u64, ops: &[ZkOp], ids: &[ZkId]) -> Result<Vec<String>, (usize, Code)> {
         let mut overlay: BTreeMap<String, Option<View>> = BTreeMap::new();
         let view = |overlay: &BTreeMap<String, Option<View>>, p: &str| match overlay.get(p) {
             Some(v) => v.clone(),
@@ -407,31 +459,38 @@ impl StateMachine {
                     Ok(())
                 }
             };
+            let create = |overlay: &mut BTreeMap<String, Option<View>>,
+                          path: &String,
+                          ephemeral: bool,
+                          sequential: bool,
+                          acl: &Vec<ZkAcl>| {
+                let (parent, _) = split_parent(path).ok_or(fail(Code::NodeExists))?;
+                let mut pv = view(overlay, parent).ok_or(fail(Code::NoNode))?;
+                allow(&pv, perm::CREATE)?;
+                if pv.ephemeral {
+                    return Err(fail(Code::NoChildrenForEphemerals));
+                }
+                let path = if sequential { format!("{path}{:010}", pv.cversion) } else { path.clone() };
+                if view(overlay, &path).is_some() {
+                    return Err(fail(Code::NodeExists));
+                }
+                pv.children += 1;
+                pv.cversion += 1;
+                overlay.insert(parent.to_string(), Some(pv));
+                let v = View { version: 0, aversion: 0, ephemeral, children: 0, cversion: 0, acl: acl.clone() };
+                overlay.insert(path.clone(), Some(v));
+                Ok(path)
+            };
             let path = match op {
                 ZkOp::Create { path, ephemeral, sequential, acl, .. } => {
-                    let (parent, _) = split_parent(path).ok_or(fail(Code::NodeExists))?;
-                    let mut pv = view(&overlay, parent).ok_or(fail(Code::NoNode))?;
-                    allow(&pv, perm::CREATE)?;
-                    if pv.ephemeral {
-                        return Err(fail(Code::NoChildrenForEphemerals));
+                    create(&mut overlay, path, *ephemeral, *sequential, acl)?
+                }
+                ZkOp::CreateTtl { path, sequential, acl, .. } => create(&mut overlay, path, false, *sequential, acl)?,
+                ZkOp::Owner { token } => {
+                    if self.znodes.owner(session) != *token {
+                        return Err(fail(Code::SessionMoved));
                     }
-                    let path = if *sequential { format!("{path}{:010}", pv.cversion) } else { path.clone() };
-                    if view(&overlay, &path).is_some() {
-                        return Err(fail(Code::NodeExists));
-                    }
-                    pv.children += 1;
-                    pv.cversion += 1;
-                    overlay.insert(parent.to_string(), Some(pv));
-                    let v = View {
-                        version: 0,
-                        aversion: 0,
-                        ephemeral: *ephemeral,
-                        children: 0,
-                        cversion: 0,
-                        acl: acl.clone(),
-                    };
-                    overlay.insert(path.clone(), Some(v));
-                    path
+                    String::new()
                 }
                 ZkOp::Delete { path, version } => {
                     let (parent, _) = split_parent(path).ok_or(fail(Code::BadArguments))?;

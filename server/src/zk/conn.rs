@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::zookeeper::{event, xid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use conclave_tls::MaybeTlsStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -33,6 +32,8 @@ pub(super) struct Conn {
     pub(super) ctx: Arc<ZkContext>,
     pub(super) id: u64,
     pub(super) session_id: u64,
+    /// This connection's owner token (`Command::ZkAttach`).
+    pub(super) owner: u64,
     pub(super) timeout: Duration,
     /// Highest zxid sent to the client: reads are never served older than this.
     pub(super) last_zxid: u64,
@@ -42,13 +43,13 @@ pub(super) struct Conn {
     /// Identities added with `auth` (scheme, id), reported by `whoAmI`.
     pub(super) auth: Vec<(String, String)>,
     pub(super) peer: SocketAddr,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: BufWriter<WriteHalf<MaybeTlsStream>>,
     received: u64,
     sent: u64,
 }
 
 /// Runs one connection to its end.
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) {
+pub(super) async fn run(stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) {
     ctx.conns().insert(id, ConnInfo { peer: peer.to_string(), ..ConnInfo::default() });
     if let Err(e) = serve(stream, peer, id, ctx.clone()).await {
         tracing::debug!(%peer, "zookeeper connection ended: {e}");
@@ -65,8 +66,8 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), len: i32) -> std::io::R
     Ok(buf)
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve(mut stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) -> std::io::Result<()> {
+    stream.tcp().set_nodelay(true)?;
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
     if let Some(answer) = four_letter::answer(&head, &ctx) {
@@ -75,8 +76,8 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
     }
     let buf = read_frame(&mut stream, i32::from_be_bytes(head)).await?;
     let req = ConnectRequest::decode(&buf).map_err(std::io::Error::other)?;
-    let resp = match session::connect(&ctx, &req).await {
-        Connected::Attached(resp) => resp,
+    let (resp, owner) = match session::connect(&ctx, &req).await {
+        Connected::Attached(resp, owner) => (resp, owner),
         Connected::Expired(resp) => {
             stream.write_all(&frame(&resp.encode())).await?;
             return stream.shutdown().await;
@@ -88,7 +89,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
     if let Some(info) = ctx.conns().get_mut(&id) {
         info.session_id = session_id;
     }
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     // The reader runs apart so a half-read frame is never cancelled; it ends with the socket
     // or when the connection drops the receiver.
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(64);
@@ -115,6 +116,7 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<ZkCont
         ctx,
         id,
         session_id,
+        owner,
         timeout: Duration::from_millis(resp.timeout_ms as u64),
         last_zxid: applied.max(req.last_zxid_seen.max(0) as u64),
         delivered: applied,
@@ -162,7 +164,8 @@ impl Conn {
                         }
                     }
                     self.received += frames.len() as u64 - 1;
-                    let go_on = if frames.len() > 1 {
+                    // A moved session's first frame is answered SESSIONMOVED by `handle`.
+                    let go_on = if frames.len() > 1 && !self.moved() {
                         self.handle_writes(&frames).await?;
                         true
                     } else {
@@ -189,7 +192,14 @@ impl Conn {
                     // A member that has not applied a new session's creation yet (it was
                     // proposed through the leader) must not take it for ended: only a session
                     // seen here and then gone has ended.
-                    let live = self.ctx.node.view(|sm| sm.sessions().get(self.session_id).is_some()).unwrap_or(false);
+                    let (live, owner) = self
+                        .ctx
+                        .node
+                        .view(|sm| (sm.sessions().get(self.session_id).is_some(), sm.znodes().owner(self.session_id)))
+                        .unwrap_or((false, self.owner));
+                    if live && owner != self.owner {
+                        return Err(std::io::Error::other("the session moved to another connection"));
+                    }
                     if live {
                         session_seen = true;
                     } else if session_seen {

@@ -8,8 +8,9 @@
 use conclave_proto::zookeeper::{op, Code};
 
 use super::codec::{Acl, Reader, Writer};
+use super::config_node::{config_data, config_stat};
 use super::conn::Conn;
-use super::paths::{is_reserved, reserved_node, validate};
+use super::paths::{is_reserved, reserved_node, validate, CONFIG_NODE};
 use super::requests::{
     acl_of, body, create_op, node_view, other_op, read_body, resolve_acls, result_body, writable, Answer, Fail,
     NewWatch,
@@ -20,7 +21,7 @@ use crate::log_entry::zk::{ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
 use crate::node::Consistency;
 use crate::state_machine::response::{CommandError, OutcomeBody};
-use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult};
+use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult, SUPER};
 use crate::state_machine::StateMachine;
 
 impl Conn {
@@ -30,6 +31,11 @@ impl Conn {
         let (Ok(req_xid), Ok(opcode)) = (r.int(), r.int()) else {
             return Err(std::io::Error::other("malformed request header"));
         };
+        if self.moved() {
+            // ZooKeeper's rule: the client re-attached elsewhere; this connection is stale.
+            self.reply(req_xid, self.last_zxid, Err(Code::SessionMoved)).await?;
+            return Ok(false);
+        }
         let mut watches = Vec::new();
         let answer = match self.dispatch(opcode, &mut r, &mut watches).await {
             Ok(a) => a,
@@ -61,6 +67,19 @@ impl Conn {
         };
         w.reply_header(xid, self.last_zxid as i64, err);
         let mut record = w.into_inner();
+        if record.len() + body.len() > self.ctx.settings.max_response_bytes {
+            // The client would drop the connection on a frame over its jute.maxbuffer and
+            // retry forever: answer MARSHALLINGERROR instead (see README, ZooKeeper section).
+            tracing::info!(
+                peer = %self.peer,
+                "ZooKeeper reply of {} bytes exceeds --zk-max-response-bytes {}: answered MARSHALLINGERROR",
+                record.len() + body.len(),
+                self.ctx.settings.max_response_bytes
+            );
+            let mut w = Writer::default();
+            w.reply_header(xid, self.last_zxid as i64, Code::MarshallingError.value());
+            return self.send(&w.into_inner()).await;
+        }
         record.extend_from_slice(&body);
         self.send(&record).await
     }
@@ -137,7 +156,11 @@ impl Conn {
                 validate(&path, false)?;
                 // exists is not ACL-checked (as in ZooKeeper); the others need READ.
                 let ids = (opcode != op::EXISTS).then(|| self.ids());
-                let (zxid, view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
+                let (zxid, mut view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
+                if path == CONFIG_NODE {
+                    let (data, stat) = self.config_node()?;
+                    view = Some(Ok((Some(data), stat, Vec::new())));
+                }
                 let view = match view {
                     Some(Err(code)) => return Ok((zxid, Err(code))),
                     Some(Ok(v)) => Some(v),
@@ -218,9 +241,16 @@ impl Conn {
                 let scheme = r.string()?;
                 let auth = String::from_utf8_lossy(r.buffer()?.unwrap_or_default()).to_string();
                 if scheme != "digest" {
+                    tracing::info!(peer = %self.peer, "ZooKeeper auth scheme {scheme:?} refused (AUTHFAILED): only digest is offered");
                     return Err(Code::AuthFailed.into());
                 }
-                self.auth.push((scheme, super::digest::digest_id(&auth)));
+                let id = super::digest::digest_id(&auth);
+                if self.ctx.settings.super_digest.as_deref() == Some(id.as_str()) {
+                    // ZooKeeper's DigestAuthenticationProvider: the super digest also adds
+                    // `super:`, which every ACL check lets through.
+                    self.auth.push((SUPER.to_string(), String::new()));
+                }
+                self.auth.push((scheme, id));
                 Ok((self.last_zxid, Ok(Vec::new())))
             }
             op::WHO_AM_I => {
@@ -279,9 +309,31 @@ impl Conn {
                 };
                 Ok((zxid, Ok(Vec::new())))
             }
+            op::SASL => {
+                tracing::info!(
+                    peer = %self.peer,
+                    session = format_args!("{:#x}", self.session_id),
+                    "ZooKeeper SASL authentication refused (AUTHFAILED): not offered; use digest auth (addauth digest user:password)"
+                );
+                Err(Code::AuthFailed.into())
+            }
             op::RECONFIG => Err(Code::ReconfigDisabled.into()),
             _ => Err(Code::Unimplemented.into()),
         }
+    }
+
+    /// `/zookeeper/config`'s data and stat now (`config_node`).
+    fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::znodes::ZStat), Fail> {
+        let node = &self.ctx.node;
+        let version = node.membership_index();
+        let data = node.view(|sm| config_data(&node.members(), sm.znodes().zk_addrs(), version))?;
+        let stat = config_stat(&data, version);
+        Ok((data, stat))
+    }
+
+    /// Whether the session was re-attached on another connection since this one attached.
+    pub(super) fn moved(&self) -> bool {
+        self.ctx.node.view(|sm| sm.znodes().owner(self.session_id)).is_ok_and(|owner| owner != self.owner)
     }
 
     /// The connection's identities: its address, and the digests it added.
@@ -298,22 +350,38 @@ impl Conn {
     }
 
     /// Proposes `ops` for this session and waits until this member applied them.
+    /// A stale connection (the session re-attached elsewhere) gets SESSIONMOVED from apply.
     pub(super) async fn write(&self, ops: Vec<ZkOp>) -> Result<(u64, Vec<ZkOpResult>), Fail> {
+        let ops = self.owned(ops);
         let size = ops_size(&ops);
         let command = Command::Zk { session: self.session_id, ids: self.ids(), ops };
         let (revision, body) = self.propose_here(command, size).await?;
         match body {
-            OutcomeBody::Zk { results } => Ok((revision, results)),
+            OutcomeBody::Zk { results } => Ok((revision, unowned(results)?)),
             other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
         }
     }
 
+    /// `ops` behind this connection's ownership check ([`ZkOp::Owner`]).
+    fn owned(&self, ops: Vec<ZkOp>) -> Vec<ZkOp> {
+        let mut all = Vec::with_capacity(ops.len() + 1);
+        all.push(ZkOp::Owner { token: self.owner });
+        all.extend(ops);
+        all
+    }
+
     /// Proposes pipelined requests in one entry; returns each one's revision and results.
     async fn write_batch(&self, requests: Vec<Vec<ZkOp>>) -> Result<Vec<(u64, Vec<ZkOpResult>)>, Fail> {
+        let requests: Vec<Vec<ZkOp>> = requests.into_iter().map(|ops| self.owned(ops)).collect();
         let size = requests.iter().map(|ops| ops_size(ops)).sum();
         let command = Command::ZkBatch { session: self.session_id, ids: self.ids(), requests };
         match self.propose_here(command, size).await?.1 {
-            OutcomeBody::ZkBatch { results } => Ok(results),
+            OutcomeBody::ZkBatch { results } => Ok(results
+                .into_iter()
+                .map(|(rev, r)| {
+                    (rev, unowned(r).unwrap_or_else(|_| vec![ZkOpResult::Error { code: Code::SessionMoved.value() }]))
+                })
+                .collect()),
             other => Err(Fail::Fatal(Error::Internal(format!("unexpected outcome {other:?}")))),
         }
     }
@@ -335,15 +403,27 @@ impl Conn {
     }
 }
 
+/// A request's results without its ownership check's; SESSIONMOVED when that check failed.
+fn unowned(mut results: Vec<ZkOpResult>) -> Result<Vec<ZkOpResult>, Fail> {
+    if results.first() == Some(&ZkOpResult::Error { code: Code::SessionMoved.value() }) {
+        return Err(Fail::Code(Code::SessionMoved));
+    }
+    if !results.is_empty() {
+        results.remove(0);
+    }
+    Ok(results)
+}
+
 /// The encoded size of a request's ops, for the proposal size limit.
 fn ops_size(ops: &[ZkOp]) -> usize {
     32 + ops
         .iter()
         .map(|o| match o {
-            ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } => {
+            ZkOp::Create { path, data, .. } | ZkOp::SetData { path, data, .. } | ZkOp::CreateTtl { path, data, .. } => {
                 path.len() + data.as_ref().map_or(0, Vec::len) + 16
             }
             ZkOp::Delete { path, .. } | ZkOp::Check { path, .. } => path.len() + 16,
+            ZkOp::Owner { .. } => 16,
             ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
         })
         .sum::<usize>()

@@ -11,12 +11,14 @@
 //! in `state_machine::znodes`.
 
 pub mod codec;
+mod config_node;
 mod conn;
 mod digest;
 mod four_letter;
 mod handlers;
 mod multi;
 mod paths;
+pub mod reaper;
 mod requests;
 pub mod session;
 pub mod watches;
@@ -26,20 +28,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use futures::StreamExt;
 
+use crate::listener::Incoming;
 use crate::node::Node;
 
 /// The ZooKeeper server version this front end answers as (`envi`, `srvr`).
 pub const ZK_VERSION: &str = "3.9.2-conclave";
 
 /// Session timeout rules.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ZkSettings {
     /// ZooKeeper's `tickTime`, ms: timeouts are negotiated into [2, 20] ticks.
     pub tick_ms: u64,
     /// Conclave's shortest session TTL (outlives a leader change); raises the minimum.
     pub min_session_ttl_ms: u64,
+    /// `--zk-super-digest`: the digest identity (`super:BASE64`) that bypasses every ACL.
+    pub super_digest: Option<String>,
+    /// `--zk-max-response-bytes`: the largest reply this member sends (jute.maxbuffer).
+    pub max_response_bytes: usize,
 }
 
 impl ZkSettings {
@@ -80,10 +87,11 @@ impl ZkContext {
     }
 }
 
-/// Serves the ZooKeeper protocol on `listener` until `stop` resolves; each connection is one
+/// Serves the ZooKeeper protocol on the connections of `incoming` (plain TCP, or TLS with the
+/// client port's options: `crate::listener`) until `stop` resolves; each connection is one
 /// task, ended with the listener.
 pub async fn serve(
-    listener: TcpListener,
+    mut incoming: Incoming,
     node: Arc<Node>,
     settings: ZkSettings,
     stop: impl std::future::Future<Output = ()>,
@@ -94,12 +102,14 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(stream)) => {
+                    let Ok(peer) = stream.tcp().peer_addr() else { continue };
                     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
                     tasks.spawn(conn::run(stream, peer, id, ctx.clone()));
                 }
-                Err(e) => tracing::warn!("zookeeper listener: accept failed: {e}"),
+                Some(Err(e)) => tracing::warn!("zookeeper listener: accept failed: {e}"),
+                None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -107,10 +117,13 @@ pub async fn serve(
     tasks.abort_all();
 }
 
-/// Binds `addr` for [`serve`].
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// The address other members and clients reach this member's ZooKeeper listener at: `zk_addr`
+/// itself, or, when it binds every interface (`0.0.0.0`, `::`), the advertised client host with
+/// the ZooKeeper port.
+pub fn advertised_addr(zk_addr: SocketAddr, advertise_client_addr: &str) -> String {
+    if !zk_addr.ip().is_unspecified() {
+        return zk_addr.to_string();
+    }
+    let host = advertise_client_addr.rsplit_once(':').map_or(advertise_client_addr, |(h, _)| h);
+    format!("{host}:{}", zk_addr.port())
 }

@@ -1,6 +1,6 @@
 //! Path rules (ZooKeeper's `PathUtils.validatePath`) and the reserved `/zookeeper` subtree,
-//! which this front end serves itself (read-only): `/zookeeper`, `/zookeeper/config` (empty:
-//! dynamic reconfiguration is not offered) and `/zookeeper/quota`.
+//! which this front end serves itself (read-only): `/zookeeper`, `/zookeeper/config` (the
+//! members, `config_node`; reconfiguration through it is refused) and `/zookeeper/quota`.
 
 use conclave_proto::zookeeper::Code;
 
@@ -8,6 +8,9 @@ use crate::state_machine::znodes::ZStat;
 
 /// The reserved subtree's root.
 pub const RESERVED: &str = "/zookeeper";
+
+/// The ensemble's configuration node.
+pub const CONFIG_NODE: &str = "/zookeeper/config";
 
 /// Checks a client path; `sequential` checks it with a suffix appended (it may end in `/`).
 ///

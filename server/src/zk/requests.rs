@@ -6,7 +6,7 @@ use conclave_proto::zookeeper::{op, Code};
 use super::codec::{open_acl, Acl, CodecError, Reader, Writer};
 use super::paths::{is_reserved, reserved_node, validate};
 use crate::error::Error;
-use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp};
+use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp, MAX_TTL_MS};
 use crate::state_machine::response::CommandError;
 use crate::state_machine::znodes::{key_of, perm, permits, ZStat, ZkOpResult};
 use crate::state_machine::StateMachine;
@@ -141,19 +141,22 @@ pub(super) fn create_op(opcode: i32, r: &mut Reader<'_>, ids: &[ZkId]) -> Result
     let data = r.buffer()?.map(<[u8]>::to_vec);
     let acls = r.acls()?;
     let flags = r.int()?;
-    if opcode == op::CREATE_TTL {
-        let _ttl = r.long()?;
-        return Err(Code::Unimplemented.into());
-    }
+    let ttl = if opcode == op::CREATE_TTL { r.long()? } else { -1 };
     let acl = resolve_acls(acls, ids)?;
+    // ZooKeeper's `EphemeralType.validateTTL`: a TTL mode needs a TTL in 1..=MAX_TTL_MS, any
+    // other mode must come without one.
+    let ttl_mode = matches!(flags, 5 | 6);
+    if ttl_mode && !(1..=MAX_TTL_MS as i64).contains(&ttl) || !ttl_mode && ttl >= 0 {
+        return Err(Code::BadArguments.into());
+    }
     let (ephemeral, sequential, container) = match (opcode, flags) {
         (op::CREATE_CONTAINER, 4) => (false, false, true),
         (op::CREATE_CONTAINER, _) | (_, 4) => return Err(Code::BadArguments.into()),
         (_, 0) => (false, false, false),
         (_, 1) => (true, false, false),
-        (_, 2) => (false, true, false),
+        (_, 2 | 6) => (false, true, false),
         (_, 3) => (true, true, false),
-        (_, 5 | 6) => return Err(Code::Unimplemented.into()),
+        (_, 5) => (false, false, false),
         _ => return Err(Code::BadArguments.into()),
     };
     validate(&path, sequential)?;
@@ -161,6 +164,9 @@ pub(super) fn create_op(opcode: i32, r: &mut Reader<'_>, ids: &[ZkId]) -> Result
         return Err(
             if reserved_node(&path).is_some() || path == "/" { Code::NodeExists } else { Code::BadArguments }.into()
         );
+    }
+    if ttl_mode {
+        return Ok(ZkOp::CreateTtl { path, data, sequential, acl, ttl_ms: ttl as u64 });
     }
     Ok(ZkOp::Create { path, data, ephemeral, sequential, container, acl })
 }
@@ -186,9 +192,11 @@ pub(super) fn other_op(opcode: i32, r: &mut Reader<'_>) -> Result<ZkOp, Fail> {
     // SET_ACL is read by `set_acl_op` (it needs the connection's identities).
     match &op {
         ZkOp::Check { path, .. } => validate(path, false)?,
+        ZkOp::Owner { .. } => {}
         ZkOp::Delete { path, .. }
         | ZkOp::SetData { path, .. }
         | ZkOp::Create { path, .. }
+        | ZkOp::CreateTtl { path, .. }
         | ZkOp::SetAcl { path, .. } => writable(path)?,
     }
     Ok(op)

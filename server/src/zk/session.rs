@@ -20,8 +20,9 @@ use crate::state_machine::response::OutcomeBody;
 /// How the handshake ended.
 #[derive(Debug)]
 pub enum Connected {
-    /// Attached to this session (new or re-attached).
-    Attached(ConnectResponse),
+    /// Attached to this session (new or re-attached) as owner token `.1` (see
+    /// `Command::ZkAttach`: 0 for a new session).
+    Attached(ConnectResponse, u64),
     /// Answer with this (timeout 0: expired / bad password) and close.
     Expired(ConnectResponse),
     /// Close without an answer (the client is ahead of this member, or no quorum).
@@ -95,13 +96,16 @@ async fn try_connect(ctx: &ZkContext, req: &ConnectRequest) -> Result<Connected>
             OutcomeBody::SessionOpened { session_id } => session_id,
             other => return Err(Error::Internal(format!("unexpected outcome {other:?}"))),
         };
-        return Ok(Connected::Attached(ConnectResponse {
-            protocol_version: 0,
-            timeout_ms: ttl_ms as i32,
-            session_id: session_id as i64,
-            passwd: password(secret, session_id),
-            read_only: false,
-        }));
+        return Ok(Connected::Attached(
+            ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: ttl_ms as i32,
+                session_id: session_id as i64,
+                passwd: password(secret, session_id),
+                read_only: false,
+            },
+            0,
+        ));
     }
     let id = req.session_id as u64;
     if req.passwd != password(secret, id) {
@@ -118,13 +122,39 @@ async fn try_connect(ctx: &ZkContext, req: &ConnectRequest) -> Result<Connected>
     if !alive {
         return Ok(expired());
     }
-    Ok(Connected::Attached(ConnectResponse {
-        protocol_version: 0,
-        timeout_ms: ttl_ms as i32,
-        session_id: id as i64,
-        passwd: req.passwd.clone(),
-        read_only: false,
-    }))
+    let owner = take_ownership(ctx, id).await?;
+    Ok(Connected::Attached(
+        ConnectResponse {
+            protocol_version: 0,
+            timeout_ms: ttl_ms as i32,
+            session_id: id as i64,
+            passwd: req.passwd.clone(),
+            read_only: false,
+        },
+        owner,
+    ))
+}
+
+/// Makes this connection the owner of re-attached session `id` (a random non-zero token,
+/// `Command::ZkAttach`), and waits until this member applied it, so the connection never
+/// takes itself for moved. Any older connection to the session then answers SESSIONMOVED.
+async fn take_ownership(ctx: &ZkContext, id: u64) -> Result<u64> {
+    let owner = random_u64() | 1;
+    let proposal = Proposal { request_id: None, command: Command::ZkAttach { session_id: id, owner } };
+    ctx.node.propose(proposal, 32).await?;
+    let mut applied = ctx.node.subscribe_applied();
+    let owned = async {
+        while ctx.node.view(|sm| sm.znodes().owner(id))? != owner {
+            if applied.changed().await.is_err() {
+                return Err(Error::Internal("shutting down".into()));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), owned).await {
+        Ok(r) => r.map(|()| owner),
+        Err(_) => Err(Error::Internal(format!("session {id:#x}: the re-attach was not applied here within 5 s"))),
+    }
 }
 
 #[cfg(test)]

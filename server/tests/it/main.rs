@@ -23,6 +23,8 @@ mod stall;
 mod tls;
 mod transfer;
 mod watches;
+mod zk_gaps;
+mod zk_tls;
 mod zookeeper;
 
 use std::path::PathBuf;

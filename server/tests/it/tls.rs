@@ -1,7 +1,7 @@
 //! TLS on the client and peer ports, with certificates generated at test time: a TLS-only
 //! cluster forms and serves; the peer port refuses peers without a certificate from the peer CA;
 //! the client port refuses clients without a certificate when mutual TLS is on; a rotated
-//! certificate is served without a restart.
+//! certificate is served without a restart; a TLS-only cluster grows by `--join`.
 
 use std::time::Duration;
 
@@ -138,6 +138,50 @@ async fn client_port_certificate_rotates_without_restart() -> anyhow::Result<()>
     assert!(old.is_err(), "new connections no longer get the old certificate");
     assert!(c.node_is_running(1) && c.node(1).pid() == pid, "same process: no restart");
     assert!(c.node(1).log().contains("TLS certificates reloaded"));
+    assert_no_panics(&c);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_only_cluster_grows_by_join() -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir()?;
+    let certs = TestCerts::new(dir.path())?;
+    let args = certs.server_args(true);
+    let c = tls_cluster(3, args.clone(), certs.client_tls(true)?).await?;
+    let client = c.client().await?;
+    client.put("before", "join").await?;
+    let ip: std::net::Ipv4Addr = c.node(1).client_addr.split(':').next().unwrap_or("127.0.0.1").parse()?;
+    let (peer, client_addr) = (conclave_testkit::free_addr(ip)?, conclave_testkit::free_addr(ip)?);
+    client.member_add(4, &peer, &client_addr).await?;
+    let log_path = c.dir.join("node4.log");
+    let _node4 = crate::ServerProcess(
+        Command::new(binary())
+            .args(["serve", "--node-id", "4", "--data-dir"])
+            .arg(c.dir.join("node4"))
+            .args(["--client-addr", &client_addr, "--peer-addr", &peer, "--join", &c.endpoints().join(",")])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .spawn()?,
+    );
+    // The joining member learns its standing from the members' TLS client ports (before the
+    // fix it dialed them in plain text and waited forever), then is promoted and serves.
+    let joined = wait_for("node 4 to learn it joined as a learner", Duration::from_secs(30), || async {
+        std::fs::read_to_string(&log_path).ok().filter(|l| l.contains("joined as a learner"))
+    })
+    .await;
+    assert!(joined.is_ok(), "{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    let promoted = wait_for("node 4 promoted", Duration::from_secs(30), || async {
+        client.member_promote(4).await.ok().filter(|m| m.iter().any(|m| m.id == 4 && m.voter))
+    })
+    .await;
+    assert!(promoted.is_ok(), "{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    let via4 = client_with(&client_addr, Some(certs.client_tls(true)?)).await?;
+    let got = wait_for("node 4 serving", Duration::from_secs(30), || async { via4.get("before").await.ok().flatten() })
+        .await?;
+    assert_eq!(got.value, b"join".to_vec());
+    client.member_remove(4, false).await?;
     assert_no_panics(&c);
     Ok(())
 }

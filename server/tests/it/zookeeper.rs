@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use crate::{assert_no_panics, binary};
 
 /// A cluster whose members serve ZooKeeper on `port` of their own loopback IPs.
-struct ZkCluster {
-    c: Cluster,
+pub(crate) struct ZkCluster {
+    pub(crate) c: Cluster,
     port: u16,
 }
 
@@ -24,39 +24,56 @@ struct ZkCluster {
 static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
 
 async fn zk_cluster() -> anyhow::Result<ZkCluster> {
+    zk_cluster_with(&[]).await
+}
+
+/// A 3-member cluster serving ZooKeeper, with extra flags.
+pub(crate) async fn zk_cluster_with(extra: &[&str]) -> anyhow::Result<ZkCluster> {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    zk_cluster_tls(extra, None).await
+}
+
+/// A 3-member cluster serving ZooKeeper, with extra flags and the client TLS the cluster's own
+/// client uses (when the flags turn TLS on).
+pub(crate) async fn zk_cluster_tls(
+    extra: Vec<String>,
+    client_tls: Option<conclave_client::ClientTls>,
+) -> anyhow::Result<ZkCluster> {
     let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let port = 20_000 + (std::process::id() % 2_000) as u16 * 10 + n;
     let c = Cluster::start_with(ClusterOptions {
         nodes: 3,
         binary: Some(binary()),
         env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{port}"))],
+        extra_args: extra,
+        client_tls,
         ..ClusterOptions::default()
     })
     .await?;
     Ok(ZkCluster { c, port })
 }
 
-fn zk_addr(z: &ZkCluster, id: u64) -> String {
+pub(crate) fn zk_addr(z: &ZkCluster, id: u64) -> String {
     format!("{}:{}", z.c.node(id).ip().expect("node ip"), z.port)
 }
 
 /// A reply: header fields and body.
-struct Reply {
-    zxid: i64,
-    err: i32,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) zxid: i64,
+    pub(crate) err: i32,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A minimal ZooKeeper client: one request at a time, events collected on the side.
-struct Zk {
+pub(crate) struct Zk {
     stream: TcpStream,
     xid: i32,
-    session: ConnectResponse,
+    pub(crate) session: ConnectResponse,
     last_zxid: i64,
     events: Vec<(i32, String)>,
 }
 
-async fn read_frame(s: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> anyhow::Result<Vec<u8>> {
     let len = s.read_i32().await?;
     let mut buf = vec![0; len as usize];
     s.read_exact(&mut buf).await?;
@@ -78,7 +95,7 @@ async fn handshake(addr: &str, req: &ConnectRequest) -> anyhow::Result<(TcpStrea
     Ok((stream, resp))
 }
 
-fn new_session() -> ConnectRequest {
+pub(crate) fn new_session() -> ConnectRequest {
     ConnectRequest {
         protocol_version: 0,
         last_zxid_seen: 0,
@@ -92,7 +109,7 @@ fn new_session() -> ConnectRequest {
 impl Zk {
     /// Connects, retrying (as real clients do) while the member closes the connection
     /// unanswered (no leader to open the session yet, on a loaded machine).
-    async fn connect(addr: &str, req: ConnectRequest) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(addr: &str, req: ConnectRequest) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let (stream, session) = loop {
             let (stream, resp) = handshake(addr, &req).await?;
@@ -106,7 +123,7 @@ impl Zk {
         Ok(Self { stream, xid: 0, session, last_zxid: req.last_zxid_seen, events: Vec::new() })
     }
 
-    async fn call(&mut self, opcode: i32, body: impl FnOnce(&mut Writer)) -> anyhow::Result<Reply> {
+    pub(crate) async fn call(&mut self, opcode: i32, body: impl FnOnce(&mut Writer)) -> anyhow::Result<Reply> {
         self.xid += 1;
         let mut w = Writer::default();
         w.int(self.xid).int(opcode);
@@ -129,14 +146,14 @@ impl Zk {
         }
     }
 
-    async fn create(&mut self, opcode: i32, path: &str, data: &[u8], flags: i32) -> anyhow::Result<Reply> {
+    pub(crate) async fn create(&mut self, opcode: i32, path: &str, data: &[u8], flags: i32) -> anyhow::Result<Reply> {
         self.call(opcode, |w| {
             w.string(path).buffer(data).acls(&[open_acl()]).int(flags);
         })
         .await
     }
 
-    async fn read(&mut self, opcode: i32, path: &str, watch: bool) -> anyhow::Result<Reply> {
+    pub(crate) async fn read(&mut self, opcode: i32, path: &str, watch: bool) -> anyhow::Result<Reply> {
         self.call(opcode, |w| {
             w.string(path).bool(watch);
         })
@@ -145,9 +162,9 @@ impl Zk {
 }
 
 /// Stat as (czxid, mzxid, version, cversion, ephemeralOwner, dataLength, numChildren, pzxid).
-type StatFields = (i64, i64, i32, i32, i64, i32, i32, i64);
+pub(crate) type StatFields = (i64, i64, i32, i32, i64, i32, i32, i64);
 
-fn stat(r: &mut Reader<'_>) -> anyhow::Result<StatFields> {
+pub(crate) fn stat(r: &mut Reader<'_>) -> anyhow::Result<StatFields> {
     let (czxid, mzxid, _ctime, _mtime) = (r.long()?, r.long()?, r.long()?, r.long()?);
     let (version, cversion, _aversion, owner) = (r.int()?, r.int()?, r.int()?, r.long()?);
     Ok((czxid, mzxid, version, cversion, owner, r.int()?, r.int()?, r.long()?))

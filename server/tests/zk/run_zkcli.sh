@@ -2,7 +2,8 @@
 # A scripted zkCli session (ZooKeeper 3.8's org.apache.zookeeper.ZooKeeperMain from Debian
 # libzookeeper-java, what zkCli.sh runs) against a real 3-member Conclave cluster:
 # create/get/set/ls/stat/delete/deleteall, ephemeral and sequential nodes, sync, whoami,
-# getEphemerals, getAllChildrenNumber. Fails on any missing expected output.
+# getEphemerals, getAllChildrenNumber, config (the members from /zookeeper/config), createTTL
+# (create -t). Fails on any missing expected output.
 #   server/tests/zk/run_zkcli.sh          (needs a built conclave: cargo build -p conclave-server)
 source "$(dirname "$0")/cluster.sh"
 command -v java >/dev/null || { echo "missing java: apt-get install openjdk-17-jre-headless" >&2; exit 2; }
@@ -32,6 +33,9 @@ create /zkcli/deep/er x
 deleteall /zkcli
 ls /
 get /zkcli
+config
+create -t 600000 /zkcli-ttl t
+stat /zkcli-ttl
 quit
 CLI
 cat "$out"
@@ -46,4 +50,8 @@ expect "[/zkcli/eph]"
 expect "Node not empty: /zkcli"
 expect "Node does not exist: /zkcli"
 expect "[zookeeper]"
+for i in 1 2 3; do expect ";127.0.0.1:${zk[$i]}"; done
+expect "version="
+expect "Created /zkcli-ttl"
+expect "ephemeralOwner = 0xff000000000927c0"
 exit "$status"

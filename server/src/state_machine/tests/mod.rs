@@ -172,4 +172,5 @@ mod kv;
 mod sessions;
 mod settings;
 mod txn;
+mod zk_reap;
 mod znodes;

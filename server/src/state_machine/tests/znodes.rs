@@ -7,7 +7,7 @@ use super::*;
 use crate::log_entry::zk::ZkOp;
 use crate::state_machine::znodes::{ZStat, ZkOpResult};
 
-fn create(path: &str, data: &str) -> ZkOp {
+pub(super) fn create(path: &str, data: &str) -> ZkOp {
     ZkOp::Create {
         path: path.into(),
         data: Some(b(data)),
@@ -18,7 +18,7 @@ fn create(path: &str, data: &str) -> ZkOp {
     }
 }
 
-fn zk(n: &mut Node, session: u64, ops: Vec<ZkOp>) -> (u64, Vec<ZkOpResult>) {
+pub(super) fn zk(n: &mut Node, session: u64, ops: Vec<ZkOp>) -> (u64, Vec<ZkOpResult>) {
     let outcome = n.ok(Command::Zk { session, ids: vec![], ops });
     match outcome.body {
         OutcomeBody::Zk { results } => (outcome.revision, results),
@@ -26,18 +26,18 @@ fn zk(n: &mut Node, session: u64, ops: Vec<ZkOp>) -> (u64, Vec<ZkOpResult>) {
     }
 }
 
-fn session(n: &mut Node) -> u64 {
+pub(super) fn session(n: &mut Node) -> u64 {
     match n.ok(Command::SessionOpen { ttl_ms: 10_000 }).body {
         OutcomeBody::SessionOpened { session_id } => session_id,
         other => panic!("{other:?}"),
     }
 }
 
-fn err(code: Code) -> ZkOpResult {
+pub(super) fn err(code: Code) -> ZkOpResult {
     ZkOpResult::Error { code: code.value() }
 }
 
-fn stat(n: &Node, path: &str) -> ZStat {
+pub(super) fn stat(n: &Node, path: &str) -> ZStat {
     n.sm.zk_stat(path).expect("exists")
 }
 
@@ -150,8 +150,13 @@ fn ephemerals_go_with_their_session_and_containers_with_their_last_child() {
     assert_eq!(stat(&n, "/c/e").ephemeral_owner, s);
     assert_eq!(n.sm.sessions().get(s).map(|x| x.keys.len()), Some(1), "a ZooKeeper ephemeral is a session-bound key");
     n.ok(Command::SessionExpire { session_id: s });
-    assert_eq!((n.sm.zk_stat("/c/e"), n.sm.zk_stat("/c")), (None, None), "the ephemeral went, then its container");
-    assert_eq!(stat(&n, "/").num_children, 0);
+    assert_eq!(n.sm.zk_stat("/c/e"), None, "the ephemeral went with its session");
+    let c = stat(&n, "/c");
+    assert_eq!(
+        (c.num_children, c.cversion, c.ephemeral_owner),
+        (0, 2, 1 << 63),
+        "the emptied container stays until the leader's check deletes it (zk_reap)"
+    );
     // An empty container that never had a child stays.
     let s2 = session(&mut n);
     let container = ZkOp::Create {
@@ -267,4 +272,17 @@ fn a_batch_of_pipelined_requests_equals_the_requests_one_by_one() {
     assert_eq!(outcome.revision, 3, "three of the six requests changed something");
     assert_eq!(batched.sm.zk_stat("/p/a").map(|st| st.version), Some(1));
     assert_eq!(batched.sm.kv().get(b"zk/p/a").map(|kv| kv.value), Some(b("2")));
+}
+
+#[test]
+fn a_re_attach_moves_the_session_and_its_end_forgets_the_owner() {
+    let mut n = Node::new();
+    let s = session(&mut n);
+    assert_eq!(n.sm.znodes().owner(s), 0, "the opening connection owns a new session");
+    n.ok(Command::ZkAttach { session_id: s, owner: 7 });
+    assert_eq!(n.sm.znodes().owner(s), 7);
+    n.ok(Command::ZkAttach { session_id: 999, owner: 9 });
+    assert_eq!(n.sm.znodes().owner(999), 0, "an unknown session gets no owner");
+    n.ok(Command::SessionClose { session_id: s });
+    assert_eq!(n.sm.znodes().owner(s), 0);
 }
