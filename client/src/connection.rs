@@ -47,6 +47,10 @@ pub struct ClientConfig {
     /// `None`: plain TCP. Build it with [`crate::ClientTls::new`]; it re-reads its files when
     /// they change.
     pub tls: Option<crate::ClientTls>,
+    /// Most watches this client puts on one shared Watch stream (default 1,000; a member
+    /// refusing more with `LIMIT_EXCEEDED`, see its `--max-watches-per-stream`, lowers it for
+    /// that stream, and the refused watches move to another one).
+    pub watches_per_stream: usize,
 }
 
 impl ClientConfig {
@@ -61,7 +65,8 @@ impl ClientConfig {
         }
     }
 
-    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect.
+    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect, 1,000 watches
+    /// per stream.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
@@ -71,6 +76,7 @@ impl ClientConfig {
             discover: true,
             local_address: None,
             tls: None,
+            watches_per_stream: 1_000,
         }
     }
 }

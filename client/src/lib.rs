@@ -50,6 +50,8 @@ use request_id::RequestIds;
 pub struct Client {
     conn: Arc<Connection>,
     ids: Arc<RequestIds>,
+    /// This client's shared watch streams.
+    watches: Arc<watch::Hub>,
 }
 
 impl Client {
@@ -67,7 +69,8 @@ impl Client {
     /// # Errors
     /// `InvalidArgument` for malformed endpoints.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
-        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()) };
+        let watches = watch::Hub::new(config.watches_per_stream);
+        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()), watches };
         // Member discovery in the background: connecting never waits for an unreachable cluster.
         let discover = client.clone();
         tokio::spawn(async move {

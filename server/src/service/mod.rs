@@ -41,6 +41,8 @@ pub struct ApiLimits {
 pub struct Api {
     node: Arc<Node>,
     limits: ApiLimits,
+    /// The member's shared watch fan-out.
+    feed: Arc<watch::Feed>,
 }
 
 /// A state-machine outcome of the wrong kind for the request: a bug.
@@ -51,7 +53,7 @@ fn unexpected(body: &OutcomeBody) -> tonic::Status {
 impl Api {
     /// Handlers over `node`.
     pub fn new(node: Arc<Node>, limits: ApiLimits) -> Self {
-        Self { node, limits }
+        Self { node, limits, feed: Arc::default() }
     }
 
     /// The response header for a reply at `revision`.

@@ -22,6 +22,7 @@ mod snapshot_catchup;
 mod stall;
 mod tls;
 mod transfer;
+mod watch_streams;
 mod watches;
 mod zk_gaps;
 mod zk_tls;
