@@ -58,13 +58,30 @@ pub async fn reattach(ctx: &Ctx, home: usize, session: zk::SessionInfo) -> Resul
     }
 }
 
-/// Maps a ZooKeeper error to a completion. A request whose answer was lost (connection loss,
-/// time-out, the session moved or expired while it was in flight) may still have been applied:
-/// for a write that is `info`; a read changes nothing, so a lost read fails.
+/// Maps a ZooKeeper error to a completion. Only a server's answer that the request was refused
+/// (`NoNode`, `BadVersion`, `NodeExists`, ...) means a write did not happen; anything else (a
+/// lost connection, a time-out, the client's own "no response from connection", the session
+/// moved or expired while the request was in flight) leaves it unknown: `info` for a write. A
+/// read changes nothing, so a read that did not answer fails.
 pub fn classify(err: &zk::Error, write: bool) -> Completion {
     use zk::Error as E;
-    let lost = matches!(err, E::ConnectionLoss | E::Timeout | E::SessionMoved | E::SessionExpired | E::ClientClosed);
-    if lost && write {
+    let refused = matches!(
+        err,
+        E::NoNode
+            | E::NoAuth
+            | E::BadVersion
+            | E::NoChildrenForEphemerals
+            | E::NodeExists
+            | E::NotEmpty
+            | E::InvalidAcl
+            | E::BadArguments(_)
+            | E::Unimplemented
+            | E::NotReadOnly
+            | E::QuotaExceeded
+            | E::Throttled
+            | E::ReconfigDisabled
+    );
+    if write && !refused {
         Completion::Info(format!("indeterminate: {err}"))
     } else {
         Completion::Fail(err.to_string(), Value::Null)
