@@ -100,3 +100,29 @@ pub async fn bounded<T>(
 pub fn persistent() -> zk::CreateOptions<'static> {
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(c: &Completion) -> bool {
+        matches!(c, Completion::Info(_))
+    }
+
+    #[test]
+    fn only_a_refusal_makes_a_write_certainly_not_happen() {
+        // Answers that never came, or that the client could not read: the write may have happened.
+        for e in [
+            zk::Error::ConnectionLoss,
+            zk::Error::Timeout,
+            zk::Error::SessionExpired,
+            zk::Error::UnexpectedErrorCode(-999),
+        ] {
+            assert!(unknown(&classify(&e, true)), "{e}");
+            assert!(matches!(classify(&e, false), Completion::Fail(..)), "a read changes nothing: {e}");
+        }
+        for e in [zk::Error::NoNode, zk::Error::BadVersion, zk::Error::NodeExists] {
+            assert!(matches!(classify(&e, true), Completion::Fail(..)), "{e}");
+        }
+    }
+}
