@@ -230,7 +230,10 @@ impl StateMachine {
         if kv.is_none() && path != "/" {
             return None;
         }
-        let m = self.znodes.nodes.get(path).cloned().unwrap_or_default();
+        // Borrowed, never cloned: a parent's meta holds every child name, and this runs for the
+        // parent of every create and delete (a clone made each create O(children)).
+        let default = Meta::default();
+        let m = self.znodes.nodes.get(path).unwrap_or(&default);
         Some(ZStat {
             czxid: kv.as_ref().map_or(0, |kv| kv.create_revision),
             mzxid: kv.as_ref().map_or(0, |kv| kv.mod_revision),
