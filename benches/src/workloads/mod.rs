@@ -25,6 +25,8 @@ pub enum Workload {
     Put1,
     /// put, 64 clients, 256-byte values.
     Put64,
+    /// create of distinct new nodes, 64 clients, 256-byte values (ZooKeeper-protocol targets).
+    Create,
     /// linearizable get, 64 clients.
     GetLinearizable,
     /// serializable (local) get, 64 clients.
@@ -56,9 +58,10 @@ pub enum Better {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Put1,
         Workload::Put64,
+        Workload::Create,
         Workload::GetLinearizable,
         Workload::GetSerializable,
         Workload::Counter1,
@@ -75,6 +78,7 @@ impl Workload {
         match self {
             Workload::Put1 => "put, 1 client",
             Workload::Put64 => "put, 64 clients",
+            Workload::Create => "create, 64 clients",
             Workload::GetLinearizable => "get linearizable, 64 clients",
             Workload::GetSerializable => "get serializable, 64 clients",
             Workload::Counter1 => "hot counter, 1 client",
@@ -105,6 +109,7 @@ impl Workload {
             self,
             Workload::Put1
                 | Workload::Put64
+                | Workload::Create
                 | Workload::GetLinearizable
                 | Workload::GetSerializable
                 | Workload::Counter1
