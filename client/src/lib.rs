@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod cluster;
 mod connection;
 mod counter;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use conclave_tls::{ClientFiles, ClientTls};
+pub use auth::Credentials;
 pub use connection::ClientConfig;
 pub use error::{Error, Indeterminate, Result, WriteId};
 pub use grpc_channel::{ChannelOptions, GrpcChannel};

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub mod statefulset;
+mod auth;
 mod tls;
+pub use auth::AuthArgs;
 pub use tls::{PeerFiles, TlsArgs, TlsConfig};
 
 /// `conclave`: a Raft-replicated coordination service.
@@ -150,6 +152,9 @@ pub struct ServeArgs {
     /// TLS of the client and peer ports.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Authentication and authorization.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// The tokio runtime a node runs on (see `--runtime`).
@@ -248,6 +253,8 @@ pub struct Config {
     pub zk_tick_ms: u64,
     /// TLS of the client and peer ports.
     pub tls: TlsConfig,
+    /// Authentication.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Accepts `host:port` where host is an IP address or a DNS name (e.g. a StatefulSet pod's
@@ -342,6 +349,7 @@ impl ServeArgs {
             zk_addr: self.zk_addr,
             zk_tick_ms: self.zk_tick_ms.max(1),
             tls: self.tls.validate()?,
+            auth: self.auth.validate()?,
         })
     }
 }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod bytes;
 pub mod zk;
 
@@ -220,6 +221,9 @@ pub enum Command {
         /// The requests' ops, in arrival order.
         requests: Vec<Vec<zk::ZkOp>>,
     },
+    /// A change of users, roles, permissions or the token secret (`--auth`), prepared (hashed,
+    /// random secret drawn) before proposing; apply only stores.
+    Auth(auth::AuthCommand),
 }
 
 /// One operation inside a transaction.

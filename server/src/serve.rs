@@ -26,6 +26,7 @@ use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::{PeerNode, Raft};
+use crate::auth::Authorizer;
 use crate::service::{routes, Api, ApiLimits, WatchLimits};
 use crate::sessions::SessionTracker;
 use crate::state_machine::SmConfig;
@@ -126,6 +127,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let authorizer = Authorizer::new(config.auth.clone(), node.clone());
+    if let Some(file) = &config.auth.root_password_file {
+        let password = crate::auth::bootstrap::read_password_file(file).map_err(anyhow::Error::msg)?;
+        tokio::spawn(crate::auth::bootstrap::create_root(authorizer.clone(), password));
+    }
 
     let peer_server = {
         let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
@@ -184,7 +190,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             Server::builder()
                 .tcp_nodelay(true)
                 .layer(ops::rpc_layer::RpcMetricsLayer)
-                .add_routes(routes(Api::new(node.clone(), limits)).add_service(health_service))
+                .add_routes(routes(Api::new(node.clone(), authorizer, limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = client_stop.wait_for(|s| *s).await;
                 }),

@@ -26,7 +26,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, validate, Api};
+use crate::auth::Caller;
 use crate::error::{Error, UnavailableReason};
+use crate::log_entry::auth::PermType;
 use crate::log_entry::KeySelector;
 use crate::state_machine::history::HistoryRead;
 use crate::state_machine::mvcc::Change;
@@ -81,6 +83,8 @@ fn event(change: Change, revision: u64, prev_kv: bool) -> Option<pb::Event> {
 
 struct StreamTask {
     api: Api,
+    /// Who opened the stream.
+    caller: Caller,
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -187,6 +191,10 @@ impl StreamTask {
             Ok(s) => s,
             Err(e) => return self.fail(Error::InvalidArgument(format!("watch: {e}"))).await,
         };
+        // The caller was authenticated when the stream opened; each watch needs read permission.
+        if let Err(e) = self.api.auth.require(&self.caller, PermType::Read, &selector) {
+            return self.fail(e).await;
+        }
         if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
             let msg = format!("this stream already has {} watches, the limit", self.watchers.len());
             return self.fail(Error::LimitExceeded(msg)).await;
@@ -294,8 +302,9 @@ impl Watch for Api {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.caller(&req)?;
         let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let task = StreamTask { api: self.clone(), out, watchers: BTreeMap::new(), next_id: 1 };
+        let task = StreamTask { api: self.clone(), caller, out, watchers: BTreeMap::new(), next_id: 1 };
         tokio::spawn(task.run(req.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

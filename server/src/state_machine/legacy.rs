@@ -7,6 +7,8 @@
 //! every replica) and the eviction order is rebuilt from the forgotten clients.
 //!
 //! Format 2: no ZooKeeper namespace bookkeeping (converted: empty, no znodes existed).
+//!
+//! Format 3: no authentication state (converted: no users, no roles, no secret).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,7 @@ use serde::Deserialize;
 
 use super::counters::Counters;
 use super::dedup::{Dedup, DedupV1};
+use super::auth::AuthState;
 use super::mvcc::Mvcc;
 use super::sessions::SessionTable;
 use super::znodes::Znodes;
@@ -44,6 +47,7 @@ impl From<StateMachineV1> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
+            auth: AuthState::default(),
         }
     }
 }
@@ -72,6 +76,37 @@ impl From<StateMachineV2> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
+            auth: AuthState::default(),
+        }
+    }
+}
+
+/// The state machine as snapshot format 3 encoded it (field order is the encoding).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV3 {
+    pub(crate) settings: Option<SmConfig>,
+    pub(crate) revision: u64,
+    pub(crate) kv: Mvcc,
+    pub(crate) counters: Counters,
+    pub(crate) dedup: Dedup,
+    pub(crate) sessions: SessionTable,
+    pub(crate) client_addrs: BTreeMap<u64, String>,
+    pub(crate) znodes: Znodes,
+}
+
+impl From<StateMachineV3> for StateMachine {
+    fn from(old: StateMachineV3) -> Self {
+        Self {
+            settings: old.settings,
+            revision: old.revision,
+            kv: old.kv,
+            counters: old.counters,
+            dedup: old.dedup,
+            sessions: old.sessions,
+            client_addrs: old.client_addrs,
+            znodes: old.znodes,
+            auth: AuthState::default(),
         }
     }
 }
