@@ -193,8 +193,7 @@ impl Client {
     /// `Status(NotFound)` when the role or the permission does not exist.
     pub async fn role_revoke_permission(&self, role: &str, key: &[u8], prefix: bool) -> Result<()> {
         let req = pb::RoleRevokePermissionRequest { role: role.into(), key: key.to_vec(), prefix };
-        self.write(None, ZERO, req, |ch, r| async move { AuthClient::new(ch).role_revoke_permission(r).await })
-            .await?;
+        self.write(None, ZERO, req, |ch, r| async move { AuthClient::new(ch).role_revoke_permission(r).await }).await?;
         Ok(())
     }
 

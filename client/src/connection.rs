@@ -171,6 +171,45 @@ impl Connection {
         &self.config
     }
 
+    /// A channel to `endpoint` for a call made without retries (maintenance): authenticated
+    /// first when credentials are configured and no token is held yet.
+    ///
+    /// # Errors
+    /// A malformed endpoint; the refusal of the credentials.
+    pub(crate) async fn authenticated_channel_to(&self, endpoint: &str) -> Result<GrpcChannel> {
+        let channel = self.channel_to(endpoint)?;
+        if let Some(cell) = self.token.as_ref().filter(|t| t.current().is_none()) {
+            cell.refresh(channel.clone(), None).await.map_err(|s| Error::from_status(&s))?;
+        }
+        Ok(channel)
+    }
+
+    /// The token in use now (with credentials configured).
+    pub(crate) fn token(&self) -> Option<Option<String>> {
+        self.token.as_ref().map(|t| t.current())
+    }
+
+    /// After `status` refused `stale` (the token an attempt carried): authenticates again when
+    /// a fresh token may help. `Ok(true)`: try again.
+    ///
+    /// # Errors
+    /// The refusal of the credentials themselves (`AUTH_FAILED`): final.
+    pub(crate) async fn renew_token(
+        &self,
+        channel: GrpcChannel,
+        status: &Status,
+        stale: Option<Option<String>>,
+    ) -> Result<bool> {
+        let (Some(cell), Some(stale)) = (&self.token, stale) else { return Ok(false) };
+        if !TokenCell::curable(status) {
+            return Ok(false);
+        }
+        match cell.refresh(channel, stale).await {
+            Err(s) if s.code() == Code::Unauthenticated => Err(Error::from_status(&s)),
+            _ => Ok(true),
+        }
+    }
+
     fn channel_for(&self, view: &mut View, addr: &str) -> Result<GrpcChannel> {
         if let Some(c) = view.channels.get(addr) {
             return Ok(c.clone());
@@ -300,16 +339,12 @@ impl Connection {
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let (addr, channel) = self.pick()?;
-        let stale = self.token.as_ref().map(|t| t.current());
+        let stale = self.token();
         match tokio::time::timeout(budget, attempt(channel.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(status)) => {
                 // The next call carries a fresh token.
-                if let (Some(cell), Some(stale)) = (&self.token, stale) {
-                    if TokenCell::curable(&status) {
-                        cell.refresh(channel, stale).await.map_err(|s| Error::from_status(&s))?;
-                    }
-                }
+                self.renew_token(channel, &status, stale).await?;
                 if !matches!(classify(&status), Failure::Final(_)) {
                     self.fail_over(&addr, leader_hint(&status));
                 }
@@ -349,19 +384,12 @@ impl Connection {
             let (addr, channel) = self.pick()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let timeout = attempt_timeout.min(remaining);
-            let stale = self.token.as_ref().map(|t| t.current());
+            let stale = self.token();
             let failure = match tokio::time::timeout(timeout, attempt(channel.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
                 // No token yet, or it expired: authenticate and send again, once per call.
-                Ok(Err(status)) if !refreshed && self.token.is_some() && TokenCell::curable(&status) => {
+                Ok(Err(status)) if !refreshed && self.renew_token(channel, &status, stale.clone()).await? => {
                     refreshed = true;
-                    if let (Some(cell), Some(stale)) = (&self.token, stale) {
-                        match cell.refresh(channel, stale).await {
-                            Err(s) if s.code() == Code::Unauthenticated => return Err(Error::from_status(&s)),
-                            // A transport failure: the next attempt (elsewhere) tries again.
-                            _ => {}
-                        }
-                    }
                     continue;
                 }
                 Ok(Err(status)) => {

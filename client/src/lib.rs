@@ -30,10 +30,10 @@ pub mod watch;
 
 use std::sync::Arc;
 
+pub use auth::Credentials;
 pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use conclave_tls::{ClientFiles, ClientTls};
-pub use auth::Credentials;
 pub use connection::ClientConfig;
 pub use error::{Error, Indeterminate, Result, WriteId};
 pub use grpc_channel::{ChannelOptions, GrpcChannel};

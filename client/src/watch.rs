@@ -163,11 +163,25 @@ async fn stream_once(
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let _ = req_tx.send(create);
     let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(req_rx);
-    let mut stream = match WatchClient::new(channel).watch(requests).await {
+    let stale = client.conn.token();
+    let mut stream = match WatchClient::new(channel.clone()).watch(requests).await {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            client.conn.fail_over(&addr, None);
-            return End::Retry(s.to_string());
+            return match client.conn.renew_token(channel, &s, stale).await {
+                Ok(true) => End::Retry(s.to_string()),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    End::Done
+                }
+                Ok(false) if s.code() == Code::Unauthenticated => {
+                    let _ = tx.send(Err(Error::from_status(&s))).await;
+                    End::Done
+                }
+                Ok(false) => {
+                    client.conn.fail_over(&addr, None);
+                    End::Retry(s.to_string())
+                }
+            };
         }
     };
     loop {
@@ -184,7 +198,7 @@ async fn stream_once(
                 client.conn.fail_over(&addr, None);
                 return End::Retry("stream closed".into());
             }
-            Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted) => {
+            Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied) => {
                 let _ = tx.send(Err(Error::from_status(&s))).await;
                 return End::Done;
             }

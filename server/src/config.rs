@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub mod statefulset;
 mod auth;
+pub mod statefulset;
 mod tls;
 pub use auth::AuthArgs;
 pub use tls::{PeerFiles, TlsArgs, TlsConfig};

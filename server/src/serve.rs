@@ -11,6 +11,7 @@ use conclave_tls::{ClientTls, ServerTls};
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
+use crate::auth::Authorizer;
 use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::error::Error;
 use crate::listener;
@@ -26,7 +27,6 @@ use crate::raft::prompt_election::PromptElection;
 use crate::raft::router::Router;
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::{PeerNode, Raft};
-use crate::auth::Authorizer;
 use crate::service::{routes, Api, ApiLimits, WatchLimits};
 use crate::sessions::SessionTracker;
 use crate::state_machine::SmConfig;

@@ -83,10 +83,15 @@ impl Auth for Api {
         Ok(self.admin(&req, AuthCommand::UserAdd { name: n, password }).await?)
     }
 
-    async fn user_delete(&self, req: Request<pb::UserDeleteRequest>) -> Result<Response<pb::AuthAdminResponse>, Status> {
+    async fn user_delete(
+        &self,
+        req: Request<pb::UserDeleteRequest>,
+    ) -> Result<Response<pb::AuthAdminResponse>, Status> {
         let n = name("user", &req.get_ref().name)?;
         if n == ROOT {
-            return Err(Error::InvalidArgument("the root user cannot be deleted (change its password instead)".into()).into());
+            return Err(
+                Error::InvalidArgument("the root user cannot be deleted (change its password instead)".into()).into()
+            );
         }
         Ok(self.admin(&req, AuthCommand::UserDelete { name: n }).await?)
     }
@@ -138,7 +143,10 @@ impl Auth for Api {
         Ok(self.admin(&req, AuthCommand::RoleAdd { name: n }).await?)
     }
 
-    async fn role_delete(&self, req: Request<pb::RoleDeleteRequest>) -> Result<Response<pb::AuthAdminResponse>, Status> {
+    async fn role_delete(
+        &self,
+        req: Request<pb::RoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthAdminResponse>, Status> {
         let n = name("role", &req.get_ref().name)?;
         Ok(self.admin(&req, AuthCommand::RoleDelete { name: n }).await?)
     }

@@ -15,8 +15,8 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, validate, Api};
-use crate::error::{Error, Result};
 use crate::auth::Caller;
+use crate::error::{Error, Result};
 use crate::log_entry::auth::PermType;
 use crate::log_entry::{Command, KeySelector, Proposal};
 use crate::state_machine::response::OutcomeBody;

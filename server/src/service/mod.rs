@@ -3,12 +3,12 @@
 //! convert, fill the header. Errors are `crate::error::Error`s, turned into statuses in one
 //! place (`error.rs`). All services are registered in [`routes`].
 
+mod auth;
 mod cluster;
 mod convert;
 mod counter;
 mod kv;
 mod lease;
-mod auth;
 mod maintenance;
 mod session;
 pub mod validate;

@@ -164,7 +164,8 @@ impl AuthState {
                 if self.users.contains_key(name) {
                     return Err(refused(AuthRefusal::Exists, format!("user {name:?} already exists")));
                 }
-                self.users.insert(name.clone(), User { password: password.clone(), roles: BTreeSet::new(), epoch: next });
+                self.users
+                    .insert(name.clone(), User { password: password.clone(), roles: BTreeSet::new(), epoch: next });
             }
             AuthCommand::UserDelete { name } => {
                 self.users.remove(name).ok_or_else(|| no_user(name))?;

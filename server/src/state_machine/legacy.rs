@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::auth::AuthState;
 use super::counters::Counters;
 use super::dedup::{Dedup, DedupV1};
-use super::auth::AuthState;
 use super::mvcc::Mvcc;
 use super::sessions::SessionTable;
 use super::znodes::Znodes;

@@ -241,7 +241,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         (Some(u), password) => match (u.split_once(':'), password) {
             (Some((user, p)), _) => Some(Credentials { user: user.to_owned(), password: p.to_owned() }),
             (None, Some(password)) => Some(Credentials { user: u, password }),
-            (None, None) => bail!("--user {u:?} needs a password: --user NAME:PASSWORD, --password or CONCLAVE_PASSWORD"),
+            (None, None) => {
+                bail!("--user {u:?} needs a password: --user NAME:PASSWORD, --password or CONCLAVE_PASSWORD")
+            }
         },
     };
     let g = Globals { endpoints, format: cli.output, timeout: cli.timeout, tls, credentials };
