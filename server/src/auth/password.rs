@@ -29,6 +29,16 @@ pub fn verify(password: &str, stored: &PasswordHash) -> bool {
     pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &stored.salt, password.as_bytes(), &stored.hash).is_ok()
 }
 
+/// [`hash`] on the blocking pool (it takes tens of milliseconds).
+///
+/// # Errors
+/// As [`hash`].
+pub async fn hash_off_runtime(password: String) -> crate::error::Result<PasswordHash> {
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(|e| crate::error::Error::Internal(format!("password hashing: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,14 +52,4 @@ mod tests {
         assert!(!verify("secret!", &a));
         assert!(!verify("secret", &PasswordHash { iterations: 0, ..a }));
     }
-}
-
-/// [`hash`] on the blocking pool (it takes tens of milliseconds).
-///
-/// # Errors
-/// As [`hash`].
-pub async fn hash_off_runtime(password: String) -> crate::error::Result<PasswordHash> {
-    tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .map_err(|e| crate::error::Error::Internal(format!("password hashing: {e}")))?
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::mvcc::prefix_end;
 use super::response::{CommandError, OutcomeBody};
 use crate::log_entry::auth::{AuthCommand, PasswordHash, PermType, Permission};
 use crate::log_entry::KeySelector;
@@ -79,18 +80,6 @@ pub fn covers(perm: &Permission, selector: &KeySelector) -> bool {
             start.starts_with(p) && prefix_end(p).is_none_or(|pe| !end.is_empty() && *end <= pe)
         }
     }
-}
-
-/// The smallest key greater than every key starting with `p` (`None`: no bound, `p` is empty or all 0xff).
-fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
-    let mut end = p.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl AuthState {

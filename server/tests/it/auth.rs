@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use conclave_client::proto::{self as pb, PermissionType};
 use conclave_client::recipes::state_handle_store::StateHandleStore;
-use conclave_client::recipes::{CheckpointIdCounter, LeaderElection, LeadershipEvent, RevokePolicy};
+use conclave_client::recipes::{CheckpointIdCounter, LeaderElection, LeaderToken, LeadershipEvent, RevokePolicy};
 use conclave_client::{Client, Credentials, Error, Reason, Session, WatchEvent, WatchOptions};
 use conclave_testkit::{wait_for, Cluster};
 use tonic::Code;
@@ -285,6 +285,20 @@ async fn check_user_on(c: &Cluster, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Campaigns in `cluster_id`'s election on `session` and waits for the grant.
+async fn lead(
+    client: &Client,
+    session: &Arc<Session>,
+    cluster_id: &str,
+) -> anyhow::Result<(LeaderElection, LeaderToken)> {
+    let election = LeaderElection::new(client, session.clone(), cluster_id, b"jm", RevokePolicy::OnExpired)?;
+    let mut events = election.campaign();
+    match tokio::time::timeout(Duration::from_secs(10), events.recv()).await? {
+        Some(LeadershipEvent::Granted(t)) => Ok((election, t)),
+        other => anyhow::bail!("expected a grant in {cluster_id}, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_manager_cluster_works_in_its_prefix_and_cannot_touch_another() -> anyhow::Result<()> {
     let (c, _dir) = auth_cluster(1, &[]).await?;
@@ -296,12 +310,7 @@ async fn a_job_manager_cluster_works_in_its_prefix_and_cannot_touch_another() ->
 
     // Cluster B's recipes work in B's prefix.
     let sb = Arc::new(Session::open(&b, Duration::from_secs(5)).await?);
-    let eb = LeaderElection::new(&b, sb.clone(), "B", b"jm-b", RevokePolicy::OnExpired)?;
-    let mut evb = eb.campaign();
-    let tb = match tokio::time::timeout(Duration::from_secs(10), evb.recv()).await? {
-        Some(LeadershipEvent::Granted(t)) => t,
-        other => anyhow::bail!("expected a grant for B, got {other:?}"),
-    };
+    let (eb, tb) = lead(&b, &sb, "B").await?;
     let counter_b = CheckpointIdCounter::new(&b, "B", "job-1", Some(tb.clone()))?;
     counter_b.start().await?;
     assert_eq!(counter_b.get_and_increment().await?, 1);
@@ -310,12 +319,7 @@ async fn a_job_manager_cluster_works_in_its_prefix_and_cannot_touch_another() ->
 
     // Cluster A's own recipes: election, checkpoint counter, pointers.
     let sa = Arc::new(Session::open(&a, Duration::from_secs(5)).await?);
-    let ea = LeaderElection::new(&a, sa.clone(), "A", b"jm-a", RevokePolicy::OnExpired)?;
-    let mut eva = ea.campaign();
-    let ta = match tokio::time::timeout(Duration::from_secs(10), eva.recv()).await? {
-        Some(LeadershipEvent::Granted(t)) => t,
-        other => anyhow::bail!("expected a grant for A, got {other:?}"),
-    };
+    let (ea, ta) = lead(&a, &sa, "A").await?;
     assert!(ea.has_leadership(&ta).await?);
     let counter_a = CheckpointIdCounter::new(&a, "A", "job-1", Some(ta.clone()))?;
     counter_a.start().await?;
