@@ -3,7 +3,9 @@
 //! - **Identity**: a token from `Auth.Authenticate` (user + password) in the `authorization:
 //!   Bearer <token>` or `x-conclave-token` metadata. Tokens are HMAC-signed with a secret kept
 //!   in the replicated state ([`token`]), so every member checks them locally; expiry is
-//!   checked against the member's clock, never inside apply.
+//!   checked against the member's clock, never inside apply. Without a token, on a client port
+//!   with mutual TLS (`--client-ca`), the verified client certificate's CN (else its first DNS
+//!   name) is the user (no password; etcd's rule).
 //! - **Authorization**: the user's roles must grant the permission every key a request touches
 //!   needs ([`access`]); `root` may do everything; user / role administration and cluster
 //!   maintenance are root only. Checked against the member's applied state (a read lock and a
@@ -108,21 +110,27 @@ impl Authorizer {
         self.node.view(|sm| f(sm.auth()))
     }
 
-    /// Who sends a request with metadata `md`.
+    /// Who sends a request with metadata `md` over a connection whose verified client
+    /// certificate names `cert_user` (a token, when present, is used first).
     ///
     /// # Errors
-    /// `Unauthenticated`: no token (`AUTH_REQUIRED`), a malformed or foreign token or one of a
-    /// deleted user (`TOKEN_INVALID`), an expired token or one issued before the user's
-    /// credentials or roles changed (`TOKEN_EXPIRED`).
-    pub fn caller(&self, md: &MetadataMap) -> Result<Caller> {
+    /// `Unauthenticated`: no token and no client certificate (`AUTH_REQUIRED`), a malformed or
+    /// foreign token or one of a deleted user (`TOKEN_INVALID`), an expired token or one issued
+    /// before the user's credentials or roles changed (`TOKEN_EXPIRED`).
+    pub fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
         if !self.config.enabled {
             return Ok(Caller::Anyone);
         }
-        let Some(token) = token_of(md) else {
+        let token = token_of(md);
+        if let (None, Some(user)) = (token, cert_user) {
+            return Ok(Caller::User(user.to_owned()));
+        }
+        let Some(token) = token else {
             return Err(Error::unauthenticated(
                 AuthFailure::Required,
                 "authentication is required (the server runs with --auth): authenticate with a user name and \
-                 password (Auth.Authenticate; conclavectl --user NAME:PASSWORD) and send the token",
+                 password (Auth.Authenticate; conclavectl --user NAME:PASSWORD) and send the token, or \
+                 present a client certificate (when the server has --client-ca)",
             ));
         };
         let invalid = |m: String| Error::unauthenticated(AuthFailure::TokenInvalid, m);

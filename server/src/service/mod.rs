@@ -62,7 +62,8 @@ impl Api {
     /// # Errors
     /// `Unauthenticated` under `--auth` without a valid token.
     fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller> {
-        self.auth.caller(req.metadata())
+        let conn = req.extensions().get::<conclave_tls::identity::ConnInfo>();
+        self.auth.caller(req.metadata(), conn.and_then(|c| c.client_name.as_deref()))
     }
 
     /// `caller`, who must be root (under `--auth`); `what` names the operation.

@@ -346,3 +346,62 @@ async fn a_job_manager_cluster_works_in_its_prefix_and_cannot_touch_another() ->
     assert_no_panics(&c);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_names_the_user_on_an_mtls_port() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = conclave_testkit::tls::TestCerts::new(dir.path())?;
+    let mut args = certs.server_args(true);
+    args.push("--auth".into());
+    let c = conclave_testkit::Cluster::start_with(conclave_testkit::ClusterOptions {
+        nodes: 1,
+        extra_args: args,
+        binary: Some(crate::binary()),
+        client_tls: Some(certs.client_tls(true)?),
+        ..Default::default()
+    })
+    .await?;
+    c.wait_for_leader(Duration::from_secs(20)).await?;
+    let as_cert = |cn: &str| -> anyhow::Result<conclave_client::ClientTls> {
+        let identity = certs.pki.issue(cn, cn, &[])?;
+        Ok(conclave_client::ClientTls::new(conclave_client::ClientFiles {
+            ca: certs.pki.ca(),
+            identity: Some(identity),
+        })?)
+    };
+    let connect = |tls: conclave_client::ClientTls| {
+        let mut config = c.client_config(c.endpoints());
+        config.tls = Some(tls);
+        Client::with_config(config)
+    };
+    // A certificate named root is root, without any password (no root user exists here).
+    let root = connect(as_cert("root")?).await?;
+    user_with_prefix(&root, "alice", PermissionType::Readwrite, "/a/").await?;
+    root.put("/b/k", "b").await?;
+    // Alice's certificate is Alice: her role applies.
+    let alice = connect(as_cert("alice")?).await?;
+    alice.put("/a/k", "1").await?;
+    let e = denied(alice.get("/b/k").await);
+    assert!(e.to_string().contains("alice"), "{e}");
+    denied(alice.user_list().await);
+    // A certificate of a user that does not exist may do nothing.
+    let stranger = connect(as_cert("mallory")?).await?;
+    denied(stranger.get("/a/k").await);
+    assert_no_panics(&c);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auth_nothing_is_asked() -> anyhow::Result<()> {
+    let c = cluster(1, &[]).await?;
+    let anonymous = c.client().await?;
+    anonymous.put("/any/k", "v").await?;
+    // Administration is open (a cluster can be prepared before members restart with --auth),
+    // and credentials a client carries are never asked for.
+    anonymous.user_add("u", "pw").await?;
+    anonymous.role_add("r").await?;
+    assert_eq!(anonymous.user_list().await?, vec!["u".to_owned()]);
+    let with_credentials = client_as(&c, c.endpoints(), "u", "wrong password").await?;
+    assert_eq!(with_credentials.get("/any/k").await?.map(|kv| kv.value), Some(b"v".to_vec()));
+    Ok(())
+}
