@@ -18,8 +18,9 @@ use crate::Globals;
 pub enum UserCommand {
     /// Adds a user; the password is NAME:PASSWORD's part, or --new-password.
     Add {
-        /// NAME or NAME:PASSWORD.
-        user: String,
+        /// NAME or NAME:PASSWORD. (Not named `user`: that is the global --user's id.)
+        #[arg(value_name = "NAME[:PASSWORD]")]
+        name: String,
         /// The new user's password (instead of NAME:PASSWORD).
         #[arg(long, value_name = "PASSWORD")]
         new_password: Option<String>,
@@ -164,10 +165,10 @@ fn names(g: &Globals, out: &mut dyn Write, list: &[String], users: bool) -> Resu
 pub async fn user(g: &Globals, out: &mut dyn Write, cmd: UserCommand) -> Result<()> {
     let client = g.client().await?;
     match cmd {
-        UserCommand::Add { user, new_password } => {
-            let (name, password) = match (user.split_once(':'), new_password) {
+        UserCommand::Add { name, new_password } => {
+            let (name, password) = match (name.split_once(':'), new_password) {
                 (Some((n, p)), None) => (n.to_owned(), p.to_owned()),
-                (None, Some(p)) => (user, p),
+                (None, Some(p)) => (name, p),
                 (Some(_), Some(_)) => bail!("give the password either as NAME:PASSWORD or with --new-password"),
                 (None, None) => bail!("user add needs a password: NAME:PASSWORD or --new-password PASSWORD"),
             };
