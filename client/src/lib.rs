@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod cluster;
 mod connection;
 mod counter;
@@ -29,6 +30,7 @@ pub mod watch;
 
 use std::sync::Arc;
 
+pub use auth::Credentials;
 pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use conclave_tls::{ClientFiles, ClientTls};

@@ -130,13 +130,7 @@ impl Stream {
     async fn stream_once(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>, backoff: &mut Duration) -> End {
         let (addr, channel) = match self.conn.pick_home() {
             Ok(p) => p,
-            Err(e) => {
-                for (_, w) in std::mem::take(&mut self.watches) {
-                    self.load.release();
-                    let _ = w.tx.send(Err(e.clone())).await;
-                }
-                return End::Idle;
-            }
+            Err(e) => return self.fail_all(e).await,
         };
         let (requests, rx) = mpsc::unbounded_channel();
         let mut pending = VecDeque::new();
@@ -150,11 +144,21 @@ impl Stream {
             let _ = requests.send(pb::WatchRequest { request: Some(Request::Progress(Default::default())) });
         }
         let requests_stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-        let mut stream = match WatchClient::new(channel).watch(requests_stream).await {
+        let stale = self.conn.token();
+        let mut stream = match WatchClient::new(channel.clone()).watch(requests_stream).await {
             Ok(s) => s.into_inner(),
+            // Under `--auth`, a refused or expired token is renewed once before failing over;
+            // bad credentials end every watch of the stream.
             Err(s) => {
-                self.conn.fail_over(&addr, None);
-                return End::Retry(s.to_string());
+                return match self.conn.renew_token(channel, &s, stale).await {
+                    Ok(true) => End::Retry(s.to_string()),
+                    Err(e) => self.fail_all(e).await,
+                    Ok(false) if s.code() == Code::Unauthenticated => self.fail_all(Error::from_status(&s)).await,
+                    Ok(false) => {
+                        self.conn.fail_over(&addr, None);
+                        End::Retry(s.to_string())
+                    }
+                };
             }
         };
         loop {
@@ -180,7 +184,7 @@ impl Stream {
                         self.conn.fail_over(&addr, None);
                         return End::Retry("stream closed".into());
                     }
-                    Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted) => {
+                    Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied) => {
                         return self.refused(&s, &pending).await;
                     }
                     Err(s) => {
@@ -190,6 +194,15 @@ impl Stream {
                 },
             }
         }
+    }
+
+    /// Ends every watch of this stream with `e`.
+    async fn fail_all(&mut self, e: Error) -> End {
+        for (_, w) in std::mem::take(&mut self.watches) {
+            self.load.release();
+            let _ = w.tx.send(Err(e.clone())).await;
+        }
+        End::Idle
     }
 
     /// Routes one response to its watch.

@@ -1,6 +1,7 @@
 //! Integration tests: real `conclave` processes on loopback, real gRPC, real kills and restarts.
 //! One binary, a module per feature, over the shared `conclave-testkit` cluster helper.
 
+mod auth;
 mod backup;
 mod catch_up;
 mod cluster_id;

@@ -38,7 +38,9 @@ pub use self::feed::Feed;
 use self::feed::SharedEvent;
 use self::window::WindowRead;
 use super::{validate, Api};
+use crate::auth::Caller;
 use crate::error::{Error, UnavailableReason};
+use crate::log_entry::auth::PermType;
 use crate::log_entry::KeySelector;
 use crate::state_machine::history::HistoryRead;
 
@@ -84,6 +86,8 @@ fn response(header: &pb::ResponseHeader, watch_id: i64, revision: u64) -> pb::Wa
 
 struct StreamTask {
     api: Api,
+    /// Who opened the stream.
+    caller: Caller,
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -219,6 +223,10 @@ impl StreamTask {
             Ok(s) => s,
             Err(e) => return self.fail(Error::InvalidArgument(format!("watch: {e}"))).await,
         };
+        // The caller was authenticated when the stream opened; each watch needs read permission.
+        if let Err(e) = self.api.auth.require(&self.caller, PermType::Read, &selector) {
+            return self.fail(e).await;
+        }
         if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
             let msg = format!("this stream already has {} watches, the limit", self.watchers.len());
             return self.fail(Error::LimitExceeded(msg)).await;
@@ -327,8 +335,9 @@ impl Watch for Api {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.caller(&req)?;
         let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let task = StreamTask { api: self.clone(), out, watchers: BTreeMap::new(), next_id: 1 };
+        let task = StreamTask { api: self.clone(), caller, out, watchers: BTreeMap::new(), next_id: 1 };
         tokio::spawn(task.run(req.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
