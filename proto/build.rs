@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/conclave/v1/lease.proto",
         "proto/conclave/v1/watch.proto",
         "proto/conclave/v1/maintenance.proto",
+        "proto/conclave/v1/auth.proto",
         "proto/conclave/internal/v1/peer.proto",
     ];
     for f in &files {

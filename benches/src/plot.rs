@@ -18,6 +18,7 @@ fn color(t: TargetKind) -> &'static str {
     match t {
         TargetKind::Conclave => "#2b6cb0",
         TargetKind::ConclaveGeneric => "#63b3ed",
+        TargetKind::ConclaveZk => "#2c7a7b",
         TargetKind::Etcd => "#d69e2e",
         TargetKind::Zookeeper => "#718096",
     }

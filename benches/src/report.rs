@@ -149,6 +149,47 @@ fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
     }
 }
 
+/// The ZooKeeper-protocol comparison (when `conclave-zk` ran): Conclave's ZooKeeper port against
+/// ZooKeeper 3.8, the same client code on both; the goal is Conclave ≥ ZooKeeper on every row.
+fn zk_protocol_table(s: &mut String, outcomes: &[Outcome]) {
+    if !outcomes.iter().any(|o| o.target == TargetKind::ConclaveZk) {
+        return;
+    }
+    let _ = writeln!(s, "\n## ZooKeeper protocol: Conclave's ZooKeeper port vs ZooKeeper (same client)\n");
+    let _ = writeln!(
+        s,
+        "| workload | metric | Conclave (ZooKeeper protocol) | ZooKeeper | Conclave-ZK/ZooKeeper | goal: ≥ ZooKeeper |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---|");
+    let disks = disks(outcomes);
+    let workloads = Workload::ALL.into_iter().filter(|w| outcomes.iter().any(|o| o.workload == *w));
+    for (d, w) in workloads.flat_map(|w| disks.iter().map(move |d| (*d, w))) {
+        let c = find(outcomes, d, w, TargetKind::ConclaveZk);
+        if c.is_none_or(|o| matches!(o.status, Status::NotAvailable(_))) {
+            continue;
+        }
+        let (metric, better) = w.headline();
+        let r =
+            ratio(headline(outcomes, d, w, TargetKind::ConclaveZk), headline(outcomes, d, w, TargetKind::Zookeeper));
+        let met = match r {
+            Some(r) if if better == Better::Higher { r >= 1.0 } else { r <= 1.0 } => "met",
+            Some(_) => "**not met**",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            s,
+            "| {}{} | {}{} | {} | {} | {} | {met} |",
+            w.label(),
+            disk_suffix(&disks, d),
+            metric,
+            if better == Better::Lower { " (lower is better)" } else { "" },
+            cell(c),
+            cell(find(outcomes, d, w, TargetKind::Zookeeper)),
+            ratio_cell(r),
+        );
+    }
+}
+
 /// Renders the Markdown report.
 pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
     let mut s = String::new();
@@ -193,7 +234,9 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
         .into_iter()
         .filter(|ck| outcomes.iter().any(|o| o.target == *ck))
         .collect();
-    let profiles = if profiles.is_empty() { vec![TargetKind::Conclave] } else { profiles };
+    // With only the ZooKeeper-protocol target, its own table below is the comparison.
+    let zk_only = outcomes.iter().any(|o| o.target == TargetKind::ConclaveZk);
+    let profiles = if profiles.is_empty() && !zk_only { vec![TargetKind::Conclave] } else { profiles };
     let suffix = |ck: TargetKind| match (profiles.len(), ck) {
         (1, _) => "",
         (_, TargetKind::ConclaveGeneric) => " — generic gRPC client",
@@ -249,6 +292,8 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
             }
         );
     }
+
+    zk_protocol_table(&mut s, outcomes);
 
     let _ = writeln!(s, "\n## Details\n");
     let _ = writeln!(
@@ -394,6 +439,27 @@ mod tests {
         );
         assert!(md.contains("< ½ etcd: met"), "{md}");
         assert!(md.contains("skipped: not installed"), "{md}");
+    }
+
+    #[test]
+    fn zookeeper_protocol_table_compares_with_zookeeper_in_the_right_direction() {
+        let mk = |w, t, v: f64| {
+            let mut o = Outcome::new(w, t, Status::Ok);
+            o.headline = Some(v);
+            o
+        };
+        let outcomes = vec![
+            mk(Workload::Create, TargetKind::ConclaveZk, 9_000.0),
+            mk(Workload::Create, TargetKind::Zookeeper, 6_000.0),
+            mk(Workload::LeaderFailover, TargetKind::ConclaveZk, 2.0),
+            mk(Workload::LeaderFailover, TargetKind::Zookeeper, 1.0),
+            Outcome::new(Workload::JobManagerFailover, TargetKind::ConclaveZk, Status::NotAvailable("x".into())),
+        ];
+        let md = markdown(&meta(vec![Disk::Native]), &Params::quick(), &outcomes);
+        assert!(md.contains("| create, 64 clients | ops/s | 9,000 | 6,000 | 1.50× | met |"), "{md}");
+        assert!(md.contains("| leader failover | median gap to next acked write, s (lower is better) | 2.00 | 1.00 | 2.00× | **not met** |"), "{md}");
+        let zk_table = &md[md.find("## ZooKeeper protocol").unwrap_or(0)..md.find("## Details").unwrap_or(0)];
+        assert!(!zk_table.contains("job-manager"), "{md}");
     }
 
     #[test]

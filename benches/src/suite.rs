@@ -12,6 +12,7 @@ use crate::disk::{Disk, SlowDisk};
 use crate::measure::{dir_size, total_cpu, total_rss};
 use crate::report::{self, Meta};
 use crate::targets::conclave::ConclaveTarget;
+use crate::targets::conclave_zk::ConclaveZkTarget;
 use crate::targets::etcd::EtcdTarget;
 use crate::targets::zookeeper::ZookeeperTarget;
 use crate::targets::{Target, TargetKind};
@@ -57,7 +58,7 @@ impl Servers {
 
     fn get(&self, t: TargetKind) -> &Result<PathBuf, String> {
         match t {
-            TargetKind::Conclave | TargetKind::ConclaveGeneric => &self.conclave,
+            TargetKind::Conclave | TargetKind::ConclaveGeneric | TargetKind::ConclaveZk => &self.conclave,
             TargetKind::Etcd => &self.etcd,
             TargetKind::Zookeeper => &self.zookeeper,
         }
@@ -84,6 +85,10 @@ async fn start(kind: TargetKind, server: &Path, dir: &Path, args: &RunArgs) -> a
             TargetKind::Conclave | TargetKind::ConclaveGeneric => {
                 let flags = args.conclave_flags.as_deref().unwrap_or_default().split_whitespace();
                 Box::new(ConclaveTarget::start(server, dir, flags.map(str::to_owned).collect(), kind).await?)
+            }
+            TargetKind::ConclaveZk => {
+                let flags = args.conclave_flags.as_deref().unwrap_or_default().split_whitespace();
+                Box::new(ConclaveZkTarget::start(server, dir, flags.map(str::to_owned).collect()).await?)
             }
             TargetKind::Etcd => Box::new(EtcdTarget::start(server, dir).await?),
             TargetKind::Zookeeper => Box::new(ZookeeperTarget::start(server, dir).await?),
@@ -113,6 +118,13 @@ fn targets(args: &RunArgs) -> Vec<TargetKind> {
 
 /// Why `w` is not run on `kind`, if it is not.
 fn not_available(kind: TargetKind, w: Workload) -> Option<String> {
+    let zk_protocol = matches!(kind, TargetKind::Zookeeper | TargetKind::ConclaveZk);
+    if w == Workload::Create && !zk_protocol {
+        return Some("create is measured on the ZooKeeper-protocol targets only".to_owned());
+    }
+    if w == Workload::JobManagerFailover && kind == TargetKind::ConclaveZk {
+        return Some("the job managers use Conclave's own client (see the conclave column)".to_owned());
+    }
     (kind == TargetKind::ConclaveGeneric && !w.shares_cluster())
         .then(|| "the generic client profile covers the KV workloads; this one uses Conclave's own client".to_owned())
 }
@@ -449,6 +461,11 @@ mod tests {
         assert!(not_available(TargetKind::ConclaveGeneric, Workload::WatchFanout).is_some());
         assert!(not_available(TargetKind::ConclaveGeneric, Workload::Put1).is_none());
         assert!(not_available(TargetKind::Conclave, Workload::WatchFanout).is_none());
+        // create is ZooKeeper's: measured on both ZooKeeper-protocol targets, n/a elsewhere.
+        assert!(not_available(TargetKind::ConclaveZk, Workload::Create).is_none());
+        assert!(not_available(TargetKind::Zookeeper, Workload::Create).is_none());
+        assert!(not_available(TargetKind::Etcd, Workload::Create).is_some());
+        assert!(not_available(TargetKind::ConclaveZk, Workload::WatchFanout).is_none());
     }
 
     #[test]

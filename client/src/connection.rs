@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use conclave_proto::v1 as pb;
@@ -24,6 +24,7 @@ use tonic::{Code, Status};
 
 use conclave_proto::errors::{outcome_of, reason_of, Outcome, Reason};
 
+use crate::auth::TokenCell;
 use crate::error::{Error, Indeterminate, Result};
 use crate::grpc_channel::{ChannelOptions, GrpcChannel};
 
@@ -47,6 +48,14 @@ pub struct ClientConfig {
     /// `None`: plain TCP. Build it with [`crate::ClientTls::new`]; it re-reads its files when
     /// they change.
     pub tls: Option<crate::ClientTls>,
+    /// Most watches this client puts on one shared Watch stream (default 1,000; a member
+    /// refusing more with `LIMIT_EXCEEDED`, see its `--max-watches-per-stream`, lowers it for
+    /// that stream, and the refused watches move to another one).
+    pub watches_per_stream: usize,
+    /// User name and password for members started with `--auth` (`None`: send no token). The
+    /// client authenticates when a member asks, attaches the token to every request and
+    /// renews it when it expires.
+    pub credentials: Option<crate::Credentials>,
 }
 
 impl ClientConfig {
@@ -61,7 +70,8 @@ impl ClientConfig {
         }
     }
 
-    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect.
+    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect, 1,000 watches
+    /// per stream.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
@@ -71,6 +81,8 @@ impl ClientConfig {
             discover: true,
             local_address: None,
             tls: None,
+            watches_per_stream: 1_000,
+            credentials: None,
         }
     }
 }
@@ -109,6 +121,8 @@ pub(crate) struct Connection {
     home: String,
     /// Highest store revision seen in a response (see the module documentation).
     seen_revision: AtomicU64,
+    /// The token of `config.credentials`, attached by every channel.
+    token: Option<Arc<TokenCell>>,
 }
 
 /// The clients of one process take the configured endpoints in turn as their home member,
@@ -155,18 +169,59 @@ impl Connection {
         }
         let view = View { endpoints: config.endpoints.clone(), ..View::default() };
         let home = config.endpoints[next_home() % config.endpoints.len()].clone();
-        Ok(Self { config, view: Mutex::new(view), home, seen_revision: AtomicU64::new(0) })
+        let token = config.credentials.clone().map(|c| Arc::new(TokenCell::new(c)));
+        Ok(Self { config, view: Mutex::new(view), home, seen_revision: AtomicU64::new(0), token })
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.config
     }
 
+    /// A channel to `endpoint` for a call made without retries (maintenance): authenticated
+    /// first when credentials are configured and no token is held yet.
+    ///
+    /// # Errors
+    /// A malformed endpoint; the refusal of the credentials.
+    pub(crate) async fn authenticated_channel_to(&self, endpoint: &str) -> Result<GrpcChannel> {
+        let channel = self.channel_to(endpoint)?;
+        if let Some(cell) = self.token.as_ref().filter(|t| t.current().is_none()) {
+            cell.refresh(channel.clone(), None).await.map_err(|s| Error::from_status(&s))?;
+        }
+        Ok(channel)
+    }
+
+    /// The token in use now (with credentials configured).
+    pub(crate) fn token(&self) -> Option<Option<String>> {
+        self.token.as_ref().map(|t| t.current())
+    }
+
+    /// After `status` refused `stale` (the token an attempt carried): authenticates again when
+    /// a fresh token may help. `Ok(true)`: try again.
+    ///
+    /// # Errors
+    /// The refusal of the credentials themselves (`AUTH_FAILED`): final.
+    pub(crate) async fn renew_token(
+        &self,
+        channel: GrpcChannel,
+        status: &Status,
+        stale: Option<Option<String>>,
+    ) -> Result<bool> {
+        let (Some(cell), Some(stale)) = (&self.token, stale) else { return Ok(false) };
+        if !TokenCell::curable(status) {
+            return Ok(false);
+        }
+        match cell.refresh(channel, stale).await {
+            Err(s) if s.code() == Code::Unauthenticated => Err(Error::from_status(&s)),
+            _ => Ok(true),
+        }
+    }
+
     fn channel_for(&self, view: &mut View, addr: &str) -> Result<GrpcChannel> {
         if let Some(c) = view.channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = GrpcChannel::new(addr, self.config.channel_options()).map_err(Error::InvalidArgument)?;
+        let options = ChannelOptions { token: self.token.clone(), ..self.config.channel_options() };
+        let channel = GrpcChannel::new(addr, options).map_err(Error::InvalidArgument)?;
         view.channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -290,9 +345,12 @@ impl Connection {
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
         let (addr, channel) = self.pick()?;
-        match tokio::time::timeout(budget, attempt(channel)).await {
+        let stale = self.token();
+        match tokio::time::timeout(budget, attempt(channel.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(status)) => {
+                // The next call carries a fresh token.
+                self.renew_token(channel, &status, stale).await?;
                 if !matches!(classify(&status), Failure::Final(_)) {
                     self.fail_over(&addr, leader_hint(&status));
                 }
@@ -326,13 +384,20 @@ impl Connection {
         let deadline = tokio::time::Instant::now() + self.config.call_timeout.max(attempt_timeout);
         let mut backoff = Duration::from_millis(20);
         let mut maybe_applied = false;
+        let mut refreshed = false;
         let mut last;
         loop {
             let (addr, channel) = self.pick()?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let timeout = attempt_timeout.min(remaining);
-            let failure = match tokio::time::timeout(timeout, attempt(channel)).await {
+            let stale = self.token();
+            let failure = match tokio::time::timeout(timeout, attempt(channel.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
+                // No token yet, or it expired: authenticate and send again, once per call.
+                Ok(Err(status)) if !refreshed && self.renew_token(channel, &status, stale.clone()).await? => {
+                    refreshed = true;
+                    continue;
+                }
                 Ok(Err(status)) => {
                     let hint = leader_hint(&status);
                     let f = classify(&status);
@@ -411,6 +476,11 @@ headed!(
     pb::MemberPromoteResponse,
     pb::MemberRemoveResponse,
     pb::MoveLeaderResponse,
+    pb::AuthAdminResponse,
+    pb::UserListResponse,
+    pb::UserGetResponse,
+    pb::RoleListResponse,
+    pb::RoleGetResponse,
 );
 
 impl Connection {

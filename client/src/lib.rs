@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod cluster;
 mod connection;
 mod counter;
@@ -29,6 +30,7 @@ pub mod watch;
 
 use std::sync::Arc;
 
+pub use auth::Credentials;
 pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use conclave_tls::{ClientFiles, ClientTls};
@@ -50,6 +52,8 @@ use request_id::RequestIds;
 pub struct Client {
     conn: Arc<Connection>,
     ids: Arc<RequestIds>,
+    /// This client's shared watch streams.
+    watches: Arc<watch::Hub>,
 }
 
 impl Client {
@@ -67,7 +71,8 @@ impl Client {
     /// # Errors
     /// `InvalidArgument` for malformed endpoints.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
-        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()) };
+        let watches = watch::Hub::new(config.watches_per_stream);
+        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()), watches };
         // Member discovery in the background: connecting never waits for an unreachable cluster.
         let discover = client.clone();
         tokio::spawn(async move {

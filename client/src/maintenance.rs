@@ -48,7 +48,8 @@ impl Client {
     /// status when the stream ends early or its checksum or size do not match; an I/O failure
     /// writing the file is an `Internal` status. Nothing is left at `path` on failure.
     pub async fn snapshot_save(&self, endpoint: &str, path: &Path) -> Result<SnapshotSaved> {
-        let mut client = MaintenanceClient::new(self.conn.channel_to(endpoint)?).max_decoding_message_size(8 << 20);
+        let mut client = MaintenanceClient::new(self.conn.authenticated_channel_to(endpoint).await?)
+            .max_decoding_message_size(8 << 20);
         let mut stream =
             client.snapshot(pb::SnapshotRequest {}).await.map_err(|s| Error::from_status(&s))?.into_inner();
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
@@ -89,7 +90,7 @@ impl Client {
     /// `OutOfRange` (reason COMPACTED or FUTURE_REVISION) when that member cannot read at
     /// `revision`; `Unavailable` when it does not answer in time.
     pub async fn hash_kv_of(&self, endpoint: &str, revision: u64) -> Result<EndpointHash> {
-        let mut client = MaintenanceClient::new(self.conn.channel_to(endpoint)?);
+        let mut client = MaintenanceClient::new(self.conn.authenticated_channel_to(endpoint).await?);
         let timeout = self.config().attempt_timeout;
         let r = tokio::time::timeout(timeout, client.hash_kv(pb::HashKvRequest { revision }))
             .await

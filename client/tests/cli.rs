@@ -523,3 +523,55 @@ async fn cli_watch() -> Result<()> {
     assert!(cluster.panics().is_empty(), "a node panicked");
     Ok(())
 }
+
+/// `user` and `role` commands under `--auth`, and `--user NAME:PASSWORD` / `--password`.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_roles_and_permissions_from_the_command_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pw = dir.path().join("root.pw");
+    std::fs::write(&pw, "root-pw\n")?;
+    let extra_args = vec!["--auth".into(), "--root-password-file".into(), pw.display().to_string()];
+    let cluster = Cluster::start_with(ClusterOptions { nodes: 1, extra_args, ..Default::default() }).await?;
+    let ep = cluster.endpoints().join(",");
+    let root = |args: &[&str]| {
+        let mut all = vec!["--user", "root", "--password", "root-pw"];
+        all.extend_from_slice(args);
+        let ep = ep.clone();
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move { ctl(&ep, &all.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    wait_for("the root user", Duration::from_secs(20), || async { root(&["user", "list"]).await.ok()?.ok().ok() })
+        .await?;
+    // `user add NAME` with the global --user given: the positional is not taken for it.
+    root(&["user", "add", "alice", "--new-password", "apw"]).await?.ok()?;
+    root(&["role", "add", "a"]).await?.ok()?;
+    root(&["role", "grant-permission", "a", "readwrite", "/a/", "--prefix"]).await?.ok()?;
+    root(&["role", "grant-permission", "a", "read", "/r"]).await?.ok()?;
+    root(&["user", "grant-role", "alice", "a"]).await?.ok()?;
+    assert_eq!(root(&["user", "list", "-o", "json"]).await?.json()?["users"], serde_json::json!(["alice", "root"]));
+    assert_eq!(root(&["user", "get", "alice", "-o", "json"]).await?.json()?["roles"], serde_json::json!(["a"]));
+    let perms = root(&["role", "get", "a", "-o", "json"]).await?.json()?;
+    assert_eq!(str_at(&perms, "/perms/0/perm")?, "readwrite");
+    assert_eq!(str_at(&perms, "/perms/1/key")?, "/r");
+    assert_eq!(root(&["role", "list"]).await?.ok()?.trim(), "a");
+
+    ctl(&ep, &["--user", "alice:apw", "put", "/a/k", "v"]).await?.ok()?;
+    let denied = ctl(&ep, &["--user", "alice:apw", "get", "/b", "--prefix"]).await?.failed(1)?;
+    assert!(denied.stderr.contains("PermissionDenied") && denied.stderr.contains("alice"), "{denied:?}");
+    let wrong = ctl(&ep, &["--user", "alice:nope", "get", "/a/k"]).await?.failed(1)?;
+    assert!(wrong.stderr.contains("Unauthenticated"), "{wrong:?}");
+    ctl(&ep, &["get", "/a/k"]).await?.failed(1)?;
+    let no_password = ctl(&ep, &["--user", "alice", "get", "/a/k"]).await?.failed(1)?;
+    assert!(no_password.stderr.contains("needs a password"), "{no_password:?}");
+
+    root(&["user", "passwd", "alice", "--new-password", "apw2"]).await?.ok()?;
+    ctl(&ep, &["--user", "alice:apw", "get", "/a/k"]).await?.failed(1)?;
+    ctl(&ep, &["--user", "alice:apw2", "get", "/a/k"]).await?.ok()?;
+    root(&["role", "revoke-permission", "a", "/a/", "--prefix"]).await?.ok()?;
+    ctl(&ep, &["--user", "alice:apw2", "get", "/a/k"]).await?.failed(1)?;
+    root(&["user", "revoke-role", "alice", "a"]).await?.ok()?;
+    root(&["role", "delete", "a"]).await?.ok()?;
+    root(&["user", "delete", "alice"]).await?.ok()?;
+    root(&["user", "delete", "alice"]).await?.failed(1)?;
+    Ok(())
+}

@@ -77,8 +77,9 @@ pub struct Common {
     /// Do not show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Positive control: `register` reads are serializable (local, possibly stale); the
-    /// linearizability checker is expected to flag them under partitions.
+    /// Positive control: `register` reads are serializable (local, possibly stale), and
+    /// `zk-register` reads are a plain `getData` (no `sync`); the linearizability checker is
+    /// expected to flag them under partitions.
     #[arg(long)]
     pub unsafe_serializable_reads: bool,
     /// Run the cluster with TLS on (certificates generated for the run): mutual TLS on the

@@ -78,7 +78,7 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("test.json"), serde_json::to_vec_pretty(&describe(opts))?)?;
     let ids: Vec<u64> = (1..=opts.nodes as u64).collect();
-    let (clocks, env) = if opts.nemeses.contains(&nemesis::Kind::Clock) {
+    let (clocks, mut env) = if opts.nemeses.contains(&nemesis::Kind::Clock) {
         let (c, env) = Clocks::prepare(&dir, &ids)?;
         (Some(c), env)
     } else {
@@ -97,6 +97,17 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
         extra_args = certs.server_args(true);
         settings.tls = Some(certs.client_tls(true)?);
     }
+    // The ZooKeeper-protocol workloads: every member serves it on the same port of its own IP.
+    let zk_port = if opts.workload.speaks_zookeeper() {
+        let port = conclave_testkit::free_addr(std::net::Ipv4Addr::new(127, 0, 0, 11))?
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no free port for the ZooKeeper listeners"))?;
+        env.push(("CONCLAVE_ZK_ADDR".to_owned(), format!("{{ip}}:{port}")));
+        Some(port)
+    } else {
+        None
+    };
     let cluster = Cluster::start_with(ClusterOptions {
         nodes: opts.nodes,
         binary: Some(opts.binary.clone()),
@@ -113,7 +124,12 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     let mut nemesis = Nemesis::new(cluster.clone(), recorder.clone(), clocks, disks.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let prefix = format!("jepsen/{}/", opts.seed);
-    let ctx = Arc::new(Ctx::new(recorder.clone(), endpoints, settings, stop_rx.clone(), prefix));
+    let mut ctx = Ctx::new(recorder.clone(), endpoints, settings, stop_rx.clone(), prefix);
+    if let Some(port) = zk_port {
+        let c = cluster.lock().await;
+        ctx.zk_endpoints = c.nodes().iter().filter_map(|n| n.ip()).map(|ip| format!("{ip}:{port}")).collect();
+    }
+    let ctx = Arc::new(ctx);
 
     // Workload and nemesis phase.
     let start = tokio::time::Instant::now();

@@ -122,6 +122,24 @@ reasons! {
     ClusterIdMismatch = "CLUSTER_ID_MISMATCH",
     /// A bug or a storage fault on the server.
     Internal = "INTERNAL",
+    /// Authentication is on and the request carries no identity (no token, no client
+    /// certificate): authenticate first (`Auth.Authenticate`).
+    AuthRequired = "AUTH_REQUIRED",
+    /// Wrong user name or password, or no root user exists yet: fix the credentials (retrying
+    /// the same ones fails the same way).
+    AuthFailed = "AUTH_FAILED",
+    /// The token is malformed, signed by another cluster, or its user no longer exists:
+    /// authenticate again.
+    TokenInvalid = "TOKEN_INVALID",
+    /// The token expired, or its user's credentials or roles changed since it was issued:
+    /// authenticate again with the same credentials (clients do this transparently).
+    TokenExpired = "TOKEN_EXPIRED",
+    /// The user lacks the permission the request needs (the message names user, key and permission).
+    PermissionDenied = "PERMISSION_DENIED",
+    /// A user or role administration request names a user or role that exists already.
+    AuthExists = "AUTH_EXISTS",
+    /// A user or role administration request names a user, role or permission that does not exist.
+    AuthNotFound = "AUTH_NOT_FOUND",
 }
 
 impl Reason {

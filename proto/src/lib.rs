@@ -28,3 +28,9 @@ pub const LEADER_ID_METADATA: &str = "x-conclave-leader-id";
 /// gRPC metadata key a follower sets when it forwards a request to the leader; a node that
 /// receives a forwarded request and is not the leader answers with a hint instead of forwarding again.
 pub const FORWARDED_METADATA: &str = "x-conclave-forwarded";
+
+/// Metadata key of an authentication token (`Auth.Authenticate`), sent as is. The standard
+/// `authorization: Bearer <token>` is accepted too.
+pub const TOKEN_METADATA: &str = "x-conclave-token";
+/// The standard metadata key for credentials; Conclave reads `Bearer <token>` from it.
+pub const AUTHORIZATION_METADATA: &str = "authorization";

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod auth;
 pub mod statefulset;
 mod tls;
+pub use auth::AuthArgs;
 pub use tls::{PeerFiles, TlsArgs, TlsConfig};
 
 /// `conclave`: a Raft-replicated coordination service.
@@ -167,6 +169,9 @@ pub struct ServeArgs {
     /// TLS of the client and peer ports.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Authentication and authorization.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// The tokio runtime a node runs on (see `--runtime`).
@@ -273,6 +278,8 @@ pub struct Config {
     pub zk_max_response_bytes: usize,
     /// TLS of the client and peer ports.
     pub tls: TlsConfig,
+    /// Authentication.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Accepts ZooKeeper's superDigest form, `user:BASE64` of a 20-byte SHA-1.
@@ -392,6 +399,7 @@ impl ServeArgs {
             zk_super_digest: self.zk_super_digest.as_deref().map(check_super_digest).transpose()?,
             zk_max_response_bytes: self.zk_max_response_bytes.max(1024),
             tls,
+            auth: self.auth.validate()?,
         })
     }
 }

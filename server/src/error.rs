@@ -19,6 +19,9 @@
 //! | `Membership` | ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION | MEMBER_EXISTS, MEMBER_NOT_FOUND, LEARNER_NOT_READY, QUORUM_AT_RISK | NOT_APPLIED |
 //! | `Unavailable(TransferFailed)` | UNAVAILABLE | TRANSFER_FAILED | NOT_APPLIED |
 //! | `ClusterIdMismatch` | FAILED_PRECONDITION | CLUSTER_ID_MISMATCH | NOT_APPLIED |
+//! | `Unauthenticated` | UNAUTHENTICATED | AUTH_REQUIRED, AUTH_FAILED, TOKEN_INVALID, TOKEN_EXPIRED | NOT_APPLIED |
+//! | `PermissionDenied` | PERMISSION_DENIED | PERMISSION_DENIED | NOT_APPLIED |
+//! | `Command(Auth)` | ALREADY_EXISTS, NOT_FOUND | AUTH_EXISTS, AUTH_NOT_FOUND | APPLIED |
 //! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
 //!
 //! The type is serializable so that a leader's error crosses the peer protocol intact: a
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::state_machine::auth::AuthRefusal;
 use crate::state_machine::response::CommandError;
 use crate::state_machine::ReadError;
 
@@ -123,9 +127,40 @@ pub enum Error {
     /// A peer message from a member of another cluster (the message names both ids).
     #[error("{0}")]
     ClusterIdMismatch(String),
+    /// No, or no valid, identity (`--auth`): the message says which and what to do.
+    #[error("{message}")]
+    Unauthenticated {
+        /// Which failure.
+        reason: AuthFailure,
+        /// For people.
+        message: String,
+    },
+    /// The caller lacks a permission.
+    #[error("permission denied: user {user:?} needs {needed} permission on {what}; ask an administrator (root) to grant it to one of the user's roles")]
+    PermissionDenied {
+        /// The user.
+        user: String,
+        /// `read`, `write`, or `root` for root-only operations.
+        needed: String,
+        /// The key, prefix or operation.
+        what: String,
+    },
     /// A bug or storage fault.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The kinds of [`Error::Unauthenticated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthFailure {
+    /// No token and no client certificate.
+    Required,
+    /// Wrong user or password (or no root user yet).
+    Failed,
+    /// Malformed or foreign token, or its user no longer exists.
+    TokenInvalid,
+    /// The token expired or its user's credentials changed: authenticate again.
+    TokenExpired,
 }
 
 /// Why a membership change was refused.
@@ -160,6 +195,11 @@ impl Error {
     /// `Unavailable` of kind `reason`.
     pub fn unavailable(reason: UnavailableReason, message: impl Into<String>) -> Self {
         Error::Unavailable { reason, message: message.into() }
+    }
+
+    /// `Unauthenticated` of kind `reason`.
+    pub fn unauthenticated(reason: AuthFailure, message: impl Into<String>) -> Self {
+        Error::Unauthenticated { reason, message: message.into() }
     }
 
     /// Whether the request may have taken effect.
@@ -209,6 +249,15 @@ impl Error {
                 MembershipRefusal::QuorumAtRisk => Reason::QuorumAtRisk,
             },
             Error::ClusterIdMismatch(_) => Reason::ClusterIdMismatch,
+            Error::Unauthenticated { reason, .. } => match reason {
+                AuthFailure::Required => Reason::AuthRequired,
+                AuthFailure::Failed => Reason::AuthFailed,
+                AuthFailure::TokenInvalid => Reason::TokenInvalid,
+                AuthFailure::TokenExpired => Reason::TokenExpired,
+            },
+            Error::PermissionDenied { .. } => Reason::PermissionDenied,
+            Error::Command(CommandError::Auth { refusal: AuthRefusal::Exists, .. }) => Reason::AuthExists,
+            Error::Command(CommandError::Auth { refusal: AuthRefusal::NotFound, .. }) => Reason::AuthNotFound,
             Error::Internal(_) => Reason::Internal,
         }
     }
@@ -225,6 +274,8 @@ impl Error {
             Error::Read(_) => Code::OutOfRange,
             Error::Command(CommandError::SessionNotFound { .. }) => Code::NotFound,
             Error::Command(CommandError::RetryTooOld { .. }) => Code::Unknown,
+            Error::Command(CommandError::Auth { refusal: AuthRefusal::Exists, .. }) => Code::AlreadyExists,
+            Error::Command(CommandError::Auth { refusal: AuthRefusal::NotFound, .. }) => Code::NotFound,
             Error::Command(_) => Code::FailedPrecondition,
             Error::NotLeader { .. }
             | Error::NoLeader(_)
@@ -234,6 +285,8 @@ impl Error {
             Error::Membership { reason: MembershipRefusal::Exists, .. } => Code::AlreadyExists,
             Error::Membership { reason: MembershipRefusal::NotFound, .. } => Code::NotFound,
             Error::Membership { .. } | Error::ClusterIdMismatch(_) => Code::FailedPrecondition,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -7,6 +7,7 @@
 //! - [`types`]: openraft's type configuration (a leaf).
 //! - [`ops`]: readiness (gRPC health, `/readyz`), liveness and Prometheus metrics.
 //! - [`service`]: the public gRPC services, one per file, thin handlers.
+//! - [`auth`]: `--auth`: tokens, password hashing, the permission checks of the services.
 //! - [`sessions`]: the leader's in-memory session deadlines and expiry loop.
 //! - [`raft`]: openraft glue: type config, peer network, write batching, read index, routing.
 //! - [`storage`]: the Raft log (sled, behind a narrow trait) and snapshot files.
@@ -18,6 +19,7 @@
 //! - [`robustness`]: the properties the fuzz targets check (and `cargo test` on their corpora).
 //! - [`listener`]: the client and peer ports' listeners, plain or TLS.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod limits;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod bytes;
 pub mod zk;
 
@@ -245,6 +246,9 @@ pub enum Command {
         /// The new owner's token (non-zero; 0 stands for the connection that opened it).
         owner: u64,
     },
+    /// A change of users, roles, permissions or the token secret (`--auth`), prepared (hashed,
+    /// random secret drawn) before proposing; apply only stores.
+    Auth(auth::AuthCommand),
 }
 
 /// One operation inside a transaction.

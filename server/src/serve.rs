@@ -11,6 +11,7 @@ use conclave_tls::{ClientTls, ServerTls};
 use openraft::{Config as RaftConfig, SnapshotPolicy};
 use tonic::transport::Server;
 
+use crate::auth::Authorizer;
 use crate::config::{choose_log_engine, Config, LogEngineKind};
 use crate::error::Error;
 use crate::listener;
@@ -131,6 +132,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let authorizer = Authorizer::new(config.auth.clone(), node.clone());
+    if let Some(file) = &config.auth.root_password_file {
+        let password = crate::auth::bootstrap::read_password_file(file).map_err(anyhow::Error::msg)?;
+        tokio::spawn(crate::auth::bootstrap::create_root(authorizer.clone(), password));
+    }
 
     let peer_server = {
         let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
@@ -193,7 +199,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             Server::builder()
                 .tcp_nodelay(true)
                 .layer(ops::rpc_layer::RpcMetricsLayer)
-                .add_routes(routes(Api::new(node.clone(), limits)).add_service(health_service))
+                .add_routes(routes(Api::new(node.clone(), authorizer, limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = client_stop.wait_for(|s| *s).await;
                 }),

@@ -15,6 +15,7 @@
 
 mod dial;
 mod files;
+pub mod identity;
 mod stream;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod test_pki;

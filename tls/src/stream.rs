@@ -26,10 +26,21 @@ impl MaybeTlsStream {
 }
 
 impl tonic::transport::server::Connected for MaybeTlsStream {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = crate::identity::ConnInfo;
 
+    /// Called once per accepted connection: the addresses, and the name of a client
+    /// certificate (verified in the handshake) when the client presented one.
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp().connect_info()
+        let client_name = match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::identity::certificate_name(leaf.as_ref())),
+        };
+        crate::identity::ConnInfo { tcp: self.tcp().connect_info(), client_name }
     }
 }
 

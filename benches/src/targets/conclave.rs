@@ -29,6 +29,21 @@ impl ConclaveTarget {
     /// # Errors
     /// When the binary is missing or no leader is elected.
     pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>, kind: TargetKind) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, dir, extra_args, Vec::new(), kind).await
+    }
+
+    /// [`ConclaveTarget::start`] with extra environment variables for the members (`{ip}` in a
+    /// value is the member's own loopback IP, see `conclave_testkit::ClusterOptions::env`).
+    ///
+    /// # Errors
+    /// When the binary is missing or no leader is elected.
+    pub async fn start_with_env(
+        binary: &Path,
+        dir: &Path,
+        extra_args: Vec<String>,
+        env: Vec<(String, String)>,
+        kind: TargetKind,
+    ) -> anyhow::Result<Self> {
         let mut extra_args = extra_args;
         if let Some(tls) = super::tls::get() {
             extra_args.extend(tls.certs.server_args(false));
@@ -39,6 +54,7 @@ impl ConclaveTarget {
             binary: Some(binary.to_path_buf()),
             base_dir: Some(dir.to_path_buf()),
             client_tls: super::tls::get().map(|t| t.client.clone()),
+            env,
             ..ClusterOptions::default()
         };
         let cluster = Cluster::start_with(opts).await?;
@@ -79,6 +95,11 @@ impl ConclaveTarget {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The members' own loopback IPs, in member order.
+    pub fn member_ips(&self) -> Vec<std::net::IpAddr> {
+        self.lock().nodes().iter().filter_map(|n| n.ip()).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {

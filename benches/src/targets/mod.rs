@@ -2,10 +2,12 @@
 //! (one [`Kv`] per simulated user), and can kill and restart members for failover workloads.
 
 pub mod conclave;
+pub mod conclave_zk;
 pub mod etcd;
 pub mod generic;
 mod process;
 pub mod tls;
+pub mod zk_client;
 pub mod zookeeper;
 
 use std::future::Future;
@@ -33,6 +35,8 @@ pub enum TargetKind {
     Conclave,
     /// The same Conclave cluster, driven by a generic gRPC client (see [`generic`]).
     ConclaveGeneric,
+    /// Conclave's ZooKeeper port (`--zk-addr`), driven by the ZooKeeper target's own client code.
+    ConclaveZk,
     /// etcd 3.4 (`/usr/bin/etcd`).
     Etcd,
     /// ZooKeeper 3.8 (`zkServer.sh start-foreground`).
@@ -41,14 +45,20 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every target, in report column order.
-    pub const ALL: [TargetKind; 4] =
-        [TargetKind::Conclave, TargetKind::ConclaveGeneric, TargetKind::Etcd, TargetKind::Zookeeper];
+    pub const ALL: [TargetKind; 5] = [
+        TargetKind::Conclave,
+        TargetKind::ConclaveGeneric,
+        TargetKind::ConclaveZk,
+        TargetKind::Etcd,
+        TargetKind::Zookeeper,
+    ];
 
     /// Display name.
     pub fn label(self) -> &'static str {
         match self {
             TargetKind::Conclave => "Conclave",
             TargetKind::ConclaveGeneric => "Conclave (generic gRPC client)",
+            TargetKind::ConclaveZk => "Conclave (ZooKeeper protocol)",
             TargetKind::Etcd => "etcd",
             TargetKind::Zookeeper => "ZooKeeper",
         }
@@ -64,6 +74,12 @@ pub trait Kv: Send + Sync {
     fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>>;
     /// Get-and-increment of a counter; returns how many attempts it took (1 = no conflict).
     fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>>;
+    /// Creates a new node `key` that no one else creates (ZooKeeper `create`). Only the
+    /// ZooKeeper-protocol targets implement it (the `create` row is n/a elsewhere).
+    fn create(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
+        let _ = (key, value);
+        Box::pin(async { anyhow::bail!("create is a ZooKeeper-protocol workload") })
+    }
 }
 
 /// What a session keep-alive run observed on the client side.

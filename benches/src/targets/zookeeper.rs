@@ -1,26 +1,21 @@
 //! ZooKeeper 3.8: a 3-member ensemble of `zkServer.sh start-foreground` on 127.0.2.x, driven by
-//! the `zookeeper-client` crate (a native async client speaking ZooKeeper's protocol).
+//! the `zookeeper-client` crate (a native async client speaking ZooKeeper's protocol) through
+//! [`ZkClients`], the client side shared with Conclave's ZooKeeper port.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use zookeeper_client as zk;
 
-use super::conclave::AbortOnDrop;
+use super::zk_client::ZkClients;
 use super::{free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// Where Debian's `zookeeper` package installs the server script.
 pub const DEFAULT_SCRIPT: &str = "/usr/share/zookeeper/bin/zkServer.sh";
-
-/// Session timeout of the load clients (Curator's default is 60 s; failover does not wait for
-/// it: a client reconnects to another member within its session).
-const CLIENT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Member {
     client_addr: String,
@@ -36,6 +31,7 @@ pub struct ZookeeperTarget {
     members: Mutex<Vec<Member>>,
     endpoints: Vec<String>,
     data_dirs: Vec<PathBuf>,
+    zk: ZkClients,
 }
 
 impl ZookeeperTarget {
@@ -74,9 +70,10 @@ impl ZookeeperTarget {
                 process: None,
             });
         }
-        let endpoints = members.iter().map(|m| m.client_addr.clone()).collect();
+        let endpoints: Vec<String> = members.iter().map(|m| m.client_addr.clone()).collect();
         let data_dirs = members.iter().map(|m| m.data_dir.clone()).collect();
-        let target = Self { script: script.to_path_buf(), members: Mutex::new(members), endpoints, data_dirs };
+        let zk = ZkClients::new(endpoints.clone());
+        let target = Self { script: script.to_path_buf(), members: Mutex::new(members), endpoints, data_dirs, zk };
         for i in 0..3 {
             target.spawn(i)?;
         }
@@ -122,21 +119,6 @@ impl ZookeeperTarget {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-
-    /// A connect string starting at member `start` (the client tries them in order first).
-    fn connect_string(&self, start: usize) -> String {
-        (0..3).map(|i| self.endpoints[(start + i) % 3].clone()).collect::<Vec<_>>().join(",")
-    }
-
-    async fn session(&self, start: usize, timeout: Duration) -> anyhow::Result<zk::Client> {
-        let cs = self.connect_string(start);
-        let c = tokio::time::timeout(
-            Duration::from_secs(20),
-            zk::Client::connector().with_session_timeout(timeout).connect(&cs),
-        )
-        .await??;
-        Ok(c)
-    }
 }
 
 /// Sends a four-letter command and returns the answer.
@@ -149,122 +131,6 @@ async fn four_letter(addr: &str, cmd: &str) -> anyhow::Result<String> {
         anyhow::Ok(out)
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await?
-}
-
-fn path(key: &str) -> String {
-    format!("/{key}")
-}
-
-/// Errors worth retrying (the session reconnects to another member by itself).
-fn transient(e: &zk::Error) -> bool {
-    matches!(e, zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::SessionMoved)
-}
-
-/// Runs `op` until it succeeds, fails finally, or 10 s pass (Curator-style retry loop).
-async fn with_retry<T, F, Fut>(mut op: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, zk::Error>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), op()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if !transient(&e) => return Err(e.into()),
-            Ok(Err(e)) if Instant::now() + backoff >= deadline => return Err(e.into()),
-            Err(_) if Instant::now() + backoff >= deadline => anyhow::bail!("ZooKeeper call timed out"),
-            _ => {}
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(200));
-    }
-}
-
-struct ZkKv {
-    client: zk::Client,
-}
-
-impl Kv for ZkKv {
-    /// `setData`, creating the node on first use.
-    fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            let p = path(&key);
-            with_retry(|| async {
-                match self.client.set_data(&p, &value, None).await {
-                    Err(zk::Error::NoNode) => {
-                        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                        match self.client.create(&p, &value, &opts).await {
-                            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    r => r.map(|_| ()),
-                }
-            })
-            .await
-        })
-    }
-
-    /// Linearizable: `sync` then `getData` (ZooKeeper's documented recipe); else a local read.
-    fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            let p = path(&key);
-            with_retry(|| async {
-                if linearizable {
-                    self.client.sync(&p).await?;
-                }
-                self.client.get_data(&p).await.map(|_| ())
-            })
-            .await
-        })
-    }
-
-    /// Curator's `SharedCount` loop: read value and version, `setData` with that version, and
-    /// start over on `BadVersion`.
-    fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>> {
-        Box::pin(async move {
-            let p = path(&counter);
-            for attempt in 1..=10_000u32 {
-                let read = with_retry(|| self.client.get_data(&p)).await;
-                let (value, version) = match read {
-                    Ok((data, stat)) => (
-                        std::str::from_utf8(&data).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
-                        Some(stat.version),
-                    ),
-                    Err(e) if matches!(e.downcast_ref::<zk::Error>(), Some(zk::Error::NoNode)) => (0, None),
-                    Err(e) => return Err(e),
-                };
-                let next = (value + 1).to_string().into_bytes();
-                let r = match version {
-                    Some(v) => self.client.set_data(&p, &next, Some(v)).await.map(|_| ()),
-                    None => {
-                        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                        self.client.create(&p, &next, &opts).await.map(|_| ())
-                    }
-                };
-                match r {
-                    Ok(()) => return Ok(attempt),
-                    Err(zk::Error::BadVersion | zk::Error::NodeExists) => {}
-                    Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            anyhow::bail!("counter increment did not succeed in 10,000 attempts")
-        })
-    }
-}
-
-struct ZkSessions {
-    clients: Vec<zk::Client>,
-}
-
-impl SessionHold for ZkSessions {
-    fn lost(&self) -> BoxFut<'_, u64> {
-        Box::pin(
-            async move { self.clients.iter().filter(|c| c.state() != zk::SessionState::SyncConnected).count() as u64 },
-        )
-    }
 }
 
 impl Target for ZookeeperTarget {
@@ -285,9 +151,7 @@ impl Target for ZookeeperTarget {
     }
 
     fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
-        Box::pin(
-            async move { Ok(Arc::new(ZkKv { client: self.session(n, CLIENT_SESSION_TIMEOUT).await? }) as Arc<dyn Kv>) },
-        )
+        Box::pin(self.zk.client(n))
     }
 
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
@@ -322,43 +186,7 @@ impl Target for ZookeeperTarget {
         ttl: Duration,
         deadline: Instant,
     ) -> BoxFut<'_, anyhow::Result<(SessionRun, Box<dyn SessionHold>)>> {
-        Box::pin(async move {
-            // A ZooKeeper session is a connection: one client per session.
-            let started = Instant::now();
-            let next = Arc::new(AtomicUsize::new(0));
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let mut tasks = Vec::new();
-            for _ in 0..64 {
-                let (next, tx) = (next.clone(), tx.clone());
-                let cs: Vec<String> = (0..3).map(|s| self.connect_string(s)).collect();
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n || Instant::now() >= deadline {
-                            return;
-                        }
-                        let c = tokio::time::timeout(
-                            Duration::from_secs(20),
-                            zk::Client::connector().with_session_timeout(ttl).connect(&cs[i % 3]),
-                        )
-                        .await;
-                        let _ = tx.send(c.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)));
-                    }
-                }));
-            }
-            drop(tx);
-            let mut run = SessionRun::default();
-            let mut clients = Vec::with_capacity(n);
-            while let Some(r) = rx.recv().await {
-                match r {
-                    Ok(c) => clients.push(c),
-                    Err(_) => run.errors += 1,
-                }
-            }
-            run.opened = clients.len() as u64;
-            run.open_time = started.elapsed();
-            Ok((run, Box::new(ZkSessions { clients }) as Box<dyn SessionHold>))
-        })
+        Box::pin(self.zk.open_sessions(n, ttl, deadline))
     }
 
     fn start_watchers(
@@ -367,31 +195,6 @@ impl Target for ZookeeperTarget {
         key: String,
         tx: mpsc::UnboundedSender<Notification>,
     ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>> {
-        Box::pin(async move {
-            // ZooKeeper delivers one notification per session and path: a watcher is a session.
-            let p = path(&key);
-            let mut tasks = Vec::new();
-            for i in 0..n {
-                let client = self.session(i, CLIENT_SESSION_TIMEOUT).await?;
-                let mut watcher = with_retry(|| client.watch(&p, zk::AddWatchMode::Persistent)).await?;
-                let tx = tx.clone();
-                tasks.push(AbortOnDrop(tokio::spawn(async move {
-                    let _client = client;
-                    loop {
-                        let ev = watcher.changed().await;
-                        match ev.event_type {
-                            zk::EventType::NodeDataChanged | zk::EventType::NodeCreated
-                                if tx.send((i, Instant::now())).is_err() =>
-                            {
-                                return;
-                            }
-                            zk::EventType::Session if ev.session_state.is_terminated() => return,
-                            _ => {}
-                        }
-                    }
-                })));
-            }
-            Ok(Box::new(tasks) as Box<dyn Send>)
-        })
+        Box::pin(self.zk.start_watchers(n, key, tx))
     }
 }

@@ -1,4 +1,5 @@
-//! Throughput workloads: put, get (linearizable / serializable) and the hot counter.
+//! Throughput workloads: put, create (ZooKeeper-protocol targets), get (linearizable /
+//! serializable) and the hot counter.
 
 use std::sync::Arc;
 
@@ -42,6 +43,15 @@ pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow:
                 Box::pin(async move { kv.put(key, v).await.map(|()| 1) })
             });
             (if workload == Workload::Put1 { 1 } else { 64 }, op)
+        }
+        Workload::Create => {
+            let v = value(p.value_size);
+            let op: Op = Arc::new(move |kv, c, i| {
+                let key = format!("create-c{c}-n{i}");
+                let v = v.clone();
+                Box::pin(async move { kv.create(key, v).await.map(|()| 1) })
+            });
+            (64, op)
         }
         Workload::GetLinearizable | Workload::GetSerializable => {
             let loader = target.client(0).await?;

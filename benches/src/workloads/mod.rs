@@ -26,6 +26,8 @@ pub enum Workload {
     Put1,
     /// put, 64 clients, 256-byte values.
     Put64,
+    /// create of distinct new nodes, 64 clients, 256-byte values (ZooKeeper-protocol targets).
+    Create,
     /// linearizable get, 64 clients.
     GetLinearizable,
     /// serializable (local) get, 64 clients.
@@ -79,9 +81,10 @@ pub enum Better {
 impl Workload {
     /// The workloads of a run without `--workloads` (big state is opt-in: it takes minutes per
     /// target and gigabytes of memory).
-    pub const DEFAULT: [Workload; 11] = [
+    pub const DEFAULT: [Workload; 12] = [
         Workload::Put1,
         Workload::Put64,
+        Workload::Create,
         Workload::GetLinearizable,
         Workload::GetSerializable,
         Workload::Counter1,
@@ -104,9 +107,10 @@ impl Workload {
     ];
 
     /// Every report row, in report order.
-    pub const ALL: [Workload; 17] = [
+    pub const ALL: [Workload; 18] = [
         Workload::Put1,
         Workload::Put64,
+        Workload::Create,
         Workload::GetLinearizable,
         Workload::GetSerializable,
         Workload::Counter1,
@@ -129,6 +133,7 @@ impl Workload {
         match self {
             Workload::Put1 => "put, 1 client",
             Workload::Put64 => "put, 64 clients",
+            Workload::Create => "create, 64 clients",
             Workload::GetLinearizable => "get linearizable, 64 clients",
             Workload::GetSerializable => "get serializable, 64 clients",
             Workload::Counter1 => "hot counter, 1 client",
@@ -169,6 +174,7 @@ impl Workload {
             self,
             Workload::Put1
                 | Workload::Put64
+                | Workload::Create
                 | Workload::GetLinearizable
                 | Workload::GetSerializable
                 | Workload::Counter1

@@ -49,6 +49,8 @@ pub struct ChannelOptions {
     pub keep_alive_timeout: Duration,
     /// TLS (server verified against a CA, optionally a client certificate); `None`: plain TCP.
     pub tls: Option<conclave_tls::ClientTls>,
+    /// The authentication token to attach to every request (`x-conclave-token`), if any.
+    pub token: Option<Arc<crate::auth::TokenCell>>,
 }
 
 impl Default for ChannelOptions {
@@ -60,6 +62,7 @@ impl Default for ChannelOptions {
             keep_alive_interval: Duration::from_secs(1),
             keep_alive_timeout: Duration::from_secs(2),
             tls: None,
+            token: None,
         }
     }
 }
@@ -141,6 +144,11 @@ impl GrpcChannel {
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(self.shared.authority.clone());
         parts.uri = Uri::from_parts(uri).map_err(|e| Status::internal(format!("request uri: {e}")))?;
+        if let Some(token) = self.shared.options.token.as_ref().and_then(|t| t.current()) {
+            if let Ok(v) = http::HeaderValue::from_str(&token) {
+                parts.headers.entry(conclave_proto::TOKEN_METADATA).or_insert(v);
+            }
+        }
         let ready = body::take_ready(&mut body)?;
 
         let sender = self.sender().await?;

@@ -10,10 +10,16 @@
 //! reach a serving leader for a TTL during a fault is flagged as well: the client's failover
 //! between members is documented to prevent exactly that.
 //!
+//! The ZooKeeper-protocol workload (`zk-session`) adds two checks: a session whose `close` was
+//! acknowledged has no ephemeral left (a read invoked after the acknowledgement must not find
+//! its key; no slack: closing is a committed write and the reads are linearizable), and an
+//! existing ephemeral's `ephemeralOwner` is its creator's session id.
+//!
 //! History values: `open` result `{"session": id, "ttl_ms": ttl}`; `put-ephemeral` key K,
 //! argument `{"session": id}`; `keep-alive` argument `{"session": id}`, result `{"alive": bool}`;
-//! `abandon` argument `{"session": id}` (keep-alives stop); `read` key K, result
-//! `{"exists": bool}`.
+//! `abandon` argument `{"session": id}` (keep-alives stop); `close` argument `{"session": id}`
+//! (keep-alives stop; `ok` once the close was acknowledged); `read` key K, result
+//! `{"exists": bool}`, optionally `"owner": session id` when it exists.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +45,8 @@ struct Life<'a> {
     /// Invocations of the open and of every keep-alive that found it alive, in order.
     renewals: Vec<u64>,
     abandoned: Option<u64>,
+    /// When its close was acknowledged.
+    closed: Option<u64>,
 }
 
 /// Checks a session history against the fault intervals of the run.
@@ -68,12 +76,20 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
             }
             ("keep-alive", EventType::Info) => life.last_renewal = life.last_renewal.max(done),
             ("abandon", _) => life.abandoned = Some(op.invoke),
+            ("close", outcome) => {
+                life.abandoned = Some(life.abandoned.map_or(op.invoke, |a| a.min(op.invoke)));
+                if outcome == EventType::Ok {
+                    life.closed = op.complete;
+                }
+            }
             _ => {}
         }
     }
     let by_key: BTreeMap<&str, (u64, &Life)> = lives.iter().filter_map(|(id, l)| Some((l.key?, (*id, l)))).collect();
     let mut early = Vec::new();
     let mut late = Vec::new();
+    let mut after_close = Vec::new();
+    let mut wrong_owner = Vec::new();
     let mut kept_alive = expired_while_kept_alive(ops, &lives, faults);
     let mut reads = 0usize;
     for r in ops.iter().filter(|o| o.f == "read" && o.outcome == EventType::Ok) {
@@ -87,6 +103,12 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
             } else if let Some(w) = kept_alive_witness(life, r, faults) {
                 kept_alive.entry(id).or_insert(w);
             }
+        }
+        if exists && life.closed.is_some_and(|c| c < r.invoke) {
+            after_close.push(json!({"session": id, "read": describe(r), "close_acknowledged_at": life.closed}));
+        }
+        if let Some(owner) = r.result.get("owner").and_then(uint).filter(|o| exists && *o != id) {
+            wrong_owner.push(json!({"session": id, "ephemeral_owner": owner, "read": describe(r)}));
         }
         if exists && life.abandoned.is_some() {
             if faults.iter().any(|f| f.start <= r.invoke && r.invoke <= f.end) {
@@ -104,18 +126,26 @@ pub fn check(ops: &[Op], faults: &[FaultInterval]) -> CheckResult {
         }
     }
     let summary = format!(
-        "{} sessions, {reads} reads of their keys; {} deleted early, {} expired while kept alive, {} outlived the bound",
+        "{} sessions, {reads} reads of their keys; {} deleted early, {} expired while kept alive, {} outlived the bound, {} seen after close, {} with a wrong owner",
         lives.len(),
         early.len(),
         kept_alive.len(),
-        late.len()
+        late.len(),
+        after_close.len(),
+        wrong_owner.len()
     );
-    if !early.is_empty() || !late.is_empty() || !kept_alive.is_empty() {
-        early.truncate(20);
-        late.truncate(20);
-        return CheckResult::new(NAME, Verdict::Invalid, summary).with_witness(
-            json!({"deleted_while_alive": early, "expired_while_kept_alive": kept_alive.iter().take(20).map(|(id, w)| json!({"session": id, "detail": w})).collect::<Vec<_>>(), "outlived_bound": late}),
-        );
+    let anomalies = [&early, &late, &after_close, &wrong_owner];
+    if anomalies.iter().any(|a| !a.is_empty()) || !kept_alive.is_empty() {
+        for a in [&mut early, &mut late, &mut after_close, &mut wrong_owner] {
+            a.truncate(20);
+        }
+        return CheckResult::new(NAME, Verdict::Invalid, summary).with_witness(json!({
+            "deleted_while_alive": early,
+            "expired_while_kept_alive": kept_alive.iter().take(20).map(|(id, w)| json!({"session": id, "detail": w})).collect::<Vec<_>>(),
+            "outlived_bound": late,
+            "seen_after_close": after_close,
+            "wrong_ephemeral_owner": wrong_owner,
+        }));
     }
     if reads == 0 {
         return CheckResult::new(NAME, Verdict::Unknown, "no read of a session key succeeded");
@@ -284,6 +314,27 @@ mod tests {
         let r = check(&stalled(false), &[pause(1800, 4800)]);
         assert_eq!(r.verdict, Verdict::Invalid, "{}", r.summary);
         assert!(r.summary.contains("1 expired while kept alive"), "{}", r.summary);
+    }
+
+    #[test]
+    fn ephemeral_seen_after_acknowledged_close_or_with_another_owner_is_invalid() {
+        let read = |h: &mut H, t: u64, v: Value| {
+            h.inv(t * MS, 2, "read", Some("e/1"), Value::Null).ok(t * MS + 1, 2, "read", Some("e/1"), v);
+        };
+        let mut h = base();
+        h.inv(1100 * MS, 1, "close", None, json!({"session": 7})).ok(1200 * MS, 1, "close", None, Value::Null);
+        read(&mut h, 1150, json!({"exists": true, "owner": 7}));
+        read(&mut h, 1300, json!({"exists": false}));
+        assert_eq!(check(&pair(&h.events).unwrap(), &[]).verdict, Verdict::Valid);
+        read(&mut h, 1400, json!({"exists": true, "owner": 7}));
+        let r = check(&pair(&h.events).unwrap(), &[]);
+        assert_eq!(r.verdict, Verdict::Invalid, "{}", r.summary);
+        assert!(r.summary.contains("1 seen after close"), "{}", r.summary);
+        let mut h = base();
+        read(&mut h, 500, json!({"exists": true, "owner": 8}));
+        let r = check(&pair(&h.events).unwrap(), &[]);
+        assert!(r.summary.contains("1 with a wrong owner"), "{}", r.summary);
+        assert_eq!(r.verdict, Verdict::Invalid);
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub mod register;
 pub mod session;
 pub mod set;
 pub mod watch;
+pub mod zk;
+pub mod zk_register;
+pub mod zk_session;
 
 mod worker;
 
@@ -36,11 +39,24 @@ pub enum Kind {
     Session,
     /// Watches of written keys.
     Watch,
+    /// `register` through the members' ZooKeeper ports (setData, versioned setData, sync + getData).
+    ZkRegister,
+    /// `session` through the members' ZooKeeper ports (ZooKeeper sessions, ephemeral znodes).
+    ZkSession,
 }
 
 impl Kind {
     /// Every workload, in `test-all` order.
-    pub const ALL: [Kind; 6] = [Kind::Register, Kind::Counter, Kind::Set, Kind::Election, Kind::Session, Kind::Watch];
+    pub const ALL: [Kind; 8] = [
+        Kind::Register,
+        Kind::Counter,
+        Kind::Set,
+        Kind::Election,
+        Kind::Session,
+        Kind::Watch,
+        Kind::ZkRegister,
+        Kind::ZkSession,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -51,10 +67,18 @@ impl Kind {
             Kind::Election => "election",
             Kind::Session => "session",
             Kind::Watch => "watch",
+            Kind::ZkRegister => "zk-register",
+            Kind::ZkSession => "zk-session",
         }
     }
 
-    /// Guesses the workload of a saved history from its operations.
+    /// Whether the members must serve ZooKeeper's protocol (`--zk-addr`).
+    pub fn speaks_zookeeper(self) -> bool {
+        matches!(self, Kind::ZkRegister | Kind::ZkSession)
+    }
+
+    /// Guesses the workload of a saved history from its operations (a ZooKeeper-protocol
+    /// history is checked like its native counterpart, by the same checker).
     pub fn infer(events: &[Event]) -> Option<Kind> {
         let has = |f: &str| events.iter().any(|e| e.f == f);
         if has("fenced-write") || has("acquire") {
@@ -84,11 +108,11 @@ pub fn check(kind: Kind, events: &[Event], budget: Duration) -> Vec<CheckResult>
         }
     };
     vec![match kind {
-        Kind::Register => checker::register::check(&ops, budget),
+        Kind::Register | Kind::ZkRegister => checker::register::check(&ops, budget),
         Kind::Counter => checker::counter::check(&ops),
         Kind::Set => checker::set::check(&ops),
         Kind::Election => checker::election::check(&ops),
-        Kind::Session => checker::session::check(&ops, &history::fault_intervals(events)),
+        Kind::Session | Kind::ZkSession => checker::session::check(&ops, &history::fault_intervals(events)),
         Kind::Watch => checker::watch::check(&ops),
     }]
 }
@@ -102,6 +126,8 @@ pub async fn run_worker(kind: Kind, ctx: Arc<Ctx>, index: usize) {
         Kind::Election => election::run(ctx, index).await,
         Kind::Session => session::run(ctx, index).await,
         Kind::Watch => watch::run(ctx, index).await,
+        Kind::ZkRegister => zk_register::run(ctx, index).await,
+        Kind::ZkSession => zk_session::run(ctx, index).await,
     }
 }
 
@@ -111,6 +137,7 @@ pub async fn final_phase(kind: Kind, ctx: Arc<Ctx>) {
         Kind::Counter => counter::final_reads(ctx).await,
         Kind::Set => set::final_reads(ctx).await,
         Kind::Session => session::final_phase(ctx).await,
-        Kind::Register | Kind::Election | Kind::Watch => {}
+        Kind::ZkSession => zk_session::final_phase(ctx).await,
+        Kind::Register | Kind::Election | Kind::Watch | Kind::ZkRegister => {}
     }
 }

@@ -40,6 +40,9 @@ pub struct Ctx {
     pub recorder: Arc<Recorder>,
     /// Every node's client address.
     pub endpoints: Vec<String>,
+    /// Every node's ZooKeeper address (`--zk-addr`), for the ZooKeeper-protocol workloads
+    /// (empty otherwise).
+    pub zk_endpoints: Vec<String>,
     /// Settings.
     pub settings: Settings,
     /// Turns true when the workload phase ends.
@@ -65,6 +68,7 @@ impl Ctx {
         Self {
             recorder,
             endpoints,
+            zk_endpoints: Vec::new(),
             settings,
             stop,
             prefix,

@@ -6,13 +6,16 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, validate, Api};
+use crate::log_entry::auth::PermType;
+use crate::log_entry::KeySelector;
 use crate::state_machine::response::OutcomeBody;
 
 #[tonic::async_trait]
 impl Counter for Api {
     async fn add(&self, req: Request<pb::CounterAddRequest>) -> Result<Response<pb::CounterAddResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
-        let outcome = self.write(validate::counter_add(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
+        let outcome = self.write(&who, validate::counter_add(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::CounterAdd { previous, value } => Ok(Response::new(pb::CounterAddResponse {
                 header: Some(self.header(outcome.revision)),
@@ -24,8 +27,10 @@ impl Counter for Api {
     }
 
     async fn get(&self, req: Request<pb::CounterGetRequest>) -> Result<Response<pb::CounterGetResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         validate::counter_get(&r)?;
+        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec()))?;
         let (counter, revision) =
             self.read(r.serializable, r.min_revision, |sm| Ok((sm.counters().get(&r.name), sm.revision()))).await?;
         Ok(Response::new(pb::CounterGetResponse {
@@ -37,8 +42,9 @@ impl Counter for Api {
     }
 
     async fn set(&self, req: Request<pb::CounterSetRequest>) -> Result<Response<pb::CounterSetResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
-        let outcome = self.write(validate::counter_set(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
+        let outcome = self.write(&who, validate::counter_set(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::CounterSet { previous } => {
                 Ok(Response::new(pb::CounterSetResponse { header: Some(self.header(outcome.revision)), previous }))
@@ -51,8 +57,9 @@ impl Counter for Api {
         &self,
         req: Request<pb::CounterDeleteRequest>,
     ) -> Result<Response<pb::CounterDeleteResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
-        let outcome = self.write(validate::counter_delete(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
+        let outcome = self.write(&who, validate::counter_delete(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::CounterDelete { deleted } => {
                 Ok(Response::new(pb::CounterDeleteResponse { header: Some(self.header(outcome.revision)), deleted }))

@@ -15,8 +15,10 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{unexpected, validate, Api};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::log_entry::{Command, Proposal};
+use crate::log_entry::auth::PermType;
+use crate::log_entry::{Command, KeySelector, Proposal};
 use crate::state_machine::response::OutcomeBody;
 use crate::state_machine::sessions::Holder;
 
@@ -55,11 +57,12 @@ impl Api {
 
     async fn acquire_once(
         &self,
+        caller: &Caller,
         cmd: Command,
         request_id: Option<&pb::RequestId>,
         size: usize,
     ) -> Result<(u64, bool, Holder)> {
-        let outcome = self.write(cmd, request_id, size).await?;
+        let outcome = self.write(caller, cmd, request_id, size).await?;
         match outcome.body {
             OutcomeBody::LeaseAcquired { granted, holder } => Ok((outcome.revision, granted, holder)),
             other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
@@ -73,6 +76,7 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseAcquireRequest>,
     ) -> Result<Response<pb::LeaseAcquireResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         let cmd = validate::lease_acquire(&r)?;
         if r.wait_ms > MAX_ACQUIRE_WAIT_MS {
@@ -86,7 +90,7 @@ impl Lease for Api {
         let size = r.encoded_len();
         let original = validate::request_id(r.request_id.as_ref())?;
         let (mut revision, mut granted, mut current) =
-            self.acquire_once(cmd.clone(), r.request_id.as_ref(), size).await?;
+            self.acquire_once(&who, cmd.clone(), r.request_id.as_ref(), size).await?;
         // Waiting: no queue; when the lease is released, every waiter proposes again and the
         // first applied wins. A re-proposal is conditional on the caller not having moved on.
         while !granted && self.wait_for_release(&r.name, r.session_id, until).await {
@@ -118,9 +122,10 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseReleaseRequest>,
     ) -> Result<Response<pb::LeaseReleaseResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         let cmd = validate::lease_release(&r)?;
-        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::LeaseReleased => {
                 Ok(Response::new(pb::LeaseReleaseResponse { header: Some(self.header(outcome.revision)) }))
@@ -130,8 +135,10 @@ impl Lease for Api {
     }
 
     async fn get(&self, req: Request<pb::LeaseGetRequest>) -> Result<Response<pb::LeaseGetResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         validate::lease_name(&r.name)?;
+        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec()))?;
         let (revision, state) = self
             .read(r.serializable, r.min_revision, |sm| Ok((sm.revision(), sm.sessions().lease(&r.name).cloned())))
             .await?;

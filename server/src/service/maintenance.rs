@@ -19,7 +19,8 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> 
 impl Maintenance for Api {
     type SnapshotStream = ChunkStream;
 
-    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<ChunkStream>, Status> {
+        self.root(&req, "saving a snapshot")?;
         let backup = self.node.backup().await?;
         let trailer = pb::SnapshotTrailer {
             revision: backup.revision,
@@ -42,6 +43,7 @@ impl Maintenance for Api {
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.root(&req, "hashing the key space")?;
         let h = self.node.hash_kv(req.into_inner().revision)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.header(h.revision)),

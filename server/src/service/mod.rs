@@ -3,6 +3,7 @@
 //! convert, fill the header. Errors are `crate::error::Error`s, turned into statuses in one
 //! place (`error.rs`). All services are registered in [`routes`].
 
+mod auth;
 mod cluster;
 mod convert;
 mod counter;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use conclave_proto::v1 as pb;
 use tonic::service::Routes;
 
+use crate::auth::{Authorizer, Caller};
 use crate::error::{Error, Result};
 use crate::limits::{GRPC_MAX_DECODE_BYTES, GRPC_MAX_ENCODE_BYTES};
 use crate::log_entry::{Command, Proposal};
@@ -40,7 +42,10 @@ pub struct ApiLimits {
 #[derive(Clone)]
 pub struct Api {
     node: Arc<Node>,
+    auth: Arc<Authorizer>,
     limits: ApiLimits,
+    /// The member's shared watch fan-out.
+    feed: Arc<watch::Feed>,
 }
 
 /// A state-machine outcome of the wrong kind for the request: a bug.
@@ -50,8 +55,24 @@ fn unexpected(body: &OutcomeBody) -> tonic::Status {
 
 impl Api {
     /// Handlers over `node`.
-    pub fn new(node: Arc<Node>, limits: ApiLimits) -> Self {
-        Self { node, limits }
+    pub fn new(node: Arc<Node>, auth: Arc<Authorizer>, limits: ApiLimits) -> Self {
+        Self { node, auth, limits, feed: Arc::default() }
+    }
+
+    /// Who sends `req` (`Caller::Anyone` without `--auth`).
+    ///
+    /// # Errors
+    /// `Unauthenticated` under `--auth` without a valid token.
+    fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller> {
+        let conn = req.extensions().get::<conclave_tls::identity::ConnInfo>();
+        self.auth.caller(req.metadata(), conn.and_then(|c| c.client_name.as_deref()))
+    }
+
+    /// `caller`, who must be root (under `--auth`); `what` names the operation.
+    fn root<T>(&self, req: &tonic::Request<T>, what: &str) -> Result<Caller> {
+        let caller = self.caller(req)?;
+        self.auth.require_root(&caller, what)?;
+        Ok(caller)
     }
 
     /// The response header for a reply at `revision`.
@@ -71,8 +92,16 @@ impl Api {
         self.node.subscribe_applied().borrow().revision
     }
 
-    /// Proposes a validated write (through the leader) and returns its outcome.
-    async fn write(&self, command: Command, request_id: Option<&pb::RequestId>, size: usize) -> Result<Outcome> {
+    /// Proposes a validated write (through the leader) and returns its outcome, once `caller`
+    /// has every permission it needs (`auth::access`).
+    async fn write(
+        &self,
+        caller: &Caller,
+        command: Command,
+        request_id: Option<&pb::RequestId>,
+        size: usize,
+    ) -> Result<Outcome> {
+        self.auth.require_command(caller, &command)?;
         validate::request_size(size)?;
         let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
         self.node.propose(proposal, size).await
@@ -109,7 +138,9 @@ pub fn routes(api: Api) -> Routes {
                 .max_encoding_message_size(GRPC_MAX_ENCODE_BYTES)
         };
     }
+    use pb::auth_server::AuthServer;
     Routes::new(bounded!(KvServer))
+        .add_service(bounded!(AuthServer))
         .add_service(bounded!(CounterServer))
         .add_service(bounded!(SessionServer))
         .add_service(bounded!(LeaseServer))

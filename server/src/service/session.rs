@@ -52,6 +52,7 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, S
 #[tonic::async_trait]
 impl Session for Api {
     async fn open(&self, req: Request<pb::SessionOpenRequest>) -> Result<Response<pb::SessionOpenResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         let min = self.limits.min_session_ttl_ms;
         if r.ttl_ms < min || r.ttl_ms > MAX_TTL_MS {
@@ -62,7 +63,7 @@ impl Session for Api {
             .into());
         }
         let outcome =
-            self.write(Command::SessionOpen { ttl_ms: r.ttl_ms }, r.request_id.as_ref(), r.encoded_len()).await?;
+            self.write(&who, Command::SessionOpen { ttl_ms: r.ttl_ms }, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::SessionOpened { session_id } => Ok(Response::new(pb::SessionOpenResponse {
                 header: Some(self.header(outcome.revision)),
@@ -79,6 +80,7 @@ impl Session for Api {
         &self,
         req: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        self.caller(&req)?;
         let api = self.clone();
         let stream = req.into_inner().then(move |item| {
             let api = api.clone();
@@ -106,9 +108,10 @@ impl Session for Api {
     }
 
     async fn close(&self, req: Request<pb::SessionCloseRequest>) -> Result<Response<pb::SessionCloseResponse>, Status> {
+        let who = self.caller(&req)?;
         let r = req.into_inner();
         let cmd = Command::SessionClose { session_id: r.session_id };
-        let outcome = self.write(cmd, r.request_id.as_ref(), r.encoded_len()).await?;
+        let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::SessionClosed { deleted_keys, released_leases } => {
                 Ok(Response::new(pb::SessionCloseResponse {
@@ -122,6 +125,7 @@ impl Session for Api {
     }
 
     async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
+        self.caller(&req)?;
         let id = req.into_inner().session_id;
         let revision = self.read(false, 0, |sm| Ok(sm.revision())).await?;
         let times = self.node.session_times(&[id], false).await.unwrap_or_default();
@@ -133,6 +137,8 @@ impl Session for Api {
     }
 
     async fn list(&self, req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
+        // Lists every user's sessions, leases and keys: root only under --auth.
+        self.root(&req, "listing sessions")?;
         let r = req.into_inner();
         let limit = match r.limit as usize {
             0 => DEFAULT_LIST_PAGE,

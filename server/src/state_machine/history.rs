@@ -25,6 +25,11 @@ impl StateMachine {
     /// Reads at most `max_revisions` changed revisions from `next` on, for keys `selector`
     /// selects. `next` past the current revision reads nothing and stays.
     pub fn read_history(&self, selector: &KeySelector, next: u64, max_revisions: usize) -> HistoryRead {
+        self.read_changes(next, max_revisions, |k| selects(selector, k))
+    }
+
+    /// Like [`StateMachine::read_history`], for the keys `filter` accepts.
+    pub fn read_changes(&self, next: u64, max_revisions: usize, filter: impl Fn(&[u8]) -> bool) -> HistoryRead {
         let current = self.revision();
         if next > current {
             return HistoryRead::Changes { revisions: Vec::new(), next };
@@ -36,7 +41,7 @@ impl StateMachine {
         let done = changed.len() < max_revisions;
         let revisions = changed
             .iter()
-            .map(|rev| (*rev, self.kv().changes_matching(*rev, |k| selects(selector, k))))
+            .map(|rev| (*rev, self.kv().changes_matching(*rev, &filter)))
             .filter(|(_, changes)| !changes.is_empty())
             .collect();
         let next = if done { current + 1 } else { changed.last().map_or(current + 1, |r| r + 1) };

@@ -10,11 +10,14 @@
 //!
 //! Format 3: the ZooKeeper table had no TTL nodes and no members' ZooKeeper addresses
 //! (converted: none; members register their address again when they start).
+//!
+//! Formats 1 to 4: no authentication state (converted: no users, no roles, no secret).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::auth::AuthState;
 use super::counters::Counters;
 use super::dedup::{Dedup, DedupV1};
 use super::mvcc::Mvcc;
@@ -47,6 +50,7 @@ impl From<StateMachineV1> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
+            auth: AuthState::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl From<StateMachineV2> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
+            auth: AuthState::default(),
         }
     }
 }
@@ -112,6 +117,37 @@ impl From<StateMachineV3> for StateMachine {
             sessions: old.sessions,
             client_addrs: old.client_addrs,
             znodes: Znodes::from_v3(old.znodes.nodes, old.znodes.secret),
+            auth: AuthState::default(),
+        }
+    }
+}
+
+/// The state machine as snapshot format 4 encoded it (field order is the encoding).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV4 {
+    pub(crate) settings: Option<SmConfig>,
+    pub(crate) revision: u64,
+    pub(crate) kv: Mvcc,
+    pub(crate) counters: Counters,
+    pub(crate) dedup: Dedup,
+    pub(crate) sessions: SessionTable,
+    pub(crate) client_addrs: BTreeMap<u64, String>,
+    pub(crate) znodes: Znodes,
+}
+
+impl From<StateMachineV4> for StateMachine {
+    fn from(old: StateMachineV4) -> Self {
+        Self {
+            settings: old.settings,
+            revision: old.revision,
+            kv: old.kv,
+            counters: old.counters,
+            dedup: old.dedup,
+            sessions: old.sessions,
+            client_addrs: old.client_addrs,
+            znodes: old.znodes,
+            auth: AuthState::default(),
         }
     }
 }

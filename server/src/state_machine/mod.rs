@@ -6,6 +6,7 @@
 //! reaches the same state and the same results. One global revision increments once per proposal
 //! that changes anything; all changes of one proposal share that revision.
 
+pub mod auth;
 pub mod counters;
 pub mod dedup;
 pub mod hash;
@@ -63,6 +64,8 @@ pub struct StateMachine {
     client_addrs: BTreeMap<u64, String>,
     /// The ZooKeeper namespace's bookkeeping (`znodes`).
     znodes: Znodes,
+    /// Users, roles and the token secret (`auth`).
+    auth: auth::AuthState,
 }
 
 /// Why a read could not be served.
@@ -99,6 +102,7 @@ impl Default for StateMachine {
             sessions: SessionTable::default(),
             client_addrs: BTreeMap::new(),
             znodes: Znodes::default(),
+            auth: auth::AuthState::default(),
         }
     }
 }
@@ -153,6 +157,11 @@ impl StateMachine {
     /// Sessions and leases.
     pub fn sessions(&self) -> &SessionTable {
         &self.sessions
+    }
+
+    /// Users, roles and the token secret.
+    pub fn auth(&self) -> &auth::AuthState {
+        &self.auth
     }
 
     /// Applies one log entry's batch; returns one result per proposal, in order.
@@ -269,6 +278,8 @@ impl StateMachine {
                 self.znodes.zk_addrs.insert(*node_id, zk_addr.clone());
                 (false, OutcomeBody::Registered)
             }
+            // Auth changes have their own revision (`AuthState::revision`), not the key space's.
+            Command::Auth(c) => (false, self.auth.apply(c)?),
         };
         if changed {
             self.revision = next;

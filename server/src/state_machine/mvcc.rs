@@ -223,7 +223,8 @@ impl Mvcc {
             .filter(|key| filter(key))
             .filter_map(|key| {
                 let versions = self.keys.get(key)?;
-                let idx = versions.iter().position(|v| v.mod_revision == revision)?;
+                // Versions are in revision order: a hot key's thousands of versions are not scanned.
+                let idx = versions.binary_search_by_key(&revision, |v| v.mod_revision).ok()?;
                 let prev = idx.checked_sub(1).and_then(|i| versions[i].to_kv(key));
                 Some(Change { prev, current: versions[idx].to_kv(key) })
             })

@@ -104,6 +104,11 @@ pub enum OutcomeBody {
         /// History revisions retained.
         history_revisions: u64,
     },
+    /// An auth change applied (or a bootstrap / secret that was already set: a no-op).
+    Auth {
+        /// The auth revision after it.
+        auth_revision: u64,
+    },
 }
 
 /// The result of one operation inside a transaction.
@@ -209,5 +214,13 @@ pub enum CommandError {
         client_id: u64,
         /// Sequence number.
         seq: u64,
+    },
+    /// A user / role administration request refused (exists already, or does not exist).
+    #[error("{message}")]
+    Auth {
+        /// Which refusal.
+        refusal: super::auth::AuthRefusal,
+        /// For people: names the user or role.
+        message: String,
     },
 }

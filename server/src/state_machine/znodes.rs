@@ -272,7 +272,10 @@ impl StateMachine {
         if kv.is_none() && path != "/" {
             return None;
         }
-        let m = self.znodes.nodes.get(path).cloned().unwrap_or_default();
+        // Borrowed, never cloned: a parent's meta holds every child name, and this runs for the
+        // parent of every create and delete (a clone made each create O(children)).
+        let default = Meta::default();
+        let m = self.znodes.nodes.get(path).unwrap_or(&default);
         let session = kv.as_ref().map_or(0, |kv| kv.session);
         let owner = match self.znodes.ttls.get(path) {
             Some(ttl) => ttl_owner(*ttl),

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
-use crate::state_machine::legacy::{StateMachineV1, StateMachineV2, StateMachineV3};
+use crate::state_machine::legacy::{StateMachineV1, StateMachineV2, StateMachineV3, StateMachineV4};
 use crate::state_machine::StateMachine;
 use crate::types::SnapshotMeta;
 
 /// Version of the snapshot encoding written now. 2: replicated settings, bounded deduplication
 /// order. 3: the ZooKeeper namespace bookkeeping. 4: ZooKeeper TTL nodes and members'
-/// ZooKeeper addresses. Formats 1 to 3 are still read (converted by `state_machine::legacy`).
-pub const SNAPSHOT_FORMAT: u32 = 4;
+/// ZooKeeper addresses. 5: users, roles and the token secret. Formats 1 to 4 are still read
+/// (converted by `state_machine::legacy`).
+pub const SNAPSHOT_FORMAT: u32 = 5;
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +61,16 @@ pub(crate) struct SnapshotContentsV3 {
     pub(crate) state: StateMachineV3,
 }
 
+/// Snapshot format 4 (read only).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct SnapshotContentsV4 {
+    /// Always 4.
+    pub(crate) _format: u32,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) state: StateMachineV4,
+}
+
 /// [`SnapshotContents`] by reference: encodes to the same bytes without owning (or cloning)
 /// the state machine.
 #[derive(Serialize)]
@@ -92,7 +103,7 @@ impl SnapshotContents {
     }
 
     /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
-    /// (formats 1 to 3, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
+    /// (formats 1 to 4, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
     ///
     /// # Errors
     /// On corrupt data or an unknown format.
@@ -114,7 +125,13 @@ impl SnapshotContents {
                 let old: SnapshotContentsV3 = decode(bytes).map_err(corrupt)?;
                 Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
             }
-            other => Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT}, 3, 2 or 1)")),
+            4 => {
+                let old: SnapshotContentsV4 = decode(bytes).map_err(corrupt)?;
+                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
+            }
+            other => {
+                Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT}, 4, 3, 2 or 1)"))
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ const FLIP_BOUND: Duration = Duration::from_secs(10);
 
 /// A cluster whose nodes serve metrics on `127.<a>.<b>.<node id>:<port>`, an address block
 /// chosen at random for this cluster (all of 127/8 is loopback).
-async fn metrics_cluster() -> Result<(Cluster, BTreeMap<u64, String>)> {
+pub(crate) async fn metrics_cluster() -> Result<(Cluster, BTreeMap<u64, String>)> {
     let salt = std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
     let (a, b) = (100 + (salt % 100) as u8, (salt / 100 % 250) as u8 + 1);
     let port = TcpListener::bind((Ipv4Addr::new(127, a, b, 1), 0))?.local_addr()?.port();
@@ -160,7 +160,7 @@ fn parse_samples(text: &str) -> Result<BTreeMap<String, f64>> {
 }
 
 /// The sum of every sample of metric `name` whose series contains each of `labels`.
-fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
     samples
         .iter()
         .filter(|(s, _)| s.split('{').next() == Some(name) && labels.iter().all(|l| s.contains(l)))
@@ -168,7 +168,7 @@ fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-async fn scrape(metrics: &BTreeMap<u64, String>, id: u64) -> Result<BTreeMap<String, f64>> {
+pub(crate) async fn scrape(metrics: &BTreeMap<u64, String>, id: u64) -> Result<BTreeMap<String, f64>> {
     let (code, body) = http_get(&metrics[&id], "/metrics").await?;
     anyhow::ensure!(code == 200, "/metrics answered {code}: {body}");
     parse_samples(&body)

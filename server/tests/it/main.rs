@@ -1,6 +1,7 @@
 //! Integration tests: real `conclave` processes on loopback, real gRPC, real kills and restarts.
 //! One binary, a module per feature, over the shared `conclave-testkit` cluster helper.
 
+mod auth;
 mod backup;
 mod catch_up;
 mod cluster_id;
@@ -22,6 +23,7 @@ mod snapshot_catchup;
 mod stall;
 mod tls;
 mod transfer;
+mod watch_streams;
 mod watches;
 mod zk_gaps;
 mod zk_tls;

@@ -9,7 +9,7 @@ use conclave_client::{Client, WatchEvent, WatchOptions, Watcher};
 use crate::{assert_no_panics, cluster};
 
 /// Collects (revision, key) of every event until `count` events were seen.
-async fn collect(watcher: &mut Watcher, count: usize) -> anyhow::Result<Vec<(u64, String)>> {
+pub(crate) async fn collect(watcher: &mut Watcher, count: usize) -> anyhow::Result<Vec<(u64, String)>> {
     let mut seen = Vec::new();
     while seen.len() < count {
         match tokio::time::timeout(Duration::from_secs(30), watcher.next()).await? {

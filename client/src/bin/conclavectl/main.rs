@@ -4,6 +4,7 @@
 //! see `conclavectl --help` and `conclavectl <command> --help`. Exit codes: 0 on success, 1 for
 //! server or client errors, 2 for usage errors.
 
+mod auth;
 mod cluster;
 mod counter;
 mod endpoint;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use conclave_client::{Client, ClientConfig, ClientFiles, ClientTls};
+use conclave_client::{Client, ClientConfig, ClientFiles, ClientTls, Credentials};
 
 use crate::output::Format;
 
@@ -74,6 +75,15 @@ struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
+
+    /// User for servers started with --auth: NAME or NAME:PASSWORD (the client authenticates,
+    /// sends the token and renews it).
+    #[arg(long, global = true, env = "CONCLAVE_USER", value_name = "NAME[:PASSWORD]")]
+    user: Option<String>,
+
+    /// Password of --user (instead of NAME:PASSWORD).
+    #[arg(long, global = true, env = "CONCLAVE_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    password: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -133,6 +143,12 @@ enum Command {
     /// Named leases: exclusive claims held by sessions, with fencing tokens.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// User administration (servers with --auth; root only).
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role administration (servers with --auth; root only).
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
     /// Prints every change to KEY (or a prefix), one line per event, until killed:
     /// `[rev N] PUT key value` / `[rev N] DELETE key` (json: {"type":"put"|"delete","key",
     /// "value","mod_revision"} and "prev_value" with --prev-kv). Resumes by itself across member
@@ -185,6 +201,8 @@ pub struct Globals {
     pub timeout: Option<Duration>,
     /// TLS from `--cacert`, `--cert`, `--key`.
     pub tls: Option<ClientTls>,
+    /// --user / --password.
+    pub credentials: Option<Credentials>,
 }
 
 impl Globals {
@@ -192,6 +210,7 @@ impl Globals {
     pub fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.endpoints.clone());
         config.tls = self.tls.clone();
+        config.credentials = self.credentials.clone();
         if let Some(t) = self.timeout {
             config.call_timeout = t;
             config.attempt_timeout = config.attempt_timeout.min(t);
@@ -216,7 +235,18 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         (None, Some(_)) => bail!("--cert needs --cacert (the CA that signs the members' certificates)"),
         (None, None) => None,
     };
-    let g = Globals { endpoints, format: cli.output, timeout: cli.timeout, tls };
+    let credentials = match (cli.user, cli.password) {
+        (None, None) => None,
+        (None, Some(_)) => bail!("--password needs --user (or CONCLAVE_USER)"),
+        (Some(u), password) => match (u.split_once(':'), password) {
+            (Some((user, p)), _) => Some(Credentials { user: user.to_owned(), password: p.to_owned() }),
+            (None, Some(password)) => Some(Credentials { user: u, password }),
+            (None, None) => {
+                bail!("--user {u:?} needs a password: --user NAME:PASSWORD, --password or CONCLAVE_PASSWORD")
+            }
+        },
+    };
+    let g = Globals { endpoints, format: cli.output, timeout: cli.timeout, tls, credentials };
     match cli.command {
         Command::Put { key, value, session } => kv::put(&g, out, &key, &value, session).await,
         Command::Get(args) => kv::get(&g, out, &args).await,
@@ -233,6 +263,8 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::MoveLeader { id } => member::move_leader(&g, out, id).await,
         Command::Session(cmd) => session::run(&g, out, cmd).await,
         Command::Lease(cmd) => lease::run(&g, out, cmd).await,
+        Command::User(cmd) => auth::user(&g, out, cmd).await,
+        Command::Role(cmd) => auth::role(&g, out, cmd).await,
         Command::Watch(args) => watch::run(&g, out, &args).await,
     }
 }

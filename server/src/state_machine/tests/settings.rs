@@ -103,3 +103,29 @@ fn format_2_snapshots_still_load_without_znodes() {
     assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
     assert_eq!(loaded.state, sm, "the same state, with an empty ZooKeeper namespace");
 }
+
+#[test]
+fn format_4_snapshots_still_load_without_auth_state() {
+    use crate::state_machine::legacy::StateMachineV4;
+    use crate::storage::snapshot_file::SnapshotContentsV4;
+    let mut n = Node::new();
+    n.ok(set_settings(9, true));
+    n.ok(put("k", "v"));
+    let sm = n.sm.clone();
+    let state = StateMachineV4 {
+        settings: sm.settings,
+        revision: sm.revision,
+        kv: sm.kv.clone(),
+        counters: sm.counters.clone(),
+        dedup: sm.dedup.clone(),
+        sessions: sm.sessions.clone(),
+        client_addrs: sm.client_addrs.clone(),
+        znodes: sm.znodes.clone(),
+    };
+    let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
+    let bytes =
+        crate::log_entry::encode(&SnapshotContentsV4 { _format: 4, meta: meta.clone(), state }).expect("encodes");
+    let loaded = SnapshotContents::from_bytes(&bytes).expect("format 4 decodes");
+    assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
+    assert_eq!(loaded.state, sm, "the same state, with no users, roles or secret");
+}

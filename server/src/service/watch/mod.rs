@@ -1,19 +1,28 @@
 //! The `Watch` service: streams of key changes, served from this node's applied history.
 //!
 //! Each stream is one task that owns its watches. A watch is a position (`next`) in the
-//! revision history; the task pulls the changes from the state machine's retained history
-//! (`Mvcc::changes_matching`) whenever the applied revision moves, one response per revision,
-//! in order. Because delivery reads only applied (hence committed) state and each watch only
-//! moves forward, nothing is delivered before it is committed, nothing twice, nothing out of
+//! revision history. When the applied revision moves, the member's shared fan-out
+//! ([`feed`]) reads the new revisions' changes once, for every stream, into a bounded window;
+//! each stream then picks the changes its watches select, one response per revision, in order.
+//! A watch whose position is before the window (created from an old revision, or fallen behind)
+//! reads the state machine's retained history (`StateMachine::read_history`) until it reaches
+//! the window. Both sources hold only applied (hence committed) revisions, and each watch only
+//! moves forward, so nothing is delivered before it is committed, nothing twice, nothing out of
 //! order, across leader changes and this node's restarts.
 //!
-//! Resource policy: a stream buffers at most [`STREAM_BUFFER`] responses; a slow reader makes
-//! its task wait (it holds only positions, not events). A watch that falls behind the
-//! compaction point is canceled with `compact_revision` set; the client re-reads and resumes.
-//! Invalid requests end the stream with INVALID_ARGUMENT; more than `max_watches_per_stream`
-//! watches end it with RESOURCE_EXHAUSTED. A node that has lost its leader (no leader for
-//! 8 election timeouts in a row, `raft/leader_presence.rs`) ends its streams, and refuses new
-//! ones, with UNAVAILABLE: its history no longer moves, so its watchers must resume elsewhere.
+//! Resource policy: a stream buffers at most [`STREAM_BUFFER`] responses and prepares at most
+//! [`CHUNK_REVISIONS`] per watch at a time; a slow reader makes only its own task wait, and the
+//! shared window is bounded on its own ([`feed::WINDOW_REVISIONS`], [`feed::WINDOW_BYTES`]):
+//! a reader that falls out of it continues from history. A watch that falls behind the
+//! compaction point (and out of the window) is canceled with `compact_revision` set; the client
+//! re-reads and resumes. Invalid requests end the stream with INVALID_ARGUMENT; more than
+//! `max_watches_per_stream` watches end it with RESOURCE_EXHAUSTED. A node that has lost its
+//! leader (no leader for 8 election timeouts in a row, `raft/leader_presence.rs`) ends its
+//! streams, and refuses new ones, with UNAVAILABLE: its history no longer moves, so its
+//! watchers must resume elsewhere.
+
+mod feed;
+mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,16 +34,20 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{convert, validate, Api};
+pub use self::feed::Feed;
+use self::feed::SharedEvent;
+use self::window::WindowRead;
+use super::{validate, Api};
+use crate::auth::Caller;
 use crate::error::{Error, UnavailableReason};
+use crate::log_entry::auth::PermType;
 use crate::log_entry::KeySelector;
 use crate::state_machine::history::HistoryRead;
-use crate::state_machine::mvcc::Change;
 
 /// Responses buffered per stream.
 pub const STREAM_BUFFER: usize = 16;
-/// Revisions read from history per lock acquisition.
-const CHUNK_REVISIONS: usize = 64;
+/// Revisions read per watch at a time (from the window, or from history per lock acquisition).
+pub const CHUNK_REVISIONS: usize = 64;
 
 /// Watch limits and tunables.
 #[derive(Clone, Copy, Debug)]
@@ -55,32 +68,26 @@ struct Watcher {
     _active: crate::ops::metrics::WatcherGuard,
 }
 
-/// One result of reading history for a watcher.
+/// One result of reading changes for a watcher.
 enum Pull {
-    /// Responses to send, in order; the watcher's position was advanced past them.
-    Events(Vec<pb::WatchResponse>),
+    /// Responses to send, in order (the watcher's position was advanced past them), and whether
+    /// more may be ready at once.
+    Events { responses: Vec<pb::WatchResponse>, more: bool },
     /// The watcher's next revision was compacted: the oldest available revision.
     Compacted(u64),
 }
 
 type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
-fn event(change: Change, revision: u64, prev_kv: bool) -> Option<pb::Event> {
-    let prev = if prev_kv { change.prev.clone().map(convert::kv) } else { None };
-    match change.current {
-        Some(kv) => {
-            Some(pb::Event { r#type: pb::event::EventType::Put as i32, kv: Some(convert::kv(kv)), prev_kv: prev })
-        }
-        None => {
-            let key = change.prev?.key;
-            let kv = pb::KeyValue { key, mod_revision: revision, ..Default::default() };
-            Some(pb::Event { r#type: pb::event::EventType::Delete as i32, kv: Some(kv), prev_kv: prev })
-        }
-    }
+/// The response of watch `watch_id` at `revision`, with `header` (the node's status) as base.
+fn response(header: &pb::ResponseHeader, watch_id: i64, revision: u64) -> pb::WatchResponse {
+    pb::WatchResponse { header: Some(pb::ResponseHeader { revision, ..*header }), watch_id, ..Default::default() }
 }
 
 struct StreamTask {
     api: Api,
+    /// Who opened the stream.
+    caller: Caller,
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -98,31 +105,60 @@ impl StreamTask {
         self.out.send(r).await.map_err(|_| ())
     }
 
-    /// Reads the next chunk of history for one watcher (under the state-machine read lock).
-    fn pull(&mut self, id: i64) -> Option<Pull> {
+    /// Reads the next changes for one watcher: from the shared window when its position is in
+    /// it, else the next chunk of history (under the state-machine read lock).
+    fn pull(&mut self, id: i64, header: &pb::ResponseHeader) -> Option<Pull> {
         let w = self.watchers.get_mut(&id)?;
-        let read = self.api.node.view(|sm| sm.read_history(&w.selector, w.next, CHUNK_REVISIONS)).ok()?;
-        match read {
-            HistoryRead::Compacted(oldest) => Some(Pull::Compacted(oldest)),
-            HistoryRead::Changes { revisions, next } => {
+        let (revisions, more) = match self.api.feed.read(w.next, CHUNK_REVISIONS) {
+            WindowRead::Revisions { revisions, next } => {
                 w.next = next;
-                let prev_kv = w.prev_kv;
-                let responses = revisions
-                    .into_iter()
-                    .map(|(rev, changes)| {
-                        let events = changes.into_iter().filter_map(|c| event(c, rev, prev_kv)).collect();
-                        pb::WatchResponse { events, ..self.response(id, rev) }
+                let more = revisions.len() == CHUNK_REVISIONS;
+                let revisions = revisions
+                    .iter()
+                    .map(|(rev, events)| {
+                        let events = events
+                            .iter()
+                            .filter(|e| e.selected_by(&w.selector))
+                            .map(|e| e.to_event(w.prev_kv))
+                            .collect::<Vec<_>>();
+                        (*rev, events)
                     })
-                    .collect();
-                Some(Pull::Events(responses))
+                    .collect::<Vec<_>>();
+                (revisions, more)
             }
-        }
+            WindowRead::Behind => {
+                match self.api.node.view(|sm| sm.read_history(&w.selector, w.next, CHUNK_REVISIONS)).ok()? {
+                    HistoryRead::Compacted(oldest) => return Some(Pull::Compacted(oldest)),
+                    HistoryRead::Changes { revisions, next } => {
+                        w.next = next;
+                        let revisions = revisions
+                            .into_iter()
+                            .map(|(rev, changes)| {
+                                let events = changes
+                                    .into_iter()
+                                    .filter_map(|c| SharedEvent::new(c, rev))
+                                    .map(|e| e.to_event(w.prev_kv))
+                                    .collect::<Vec<_>>();
+                                (rev, events)
+                            })
+                            .collect::<Vec<_>>();
+                        (revisions, w.next <= self.api.applied_revision())
+                    }
+                }
+            }
+        };
+        let responses = revisions
+            .into_iter()
+            .filter(|(_, events)| !events.is_empty())
+            .map(|(rev, events)| pb::WatchResponse { events, ..response(header, id, rev) })
+            .collect();
+        Some(Pull::Events { responses, more })
     }
 
     /// Delivers everything applied so far to one watcher.
-    async fn deliver(&mut self, id: i64) -> Result<(), ()> {
+    async fn deliver(&mut self, id: i64, header: &pb::ResponseHeader) -> Result<(), ()> {
         loop {
-            match self.pull(id) {
+            match self.pull(id, header) {
                 None => return Ok(()),
                 Some(Pull::Compacted(oldest)) => {
                     self.watchers.remove(&id);
@@ -132,33 +168,33 @@ impl StreamTask {
                         canceled: true,
                         cancel_reason: reason,
                         compact_revision: oldest,
-                        ..self.response(id, oldest)
+                        ..response(header, id, oldest)
                     };
                     return self.send(Ok(r)).await;
                 }
-                Some(Pull::Events(responses)) => {
-                    if responses.is_empty() {
-                        let caught_up = self.watchers.get(&id).is_none_or(|w| w.next > self.api.applied_revision());
-                        if caught_up {
-                            return Ok(());
-                        }
-                        continue;
-                    }
+                Some(Pull::Events { responses, more }) => {
+                    let sent = !responses.is_empty();
                     for r in responses {
                         self.send(Ok(r)).await?;
                     }
-                    if let Some(w) = self.watchers.get_mut(&id) {
+                    if let Some(w) = self.watchers.get_mut(&id).filter(|_| sent) {
                         w.last_sent = Instant::now();
+                    }
+                    if !more {
+                        return Ok(());
                     }
                 }
             }
         }
     }
 
+    /// Brings the shared window up to the applied revision, then delivers to every watcher.
     async fn deliver_all(&mut self) -> Result<(), ()> {
+        self.api.feed.catch_up(&self.api.node, self.api.applied_revision());
+        let header = self.api.header(0);
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            self.deliver(id).await?;
+            self.deliver(id, &header).await?;
         }
         Ok(())
     }
@@ -187,6 +223,10 @@ impl StreamTask {
             Ok(s) => s,
             Err(e) => return self.fail(Error::InvalidArgument(format!("watch: {e}"))).await,
         };
+        // The caller was authenticated when the stream opened; each watch needs read permission.
+        if let Err(e) = self.api.auth.require(&self.caller, PermType::Read, &selector) {
+            return self.fail(e).await;
+        }
         if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
             let msg = format!("this stream already has {} watches, the limit", self.watchers.len());
             return self.fail(Error::LimitExceeded(msg)).await;
@@ -215,7 +255,8 @@ impl StreamTask {
         };
         self.watchers.insert(id, watcher);
         self.send(Ok(pb::WatchResponse { created: true, ..self.response(id, current) })).await?;
-        self.deliver(id).await
+        self.api.feed.catch_up(&self.api.node, current);
+        self.deliver(id, &self.api.header(0)).await
     }
 
     async fn handle(&mut self, req: pb::WatchRequest) -> Result<(), ()> {
@@ -294,8 +335,9 @@ impl Watch for Api {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.caller(&req)?;
         let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let task = StreamTask { api: self.clone(), out, watchers: BTreeMap::new(), next_id: 1 };
+        let task = StreamTask { api: self.clone(), caller, out, watchers: BTreeMap::new(), next_id: 1 };
         tokio::spawn(task.run(req.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -1,0 +1,271 @@
+//! Authentication and authorization of the public API (`conclave serve --auth`), etcd's model.
+//!
+//! - **Identity**: a token from `Auth.Authenticate` (user + password) in the `authorization:
+//!   Bearer <token>` or `x-conclave-token` metadata. Tokens are HMAC-signed with a secret kept
+//!   in the replicated state ([`token`]), so every member checks them locally; expiry is
+//!   checked against the member's clock, never inside apply. Without a token, on a client port
+//!   with mutual TLS (`--client-ca`), the verified client certificate's CN (else its first DNS
+//!   name) is the user (no password; etcd's rule).
+//! - **Authorization**: the user's roles must grant the permission every key a request touches
+//!   needs ([`access`]); `root` may do everything; user / role administration and cluster
+//!   maintenance are root only. Checked against the member's applied state (a read lock and a
+//!   map lookup per request; the state is updated by apply).
+//! - **Off** (the default): [`Authorizer::caller`] answers [`Caller::Anyone`] at once and
+//!   every check passes, so nothing else changes.
+//!
+//! Failures are `Error::Unauthenticated` (which failure and what to do) and
+//! `Error::PermissionDenied` (user, permission and key).
+
+pub mod access;
+pub mod bootstrap;
+pub mod password;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::metadata::MetadataMap;
+
+use crate::error::{AuthFailure, Error, Result};
+use crate::log_entry::auth::{AuthCommand, PermType};
+use crate::log_entry::{Command, KeySelector, Proposal};
+use crate::node::Node;
+use crate::state_machine::auth::{AuthState, ROOT};
+use crate::state_machine::response::OutcomeBody;
+use access::Needs;
+
+/// The authentication settings of a member.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// `--auth`: every public request needs an identity.
+    pub enabled: bool,
+    /// `--auth-token-ttl`: how long a token is valid.
+    pub token_ttl: Duration,
+    /// `--root-password-file`: creates `root` with this password if no root user exists yet.
+    pub root_password_file: Option<std::path::PathBuf>,
+}
+
+/// Who sends a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Authentication is off: everything is allowed.
+    Anyone,
+    /// An authenticated user.
+    User(String),
+}
+
+/// `N` random bytes from the operating system's generator.
+///
+/// # Errors
+/// `Internal` when the operating system has no working generator (never a guessable value).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| Error::Internal("the operating system's random generator failed".into()))?;
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The token a request carries, if any.
+fn token_of(md: &MetadataMap) -> Option<&str> {
+    if let Some(t) = md.get(conclave_proto::TOKEN_METADATA).and_then(|v| v.to_str().ok()) {
+        return Some(t.trim());
+    }
+    let auth = md.get(conclave_proto::AUTHORIZATION_METADATA)?.to_str().ok()?;
+    auth.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn describe(selector: &KeySelector) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match selector {
+        KeySelector::Key(k) => format!("key {:?}", s(k)),
+        KeySelector::Prefix(p) => format!("prefix {:?}", s(p)),
+        KeySelector::Interval { start, end } => format!("range [{:?}, {:?})", s(start), s(end)),
+    }
+}
+
+/// Checks identities and permissions for the public services.
+pub struct Authorizer {
+    config: AuthConfig,
+    node: Arc<Node>,
+}
+
+impl Authorizer {
+    /// The checker of `node`'s requests.
+    pub fn new(config: AuthConfig, node: Arc<Node>) -> Arc<Self> {
+        Arc::new(Self { config, node })
+    }
+
+    /// Whether `--auth` is on.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    fn view<T>(&self, f: impl FnOnce(&AuthState) -> T) -> Result<T> {
+        self.node.view(|sm| f(sm.auth()))
+    }
+
+    /// Who sends a request with metadata `md` over a connection whose verified client
+    /// certificate names `cert_user` (a token, when present, is used first).
+    ///
+    /// # Errors
+    /// `Unauthenticated`: no token and no client certificate (`AUTH_REQUIRED`), a malformed or
+    /// foreign token or one of a deleted user (`TOKEN_INVALID`), an expired token or one issued
+    /// before the user's credentials or roles changed (`TOKEN_EXPIRED`).
+    pub fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
+        if !self.config.enabled {
+            return Ok(Caller::Anyone);
+        }
+        let token = token_of(md);
+        if let (None, Some(user)) = (token, cert_user) {
+            return Ok(Caller::User(user.to_owned()));
+        }
+        let Some(token) = token else {
+            return Err(Error::unauthenticated(
+                AuthFailure::Required,
+                "authentication is required (the server runs with --auth): authenticate with a user name and \
+                 password (Auth.Authenticate; conclavectl --user NAME:PASSWORD) and send the token, or \
+                 present a client certificate (when the server has --client-ca)",
+            ));
+        };
+        let invalid = |m: String| Error::unauthenticated(AuthFailure::TokenInvalid, m);
+        let expired = |m: String| Error::unauthenticated(AuthFailure::TokenExpired, m);
+        let (claims, epoch) = self.view(|a| {
+            let secret = a.secret().ok_or_else(|| invalid("the token was not issued by this cluster".into()))?;
+            let claims = token::verify(token, secret).map_err(|e| {
+                invalid(format!("the token is not valid here ({e:?}): it was altered or issued by another cluster; authenticate again"))
+            })?;
+            let epoch = a.user(&claims.user).map(|u| u.epoch);
+            Ok::<_, Error>((claims, epoch))
+        })??;
+        let Some(epoch) = epoch else {
+            return Err(invalid(format!("user {:?} of the token no longer exists", claims.user)));
+        };
+        if epoch != claims.epoch {
+            return Err(expired(format!(
+                "the password or roles of user {:?} changed after the token was issued; authenticate again",
+                claims.user
+            )));
+        }
+        let now = now_ms();
+        if now >= claims.expires_ms {
+            return Err(expired(format!(
+                "the token of user {:?} expired {} ms ago; authenticate again",
+                claims.user,
+                now - claims.expires_ms
+            )));
+        }
+        Ok(Caller::User(claims.user))
+    }
+
+    /// Fails unless `caller` may do `needed` on every key of `selector`.
+    ///
+    /// # Errors
+    /// `PermissionDenied` naming the user, the permission and the key.
+    pub fn require(&self, caller: &Caller, needed: PermType, selector: &KeySelector) -> Result<()> {
+        self.require_all(caller, &[(needed, selector.clone())])
+    }
+
+    fn require_all(&self, caller: &Caller, needs: &[(PermType, KeySelector)]) -> Result<()> {
+        let Caller::User(user) = caller else { return Ok(()) };
+        let missing = self.view(|a| needs.iter().find(|(p, s)| !a.allows(user, *p, s)).cloned())?;
+        match missing {
+            None => Ok(()),
+            Some((perm, selector)) => Err(Error::PermissionDenied {
+                user: user.clone(),
+                needed: perm.name().into(),
+                what: describe(&selector),
+            }),
+        }
+    }
+
+    /// Fails unless `caller` is root (or authentication is off); `what` names the operation.
+    ///
+    /// # Errors
+    /// `PermissionDenied`.
+    pub fn require_root(&self, caller: &Caller, what: &str) -> Result<()> {
+        match caller {
+            Caller::User(user) if user != ROOT => {
+                Err(Error::PermissionDenied { user: user.clone(), needed: "root".into(), what: what.into() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails unless `caller` may run `command` (see [`access`]).
+    ///
+    /// # Errors
+    /// `PermissionDenied`.
+    pub fn require_command(&self, caller: &Caller, command: &Command) -> Result<()> {
+        match access::needs(command) {
+            Needs::Keys(needs) => self.require_all(caller, &needs),
+            Needs::Root => self.require_root(caller, "this operation"),
+        }
+    }
+
+    /// Checks `password` and issues a token for `name`, valid `--auth-token-ttl`.
+    ///
+    /// # Errors
+    /// `Unauthenticated` (`AUTH_FAILED`) for an unknown user or a wrong password (the message
+    /// does not say which); transient errors while proposing the token secret.
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<(String, Duration)> {
+        let failed = || {
+            Error::unauthenticated(
+                AuthFailure::Failed,
+                "wrong user name or password (a new cluster has no users until a member starts with \
+                 --root-password-file)",
+            )
+        };
+        let user = self.view(|a| a.user(name).cloned())?.ok_or_else(failed)?;
+        let password = password.to_owned();
+        let stored = user.password.clone();
+        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
+            .await
+            .map_err(|e| Error::Internal(format!("password check: {e}")))?;
+        if !ok {
+            return Err(failed());
+        }
+        let secret = self.secret().await?;
+        let ttl = self.config.token_ttl;
+        let claims =
+            token::Claims { user: name.to_owned(), expires_ms: now_ms() + ttl.as_millis() as u64, epoch: user.epoch };
+        Ok((token::sign(&claims, &secret), ttl))
+    }
+
+    /// The cluster's token secret; proposes a random one (the first proposal wins) if unset.
+    async fn secret(&self) -> Result<[u8; 32]> {
+        if let Some(s) = self.view(|a| a.secret().copied())? {
+            return Ok(s);
+        }
+        let command = Command::Auth(AuthCommand::SetSecret { secret: random_bytes()? });
+        self.node.propose(Proposal { request_id: None, command }, 64).await?;
+        self.view(|a| a.secret().copied())?
+            .ok_or_else(|| Error::Internal("the token secret is unset after it was applied".into()))
+    }
+
+    /// Proposes an auth change (root checked by the caller), hashing nothing: see
+    /// [`password::hash`] for the commands that carry one.
+    ///
+    /// # Errors
+    /// `Command(Auth)` refusals, transient errors.
+    pub async fn propose(&self, command: AuthCommand) -> Result<u64> {
+        let proposal = Proposal { request_id: None, command: Command::Auth(command) };
+        match self.node.propose(proposal, 256).await?.body {
+            OutcomeBody::Auth { auth_revision } => Ok(auth_revision),
+            other => Err(Error::Internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Runs `f` on the applied auth state (user / role listings).
+    ///
+    /// # Errors
+    /// `Internal` when the state lock is poisoned.
+    pub fn read<T>(&self, f: impl FnOnce(&AuthState) -> T) -> Result<T> {
+        self.view(f)
+    }
+}
