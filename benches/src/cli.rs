@@ -53,7 +53,7 @@ pub struct RunArgs {
     /// The `conclave-faultfs` binary of the slow-disk mode (default: next to this executable).
     #[arg(long, env = "CONCLAVE_FAULTFS_BIN")]
     pub faultfs_bin: Option<PathBuf>,
-    /// Workloads to run (default: all).
+    /// Workloads to run (default: all but `big-state`, which is opt-in).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
     /// Results go to `<out>/<timestamp>/`.
@@ -65,6 +65,13 @@ pub struct RunArgs {
     /// Sessions of the keep-alive workload (default 10,000; quick 500).
     #[arg(long)]
     pub sessions: Option<usize>,
+    /// Keys of the big-state rows (`--workloads big-state`; default 1,000,000; quick 20,000).
+    #[arg(long)]
+    pub big_keys: Option<u64>,
+    /// Sessions held during the big-state rows (default 100,000; quick 1,000; ZooKeeper at
+    /// most 10,000: a session is a connection).
+    #[arg(long)]
+    pub big_sessions: Option<usize>,
     /// Watchers of the fan-out workload (default 1,000; quick 50).
     #[arg(long)]
     pub watchers: Option<usize>,

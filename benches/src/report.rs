@@ -140,6 +140,11 @@ fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
         }
         Workload::LeaderFailover => format!("median < 1 s: {}", verdict(c.map(|g| g < 1.0))),
         Workload::RollingRestart => format!("< 100 ms: {}", verdict(c.map(|g| g < 100.0))),
+        Workload::BigLoad | Workload::BigPut64 | Workload::BigGet => {
+            let longest = find(outcomes, d, w, ck).and_then(|o| o.latency).map(|l| l.max_ms);
+            format!("no request > 100 ms: {}", verdict(longest.map(|m| m <= 100.0)))
+        }
+        Workload::BigRss | Workload::BigRestart => format!("≤ etcd: {}", verdict(e.map(|r| r <= 1.0))),
         _ => String::new(),
     }
 }

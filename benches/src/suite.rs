@@ -165,6 +165,40 @@ async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Ou
     o
 }
 
+/// One line of progress for an outcome.
+fn summary(o: &Outcome) -> String {
+    match (&o.status, o.headline) {
+        (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, o.workload.headline().0),
+        (Status::Ok, None) => "done".into(),
+        (st, _) => format!("{st:?}"),
+    }
+}
+
+/// The big-state rows on a fresh cluster, each with the server-side measurements; every row
+/// failed when the state could not be loaded.
+async fn big_state(target: &dyn Target, p: &Params, dir: &Path) -> Vec<Outcome> {
+    let budget = Duration::from_secs(1800);
+    let rows = match tokio::time::timeout(budget, workloads::big::run(target, p, dir)).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            Workload::BIG.iter().map(|w| Outcome::new(*w, target.kind(), Status::Failed(format!("{e:#}")))).collect()
+        }
+        Err(_) => Workload::BIG
+            .iter()
+            .map(|w| Outcome::new(*w, target.kind(), Status::Failed(format!("did not finish within {budget:?}"))))
+            .collect(),
+    };
+    let rss = total_rss(&target.pids());
+    let data = target.data_dirs().iter().map(|d| dir_size(d)).sum();
+    rows.into_iter()
+        .map(|mut o| {
+            o.rss_bytes = rss;
+            o.data_dir_bytes = data;
+            o
+        })
+        .collect()
+}
+
 /// What every cluster of a run shares.
 struct Ctx<'a> {
     servers: &'a Servers,
@@ -233,14 +267,26 @@ async fn run_one(
         }
         bar.set_message(format!("{} on {}, {disk}", w.label(), kind.label()));
         let t0 = Instant::now();
+        if w == Workload::BigState {
+            for o in big_state(target.as_ref(), ctx.params, &dir).await {
+                say(
+                    bar,
+                    format!(
+                        "{:<30} {:<10} {disk}: {} ({:.0} s)",
+                        o.workload.label(),
+                        kind.label(),
+                        summary(&o),
+                        t0.elapsed().as_secs_f64()
+                    ),
+                );
+                outcomes.push(o);
+            }
+            bar.inc(1);
+            continue;
+        }
         let o = measure(target.as_ref(), w, ctx.params, &dir).await;
-        let summary = match (&o.status, o.headline) {
-            (Status::Ok, Some(h)) => format!("{} {}", (h * 100.0).round() / 100.0, w.headline().0),
-            (Status::Ok, None) => "done".into(),
-            (st, _) => format!("{st:?}"),
-        };
         let took = t0.elapsed().as_secs_f64();
-        say(bar, format!("{:<30} {:<10} {disk}: {summary} ({took:.0} s)", w.label(), kind.label()));
+        say(bar, format!("{:<30} {:<10} {disk}: {} ({took:.0} s)", w.label(), kind.label(), summary(&o)));
         outcomes.push(o);
         bar.inc(1);
     }
@@ -316,6 +362,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(n) = args.sessions {
         params.sessions = n;
     }
+    if let Some(n) = args.big_keys {
+        params.big_keys = n;
+    }
+    if let Some(n) = args.big_sessions {
+        params.big_sessions = n;
+    }
     if let Some(n) = args.watchers {
         params.watchers = n;
     }
@@ -325,15 +377,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     }
     let targets = targets(&args);
     let selected: Vec<Workload> =
-        if args.workloads.is_empty() { Workload::ALL.to_vec() } else { args.workloads.clone() };
+        if args.workloads.is_empty() { Workload::DEFAULT.to_vec() } else { args.workloads.clone() };
     let mut groups: Vec<Vec<Workload>> = Vec::new();
     let shared: Vec<Workload> =
         Workload::ALL.into_iter().filter(|w| selected.contains(w) && w.shares_cluster()).collect();
     if !shared.is_empty() {
         groups.push(shared);
     }
-    for w in Workload::ALL.into_iter().filter(|w| selected.contains(w) && !w.shares_cluster()) {
+    for w in Workload::DEFAULT.into_iter().filter(|w| selected.contains(w) && !w.shares_cluster()) {
         groups.push(vec![w]);
+    }
+    if selected.contains(&Workload::BigState) {
+        groups.push(vec![Workload::BigState]);
     }
 
     let started = SystemTime::now();
@@ -356,6 +411,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
 
     let disks = args.disk_latency_ms.clone();
     let steps: usize = groups.iter().map(Vec::len).sum::<usize>() * targets.len() * disks.len();
+    // (big state is one step per target for all its rows)
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}")

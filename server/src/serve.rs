@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
         None => (None, None),
     };
-    let network = PeerNetwork::new(Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls);
+    let network = PeerNetwork::new(config.node_id, Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls);
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
     // whether it founds a new cluster or lost its data (`rejoin`).

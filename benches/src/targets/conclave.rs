@@ -201,6 +201,17 @@ impl Target for ConclaveTarget {
         })
     }
 
+    fn backup<'a>(&'a self, path: &'a Path) -> BoxFut<'a, Option<anyhow::Result<u64>>> {
+        Box::pin(async move {
+            let saved = async {
+                let client = self.client_now().await?;
+                let leader = self.wait_whole(Duration::from_secs(10)).await?;
+                Ok(client.snapshot_save(&self.endpoints[leader], path).await?.size)
+            };
+            Some(saved.await)
+        })
+    }
+
     fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
         Box::pin(async move {
             let probe = self.client_now().await.ok()?;

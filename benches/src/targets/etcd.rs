@@ -411,6 +411,29 @@ impl Target for EtcdTarget {
         Box::pin(self.wait_whole(Duration::from_secs(30)))
     }
 
+    /// `Maintenance.Snapshot` from the leader (what `etcdctl snapshot save` streams), written to
+    /// `path` and fsynced.
+    fn backup<'a>(&'a self, path: &'a Path) -> BoxFut<'a, Option<anyhow::Result<u64>>> {
+        Box::pin(async move {
+            let saved = async {
+                use std::io::Write;
+                let leader = self.wait_whole(Duration::from_secs(10)).await?;
+                let mut c =
+                    MaintenanceClient::new(channel(&self.endpoints[leader])?).max_decoding_message_size(64 << 20);
+                let mut stream = c.snapshot(pb::SnapshotRequest {}).await?.into_inner();
+                let mut file = std::fs::File::create(path)?;
+                let mut size = 0u64;
+                while let Some(chunk) = stream.message().await? {
+                    file.write_all(&chunk.blob)?;
+                    size += chunk.blob.len() as u64;
+                }
+                file.sync_all()?;
+                Ok(size)
+            };
+            Some(saved.await)
+        })
+    }
+
     fn kill(&self, member: usize) -> anyhow::Result<()> {
         if let Some(mut p) = self.lock()[member].process.take() {
             p.kill();

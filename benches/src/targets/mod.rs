@@ -11,7 +11,7 @@ pub mod zk_client;
 pub mod zookeeper;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +123,12 @@ pub trait Target: Send + Sync {
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
     /// Graceful stop of member `member` (SIGTERM; returns once it has exited).
     fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Saves a backup of the whole state to `path` through the system's API and returns its
+    /// size in bytes; `None` when the system has no such API (ZooKeeper).
+    fn backup<'a>(&'a self, path: &'a Path) -> BoxFut<'a, Option<anyhow::Result<u64>>> {
+        let _ = path;
+        Box::pin(async { None })
+    }
     /// Conclave only: the leader's last Raft log index (log growth).
     fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
         Box::pin(async { None })

@@ -1,5 +1,6 @@
 //! The workloads, identical for every target, and what one run of one produces.
 
+pub mod big;
 pub mod election;
 pub mod failover;
 pub mod kv;
@@ -45,6 +46,27 @@ pub enum Workload {
     JobManagerFailover,
     /// SIGTERM and restart every member in turn under a steady write load.
     RollingRestart,
+    /// Big state (opt-in): `--big-keys` keys and `--big-sessions` sessions on a fresh cluster,
+    /// reported as the `big-*` rows below.
+    BigState,
+    /// Big state: loading the keys, 64 clients.
+    #[value(skip)]
+    BigLoad,
+    /// Big state: put, 64 clients, over the loaded keys.
+    #[value(skip)]
+    BigPut64,
+    /// Big state: serializable get, 64 clients, over the loaded keys.
+    #[value(skip)]
+    BigGet,
+    /// Big state: largest member RSS after loading.
+    #[value(skip)]
+    BigRss,
+    /// Big state: backup (snapshot) of the whole state through the API.
+    #[value(skip)]
+    BigSnapshot,
+    /// Big state: `kill -9` of a follower until the cluster is whole again.
+    #[value(skip)]
+    BigRestart,
 }
 
 /// Whether a bigger headline number is better.
@@ -57,8 +79,9 @@ pub enum Better {
 }
 
 impl Workload {
-    /// Every workload, in report order.
-    pub const ALL: [Workload; 12] = [
+    /// The workloads of a run without `--workloads` (big state is opt-in: it takes minutes per
+    /// target and gigabytes of memory).
+    pub const DEFAULT: [Workload; 12] = [
         Workload::Put1,
         Workload::Put64,
         Workload::Create,
@@ -71,6 +94,38 @@ impl Workload {
         Workload::LeaderFailover,
         Workload::JobManagerFailover,
         Workload::RollingRestart,
+    ];
+
+    /// The rows of [`Workload::BigState`], in report order.
+    pub const BIG: [Workload; 6] = [
+        Workload::BigLoad,
+        Workload::BigPut64,
+        Workload::BigGet,
+        Workload::BigRss,
+        Workload::BigSnapshot,
+        Workload::BigRestart,
+    ];
+
+    /// Every report row, in report order.
+    pub const ALL: [Workload; 18] = [
+        Workload::Put1,
+        Workload::Put64,
+        Workload::Create,
+        Workload::GetLinearizable,
+        Workload::GetSerializable,
+        Workload::Counter1,
+        Workload::Counter16,
+        Workload::Sessions,
+        Workload::WatchFanout,
+        Workload::LeaderFailover,
+        Workload::JobManagerFailover,
+        Workload::RollingRestart,
+        Workload::BigLoad,
+        Workload::BigPut64,
+        Workload::BigGet,
+        Workload::BigRss,
+        Workload::BigSnapshot,
+        Workload::BigRestart,
     ];
 
     /// Row label.
@@ -88,6 +143,13 @@ impl Workload {
             Workload::LeaderFailover => "leader failover",
             Workload::JobManagerFailover => "job-manager failover",
             Workload::RollingRestart => "rolling restart (SIGTERM)",
+            Workload::BigState => "big state",
+            Workload::BigLoad => "big state: load, 64 clients",
+            Workload::BigPut64 => "big state: put, 64 clients",
+            Workload::BigGet => "big state: get serializable, 64 clients",
+            Workload::BigRss => "big state: memory",
+            Workload::BigSnapshot => "big state: backup of the whole state",
+            Workload::BigRestart => "big state: follower kill -9 → cluster whole",
         }
     }
 
@@ -99,6 +161,9 @@ impl Workload {
             Workload::LeaderFailover => ("median gap to next acked write, s", Better::Lower),
             Workload::JobManagerFailover => ("median time to new leader, s", Better::Lower),
             Workload::RollingRestart => ("longest gap without an acked write, ms", Better::Lower),
+            Workload::BigRss => ("largest member RSS, MiB", Better::Lower),
+            Workload::BigSnapshot => ("backup time, s", Better::Lower),
+            Workload::BigRestart => ("restart to ready, s", Better::Lower),
             _ => ("ops/s", Better::Higher),
         }
     }
@@ -145,6 +210,11 @@ pub struct Params {
     pub election_reps: usize,
     /// TTL of the job managers' session / lease.
     pub election_ttl: Duration,
+    /// Keys of the big-state rows.
+    pub big_keys: u64,
+    /// Sessions held during the big-state rows (ZooKeeper: at most [`big::ZK_MAX_SESSIONS`],
+    /// a session being a connection).
+    pub big_sessions: usize,
 }
 
 impl Params {
@@ -163,6 +233,8 @@ impl Params {
             failover_clients: 8,
             election_reps: 5,
             election_ttl: Duration::from_secs(2),
+            big_keys: 1_000_000,
+            big_sessions: 100_000,
         }
     }
 
@@ -177,6 +249,8 @@ impl Params {
             watch_rounds: 5,
             failover_reps: 1,
             election_reps: 1,
+            big_keys: 20_000,
+            big_sessions: 1_000,
             ..Self::full()
         }
     }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::internal::v1::RaftMessage;
 use conclave_tls::ClientTls;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -39,6 +40,8 @@ pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
 /// Creates peer clients; caches one channel per peer address.
 #[derive(Clone)]
 pub struct PeerNetwork {
+    /// This member's id (the sender of openraft's messages).
+    node_id: NodeId,
     local_ip: Option<IpAddr>,
     cluster_id: ClusterId,
     /// Mutual TLS to the other members (None: plain TCP).
@@ -47,10 +50,10 @@ pub struct PeerNetwork {
 }
 
 impl PeerNetwork {
-    /// A factory whose connections originate from `local_ip`, over TLS when `tls` is set, and
-    /// whose requests carry `cluster_id` (once known).
-    pub fn new(local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
-        Self { local_ip, cluster_id, tls, channels: Arc::default() }
+    /// A factory for member `node_id` whose connections originate from `local_ip`, over TLS
+    /// when `tls` is set, and whose requests carry `cluster_id` (once known).
+    pub fn new(node_id: NodeId, local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
+        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default() }
     }
 
     /// This member's cluster id, once known.
@@ -202,6 +205,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
         PeerClient {
+            from: self.node_id,
             target,
             channel: self.channel(&node.peer_addr),
             cluster_id: self.cluster_id.clone(),
@@ -212,6 +216,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
 /// A connection to one peer (one per openraft replication stream or vote).
 pub struct PeerClient {
+    from: NodeId,
     target: NodeId,
     channel: Result<Channel, String>,
     cluster_id: ClusterId,
@@ -241,8 +246,12 @@ impl PeerClient {
         E: StdError + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let to = Peer { channel: self.channel.clone(), target: self.target, cluster_id: self.cluster_id.get() };
-        exchange(to, kind, payload, option.hard_ttl()).await
+        exchange(self.peer(), kind, payload, option.hard_ttl()).await
+    }
+
+    /// What one exchange with this peer needs.
+    fn peer(&self) -> Peer {
+        Peer { channel: self.channel.clone(), from: self.from, target: self.target, cluster_id: self.cluster_id.get() }
     }
 }
 
@@ -256,7 +265,7 @@ where
     Resp: DeserializeOwned,
     E: StdError + DeserializeOwned,
 {
-    let Peer { channel, target, cluster_id } = to;
+    let Peer { channel, from, target, cluster_id } = to;
     let channel = channel.map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
     let mut client = RaftPeerClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -271,10 +280,17 @@ where
     };
     let started = std::time::Instant::now();
     let reply = match tokio::time::timeout(timeout, fut).await {
+        // A slow answer is a timeout, not an unreachable peer: openraft 0.9 stops replicating
+        // to an Unreachable peer for 500 ms (its backoff), longer than the election timeout,
+        // so on an overloaded host every heartbeat over 50 ms turned a slow follower into a
+        // leader change, over and over. A timeout is retried at the next heartbeat.
         Err(_) => {
-            return Err(RPCError::Unreachable(Unreachable::new(&Msg(format!(
-                "peer {target} did not answer within {timeout:?}"
-            )))))
+            let action = match kind {
+                Kind::Append => RPCTypes::AppendEntries,
+                Kind::Vote => RPCTypes::Vote,
+                Kind::Snapshot => RPCTypes::InstallSnapshot,
+            };
+            return Err(RPCError::Timeout(Timeout { action, id: from, target, timeout }));
         }
         Ok(Err(status)) => {
             return Err(match status.code() {
@@ -300,6 +316,7 @@ where
 /// Where one openraft message goes.
 struct Peer {
     channel: Result<Channel, String>,
+    from: NodeId,
     target: NodeId,
     cluster_id: Option<u64>,
 }
@@ -349,5 +366,33 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that accepts connections and never answers (an overloaded or stopped process
+    /// whose socket is still open) times out as `Timeout`, which openraft retries at the next
+    /// heartbeat, never as `Unreachable`, which makes it stop replicating for 500 ms.
+    #[tokio::test]
+    async fn a_silent_peer_times_out_without_being_unreachable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect_lazy();
+        let to = Peer { channel: Ok(channel), from: 1, target: 2, cluster_id: None };
+        let result: Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> =
+            exchange(to, Kind::Append, Vec::new(), Duration::from_millis(50)).await;
+        match result {
+            Err(RPCError::Timeout(t)) => assert_eq!((t.id, t.target, t.action), (1, 2, RPCTypes::AppendEntries)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! part. Deadlines are not here: the leader tracks them in memory (`crate::sessions`) and
 //! proposes expiry as a command, so this table is a pure function of the log.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 /// One live session.
@@ -39,11 +40,12 @@ pub struct LeaseState {
     pub last_token: u64,
 }
 
-/// Sessions and leases.
+/// Sessions and leases. Persistent maps, like the key space: a snapshot's copy of the table
+/// is O(1) however many sessions are open (`state_machine::mvcc::Mvcc`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionTable {
-    sessions: BTreeMap<u64, Session>,
-    leases: BTreeMap<String, LeaseState>,
+    sessions: OrdMap<u64, Session>,
+    leases: OrdMap<String, LeaseState>,
     next_id: u64,
 }
 

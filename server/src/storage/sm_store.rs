@@ -58,16 +58,24 @@ impl SharedState {
         Ok(SnapshotMeta { last_log_id, last_membership, snapshot_id: format!("{term}-{index}") })
     }
 
-    /// Encodes the state as applied now into snapshot bytes (the snapshot file format), under
-    /// the read lock, as a snapshot build does (apply waits asynchronously meanwhile); nothing
-    /// is written and the Raft log is not touched. For backups. Blocking: call off the runtime.
+    /// A copy of the state as applied now and its snapshot metadata, taken under the read lock
+    /// (apply waits asynchronously meanwhile, for as long as the copy takes: the key space is a
+    /// persistent map, so the copy shares it instead of duplicating it).
+    fn copy_applied(&self) -> Result<(SnapshotMeta, StateMachine), String> {
+        let _encoding = Encoding::start(self);
+        let sm = self.sm.read().map_err(|e| e.to_string())?;
+        Ok((self.applied_meta()?, sm.clone()))
+    }
+
+    /// Encodes the state as applied now into snapshot bytes (the snapshot file format), from a
+    /// copy taken under the read lock ([`SharedState::copy_applied`]), so apply goes on while it
+    /// is encoded; nothing is written and the Raft log is not touched. For backups. Blocking:
+    /// call off the runtime.
     ///
     /// # Errors
     /// When a lock is poisoned or encoding fails.
     pub fn encode_applied(&self) -> Result<(SnapshotMeta, u64, Vec<u8>), String> {
-        let _encoding = Encoding::start(self);
-        let sm = self.sm.read().map_err(|e| e.to_string())?;
-        let meta = self.applied_meta()?;
+        let (meta, sm) = self.copy_applied()?;
         let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
         Ok((meta, sm.revision(), bytes))
     }
@@ -150,22 +158,14 @@ impl SmStore {
         let _io = self.shared.snapshot_io.lock().map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         let mut current = self.shared.current.lock().map_err(|e| e.to_string())?;
-        // The encoding mark and the read lock end together, at the end of this block.
-        let (meta, bytes) = {
-            let _encoding = Encoding::start(&self.shared);
-            let sm = self.shared.sm.read().map_err(|e| e.to_string())?;
-            let meta = self.shared.applied_meta()?;
-            match current.clone().filter(|c| c.last_log_id > meta.last_log_id) {
-                Some(newer) => (newer, None),
-                None => {
-                    let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
-                    (meta, Some(bytes))
-                }
-            }
-        };
-        let Some(bytes) = bytes else { return self.read_snapshot(meta) };
-        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let (meta, sm) = self.shared.copy_applied()?;
         let held = started.elapsed();
+        if let Some(newer) = current.clone().filter(|c| c.last_log_id > meta.last_log_id) {
+            return self.read_snapshot(newer);
+        }
+        let bytes = SnapshotContentsRef { format: SNAPSHOT_FORMAT, meta: &meta, state: &sm }.to_bytes()?;
+        drop(sm);
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         self.dir.save(index, &bytes)?;
         *current = Some(meta.clone());
         tracing::info!(

@@ -36,7 +36,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::Vote;
 use tokio::task::JoinHandle;
 
-use super::{exchange, Kind, Peer, PeerClient, RpcErr};
+use super::{exchange, Kind, PeerClient, RpcErr};
 use crate::log_entry::{encode, encoded_len};
 use crate::raft::{LogId, NodeId, TypeConfig};
 
@@ -154,7 +154,7 @@ impl PeerClient {
     ) -> Result<InFlight, RpcErr<Infallible>> {
         let payload = encode(&rpc).map_err(|e| network_err(&e))?;
         let timeout = append_timeout(payload.len(), openraft_timeout);
-        let to = Peer { channel: self.channel.clone(), target: self.target, cluster_id: self.cluster_id.get() };
+        let to = self.peer();
         let target = self.target;
         let (entries, bytes) = (rpc.entries.len(), payload.len());
         let task = tokio::spawn(async move {
