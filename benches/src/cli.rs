@@ -68,8 +68,8 @@ pub struct RunArgs {
     /// Keys of the big-state rows (`--workloads big-state`; default 1,000,000; quick 20,000).
     #[arg(long)]
     pub big_keys: Option<u64>,
-    /// Sessions held during the big-state rows (default 100,000; quick 1,000; ZooKeeper at
-    /// most 10,000: a session is a connection).
+    /// Sessions held during the big-state rows (default 10,000; quick 1,000; ZooKeeper at most
+    /// 10,000: a session is a connection). The 100,000: see README "Benchmarks".
     #[arg(long)]
     pub big_sessions: Option<usize>,
     /// Watchers of the fan-out workload (default 1,000; quick 50).

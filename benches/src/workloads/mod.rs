@@ -234,7 +234,7 @@ impl Params {
             election_reps: 5,
             election_ttl: Duration::from_secs(2),
             big_keys: 1_000_000,
-            big_sessions: 100_000,
+            big_sessions: 10_000,
         }
     }
 
