@@ -184,7 +184,7 @@ async fn backup_row(target: &dyn Target, dir: &Path) -> Outcome {
 async fn restart_row(target: &dyn Target) -> Outcome {
     let run = async {
         let leader = target.leader().await?;
-        let follower = (leader + 1) % target.pids().len().max(1);
+        let follower = (leader + 1) % target.endpoints().len().max(1);
         target.kill(follower)?;
         let t0 = Instant::now();
         target.restart(follower).await?;

@@ -106,27 +106,20 @@ impl Workload {
         Workload::BigRestart,
     ];
 
-    /// Every report row, in report order.
-    pub const ALL: [Workload; 18] = [
-        Workload::Put1,
-        Workload::Put64,
-        Workload::Create,
-        Workload::GetLinearizable,
-        Workload::GetSerializable,
-        Workload::Counter1,
-        Workload::Counter16,
-        Workload::Sessions,
-        Workload::WatchFanout,
-        Workload::LeaderFailover,
-        Workload::JobManagerFailover,
-        Workload::RollingRestart,
-        Workload::BigLoad,
-        Workload::BigPut64,
-        Workload::BigGet,
-        Workload::BigRss,
-        Workload::BigSnapshot,
-        Workload::BigRestart,
-    ];
+    /// Every report row, in report order: [`Workload::DEFAULT`], then [`Workload::BIG`].
+    pub const ALL: [Workload; 18] = {
+        let mut all = [Workload::Put1; 18];
+        let mut i = 0;
+        while i < Self::DEFAULT.len() {
+            all[i] = Self::DEFAULT[i];
+            i += 1;
+        }
+        while i < all.len() {
+            all[i] = Self::BIG[i - Self::DEFAULT.len()];
+            i += 1;
+        }
+        all
+    };
 
     /// Row label.
     pub fn label(self) -> &'static str {
@@ -328,5 +321,18 @@ impl Outcome {
             samples: Vec::new(),
             notes: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_once_and_big_state_only_through_its_rows() {
+        let mut seen = std::collections::BTreeSet::new();
+        assert!(Workload::ALL.iter().all(|w| seen.insert(*w)), "a row appears twice in {:?}", Workload::ALL);
+        assert!(Workload::DEFAULT.iter().chain(&Workload::BIG).all(|w| seen.contains(w)));
+        assert!(!seen.contains(&Workload::BigState), "big state is reported as its rows");
     }
 }
