@@ -14,7 +14,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        CliCommand::Serve(args) => args.runtime.build()?.block_on(serve(*args)),
+        CliCommand::Serve(args) => {
+            let runtime = args.runtime.build()?;
+            let result = runtime.block_on(serve(*args));
+            // Blocking work still running (a log write, a snapshot) does not keep the process.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result
+        }
         CliCommand::Restore(args) => restore(&args),
     }
 }

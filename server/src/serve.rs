@@ -253,13 +253,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     election_task.abort();
     leader_changes.abort();
     let _ = stop_tx.send(true);
-    let _ = raft.shutdown().await;
-    let _ = peer_server.await;
+    // Each step is bounded: a stop must end (Kubernetes kills after its grace period anyway).
+    stop_step("raft", raft.shutdown()).await;
+    stop_step("peer port", peer_server).await;
     if let Some(m) = metrics_server {
-        let _ = m.await;
+        stop_step("metrics port", m).await;
     }
     if let Some(z) = zk_server {
-        let _ = z.await;
+        stop_step("ZooKeeper port", z).await;
     }
     drop(readiness);
     Ok(())
@@ -272,6 +273,15 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// A stopping leader hands leadership to the most up-to-date voter first (`raft::transfer`), so
 /// the cluster does not wait an election timeout for a new leader and no write fails. A
 /// follower, or a leader that is the only voter, has nothing to hand off.
+/// How long one step of a stop may take before it is given up.
+const STOP_STEP: Duration = Duration::from_secs(5);
+
+async fn stop_step<F: Future>(what: &str, step: F) {
+    if tokio::time::timeout(STOP_STEP, step).await.is_err() {
+        tracing::warn!("stopping: the {what} did not stop within {STOP_STEP:?}; going on without it");
+    }
+}
+
 async fn hand_off_leadership(node: &Node) {
     let leads_others = {
         let metrics = node.router().raft().metrics();

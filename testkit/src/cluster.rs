@@ -12,6 +12,9 @@ use tempfile::TempDir;
 use crate::node::NodeProcess;
 use crate::wait_for;
 
+/// How long [`Cluster::stop`] waits for a node to exit after SIGTERM.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// Settings of a test cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -288,17 +291,29 @@ impl Cluster {
         }
     }
 
-    /// Graceful stop (SIGTERM) and wait for exit.
+    /// Graceful stop (SIGTERM) and wait for exit, at most [`STOP_GRACE`] (Kubernetes' default
+    /// termination grace period): a node still running then is killed and this is an error, so
+    /// a shutdown that hangs fails its test instead of stalling the whole run.
     ///
     /// # Errors
-    /// When there is no such node.
+    /// When there is no such node, or it did not exit within the grace period.
     pub fn stop(&mut self, id: u64) -> anyhow::Result<()> {
         let n = self.node_mut(id)?;
-        if n.signal(Signal::SIGTERM).is_ok() {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.wait();
-            }
+        if n.signal(Signal::SIGTERM).is_err() {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        while n.is_running() {
+            if started.elapsed() >= STOP_GRACE {
+                n.kill9()?;
+                anyhow::bail!(
+                    "node {id} did not exit within {STOP_GRACE:?} of SIGTERM (killed); see {}",
+                    n.log_path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n.child = None;
         Ok(())
     }
 

@@ -61,7 +61,10 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(5);
     loop {
-        if let Some(v) = cond().await {
+        // A probe that hangs (a call without a deadline) is given up too: at the deadline, but
+        // never sooner than 10 s after it started, so one slow probe near the end still counts.
+        let bound = deadline.max(tokio::time::Instant::now() + Duration::from_secs(10));
+        if let Ok(Some(v)) = tokio::time::timeout_at(bound, cond()).await {
             return Ok(v);
         }
         if tokio::time::Instant::now() >= deadline {

@@ -62,13 +62,24 @@ pub struct Proposer {
 /// (to this node's Raft if it still leads, else answered `NotLeader` "not applied", which the
 /// router retries at the new leader).
 pub struct Paused {
-    hold: Arc<watch::Sender<bool>>,
+    _hold: Hold,
     _permits: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl Drop for Paused {
+/// New batches held back while this lives: also while [`Proposer::pause`] still waits, so a
+/// pause given up (its caller's deadline passed) lets writes go on again.
+struct Hold(Arc<watch::Sender<bool>>);
+
+impl Hold {
+    fn new(hold: &Arc<watch::Sender<bool>>) -> Self {
+        hold.send_replace(true);
+        Self(hold.clone())
+    }
+}
+
+impl Drop for Hold {
     fn drop(&mut self) {
-        self.hold.send_replace(false);
+        self.0.send_replace(false);
     }
 }
 
@@ -88,17 +99,16 @@ impl Proposer {
     /// answered (see [`Paused`]). Used by a leadership transfer, so the leader's log stops
     /// growing and the target can catch up with all of it.
     ///
+    /// A batch that cannot commit (a leader without its quorum) keeps this waiting: callers
+    /// bound it with their deadline; dropping the future lets writes go on again.
+    ///
     /// # Errors
     /// When the batching task has stopped (the node is shutting down).
     pub async fn pause(&self) -> Result<Paused, Error> {
-        self.hold.send_replace(true);
-        let permits = self.in_flight.clone().acquire_many_owned(self.max_in_flight).await;
-        match permits {
-            Ok(p) => Ok(Paused { hold: self.hold.clone(), _permits: p }),
-            Err(_) => {
-                self.hold.send_replace(false);
-                Err(Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down"))
-            }
+        let hold = Hold::new(&self.hold);
+        match self.in_flight.clone().acquire_many_owned(self.max_in_flight).await {
+            Ok(p) => Ok(Paused { _hold: hold, _permits: p }),
+            Err(_) => Err(Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down")),
         }
     }
 

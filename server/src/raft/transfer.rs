@@ -64,7 +64,15 @@ impl Router {
         let started = tokio::time::Instant::now();
         let raft = self.raft();
         let target = self.pick_target(target)?;
-        let paused = self.proposer().pause().await?;
+        // Within the deadline: a write this leader cannot commit (no quorum) never drains.
+        let paused = match tokio::time::timeout_at(started + deadline, self.proposer().pause()).await {
+            Ok(paused) => paused?,
+            Err(_) => {
+                let e = pause_timeout(deadline);
+                tracing::warn!(to = target, "leadership transfer failed: {e}");
+                return Err(e);
+            }
+        };
         tracing::info!(to = target, elapsed = ?started.elapsed(), "transfer: writes paused");
         let outcome = tokio::time::timeout_at(started + deadline, self.hand_off(target)).await;
         let new_leader = match outcome {
@@ -156,6 +164,16 @@ async fn wait_for_leader(raft: &Raft, target: NodeId, deadline: tokio::time::Ins
             format!("node {target} was told to campaign but no new leader was seen in time"),
         )),
     }
+}
+
+fn pause_timeout(deadline: Duration) -> Error {
+    Error::unavailable(
+        UnavailableReason::TransferFailed,
+        format!(
+            "the leader's writes in flight were not committed within {deadline:?} (is a quorum of voters \
+             reachable?); leadership stays here: check the members' health, then retry"
+        ),
+    )
 }
 
 fn transfer_timeout(target: NodeId, deadline: Duration) -> Error {

@@ -158,7 +158,9 @@ async fn permissions_apply_to_every_api() -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("no answer to a forbidden watch"))?;
     assert!(matches!(&first, Some(Err(e)) if e.code() == Code::PermissionDenied), "{first:?}");
-    let mut w = u.watch("/ro/", WatchOptions { prefix: true, ..Default::default() });
+    // From the next revision, not "from now": the put may land before the watch is set up.
+    let next = root.put("/ro/k", "r").await? + 1;
+    let mut w = u.watch("/ro/", WatchOptions { prefix: true, start_revision: next, ..Default::default() });
     root.put("/ro/k2", "r2").await?;
     let event = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -180,7 +182,8 @@ async fn permissions_apply_to_every_api() -> anyhow::Result<()> {
     denied(u.counter_get("/x/c", false).await);
     assert_eq!(u.counter_get("/ro/c", false).await?.value, 0, "read is enough to read a counter");
     denied(u.counter_set("/ro/c", 1).await);
-    let session = u.session_open(Duration::from_secs(5)).await?;
+    // Long enough not to expire between these calls on a loaded machine (no keep-alives here).
+    let session = u.session_open(Duration::from_secs(60)).await?;
     assert!(u.lease_acquire("/u/l", session, b"me", 0).await?.granted);
     denied(u.lease_acquire("/x/l", session, b"me", 0).await);
     denied(u.lease_get("/x/l", false).await);

@@ -209,3 +209,62 @@ async fn move_leader_in_a_five_voter_cluster() -> anyhow::Result<()> {
     assert_no_panics(&c);
     Ok(())
 }
+
+/// Kills every follower of a 3-member cluster, then sends a write the leader appends but can
+/// never commit. Returns the leader, a client of it and the write's task.
+async fn isolated_leader_with_a_write_in_flight(
+    c: &mut Cluster,
+) -> anyhow::Result<(u64, Client, tokio::task::JoinHandle<conclave_client::Result<u64>>)> {
+    wait_for_registrations(c, 3).await?;
+    let leader = c.wait_for_leader(T).await?;
+    let client = c.client_of(leader).await?;
+    client.put("before", "v").await?;
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.kill(id)?;
+    }
+    let appended = c.status(leader).await?.last_log_index;
+    let stuck = tokio::spawn({
+        let client = client.clone();
+        async move { client.put("stuck", "v").await }
+    });
+    conclave_testkit::wait_for("the write to reach the isolated leader's log", T, || async {
+        (c.status(leader).await.ok()?.last_log_index > appended).then_some(())
+    })
+    .await?;
+    Ok((leader, client, stuck))
+}
+
+/// A leader that has lost its quorum, with a write it can never commit, still stops on SIGTERM:
+/// the hand-off waits for its in-flight writes only within its deadline. (It used to wait for
+/// them without one, and the process never exited.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_without_quorum_and_a_write_in_flight_stops_on_sigterm() -> anyhow::Result<()> {
+    let mut c = cluster(3, &[]).await?;
+    let (leader, _client, stuck) = isolated_leader_with_a_write_in_flight(&mut c).await?;
+    let started = Instant::now();
+    c.stop(leader)?;
+    println!("isolated leader stopped {:?} after SIGTERM", started.elapsed());
+    assert!(stuck.await?.is_err(), "a write without a quorum was acknowledged");
+    assert_no_panics(&c);
+    Ok(())
+}
+
+/// A move-leader that cannot drain the leader's writes fails within its deadline and leaves
+/// writes flowing once the quorum is back (the pause it gave up on holds nothing back).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_move_leader_without_quorum_holds_no_write_back() -> anyhow::Result<()> {
+    let mut c = cluster(3, &[]).await?;
+    let (leader, client, _stuck) = isolated_leader_with_a_write_in_flight(&mut c).await?;
+    let e = client.move_leader(None).await.expect_err("a transfer without a quorum");
+    println!("move-leader without a quorum: {e}");
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.restart(id)?;
+    }
+    let after = conclave_testkit::wait_for("a write once the quorum is back", T, || async {
+        client.put("after", "v").await.ok()
+    })
+    .await?;
+    assert!(after > 0);
+    assert_no_panics(&c);
+    Ok(())
+}
