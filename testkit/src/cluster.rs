@@ -61,6 +61,14 @@ pub struct Cluster {
     pub dir: PathBuf,
 }
 
+/// The first octet of a fresh block of 8 loopback IPs (127.0.0.2 to 127.0.0.249): the process
+/// id picks where a process starts, then each cluster takes the next block.
+fn next_ip_block() -> u8 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    2 + ((std::process::id().wrapping_add(n) % 31) * 8) as u8
+}
+
 /// Picks a port the kernel says is free on `ip`.
 fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
@@ -103,9 +111,11 @@ impl Cluster {
                 (Some(t), p)
             }
         };
-        // Distinct loopback IPs per node: 127.0.0.{base+i}, base random per process so parallel
-        // test processes rarely share IPs (ports are kernel-assigned anyway).
-        let base = opts.first_ip_octet.unwrap_or_else(|| 2 + (std::process::id() % 200) as u8);
+        // Distinct loopback IPs per node: 127.0.0.{base+i}, in a block of 8 of its own per
+        // cluster, so clusters started side by side (parallel tests of one process, test
+        // processes) rarely share an IP: a port picked free for one node cannot then be taken
+        // by another cluster's node or by its outgoing connections before the node binds it.
+        let base = opts.first_ip_octet.unwrap_or_else(next_ip_block);
         let mut addrs = Vec::new();
         for i in 0..opts.nodes {
             let ip = Ipv4Addr::new(127, 0, 0, base.wrapping_add(i as u8).max(2));
@@ -152,7 +162,11 @@ impl Cluster {
             n.spawn(&binary)?;
         }
         let cluster = Self { nodes, binary, client_tls: opts.client_tls.clone(), _tmp: tmp, dir };
-        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        if let Err(e) = cluster.wait_for_leader(Duration::from_secs(30)).await {
+            let tails: Vec<String> =
+                cluster.nodes.iter().map(|n| format!("node {}: {}", n.id, n.log_tail(5))).collect();
+            anyhow::bail!("{e}; the members' last log lines:\n{}", tails.join("\n"));
+        }
         Ok(cluster)
     }
 

@@ -84,6 +84,13 @@ impl NodeProcess {
         Ok(())
     }
 
+    /// The last `n` lines of the node's log, on one line (for error messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join(" | ")
+    }
+
     /// The node's log so far (for diagnosing failures and checking for panics).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
