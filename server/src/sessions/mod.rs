@@ -18,6 +18,7 @@
 //!   the later of its last successful keep-alive and the end of the leader's last stall, while
 //!   the leader stays; across a leader change, at most 2 x TTL + the election time.
 
+mod deadlines;
 mod stall;
 mod tracker;
 

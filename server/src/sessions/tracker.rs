@@ -1,6 +1,5 @@
 //! The leader's session deadlines and the expiry loop.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::deadlines::Deadlines;
 use super::stall::{QuorumAck, StallClock, StallRule};
 use crate::log_entry::{Command, Proposal};
 use crate::raft::router::Router;
@@ -27,18 +27,11 @@ pub struct SessionTime {
     pub remaining_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Deadline {
-    at: Instant,
-    /// Expiry has been proposed; keep-alives can no longer save it.
-    expiring: bool,
-}
-
 #[derive(Default)]
 struct State {
     /// Term in which the deadlines were set; a new term (new leadership) resets them.
     term: u64,
-    deadlines: HashMap<u64, Deadline>,
+    deadlines: Deadlines,
 }
 
 /// Deadlines of every session, valid only while this node leads in `State::term`.
@@ -79,10 +72,10 @@ impl SessionTracker {
         }
     }
 
-    /// Brings the deadlines in line with the replicated session table; returns sessions whose
-    /// deadline has passed (marking them expiring). After a stall (`stalled`: the leader could
-    /// not serve) every deadline first restarts at the full TTL, so nothing expires on this
-    /// tick. O(sessions): run by the expiry loop only.
+    /// Adds the sessions opened since the last tick, then returns sessions whose deadline has
+    /// passed (marking them expiring). After a stall (`stalled`: the leader could not serve)
+    /// every deadline first restarts at the full TTL, so nothing expires on this tick.
+    /// O(new sessions + deadlines reached) but for a stall or a new term (`deadlines.rs`).
     fn sync(&self, now: Instant, stalled: bool) -> Vec<u64> {
         let Ok(mut st) = self.state.lock() else { return Vec::new() };
         if !self.check_term(&mut st) {
@@ -90,23 +83,12 @@ impl SessionTracker {
         }
         let Ok(sm) = self.router.shared().sm.read() else { return Vec::new() };
         let sessions = sm.sessions();
-        st.deadlines.retain(|id, _| sessions.get(*id).is_some());
-        for (id, s) in sessions.iter() {
-            st.deadlines
-                .entry(*id)
-                .or_insert_with(|| Deadline { at: now + Duration::from_millis(s.ttl_ms), expiring: false });
-        }
+        let seen = st.deadlines.seen();
+        st.deadlines.add_new(sessions.iter_after(seen).map(|(id, s)| (*id, s.ttl_ms)), now);
         if stalled {
-            restart_deadlines(&mut st.deadlines, |id| sessions.get(id).map(|s| s.ttl_ms), now);
+            st.deadlines.restart_all(|id| sessions.get(id).map(|s| s.ttl_ms), now);
         }
-        let mut expired = Vec::new();
-        for (id, d) in st.deadlines.iter_mut() {
-            if d.at <= now && !d.expiring {
-                d.expiring = true;
-                expired.push(*id);
-            }
-        }
-        expired
+        st.deadlines.due(now, |id| sessions.get(id).is_some())
     }
 
     /// Renews (`renew`) or only reports the given sessions (all when `ids` is empty and not
@@ -130,7 +112,7 @@ impl SessionTracker {
                     // Only the leader tracks deadlines: report the full TTL.
                     return SessionTime { session_id: id, alive: true, ttl_ms: s.ttl_ms, remaining_ms: s.ttl_ms };
                 }
-                let d = st.deadlines.entry(id).or_insert(Deadline { at: now + ttl, expiring: false });
+                let d = st.deadlines.entry(id, ttl, now);
                 if d.expiring {
                     return SessionTime { session_id: id, alive: false, ttl_ms: s.ttl_ms, remaining_ms: 0 };
                 }
@@ -180,9 +162,7 @@ impl SessionTracker {
 
     fn unmark(&self, id: u64) {
         if let Ok(mut st) = self.state.lock() {
-            if let Some(d) = st.deadlines.get_mut(&id) {
-                d.expiring = false;
-            }
+            st.deadlines.unmark(id);
         }
     }
 }
@@ -192,14 +172,4 @@ fn quorum_ack(metrics: &mut watch::Receiver<RaftMetrics<u64, PeerNode>>) -> Opti
     let new_report = metrics.has_changed().unwrap_or(false);
     let m = metrics.borrow_and_update();
     (m.state == ServerState::Leader).then_some(QuorumAck { millis_since: m.millis_since_quorum_ack, new_report })
-}
-
-/// Restarts every deadline not already being expired at the full TTL from `now` (never earlier
-/// than it was), as a new term does. `ttl_ms` gives a session's TTL (`None`: gone).
-fn restart_deadlines(deadlines: &mut HashMap<u64, Deadline>, ttl_ms: impl Fn(u64) -> Option<u64>, now: Instant) {
-    for (id, d) in deadlines.iter_mut().filter(|(_, d)| !d.expiring) {
-        if let Some(ttl) = ttl_ms(*id) {
-            d.at = d.at.max(now + Duration::from_millis(ttl));
-        }
-    }
 }
