@@ -54,6 +54,8 @@ pub struct Client {
     ids: Arc<RequestIds>,
     /// This client's shared watch streams.
     watches: Arc<watch::Hub>,
+    /// This client's sessions' keep-alives, coalesced into shared requests.
+    keep_alives: Arc<session::KeepAlives>,
 }
 
 impl Client {
@@ -72,7 +74,12 @@ impl Client {
     /// `InvalidArgument` for malformed endpoints.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
         let watches = watch::Hub::new(config.watches_per_stream);
-        let client = Self { conn: Arc::new(Connection::new(config)?), ids: Arc::new(RequestIds::new()), watches };
+        let client = Self {
+            conn: Arc::new(Connection::new(config)?),
+            ids: Arc::new(RequestIds::new()),
+            watches,
+            keep_alives: Arc::default(),
+        };
         // Member discovery in the background: connecting never waits for an unreachable cluster.
         let discover = client.clone();
         tokio::spawn(async move {

@@ -13,7 +13,8 @@
 //! Keep-alives go every TTL / 3, each one attempt on the member the client is connected to: a
 //! failure (that member died, or no leader yet) reports `Suspended`, and the next attempt, 100 ms
 //! later, goes to another member, so a session rides out a member's death or a leader change
-//! (about one second) without expiring.
+//! (about one second) without expiring. The keep-alives of all the sessions of one [`Client`]
+//! share requests (`coalesce.rs`).
 
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::{Client, Error, Result, WriteId};
+
+mod coalesce;
+
+pub(crate) use coalesce::KeepAlives;
 
 /// A session's connection state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,9 +222,8 @@ async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::S
     let mut delay = interval;
     loop {
         tokio::time::sleep(delay).await;
-        let attempt = client.keep_alive_once(&[id], attempt_budget).await;
-        let next = match attempt {
-            Ok(results) if results.iter().any(|r| r.session_id == id && r.alive) => {
+        let next = match client.keep_alive_coalesced(id, attempt_budget).await {
+            Some(true) => {
                 last_ok = Instant::now();
                 delay = interval;
                 match *state.borrow() {
@@ -227,7 +231,7 @@ async fn keep_alive_loop(client: Client, id: u64, ttl: Duration, state: watch::S
                     _ => SessionState::Connected,
                 }
             }
-            Ok(_) => SessionState::Expired,
+            Some(false) => SessionState::Expired,
             _ if last_ok.elapsed() >= ttl * 2 => SessionState::Expired,
             _ => {
                 delay = RETRY_DELAY;
