@@ -314,3 +314,30 @@ impl Authorizer {
         self.view(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_entry::BatchV1;
+    use crate::state_machine::response::Outcome;
+
+    fn open(sm: &mut StateMachine, command: Command) -> u64 {
+        let batch = BatchV1 { leader_time_ms: 0, proposals: vec![Proposal { request_id: None, command }] };
+        match sm.apply_batch(&batch, 1).pop() {
+            Some(Ok(Outcome { body: OutcomeBody::SessionOpened { session_id }, .. })) => session_id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_sessions_of_another_owner_are_refused_and_unknown_ones_are_listed() {
+        let mut sm = StateMachine::default();
+        let unowned = open(&mut sm, Command::SessionOpen { ttl_ms: 5_000 });
+        let of_a = open(&mut sm, Command::SessionOpenOwned { ttl_ms: 5_000, owner: "a".into() });
+        let of_b = open(&mut sm, Command::SessionOpenOwned { ttl_ms: 5_000, owner: "b".into() });
+        assert_eq!(sessions_of_others(&sm, &[unowned, of_a, 0], "a"), Ok(Vec::new()), "no owner: anyone's");
+        assert_eq!(sessions_of_others(&sm, &[unowned, of_a], "b"), Err(of_a));
+        assert_eq!(sessions_of_others(&sm, &[of_b, 99, 98], "b"), Ok(vec![99, 98]), "unknown: checked again");
+        assert_eq!(sessions_of_others(&sm, &[99, of_b], "a"), Err(of_b));
+    }
+}

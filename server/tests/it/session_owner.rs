@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use conclave_client::proto::{self as pb, PermissionType};
-use conclave_client::Client;
+use conclave_client::{Client, Reason};
 
 use crate::assert_no_panics;
 use crate::auth::{auth_cluster, client_as, denied, root, user_with_prefix};
@@ -79,6 +79,10 @@ async fn only_the_opener_or_root_may_use_a_session() -> anyhow::Result<()> {
     // The owner closes its session; root may use and close anyone's (through the follower).
     assert_eq!(a.session_close(sa).await?.released_leases, vec!["/a/l".to_owned()]);
     assert_eq!(a.get("/a/e").await?, None, "closing the session deleted its ephemeral key");
+    // A session the follower does not know (here: closed) is no one's: the write goes on and
+    // gets the usual answer.
+    let e = b.session_close(sa).await.expect_err("closed already");
+    assert_eq!(e.reason(), Some(Reason::SessionNotFound), "{e}");
     let sa2 = a.session_open(Duration::from_secs(60)).await?;
     let root_on_follower =
         client_as(&c, vec![follower.client_addr.clone()], "root", crate::auth::ROOT_PASSWORD).await?;
