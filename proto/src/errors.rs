@@ -134,7 +134,8 @@ reasons! {
     /// The token expired, or its user's credentials or roles changed since it was issued:
     /// authenticate again with the same credentials (clients do this transparently).
     TokenExpired = "TOKEN_EXPIRED",
-    /// The user lacks the permission the request needs (the message names user, key and permission).
+    /// The user lacks the permission the request needs (the message names user, key and
+    /// permission), or names a session another user opened (the message names the session).
     PermissionDenied = "PERMISSION_DENIED",
     /// A user or role administration request names a user or role that exists already.
     AuthExists = "AUTH_EXISTS",

@@ -20,7 +20,7 @@
 //! | `Unavailable(TransferFailed)` | UNAVAILABLE | TRANSFER_FAILED | NOT_APPLIED |
 //! | `ClusterIdMismatch` | FAILED_PRECONDITION | CLUSTER_ID_MISMATCH | NOT_APPLIED |
 //! | `Unauthenticated` | UNAUTHENTICATED | AUTH_REQUIRED, AUTH_FAILED, TOKEN_INVALID, TOKEN_EXPIRED | NOT_APPLIED |
-//! | `PermissionDenied` | PERMISSION_DENIED | PERMISSION_DENIED | NOT_APPLIED |
+//! | `PermissionDenied`, `SessionNotOwned` | PERMISSION_DENIED | PERMISSION_DENIED | NOT_APPLIED |
 //! | `Command(Auth)` | ALREADY_EXISTS, NOT_FOUND | AUTH_EXISTS, AUTH_NOT_FOUND | APPLIED |
 //! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
 //!
@@ -148,6 +148,14 @@ pub enum Error {
     /// A bug or storage fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Under `--auth`, `user` named a session another user opened (the owner is not named).
+    #[error("permission denied: session {session_id} belongs to another user; only the user who opened it (or root) may keep it alive, close it, read it or bind keys and leases to it; user {user:?} can open its own session")]
+    SessionNotOwned {
+        /// The caller.
+        user: String,
+        /// The session.
+        session_id: u64,
+    },
 }
 
 /// The kinds of [`Error::Unauthenticated`].
@@ -255,7 +263,7 @@ impl Error {
                 AuthFailure::TokenInvalid => Reason::TokenInvalid,
                 AuthFailure::TokenExpired => Reason::TokenExpired,
             },
-            Error::PermissionDenied { .. } => Reason::PermissionDenied,
+            Error::PermissionDenied { .. } | Error::SessionNotOwned { .. } => Reason::PermissionDenied,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::Exists, .. }) => Reason::AuthExists,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::NotFound, .. }) => Reason::AuthNotFound,
             Error::Internal(_) => Reason::Internal,
@@ -286,7 +294,7 @@ impl Error {
             Error::Membership { reason: MembershipRefusal::NotFound, .. } => Code::NotFound,
             Error::Membership { .. } | Error::ClusterIdMismatch(_) => Code::FailedPrecondition,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
-            Error::PermissionDenied { .. } => Code::PermissionDenied,
+            Error::PermissionDenied { .. } | Error::SessionNotOwned { .. } => Code::PermissionDenied,
             Error::Internal(_) => Code::Internal,
         }
     }

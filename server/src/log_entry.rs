@@ -249,6 +249,16 @@ pub enum Command {
     /// A change of users, roles, permissions or the token secret (`--auth`), prepared (hashed,
     /// random secret drawn) before proposing; apply only stores.
     Auth(auth::AuthCommand),
+    /// Open a session owned by `owner`: under `--auth`, the session service proposes this for
+    /// an authenticated caller (plain `SessionOpen` otherwise). Only the owner or root may
+    /// then keep the session alive, close it, read it or bind keys and leases to it
+    /// (`auth::Authorizer::require_session_owner`); apply only records the owner.
+    SessionOpenOwned {
+        /// Time to live, milliseconds (validated by the service layer).
+        ttl_ms: u64,
+        /// The user who opened it.
+        owner: String,
+    },
 }
 
 /// One operation inside a transaction.

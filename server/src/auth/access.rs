@@ -11,6 +11,9 @@
 //! | lease acquire / release | write on the name |
 //! | session open / close | an identity only |
 //! | auth changes, internal commands | root |
+//!
+//! Besides permissions, every session a command names ([`sessions_named`]) must be the
+//! caller's own, or have no owner, unless the caller is root (`Authorizer::require_session_owner`).
 
 use crate::log_entry::auth::PermType;
 use crate::log_entry::{Command, Compare, KeySelector, TxnOp};
@@ -64,7 +67,9 @@ pub fn needs(command: &Command) -> Needs {
         Command::LeaseAcquire { name, .. }
         | Command::LeaseAcquireRetry { name, .. }
         | Command::LeaseRelease { name, .. } => write(name_key(name)),
-        Command::SessionOpen { .. } | Command::SessionClose { .. } => Needs::Keys(Vec::new()),
+        Command::SessionOpen { .. } | Command::SessionOpenOwned { .. } | Command::SessionClose { .. } => {
+            Needs::Keys(Vec::new())
+        }
         Command::SessionExpire { .. }
         | Command::RegisterNode { .. }
         | Command::SetSettings { .. }
@@ -76,6 +81,33 @@ pub fn needs(command: &Command) -> Needs {
         | Command::ZkAttach { .. }
         | Command::Auth(_) => Needs::Root,
     }
+}
+
+/// The sessions `command` uses or binds keys and leases to (none for 0, "no session"): the ones
+/// whose owner must be the caller. A waiting acquire's re-proposals (`LeaseAcquireRetry`) name the
+/// session its first, checked, `LeaseAcquire` named; expiry is the leader's, root only.
+pub fn sessions_named(command: &Command) -> Vec<u64> {
+    let ids = match command {
+        Command::Put { session, .. } => vec![*session],
+        Command::Txn { success, failure, .. } => success
+            .iter()
+            .chain(failure)
+            .filter_map(|op| match op {
+                TxnOp::Put { session, .. } => Some(*session),
+                _ => None,
+            })
+            .collect(),
+        Command::SessionClose { session_id }
+        | Command::LeaseAcquire { session_id, .. }
+        | Command::LeaseAcquireRetry { session_id, .. } => vec![*session_id],
+        // The others name none a caller chooses: expiry is the leader's (root only here), ZooKeeper
+        // commands come from the ZooKeeper port only.
+        _ => Vec::new(),
+    };
+    let mut ids: Vec<u64> = ids.into_iter().filter(|id| *id != 0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]
@@ -116,5 +148,21 @@ mod tests {
         );
         assert_eq!(needs(&Command::SessionOpen { ttl_ms: 1 }), Needs::Keys(Vec::new()));
         assert_eq!(needs(&Command::ZkSecret { secret: [0; 2] }), Needs::Root);
+        assert_eq!(needs(&Command::SessionOpenOwned { ttl_ms: 1, owner: "a".into() }), Needs::Keys(Vec::new()));
+    }
+
+    #[test]
+    fn every_session_a_write_binds_is_named_once() {
+        let put = |session| TxnOp::Put { key: b"/k".to_vec(), value: Vec::new(), prev_kv: false, session };
+        let txn = Command::Txn { compares: Vec::new(), success: vec![put(7), put(0)], failure: vec![put(3), put(7)] };
+        assert_eq!(sessions_named(&txn), vec![3, 7]);
+        let ephemeral = Command::Put { key: b"/k".to_vec(), value: Vec::new(), prev_kv: false, session: 5 };
+        assert_eq!(sessions_named(&ephemeral), vec![5]);
+        let plain = Command::Put { key: b"/k".to_vec(), value: Vec::new(), prev_kv: false, session: 0 };
+        assert_eq!(sessions_named(&plain), Vec::<u64>::new());
+        let acquire = Command::LeaseAcquire { name: "/l".into(), session_id: 9, info: Vec::new() };
+        assert_eq!(sessions_named(&acquire), vec![9]);
+        assert_eq!(sessions_named(&Command::SessionClose { session_id: 4 }), vec![4]);
+        assert_eq!(sessions_named(&Command::LeaseRelease { name: "/l".into(), token: 1 }), Vec::<u64>::new());
     }
 }

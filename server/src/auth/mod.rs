@@ -12,9 +12,15 @@
 //!   map lookup per request; the state is updated by apply).
 //! - **Off** (the default): [`Authorizer::caller`] answers [`Caller::Anyone`] at once and
 //!   every check passes, so nothing else changes.
+//! - **Session ownership**: a session opened by an authenticated user belongs to that user
+//!   (`Command::SessionOpenOwned`); only the owner or root may keep it alive, close it, read its
+//!   status or name it in a write ([`Authorizer::require_session_owner`]). Sessions opened
+//!   without `--auth`, before owners existed, or on the ZooKeeper port have no owner: anyone
+//!   may use them.
 //!
-//! Failures are `Error::Unauthenticated` (which failure and what to do) and
-//! `Error::PermissionDenied` (user, permission and key).
+//! Failures are `Error::Unauthenticated` (which failure and what to do),
+//! `Error::PermissionDenied` (user, permission and key) and `Error::SessionNotOwned` (the
+//! session; the owner is not named).
 
 pub mod access;
 pub mod bootstrap;
@@ -29,9 +35,10 @@ use tonic::metadata::MetadataMap;
 use crate::error::{AuthFailure, Error, Result};
 use crate::log_entry::auth::{AuthCommand, PermType};
 use crate::log_entry::{Command, KeySelector, Proposal};
-use crate::node::Node;
+use crate::node::{Consistency, Node};
 use crate::state_machine::auth::{AuthState, ROOT};
 use crate::state_machine::response::OutcomeBody;
+use crate::state_machine::StateMachine;
 use access::Needs;
 
 /// The authentication settings of a member.
@@ -87,6 +94,20 @@ fn describe(selector: &KeySelector) -> String {
         KeySelector::Prefix(p) => format!("prefix {:?}", s(p)),
         KeySelector::Interval { start, end } => format!("range [{:?}, {:?})", s(start), s(end)),
     }
+}
+
+/// The sessions of `ids` (0 skipped) that `sm` does not know, or `Err` with the first one owned
+/// by a user other than `user`.
+fn sessions_of_others(sm: &StateMachine, ids: &[u64], user: &str) -> std::result::Result<Vec<u64>, u64> {
+    let mut unknown = Vec::new();
+    for &id in ids.iter().filter(|id| **id != 0) {
+        match (sm.sessions().get(id), sm.session_owner(id)) {
+            (None, _) => unknown.push(id),
+            (Some(_), Some(owner)) if owner != user => return Err(id),
+            (Some(_), _) => {}
+        }
+    }
+    Ok(unknown)
 }
 
 /// Checks identities and permissions for the public services.
@@ -208,6 +229,30 @@ impl Authorizer {
         }
     }
 
+    /// Fails unless `caller` may use every session of `ids` (0 = no session, skipped): root,
+    /// authentication off, or each session has no owner or is `caller`'s. Checked against this
+    /// member's applied state; a session it does not know (a follower that has not applied its
+    /// open yet) is checked again after a linearizable barrier, and one still unknown passes
+    /// (the write then fails with `SESSION_NOT_FOUND` as before). An owner never changes after
+    /// the open, so a session found owned by `caller` stays so until it ends.
+    ///
+    /// # Errors
+    /// `SessionNotOwned` for the first session owned by another user (not naming the owner);
+    /// the barrier's transient errors (`NoLeader`, `Unavailable`).
+    pub async fn require_session_owner(&self, caller: &Caller, ids: &[u64]) -> Result<()> {
+        let Caller::User(user) = caller else { return Ok(()) };
+        if user == ROOT || ids.iter().all(|id| *id == 0) {
+            return Ok(());
+        }
+        let not_owned = |session_id| Error::SessionNotOwned { user: user.clone(), session_id };
+        let unknown = self.node.view(|sm| sessions_of_others(sm, ids, user))?.map_err(not_owned)?;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let again = self.node.read(Consistency::Linearizable, |sm| Ok(sessions_of_others(sm, &unknown, user))).await?;
+        again.map(|_still_unknown| ()).map_err(not_owned)
+    }
+
     /// Checks `password` and issues a token for `name`, valid `--auth-token-ttl`.
     ///
     /// # Errors
@@ -267,5 +312,32 @@ impl Authorizer {
     /// `Internal` when the state lock is poisoned.
     pub fn read<T>(&self, f: impl FnOnce(&AuthState) -> T) -> Result<T> {
         self.view(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_entry::BatchV1;
+    use crate::state_machine::response::Outcome;
+
+    fn open(sm: &mut StateMachine, command: Command) -> u64 {
+        let batch = BatchV1 { leader_time_ms: 0, proposals: vec![Proposal { request_id: None, command }] };
+        match sm.apply_batch(&batch, 1).pop() {
+            Some(Ok(Outcome { body: OutcomeBody::SessionOpened { session_id }, .. })) => session_id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_sessions_of_another_owner_are_refused_and_unknown_ones_are_listed() {
+        let mut sm = StateMachine::default();
+        let unowned = open(&mut sm, Command::SessionOpen { ttl_ms: 5_000 });
+        let of_a = open(&mut sm, Command::SessionOpenOwned { ttl_ms: 5_000, owner: "a".into() });
+        let of_b = open(&mut sm, Command::SessionOpenOwned { ttl_ms: 5_000, owner: "b".into() });
+        assert_eq!(sessions_of_others(&sm, &[unowned, of_a, 0], "a"), Ok(Vec::new()), "no owner: anyone's");
+        assert_eq!(sessions_of_others(&sm, &[unowned, of_a], "b"), Err(of_a));
+        assert_eq!(sessions_of_others(&sm, &[of_b, 99, 98], "b"), Ok(vec![99, 98]), "unknown: checked again");
+        assert_eq!(sessions_of_others(&sm, &[99, of_b], "a"), Err(of_b));
     }
 }

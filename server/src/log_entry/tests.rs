@@ -146,3 +146,11 @@ fn mutated_encodings_are_refused_or_decoded_never_a_panic() {
     }
     assert!(refused > 1_000, "the mutations must mostly be malformed ({refused} refused)");
 }
+
+#[test]
+fn a_new_command_variant_goes_last_and_leaves_the_others_numbered_as_before() {
+    // bincode numbers variants by position: SessionOpen stays 6, SessionOpenOwned is the 22nd.
+    assert_eq!(encode(&Command::SessionOpen { ttl_ms: 5 }).expect("encodes"), vec![6, 5]);
+    let owned = Command::SessionOpenOwned { ttl_ms: 5, owner: "a".into() };
+    assert_eq!(encode(&owned).expect("encodes"), vec![21, 5, 1, b'a']);
+}

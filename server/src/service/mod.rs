@@ -93,7 +93,7 @@ impl Api {
     }
 
     /// Proposes a validated write (through the leader) and returns its outcome, once `caller`
-    /// has every permission it needs (`auth::access`).
+    /// has every permission it needs and owns every session it names (`auth::access`).
     async fn write(
         &self,
         caller: &Caller,
@@ -102,6 +102,7 @@ impl Api {
         size: usize,
     ) -> Result<Outcome> {
         self.auth.require_command(caller, &command)?;
+        self.auth.require_session_owner(caller, &crate::auth::access::sessions_named(&command)).await?;
         validate::request_size(size)?;
         let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
         self.node.propose(proposal, size).await

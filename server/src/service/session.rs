@@ -1,4 +1,9 @@
 //! The `Session` service: open, keep alive (a stream), close, inspect.
+//!
+//! Under `--auth`, a session belongs to the user who opened it: only that user or root may keep
+//! it alive, close it, read its status (`Info`) or bind keys and leases to it; others get
+//! `PERMISSION_DENIED` naming the session (`auth::Authorizer::require_session_owner`). Sessions
+//! opened without `--auth` (or before owners existed) have no owner and anyone may use them.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,6 +15,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{unexpected, Api};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::log_entry::Command;
 use crate::node::SessionTime;
@@ -62,8 +68,11 @@ impl Session for Api {
             ))
             .into());
         }
-        let outcome =
-            self.write(&who, Command::SessionOpen { ttl_ms: r.ttl_ms }, r.request_id.as_ref(), r.encoded_len()).await?;
+        let command = match &who {
+            Caller::User(owner) => Command::SessionOpenOwned { ttl_ms: r.ttl_ms, owner: owner.clone() },
+            Caller::Anyone => Command::SessionOpen { ttl_ms: r.ttl_ms },
+        };
+        let outcome = self.write(&who, command, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
             OutcomeBody::SessionOpened { session_id } => Ok(Response::new(pb::SessionOpenResponse {
                 header: Some(self.header(outcome.revision)),
@@ -80,10 +89,10 @@ impl Session for Api {
         &self,
         req: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        self.caller(&req)?;
+        let who = self.caller(&req)?;
         let api = self.clone();
         let stream = req.into_inner().then(move |item| {
-            let api = api.clone();
+            let (api, who) = (api.clone(), who.clone());
             async move {
                 let r = item?;
                 if r.session_ids.len() > MAX_KEEP_ALIVE_IDS {
@@ -93,6 +102,7 @@ impl Session for Api {
                     ))
                     .into());
                 }
+                api.auth.require_session_owner(&who, &r.session_ids).await?;
                 let times = api.node.session_times(&r.session_ids, true).await?;
                 let revision = api.applied_revision();
                 Ok(pb::KeepAliveResponse {
@@ -125,8 +135,9 @@ impl Session for Api {
     }
 
     async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
-        self.caller(&req)?;
+        let who = self.caller(&req)?;
         let id = req.into_inner().session_id;
+        self.auth.require_session_owner(&who, &[id]).await?;
         let revision = self.read(false, 0, |sm| Ok(sm.revision())).await?;
         let times = self.node.session_times(&[id], false).await.unwrap_or_default();
         let session = self

@@ -12,9 +12,13 @@
 //! (converted: none; members register their address again when they start).
 //!
 //! Formats 1 to 4: no authentication state (converted: no users, no roles, no secret).
+//!
+//! Formats 1 to 5: no session owners (converted: every session has none, so any user may use
+//! it, as before; sessions opened from then on under `--auth` have their opener as owner).
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
 use serde::Deserialize;
 
 use super::auth::AuthState;
@@ -51,6 +55,7 @@ impl From<StateMachineV1> for StateMachine {
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
             auth: AuthState::default(),
+            session_owners: OrdMap::new(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl From<StateMachineV2> for StateMachine {
             client_addrs: old.client_addrs,
             znodes: Znodes::default(),
             auth: AuthState::default(),
+            session_owners: OrdMap::new(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl From<StateMachineV3> for StateMachine {
             client_addrs: old.client_addrs,
             znodes: Znodes::from_v3(old.znodes.nodes, old.znodes.secret),
             auth: AuthState::default(),
+            session_owners: OrdMap::new(),
         }
     }
 }
@@ -148,6 +155,40 @@ impl From<StateMachineV4> for StateMachine {
             client_addrs: old.client_addrs,
             znodes: old.znodes,
             auth: AuthState::default(),
+            session_owners: OrdMap::new(),
+        }
+    }
+}
+
+/// The state machine as snapshot format 5 encoded it: format 4's fields, then the auth state.
+/// bincode writes a struct as its fields one after the other, with no framing, so the nested
+/// `base` reads exactly the bytes of format 5's first eight fields.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct StateMachineV5 {
+    pub(crate) base: StateMachineV4,
+    pub(crate) auth: AuthState,
+}
+
+impl From<StateMachineV5> for StateMachine {
+    fn from(old: StateMachineV5) -> Self {
+        Self { auth: old.auth, ..Self::from(old.base) }
+    }
+}
+
+#[cfg(test)]
+impl StateMachineV4 {
+    /// `sm` as format 4 would have encoded it (its auth state and session owners dropped).
+    pub(crate) fn of(sm: &StateMachine) -> Self {
+        Self {
+            settings: sm.settings,
+            revision: sm.revision,
+            kv: sm.kv.clone(),
+            counters: sm.counters.clone(),
+            dedup: sm.dedup.clone(),
+            sessions: sm.sessions.clone(),
+            client_addrs: sm.client_addrs.clone(),
+            znodes: sm.znodes.clone(),
         }
     }
 }

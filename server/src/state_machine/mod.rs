@@ -23,6 +23,7 @@ pub use zk_reap::ReapRules;
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{BatchV1, Command, KeySelector, Proposal, RangeSpec};
@@ -66,6 +67,9 @@ pub struct StateMachine {
     znodes: Znodes,
     /// Users, roles and the token secret (`auth`).
     auth: auth::AuthState,
+    /// The user who opened each owned session (`Command::SessionOpenOwned`, under `--auth`),
+    /// by session id; sessions opened otherwise have none. Removed with the session.
+    session_owners: OrdMap<u64, String>,
 }
 
 /// Why a read could not be served.
@@ -103,6 +107,7 @@ impl Default for StateMachine {
             client_addrs: BTreeMap::new(),
             znodes: Znodes::default(),
             auth: auth::AuthState::default(),
+            session_owners: OrdMap::new(),
         }
     }
 }
@@ -164,6 +169,12 @@ impl StateMachine {
         &self.auth
     }
 
+    /// The user who opened live session `id`, if it has an owner (`None` also for a session
+    /// that is not live: ask [`Self::sessions`] which).
+    pub fn session_owner(&self, id: u64) -> Option<&str> {
+        self.session_owners.get(&id).map(String::as_str)
+    }
+
     /// Applies one log entry's batch; returns one result per proposal, in order.
     pub fn apply_batch(&mut self, batch: &BatchV1, log_index: u64) -> Vec<CommandResult> {
         batch.proposals.iter().map(|p| self.apply_proposal(p, log_index, batch.leader_time_ms)).collect()
@@ -216,6 +227,11 @@ impl StateMachine {
             }
             Command::SessionOpen { ttl_ms } => {
                 let session_id = self.sessions.open(*ttl_ms);
+                (false, OutcomeBody::SessionOpened { session_id })
+            }
+            Command::SessionOpenOwned { ttl_ms, owner } => {
+                let session_id = self.sessions.open(*ttl_ms);
+                self.session_owners.insert(session_id, owner.clone());
                 (false, OutcomeBody::SessionOpened { session_id })
             }
             Command::SessionClose { session_id } => {
@@ -320,6 +336,7 @@ impl StateMachine {
             return (false, OutcomeBody::SessionClosed { deleted_keys: 0, released_leases: Vec::new() });
         };
         self.znodes.owners.remove(&session_id);
+        self.session_owners.remove(&session_id);
         let deleted_keys = session.keys.iter().filter(|k| self.kv.write(k, None, revision).is_some()).count() as u64;
         for path in session.keys.iter().filter_map(|k| znodes::path_of(k)) {
             self.znode_removed(path, revision);

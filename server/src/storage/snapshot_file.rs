@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log_entry::{decode, encode};
-use crate::state_machine::legacy::{StateMachineV1, StateMachineV2, StateMachineV3, StateMachineV4};
+use crate::state_machine::legacy::{StateMachineV1, StateMachineV2, StateMachineV3, StateMachineV4, StateMachineV5};
 use crate::state_machine::StateMachine;
 use crate::types::SnapshotMeta;
 
 /// Version of the snapshot encoding written now. 2: replicated settings, bounded deduplication
 /// order. 3: the ZooKeeper namespace bookkeeping. 4: ZooKeeper TTL nodes and members'
-/// ZooKeeper addresses. 5: users, roles and the token secret. Formats 1 to 4 are still read
-/// (converted by `state_machine::legacy`).
-pub const SNAPSHOT_FORMAT: u32 = 5;
+/// ZooKeeper addresses. 5: users, roles and the token secret. 6: session owners. Formats 1 to
+/// 5 are still read (converted by `state_machine::legacy`).
+pub const SNAPSHOT_FORMAT: u32 = 6;
 
 /// What a snapshot holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,44 +31,15 @@ pub struct SnapshotContents {
     pub state: StateMachine,
 }
 
-/// Snapshot format 1 (read only).
+/// A snapshot of an older format (read only): its number, then the Raft metadata and the state
+/// machine as that format encoded it (`state_machine::legacy`).
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
-pub(crate) struct SnapshotContentsV1 {
-    /// Always 1.
+pub(crate) struct SnapshotContentsOf<S> {
+    /// The format number.
     pub(crate) _format: u32,
     pub(crate) meta: SnapshotMeta,
-    pub(crate) state: StateMachineV1,
-}
-
-/// Snapshot format 2 (read only).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-pub(crate) struct SnapshotContentsV2 {
-    /// Always 2.
-    pub(crate) _format: u32,
-    pub(crate) meta: SnapshotMeta,
-    pub(crate) state: StateMachineV2,
-}
-
-/// Snapshot format 3 (read only).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-pub(crate) struct SnapshotContentsV3 {
-    /// Always 3.
-    pub(crate) _format: u32,
-    pub(crate) meta: SnapshotMeta,
-    pub(crate) state: StateMachineV3,
-}
-
-/// Snapshot format 4 (read only).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Serialize))]
-pub(crate) struct SnapshotContentsV4 {
-    /// Always 4.
-    pub(crate) _format: u32,
-    pub(crate) meta: SnapshotMeta,
-    pub(crate) state: StateMachineV4,
+    pub(crate) state: S,
 }
 
 /// [`SnapshotContents`] by reference: encodes to the same bytes without owning (or cloning)
@@ -103,7 +74,7 @@ impl SnapshotContents {
     }
 
     /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
-    /// (formats 1 to 4, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
+    /// (formats 1 to 5, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
     ///
     /// # Errors
     /// On corrupt data or an unknown format.
@@ -113,26 +84,22 @@ impl SnapshotContents {
         let format: u32 = decode(bytes).map_err(corrupt)?;
         match format {
             SNAPSHOT_FORMAT => decode(bytes).map_err(corrupt),
-            1 => {
-                let old: SnapshotContentsV1 = decode(bytes).map_err(corrupt)?;
-                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
-            }
-            2 => {
-                let old: SnapshotContentsV2 = decode(bytes).map_err(corrupt)?;
-                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
-            }
-            3 => {
-                let old: SnapshotContentsV3 = decode(bytes).map_err(corrupt)?;
-                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
-            }
-            4 => {
-                let old: SnapshotContentsV4 = decode(bytes).map_err(corrupt)?;
-                Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
-            }
+            1 => Self::upgrade::<StateMachineV1>(bytes),
+            2 => Self::upgrade::<StateMachineV2>(bytes),
+            3 => Self::upgrade::<StateMachineV3>(bytes),
+            4 => Self::upgrade::<StateMachineV4>(bytes),
+            5 => Self::upgrade::<StateMachineV5>(bytes),
             other => {
-                Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT}, 4, 3, 2 or 1)"))
+                Err(format!("snapshot format {other} is not supported (expected {SNAPSHOT_FORMAT}, 5, 4, 3, 2 or 1)"))
             }
         }
+    }
+
+    /// Decodes a snapshot of an older format whose state machine `S` encoded, converted to the
+    /// current one.
+    fn upgrade<S: serde::de::DeserializeOwned + Into<StateMachine>>(bytes: &[u8]) -> Result<Self, String> {
+        let old: SnapshotContentsOf<S> = decode(bytes).map_err(|e| format!("corrupt snapshot: {e}"))?;
+        Ok(Self { format: SNAPSHOT_FORMAT, meta: old.meta, state: old.state.into() })
     }
 }
 

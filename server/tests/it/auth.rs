@@ -15,10 +15,10 @@ use tonic::Code;
 
 use crate::{assert_no_panics, cluster};
 
-const ROOT_PASSWORD: &str = "root-pw";
+pub(crate) const ROOT_PASSWORD: &str = "root-pw";
 
 /// An `--auth` cluster of `n` members whose root password is [`ROOT_PASSWORD`].
-async fn auth_cluster(n: usize, extra: &[&str]) -> anyhow::Result<(Cluster, tempfile::TempDir)> {
+pub(crate) async fn auth_cluster(n: usize, extra: &[&str]) -> anyhow::Result<(Cluster, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("root-password");
     std::fs::write(&file, format!("{ROOT_PASSWORD}\n"))?;
@@ -30,7 +30,12 @@ async fn auth_cluster(n: usize, extra: &[&str]) -> anyhow::Result<(Cluster, temp
     Ok((c, dir))
 }
 
-async fn client_as(c: &Cluster, endpoints: Vec<String>, user: &str, password: &str) -> anyhow::Result<Client> {
+pub(crate) async fn client_as(
+    c: &Cluster,
+    endpoints: Vec<String>,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<Client> {
     let mut config = c.client_config(endpoints);
     config.credentials = Some(Credentials { user: user.into(), password: password.into() });
     config.discover = config.endpoints.len() > 1;
@@ -38,14 +43,19 @@ async fn client_as(c: &Cluster, endpoints: Vec<String>, user: &str, password: &s
 }
 
 /// A root client, once root exists (it is created in the background at start-up).
-async fn root(c: &Cluster) -> anyhow::Result<Client> {
+pub(crate) async fn root(c: &Cluster) -> anyhow::Result<Client> {
     let client = client_as(c, c.endpoints(), "root", ROOT_PASSWORD).await?;
     wait_for("the root user", Duration::from_secs(20), || async { client.user_list().await.ok() }).await?;
     Ok(client)
 }
 
 /// Creates `user` with a role of the same name granted `perm` on `prefix`.
-async fn user_with_prefix(root: &Client, user: &str, perm: PermissionType, prefix: &str) -> anyhow::Result<()> {
+pub(crate) async fn user_with_prefix(
+    root: &Client,
+    user: &str,
+    perm: PermissionType,
+    prefix: &str,
+) -> anyhow::Result<()> {
     root.user_add(user, &format!("{user}-pw")).await?;
     root.role_add(user).await?;
     root.role_grant_permission(user, perm, prefix.as_bytes(), true).await?;
@@ -53,13 +63,13 @@ async fn user_with_prefix(root: &Client, user: &str, perm: PermissionType, prefi
     Ok(())
 }
 
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>, code: Code, reason: Reason) -> Error {
+pub(crate) fn refused<T: std::fmt::Debug>(r: Result<T, Error>, code: Code, reason: Reason) -> Error {
     let e = r.expect_err("refused");
     assert_eq!((e.code(), e.reason()), (code, Some(reason)), "{e}");
     e
 }
 
-fn denied<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
+pub(crate) fn denied<T: std::fmt::Debug>(r: Result<T, Error>) -> Error {
     refused(r, Code::PermissionDenied, Reason::PermissionDenied)
 }
 

@@ -17,6 +17,7 @@ mod limits;
 mod membership;
 mod prompt_election;
 mod serializable_reads;
+mod session_owner;
 mod sessions;
 mod settings;
 mod snapshot_catchup;

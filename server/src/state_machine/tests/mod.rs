@@ -166,9 +166,22 @@ impl Node {
     }
 }
 
+/// Writes `state` as a snapshot of the older `format` and loads it: the result says the current
+/// format and keeps the metadata.
+pub(super) fn load_old_format<S: serde::Serialize>(format: u32, state: S) -> StateMachine {
+    use crate::storage::snapshot_file::SnapshotContentsOf;
+    let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
+    let bytes =
+        crate::log_entry::encode(&SnapshotContentsOf { _format: format, meta: meta.clone(), state }).expect("encodes");
+    let loaded = SnapshotContents::from_bytes(&bytes).expect("an older format decodes");
+    assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
+    loaded.state
+}
+
 mod dedup;
 mod determinism;
 mod kv;
+mod session_owners;
 mod sessions;
 mod settings;
 mod txn;

@@ -3,7 +3,7 @@
 use super::*;
 use crate::state_machine::dedup::DedupV1;
 use crate::state_machine::legacy::StateMachineV1;
-use crate::storage::snapshot_file::SnapshotContentsV1;
+use crate::storage::snapshot_file::SnapshotContentsOf;
 
 fn set_settings(history_revisions: u64, bootstrap: bool) -> Command {
     Command::SetSettings { history_revisions, bootstrap }
@@ -60,7 +60,7 @@ fn format_1_snapshots_still_load() {
         client_addrs: [(1, "127.0.0.1:7379".to_string())].into_iter().collect(),
     };
     let meta = SnapshotMeta { snapshot_id: "1-40".into(), ..SnapshotMeta::default() };
-    let old = SnapshotContentsV1 { _format: 1, meta: meta.clone(), state };
+    let old = SnapshotContentsOf { _format: 1, meta: meta.clone(), state };
     let bytes = crate::log_entry::encode(&old).expect("encodes");
     let loaded = SnapshotContents::from_bytes(&bytes).expect("format 1 decodes");
     assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
@@ -81,51 +81,25 @@ fn format_1_snapshots_still_load() {
 
 #[test]
 fn format_2_snapshots_still_load_without_znodes() {
-    use crate::state_machine::legacy::StateMachineV2;
-    use crate::storage::snapshot_file::SnapshotContentsV2;
+    use crate::state_machine::legacy::{StateMachineV2, StateMachineV4};
     let mut n = Node::new();
     n.ok(set_settings(9, true));
     n.ok(put("k", "v"));
     let sm = n.sm.clone();
-    let state = StateMachineV2 {
-        settings: sm.settings,
-        revision: sm.revision,
-        kv: sm.kv.clone(),
-        counters: sm.counters.clone(),
-        dedup: sm.dedup.clone(),
-        sessions: sm.sessions.clone(),
-        client_addrs: sm.client_addrs.clone(),
-    };
-    let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
-    let bytes =
-        crate::log_entry::encode(&SnapshotContentsV2 { _format: 2, meta: meta.clone(), state }).expect("encodes");
-    let loaded = SnapshotContents::from_bytes(&bytes).expect("format 2 decodes");
-    assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
-    assert_eq!(loaded.state, sm, "the same state, with an empty ZooKeeper namespace");
+    let StateMachineV4 { settings, revision, kv, counters, dedup, sessions, client_addrs, .. } =
+        StateMachineV4::of(&sm);
+    let state = StateMachineV2 { settings, revision, kv, counters, dedup, sessions, client_addrs };
+    let loaded = load_old_format(2, state);
+    assert_eq!(loaded, sm, "the same state, with an empty ZooKeeper namespace");
 }
 
 #[test]
 fn format_4_snapshots_still_load_without_auth_state() {
     use crate::state_machine::legacy::StateMachineV4;
-    use crate::storage::snapshot_file::SnapshotContentsV4;
     let mut n = Node::new();
     n.ok(set_settings(9, true));
     n.ok(put("k", "v"));
     let sm = n.sm.clone();
-    let state = StateMachineV4 {
-        settings: sm.settings,
-        revision: sm.revision,
-        kv: sm.kv.clone(),
-        counters: sm.counters.clone(),
-        dedup: sm.dedup.clone(),
-        sessions: sm.sessions.clone(),
-        client_addrs: sm.client_addrs.clone(),
-        znodes: sm.znodes.clone(),
-    };
-    let meta = SnapshotMeta { snapshot_id: "1-2".into(), ..SnapshotMeta::default() };
-    let bytes =
-        crate::log_entry::encode(&SnapshotContentsV4 { _format: 4, meta: meta.clone(), state }).expect("encodes");
-    let loaded = SnapshotContents::from_bytes(&bytes).expect("format 4 decodes");
-    assert_eq!((loaded.format, &loaded.meta), (SNAPSHOT_FORMAT, &meta));
-    assert_eq!(loaded.state, sm, "the same state, with no users, roles or secret");
+    let loaded = load_old_format(4, StateMachineV4::of(&sm));
+    assert_eq!(loaded, sm, "the same state, with no users, roles or secret");
 }

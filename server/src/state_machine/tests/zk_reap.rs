@@ -77,26 +77,16 @@ fn containers_go_once_emptied_or_never_used_past_the_grace_and_never_with_childr
 
 #[test]
 fn a_format_3_snapshot_loads_without_ttls_or_zookeeper_addresses() {
-    use crate::state_machine::legacy::{StateMachineV3, ZnodesV3};
-    use crate::storage::snapshot_file::SnapshotContentsV3;
+    use crate::state_machine::legacy::{StateMachineV3, StateMachineV4, ZnodesV3};
     let mut n = Node::new();
     let s = session(&mut n);
     zk(&mut n, s, vec![create("/a", "1")]);
     let sm = n.sm.clone();
-    let old = StateMachineV3 {
-        settings: sm.settings,
-        revision: sm.revision,
-        kv: sm.kv.clone(),
-        counters: sm.counters.clone(),
-        dedup: sm.dedup.clone(),
-        sessions: sm.sessions.clone(),
-        client_addrs: sm.client_addrs.clone(),
-        znodes: ZnodesV3 { nodes: sm.znodes.nodes.clone(), secret: sm.znodes.secret() },
-    };
-    let meta = crate::types::SnapshotMeta::default();
-    let bytes = crate::log_entry::encode(&SnapshotContentsV3 { _format: 3, meta, state: old }).expect("encodes");
-    let loaded = SnapshotContents::from_bytes(&bytes).expect("format 3 decodes");
-    assert_eq!(loaded.format, SNAPSHOT_FORMAT);
-    assert_eq!(loaded.state, n.sm);
-    assert!(loaded.state.znodes().zk_addrs().is_empty());
+    let StateMachineV4 { settings, revision, kv, counters, dedup, sessions, client_addrs, znodes } =
+        StateMachineV4::of(&sm);
+    let znodes = ZnodesV3 { nodes: znodes.nodes.clone(), secret: znodes.secret() };
+    let old = StateMachineV3 { settings, revision, kv, counters, dedup, sessions, client_addrs, znodes };
+    let loaded = load_old_format(3, old);
+    assert_eq!(loaded, n.sm);
+    assert!(loaded.znodes().zk_addrs().is_empty());
 }
