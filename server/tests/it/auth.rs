@@ -463,6 +463,12 @@ async fn a_live_watch_ends_when_its_permission_or_its_user_does() -> anyhow::Res
     assert!(e.to_string().contains("/a/") && e.to_string().contains("alice"), "{e}");
     assert!(next_change(&mut wa).await?.is_none(), "the watch ended");
     assert_eq!(next_change(&mut wc).await?.transpose()?, change(rc2, "/c/2"), "the other watch resumed, nothing lost");
+    // The role granting /c/ is revoked from Alice: her token dies with it (TOKEN_EXPIRED), the
+    // client authenticates again, and the member refuses the watch when it is created again.
+    root.user_revoke_role("alice", "alice-c").await?;
+    root.put("/c/3", "3").await?;
+    denied(next_change(&mut wc).await?.expect("an error, not the end nor a change"));
+    assert!(next_change(&mut wc).await?.is_none(), "the watch ended");
 
     // Bob is deleted: his watch ends with an authentication (or permission) error.
     root.user_delete("bob").await?;
