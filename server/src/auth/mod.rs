@@ -10,6 +10,10 @@
 //!   needs ([`access`]); `root` may do everything; user / role administration and cluster
 //!   maintenance are root only. Checked against the member's applied state (a read lock and a
 //!   map lookup per request; the state is updated by apply).
+//! - **Streams**: a watch stream keeps its caller's [`Identity`] and re-checks it
+//!   ([`Authorizer::still_valid`]) and its permissions while it lives
+//!   (`service/watch/guard.rs`), so a watch ends when its token expires, its user's
+//!   credentials change or its permission is revoked.
 //! - **Off** (the default): [`Authorizer::caller`] answers [`Caller::Anyone`] at once and
 //!   every check passes, so nothing else changes.
 //!

@@ -22,10 +22,11 @@
 //! its range: a watch whose permission is gone is canceled (its id, the refusal as reason) and
 //! the stream ends with PERMISSION_DENIED, the way a forbidden create ends it (the client
 //! re-creates its other watches); an identity that ended (token expired, user deleted, password
-//! or roles changed) ends the stream with UNAUTHENTICATED (the client renews and resumes). A node that has lost its
-//! leader (no leader for 8 election timeouts in a row, `raft/leader_presence.rs`) ends its
-//! streams, and refuses new ones, with UNAVAILABLE: its history no longer moves, so its
-//! watchers must resume elsewhere.
+//! or roles changed) ends the stream with UNAUTHENTICATED (the client renews and resumes).
+//!
+//! A node that has lost its leader (no leader for 8 election timeouts in a row,
+//! `raft/leader_presence.rs`) ends its streams, and refuses new ones, with UNAVAILABLE: its
+//! history no longer moves, so its watchers must resume elsewhere.
 
 mod feed;
 mod guard;
