@@ -12,6 +12,10 @@
 //! ([`WATCH_BUFFER`] of them); a consumer that lets it fill holds up the other watches of its
 //! stream (not those of other streams) until it reads again.
 //!
+//! Under `--auth`, an expired token (or changed credentials) on a live watch is renewed and the
+//! watch resumes the same way, without loss or duplicates; when its user may no longer read
+//! the watched range, the watcher yields the `PERMISSION_DENIED` error and ends.
+//!
 //! If the resume point was compacted away, the watcher yields [`WatchEvent::Compacted`] and ends:
 //! the caller re-reads the current state and starts a new watch from that read's revision + 1.
 

@@ -7,6 +7,14 @@
 //! A refused create ends the gRPC stream (the server's rule) but not the other watches: the
 //! refused watch is the first create not yet answered; an invalid one gets the error, and
 //! over the member's `LIMIT_EXCEEDED` the unanswered ones move to another stream.
+//!
+//! Under `--auth` the member re-checks a live stream: when its caller may no longer read a
+//! watch's range, it cancels that watch (a canceled response the client did not ask for) and
+//! ends the stream with `PERMISSION_DENIED`, which goes to that watch only; the others resume.
+//! When the stream's token expires (or the user's password or roles changed), the member ends
+//! the stream with `UNAUTHENTICATED`: the client authenticates again and resumes every watch
+//! from its last delivered revision + 1, so nothing is lost or repeated; only a refusal of the
+//! credentials themselves ends the watches, with that error.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -49,6 +57,9 @@ struct Stream {
     /// Ids of watches asking for a progress notification (a progress request answers every
     /// watch of the stream; the others do not get it unless they asked for idle ones).
     progress_wanted: std::collections::BTreeSet<i64>,
+    /// The watch the member canceled on its own on the current gRPC stream: the status that
+    /// ends the stream next is its refusal.
+    ended_by_member: Option<i64>,
 }
 
 /// Runs one shared stream until every handle to it is gone.
@@ -58,7 +69,14 @@ pub(super) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     load: Arc<Load>,
 ) {
-    let mut s = Stream { conn, hub, load, watches: BTreeMap::new(), progress_wanted: Default::default() };
+    let mut s = Stream {
+        conn,
+        hub,
+        load,
+        watches: BTreeMap::new(),
+        progress_wanted: Default::default(),
+        ended_by_member: None,
+    };
     let mut backoff = MIN_BACKOFF;
     loop {
         if s.watches.is_empty() {
@@ -134,6 +152,7 @@ impl Stream {
         };
         let (requests, rx) = mpsc::unbounded_channel();
         let mut pending = VecDeque::new();
+        self.ended_by_member = None;
         let seen = self.conn.seen_revision();
         for w in self.watches.values() {
             let _ = requests.send(create(w, seen));
@@ -187,6 +206,15 @@ impl Stream {
                     Err(s) if matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted | Code::PermissionDenied) => {
                         return self.refused(&s, &pending).await;
                     }
+                    // The stream's identity ended (its token expired, say): authenticate again
+                    // and resume every watch at once, on the same member.
+                    Err(s) if s.code() == Code::Unauthenticated => {
+                        return match self.conn.renew_token(channel, &s, stale).await {
+                            Ok(true) => End::Reconnect,
+                            Ok(false) => self.fail_all(Error::from_status(&s)).await,
+                            Err(e) => self.fail_all(e).await,
+                        };
+                    }
                     Err(s) => {
                         self.conn.fail_over(&addr, None);
                         return End::Retry(s.to_string());
@@ -229,8 +257,12 @@ impl Stream {
                 if let Some(w) = self.remove(id) {
                     let _ = w.tx.send(Ok(WatchEvent::Compacted { oldest: resp.compact_revision })).await;
                 }
+            } else {
+                // Not ours (ours removed the watch already): the member ended it, and says why
+                // in the status that ends the stream.
+                self.ended_by_member = Some(id);
             }
-            return; // otherwise: our own cancel's answer
+            return;
         } else if resp.progress {
             if !self.progress_wanted.remove(&id) && !w.opts.progress_notify {
                 return;
@@ -250,7 +282,8 @@ impl Stream {
         }
     }
 
-    /// The member refused a create (the first one not answered yet) and ended the stream.
+    /// The member refused a create (the first one not answered yet), or a watch it canceled on
+    /// its own, and ended the stream.
     async fn refused(&mut self, s: &Status, pending: &VecDeque<i64>) -> End {
         let unanswered: Vec<i64> = pending.iter().copied().filter(|id| self.watches.contains_key(id)).collect();
         let accepted = self.watches.len() - unanswered.len();
@@ -267,8 +300,8 @@ impl Stream {
             }
             return End::Reconnect;
         }
-        let refused = match pending.front() {
-            Some(id) => vec![*id],
+        let refused = match self.ended_by_member.take().or(pending.front().copied()) {
+            Some(id) => vec![id],
             None => self.watches.keys().copied().collect(),
         };
         for id in refused {

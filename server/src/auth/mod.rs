@@ -10,6 +10,10 @@
 //!   needs ([`access`]); `root` may do everything; user / role administration and cluster
 //!   maintenance are root only. Checked against the member's applied state (a read lock and a
 //!   map lookup per request; the state is updated by apply).
+//! - **Streams**: a watch stream keeps its caller's [`Identity`] and re-checks it
+//!   ([`Authorizer::still_valid`]) and its permissions while it lives
+//!   (`service/watch/guard.rs`), so a watch ends when its token expires, its user's
+//!   credentials change or its permission is revoked.
 //! - **Off** (the default): [`Authorizer::caller`] answers [`Caller::Anyone`] at once and
 //!   every check passes, so nothing else changes.
 //! - **Session ownership**: a session opened by an authenticated user belongs to that user
@@ -61,6 +65,23 @@ pub enum Caller {
     User(String),
 }
 
+/// Who sends a request, and what may end that identity while a stream of it lives: the token's
+/// user epoch and expiry (none for a client certificate, which ends only with its connection).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Who it is.
+    pub caller: Caller,
+    /// The token's claims, when the identity came from a token.
+    token: Option<token::Claims>,
+}
+
+impl Identity {
+    /// When the token expires (milliseconds since the Unix epoch); `None` without a token.
+    pub fn expires_ms(&self) -> Option<u64> {
+        self.token.as_ref().map(|c| c.expires_ms)
+    }
+}
+
 /// `N` random bytes from the operating system's generator.
 ///
 /// # Errors
@@ -74,7 +95,8 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(out)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by this member's clock.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -110,6 +132,38 @@ fn sessions_of_others(sm: &StateMachine, ids: &[u64], user: &str) -> std::result
     Ok(unknown)
 }
 
+fn token_invalid(message: String) -> Error {
+    Error::unauthenticated(AuthFailure::TokenInvalid, message)
+}
+
+/// Whether verified `claims` still hold on `a` at `now_ms` (see [`Authorizer::still_valid`]).
+fn claims_hold(a: &AuthState, claims: &token::Claims, now_ms: u64) -> Result<()> {
+    let expired = |m: String| Error::unauthenticated(AuthFailure::TokenExpired, m);
+    let Some(user) = a.user(&claims.user) else {
+        return Err(token_invalid(format!("user {:?} of the token no longer exists", claims.user)));
+    };
+    if user.epoch != claims.epoch {
+        return Err(expired(format!(
+            "the password or roles of user {:?} changed after the token was issued; authenticate again",
+            claims.user
+        )));
+    }
+    if now_ms >= claims.expires_ms {
+        return Err(expired(format!(
+            "the token of user {:?} expired {} ms ago; authenticate again",
+            claims.user,
+            now_ms - claims.expires_ms
+        )));
+    }
+    Ok(())
+}
+
+/// The refusal of `needed` on `selector` to `user`; `context` (may be empty) is appended to
+/// what was refused (e.g. which watch).
+pub fn permission_denied(user: &str, needed: PermType, selector: &KeySelector, context: &str) -> Error {
+    Error::PermissionDenied { user: user.to_owned(), needed: needed.name().into(), what: describe(selector) + context }
+}
+
 /// Checks identities and permissions for the public services.
 pub struct Authorizer {
     config: AuthConfig,
@@ -135,16 +189,25 @@ impl Authorizer {
     /// certificate names `cert_user` (a token, when present, is used first).
     ///
     /// # Errors
+    /// As [`Authorizer::identify`].
+    pub fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
+        self.identify(md, cert_user).map(|i| i.caller)
+    }
+
+    /// [`Authorizer::caller`], keeping what a stream needs to re-check the identity while it
+    /// lives ([`Authorizer::still_valid`]).
+    ///
+    /// # Errors
     /// `Unauthenticated`: no token and no client certificate (`AUTH_REQUIRED`), a malformed or
     /// foreign token or one of a deleted user (`TOKEN_INVALID`), an expired token or one issued
     /// before the user's credentials or roles changed (`TOKEN_EXPIRED`).
-    pub fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
+    pub fn identify(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Identity> {
         if !self.config.enabled {
-            return Ok(Caller::Anyone);
+            return Ok(Identity { caller: Caller::Anyone, token: None });
         }
         let token = token_of(md);
         if let (None, Some(user)) = (token, cert_user) {
-            return Ok(Caller::User(user.to_owned()));
+            return Ok(Identity { caller: Caller::User(user.to_owned()), token: None });
         }
         let Some(token) = token else {
             return Err(Error::unauthenticated(
@@ -154,34 +217,28 @@ impl Authorizer {
                  present a client certificate (when the server has --client-ca)",
             ));
         };
-        let invalid = |m: String| Error::unauthenticated(AuthFailure::TokenInvalid, m);
-        let expired = |m: String| Error::unauthenticated(AuthFailure::TokenExpired, m);
-        let (claims, epoch) = self.view(|a| {
-            let secret = a.secret().ok_or_else(|| invalid("the token was not issued by this cluster".into()))?;
+        let claims = self.view(|a| {
+            let secret = a.secret().ok_or_else(|| token_invalid("the token was not issued by this cluster".into()))?;
             let claims = token::verify(token, secret).map_err(|e| {
-                invalid(format!("the token is not valid here ({e:?}): it was altered or issued by another cluster; authenticate again"))
+                token_invalid(format!(
+                    "the token is not valid here ({e:?}): it was altered or issued by another cluster; authenticate again"
+                ))
             })?;
-            let epoch = a.user(&claims.user).map(|u| u.epoch);
-            Ok::<_, Error>((claims, epoch))
+            claims_hold(a, &claims, now_ms())?;
+            Ok::<_, Error>(claims)
         })??;
-        let Some(epoch) = epoch else {
-            return Err(invalid(format!("user {:?} of the token no longer exists", claims.user)));
-        };
-        if epoch != claims.epoch {
-            return Err(expired(format!(
-                "the password or roles of user {:?} changed after the token was issued; authenticate again",
-                claims.user
-            )));
-        }
-        let now = now_ms();
-        if now >= claims.expires_ms {
-            return Err(expired(format!(
-                "the token of user {:?} expired {} ms ago; authenticate again",
-                claims.user,
-                now - claims.expires_ms
-            )));
-        }
-        Ok(Caller::User(claims.user))
+        Ok(Identity { caller: Caller::User(claims.user.clone()), token: Some(claims) })
+    }
+
+    /// Whether `identity` still holds on the applied auth state `a` at `now_ms`: its token's
+    /// user exists, with the epoch the token was issued at, and the token has not expired
+    /// (always, without a token). Pure: a lookup in `a` and a comparison with `now_ms`.
+    ///
+    /// # Errors
+    /// `Unauthenticated` with `TOKEN_INVALID` (the user was deleted) or `TOKEN_EXPIRED` (the
+    /// token expired, or the user's password or roles changed since it was issued).
+    pub fn still_valid(identity: &Identity, a: &AuthState, now_ms: u64) -> Result<()> {
+        identity.token.as_ref().map_or(Ok(()), |claims| claims_hold(a, claims, now_ms))
     }
 
     /// Fails unless `caller` may do `needed` on every key of `selector`.
@@ -195,14 +252,7 @@ impl Authorizer {
     fn require_all(&self, caller: &Caller, needs: &[(PermType, KeySelector)]) -> Result<()> {
         let Caller::User(user) = caller else { return Ok(()) };
         let missing = self.view(|a| needs.iter().find(|(p, s)| !a.allows(user, *p, s)).cloned())?;
-        match missing {
-            None => Ok(()),
-            Some((perm, selector)) => Err(Error::PermissionDenied {
-                user: user.clone(),
-                needed: perm.name().into(),
-                what: describe(&selector),
-            }),
-        }
+        missing.map_or(Ok(()), |(perm, selector)| Err(permission_denied(user, perm, &selector, "")))
     }
 
     /// Fails unless `caller` is root (or authentication is off); `what` names the operation.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use conclave_proto::v1 as pb;
 use tonic::service::Routes;
 
-use crate::auth::{Authorizer, Caller};
+use crate::auth::{Authorizer, Caller, Identity};
 use crate::error::{Error, Result};
 use crate::limits::{GRPC_MAX_DECODE_BYTES, GRPC_MAX_ENCODE_BYTES};
 use crate::log_entry::{Command, Proposal};
@@ -64,8 +64,16 @@ impl Api {
     /// # Errors
     /// `Unauthenticated` under `--auth` without a valid token.
     fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller> {
+        self.identity(req).map(|i| i.caller)
+    }
+
+    /// [`Api::caller`], with what a stream re-checks while it lives (token expiry, user epoch).
+    ///
+    /// # Errors
+    /// `Unauthenticated` under `--auth` without a valid token.
+    fn identity<T>(&self, req: &tonic::Request<T>) -> Result<Identity> {
         let conn = req.extensions().get::<conclave_tls::identity::ConnInfo>();
-        self.auth.caller(req.metadata(), conn.and_then(|c| c.client_name.as_deref()))
+        self.auth.identify(req.metadata(), conn.and_then(|c| c.client_name.as_deref()))
     }
 
     /// `caller`, who must be root (under `--auth`); `what` names the operation.

@@ -67,8 +67,8 @@ fn no_role(name: &str) -> CommandError {
     refused(AuthRefusal::NotFound, format!("role {name:?} does not exist"))
 }
 
-/// Whether `perm` covers every key `selector` selects. One permission must cover the whole
-/// selection (permissions are not merged).
+/// Whether `perm` alone covers every key `selector` selects (see [`AuthState::allows`] for the
+/// union of several permissions).
 pub fn covers(perm: &Permission, selector: &KeySelector) -> bool {
     if !perm.prefix {
         return matches!(selector, KeySelector::Key(k) if *k == perm.key);
@@ -80,6 +80,57 @@ pub fn covers(perm: &Permission, selector: &KeySelector) -> bool {
             start.starts_with(p) && prefix_end(p).is_none_or(|pe| !end.is_empty() && *end <= pe)
         }
     }
+}
+
+/// A half-open interval `[start, end)` of the key order; `end == None`: to the end of the key space.
+type Span = (Vec<u8>, Option<Vec<u8>>);
+
+/// The keys `selector` selects, as one interval (a key `k` is `[k, k\0)`).
+fn selector_span(selector: &KeySelector) -> Span {
+    match selector {
+        KeySelector::Key(k) => (k.clone(), Some(key_successor(k))),
+        KeySelector::Prefix(p) => (p.clone(), prefix_end(p)),
+        KeySelector::Interval { start, end } => (start.clone(), Some(end.clone())),
+    }
+}
+
+/// The keys `perm` grants, as one interval.
+fn permission_span(perm: &Permission) -> Span {
+    if perm.prefix {
+        (perm.key.clone(), prefix_end(&perm.key))
+    } else {
+        (perm.key.clone(), Some(key_successor(&perm.key)))
+    }
+}
+
+/// The smallest key after `key`: `key` followed by a zero byte.
+fn key_successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
+/// Whether the union of `grants` covers `wanted`: a sweep over the grants sorted by start that
+/// extends the covered part `[wanted.start, reached)` until it reaches `wanted.end` (covered) or
+/// meets a gap (not covered). O(n log n) in the number of grants.
+fn union_covers(mut grants: Vec<Span>, wanted: Span) -> bool {
+    grants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let (mut reached, end) = wanted;
+    for (start, grant_end) in grants {
+        if start > reached {
+            return false;
+        }
+        match grant_end {
+            None => return true,
+            Some(e) if e > reached => reached = e,
+            Some(_) => {}
+        }
+        if end.as_ref().is_some_and(|end| reached >= *end) {
+            return true;
+        }
+    }
+    false
 }
 
 impl AuthState {
@@ -115,18 +166,31 @@ impl AuthState {
 
     /// Whether `user` may do `needed` (`Read` or `Write`) on every key of `selector`: root may
     /// do everything (a root token exists only once the root user does; a client certificate
-    /// named root is root, as in etcd); others need one permission of one of their roles
-    /// covering the selection. A user that does not exist may do nothing.
+    /// named root is root, as in etcd); others need the union of the permissions of all their
+    /// roles that grant `needed` to cover the selection, as etcd merges them (a key permission
+    /// `k` is the interval `[k, k\0)`, a prefix one every key starting with it): `read` on
+    /// `/a/` from one role and `read` on `/b/` from another allow the range `[/a/, /b0)`, `read`
+    /// and `write` on a key from two roles allow both; one missing key refuses the whole
+    /// selection. A user that does not exist may do nothing. Pure: a function of this state only.
+    ///
+    /// Cost: one permission covering the selection answers without allocating; otherwise a
+    /// sweep over the user's granting permissions, O(p log p) for p permissions.
     pub fn allows(&self, user: &str, needed: PermType, selector: &KeySelector) -> bool {
         if user == ROOT {
             return true;
         }
         let Some(u) = self.users.get(user) else { return false };
-        u.roles
-            .iter()
-            .filter_map(|r| self.roles.get(r))
-            .flat_map(|r| r.perms.iter())
-            .any(|p| p.perm.covers(needed) && covers(p, selector))
+        let granting = || {
+            u.roles
+                .iter()
+                .filter_map(|r| self.roles.get(r))
+                .flat_map(|r| r.perms.iter())
+                .filter(move |p| p.perm.covers(needed))
+        };
+        if granting().any(|p| covers(p, selector)) {
+            return true;
+        }
+        union_covers(granting().map(permission_span).collect(), selector_span(selector))
     }
 
     /// Applies one change.
@@ -289,5 +353,106 @@ mod tests {
             Err(CommandError::Auth { refusal: AuthRefusal::NotFound, .. })
         ));
         assert_eq!(a, before);
+    }
+
+    /// A state with user `u` holding one role per permission in `grants`.
+    fn user_with(grants: &[Permission]) -> AuthState {
+        let mut a = AuthState::default();
+        a.apply(&AuthCommand::UserAdd { name: "u".into(), password: hash() }).expect("user");
+        for (i, p) in grants.iter().enumerate() {
+            let role = format!("r{i}");
+            a.apply(&AuthCommand::RoleAdd { name: role.clone() }).expect("role");
+            a.apply(&AuthCommand::RoleGrantPermission { role: role.clone(), perm: p.clone() }).expect("grant");
+            a.apply(&AuthCommand::UserGrantRole { user: "u".into(), role }).expect("grant role");
+        }
+        a
+    }
+
+    fn interval(start: &str, end: &str) -> KeySelector {
+        KeySelector::Interval { start: start.into(), end: end.into() }
+    }
+
+    #[test]
+    fn the_permissions_of_all_roles_merge_into_one_union() {
+        use PermType::{Read, ReadWrite, Write};
+        // Adjacent prefixes from two roles cover a range that neither covers alone.
+        let a = user_with(&[perm(Read, "/a/", true), perm(Read, "/a0", true)]);
+        let both = interval("/a/x", "/a0z");
+        assert!(a.allows("u", Read, &both), "[/a/, /a1) covers [/a/x, /a0z)");
+        assert!(!user_with(&[perm(Read, "/a/", true)]).allows("u", Read, &both), "one role alone does not");
+        assert!(!user_with(&[perm(Read, "/a0", true)]).allows("u", Read, &both));
+        assert!(!a.allows("u", Read, &interval("/a/x", "/a1x")), "/a1 is not granted");
+        assert!(!a.allows("u", Write, &both), "only grants of the needed type count");
+        // Overlapping grants, in any order; a key permission `k` is exactly `[k, k\0)`.
+        let under = Permission { perm: Read, key: b"/b\0".to_vec(), prefix: true };
+        let b = user_with(&[perm(Read, "/b/m", true), under, perm(Read, "/b", false), perm(Read, "/b/", true)]);
+        assert!(b.allows("u", Read, &KeySelector::Interval { start: b"/b".to_vec(), end: b"/b\x01".to_vec() }));
+        assert!(!b.allows("u", Read, &interval("/b", "/b0")), "keys between /b\\x01 and /b/ are not granted");
+        // A gap refuses.
+        let gap = user_with(&[perm(Read, "/c/a", true), perm(Read, "/c/c", true)]);
+        assert!(!gap.allows("u", Read, &interval("/c/a", "/c/d")), "/c/b is not granted");
+        assert!(!gap.allows("u", Read, &KeySelector::Prefix(b"/c/".to_vec())));
+        // Read from one role and write from another make readwrite.
+        let rw = user_with(&[perm(Read, "/d/", true), perm(Write, "/d/", true)]);
+        let key = KeySelector::Key(b"/d/k".to_vec());
+        assert!(rw.allows("u", Read, &key) && rw.allows("u", Write, &key));
+        // The whole key space, from a prefix "" permission only.
+        let all = user_with(&[perm(Write, "/", true), perm(ReadWrite, "", true)]);
+        assert!(all.allows("u", Read, &KeySelector::Prefix(Vec::new())));
+        assert!(!user_with(&[perm(Read, "/", true)]).allows("u", Read, &KeySelector::Prefix(Vec::new())));
+    }
+
+    /// Property: whatever the grants, an allowed selection has every one of its keys granted
+    /// by some single permission (checked on every key of a small alphabet), and a selection
+    /// whose keys all fall in one permission is allowed.
+    #[test]
+    fn the_union_allows_only_granted_keys_property() {
+        const ALPHABET: &[u8] = &[0, b'a', b'b', 0xff];
+        let mut keys = vec![Vec::new()];
+        for len in 1..=3 {
+            let mut next = Vec::new();
+            for k in keys.iter().filter(|k| k.len() == len - 1) {
+                for c in ALPHABET {
+                    let mut k = k.clone();
+                    k.push(*c);
+                    next.push(k);
+                }
+            }
+            keys.extend(next);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let short = |random: &mut dyn FnMut(usize) -> usize| keys[random(1 + 4 + 16)].clone();
+        for _ in 0..3000 {
+            let grants: Vec<Permission> = (0..random(4))
+                .map(|_| Permission { perm: PermType::Read, key: short(&mut random), prefix: random(2) == 0 })
+                .collect();
+            let a = user_with(&grants);
+            let selector = match random(3) {
+                0 => KeySelector::Key(short(&mut random)),
+                1 => KeySelector::Prefix(short(&mut random)),
+                _ => {
+                    let (x, y) = (short(&mut random), short(&mut random));
+                    if x == y {
+                        continue;
+                    }
+                    KeySelector::Interval { start: x.clone().min(y.clone()), end: x.max(y) }
+                }
+            };
+            let granted = |k: &[u8]| grants.iter().any(|p| if p.prefix { k.starts_with(&p.key) } else { k == p.key });
+            if a.allows("u", PermType::Read, &selector) {
+                for k in keys.iter().filter(|k| crate::state_machine::mvcc::selects(&selector, k)) {
+                    assert!(granted(k), "{selector:?} allowed by {grants:?} but {k:?} is not granted");
+                }
+            }
+            if grants.iter().any(|p| covers(p, &selector)) {
+                assert!(a.allows("u", PermType::Read, &selector), "{selector:?} inside one of {grants:?}");
+            }
+        }
     }
 }

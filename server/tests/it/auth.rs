@@ -221,13 +221,7 @@ async fn expired_tokens_are_renewed_transparently() -> anyhow::Result<()> {
     let root = root(&c).await?;
     user_with_prefix(&root, "u", PermissionType::Readwrite, "/u/").await?;
     // A raw token expires after the TTL...
-    let channel =
-        conclave_client::GrpcChannel::new(&c.nodes()[0].client_addr, Default::default()).map_err(anyhow::Error::msg)?;
-    let token = pb::auth_client::AuthClient::new(channel.clone())
-        .authenticate(pb::AuthenticateRequest { name: "u".into(), password: "u-pw".into() })
-        .await?
-        .into_inner()
-        .token;
+    let (channel, token) = raw_token(&c, "u", "u-pw").await?;
     let get = |token: String| {
         let channel = channel.clone();
         async move {
@@ -417,4 +411,154 @@ async fn without_auth_nothing_is_asked() -> anyhow::Result<()> {
     let with_credentials = client_as(&c, c.endpoints(), "u", "wrong password").await?;
     assert_eq!(with_credentials.get("/any/k").await?.map(|kv| kv.value), Some(b"v".to_vec()));
     Ok(())
+}
+
+/// A change delivered by a watch: its revision and the keys of its events.
+type Change = (u64, Vec<Vec<u8>>);
+
+/// The next change of `w` (progress notifications skipped), its error, or `None` once it ended;
+/// fails when nothing comes in 15 s.
+async fn next_change(w: &mut conclave_client::Watcher) -> anyhow::Result<Option<Result<Change, Error>>> {
+    let next = async {
+        loop {
+            match w.next().await {
+                Some(Ok(WatchEvent::Changes { revision, events })) => {
+                    let keys = events.into_iter().filter_map(|e| e.kv.map(|kv| kv.key)).collect();
+                    return Some(Ok((revision, keys)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(Err(e)),
+                None => return None,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), next)
+        .await
+        .map_err(|_| anyhow::anyhow!("the watch was silent for 15 s"))
+}
+
+fn change(revision: u64, key: &str) -> Option<Change> {
+    Some((revision, vec![key.as_bytes().to_vec()]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_watch_ends_when_its_permission_or_its_user_does() -> anyhow::Result<()> {
+    let (c, _dir) = auth_cluster(1, &[]).await?;
+    let root = root(&c).await?;
+    // Alice reads /a/ through role "alice" and /c/ through role "alice-c"; Bob reads /b/.
+    user_with_prefix(&root, "alice", PermissionType::Read, "/a/").await?;
+    root.role_add("alice-c").await?;
+    root.role_grant_permission("alice-c", PermissionType::Read, b"/c/", true).await?;
+    root.user_grant_role("alice", "alice-c").await?;
+    user_with_prefix(&root, "bob", PermissionType::Read, "/b/").await?;
+    let alice = client_as(&c, c.endpoints(), "alice", "alice-pw").await?;
+    let bob = client_as(&c, c.endpoints(), "bob", "bob-pw").await?;
+    let from = root.put("/start", "").await? + 1;
+    let opts = WatchOptions { prefix: true, start_revision: from, ..Default::default() };
+    // Alice's two watches share one stream.
+    let (mut wa, mut wc, mut wb) =
+        (alice.watch("/a/", opts.clone()), alice.watch("/c/", opts.clone()), bob.watch("/b/", opts));
+    let (ra, rc, rb) = (root.put("/a/1", "1").await?, root.put("/c/1", "1").await?, root.put("/b/1", "1").await?);
+    assert_eq!(next_change(&mut wa).await?.transpose()?, change(ra, "/a/1"));
+    assert_eq!(next_change(&mut wc).await?.transpose()?, change(rc, "/c/1"));
+    assert_eq!(next_change(&mut wb).await?.transpose()?, change(rb, "/b/1"));
+
+    // The permission is revoked from Alice's role: her /a/ watch ends with PERMISSION_DENIED
+    // instead of delivering the next change; her /c/ watch, on the same stream, goes on.
+    root.role_revoke_permission("alice", b"/a/", true).await?;
+    root.put("/a/2", "2").await?;
+    let rc2 = root.put("/c/2", "2").await?;
+    let end = next_change(&mut wa).await?.expect("an error, not the end nor a change");
+    let e = denied(end);
+    assert!(e.to_string().contains("/a/") && e.to_string().contains("alice"), "{e}");
+    assert!(next_change(&mut wa).await?.is_none(), "the watch ended");
+    assert_eq!(next_change(&mut wc).await?.transpose()?, change(rc2, "/c/2"), "the other watch resumed, nothing lost");
+    // The role granting /c/ is revoked from Alice: her token dies with it (TOKEN_EXPIRED), the
+    // client authenticates again, and the member refuses the watch when it is created again.
+    root.user_revoke_role("alice", "alice-c").await?;
+    root.put("/c/3", "3").await?;
+    denied(next_change(&mut wc).await?.expect("an error, not the end nor a change"));
+    assert!(next_change(&mut wc).await?.is_none(), "the watch ended");
+
+    // Bob is deleted: his watch ends with an authentication (or permission) error.
+    root.user_delete("bob").await?;
+    root.put("/b/2", "2").await?;
+    let e = next_change(&mut wb).await?.expect("an error").expect_err("no change after the user is deleted");
+    assert!(matches!(e.code(), Code::Unauthenticated | Code::PermissionDenied), "{e}");
+    assert!(next_change(&mut wb).await?.is_none(), "the watch ended");
+    assert_no_panics(&c);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_outlives_its_tokens_without_losing_or_repeating_a_change() -> anyhow::Result<()> {
+    let (c, _dir) = auth_cluster(1, &["--auth-token-ttl", "1"]).await?;
+    let root = root(&c).await?;
+    user_with_prefix(&root, "u", PermissionType::Read, "/u/").await?;
+    // A raw watch stream ends when its token expires, even with nothing to deliver.
+    let (channel, token) = raw_token(&c, "u", "u-pw").await?;
+    let (keep, requests) = tokio::sync::mpsc::unbounded_channel();
+    keep.send(pb::WatchRequest {
+        request: Some(pb::watch_request::Request::Create(pb::WatchCreateRequest {
+            range: Some(pb::KeyRange { key: b"/u/".to_vec(), prefix: true, ..Default::default() }),
+            ..Default::default()
+        })),
+    })?;
+    let mut req = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(requests));
+    req.metadata_mut().insert(conclave_proto::TOKEN_METADATA, token.parse()?);
+    let mut raw = pb::watch_client::WatchClient::new(channel).watch(req).await?.into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(s) => return Some(s),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the watch stream outlived its token"))?
+    .expect("the stream ends with an error");
+    assert_eq!(
+        (end.code(), conclave_proto::errors::reason_of(&end)),
+        (Code::Unauthenticated, Some(Reason::TokenExpired)),
+        "{end:?}"
+    );
+
+    // The Rust client's watch runs across several expiries: it authenticates again and resumes
+    // from its last delivered revision + 1, so it sees every change once, in order.
+    let u = client_as(&c, c.endpoints(), "u", "u-pw").await?;
+    let from = root.put("/u/start", "").await? + 1;
+    let mut w = u.watch("/u/", WatchOptions { prefix: true, start_revision: from, ..Default::default() });
+    let mut expected = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(3_500);
+    while tokio::time::Instant::now() < until {
+        let key = format!("/u/k{}", expected.len());
+        expected.push(change(root.put(&key, "v").await?, &key).expect("a change"));
+        // Writes spread over several token lifetimes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(expected.len() > 10, "{} writes", expected.len());
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match next_change(&mut w).await? {
+            Some(Ok(change)) => got.push(change),
+            other => anyhow::bail!("after {} changes: {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, expected);
+    assert_no_panics(&c);
+    Ok(())
+}
+
+/// A channel to the first member and a token of `user` from it (no renewal).
+async fn raw_token(c: &Cluster, user: &str, password: &str) -> anyhow::Result<(conclave_client::GrpcChannel, String)> {
+    let channel =
+        conclave_client::GrpcChannel::new(&c.nodes()[0].client_addr, Default::default()).map_err(anyhow::Error::msg)?;
+    let token = pb::auth_client::AuthClient::new(channel.clone())
+        .authenticate(pb::AuthenticateRequest { name: user.into(), password: password.into() })
+        .await?
+        .into_inner()
+        .token;
+    Ok((channel, token))
 }

@@ -16,12 +16,20 @@
 //! a reader that falls out of it continues from history. A watch that falls behind the
 //! compaction point (and out of the window) is canceled with `compact_revision` set; the client
 //! re-reads and resumes. Invalid requests end the stream with INVALID_ARGUMENT; more than
-//! `max_watches_per_stream` watches end it with RESOURCE_EXHAUSTED. A node that has lost its
-//! leader (no leader for 8 election timeouts in a row, `raft/leader_presence.rs`) ends its
-//! streams, and refuses new ones, with UNAVAILABLE: its history no longer moves, so its
-//! watchers must resume elsewhere.
+//! `max_watches_per_stream` watches end it with RESOURCE_EXHAUSTED.
+//!
+//! Under `--auth` ([`guard`]), a watch delivers only while the stream's caller may still read
+//! its range: a watch whose permission is gone is canceled (its id, the refusal as reason) and
+//! the stream ends with PERMISSION_DENIED, the way a forbidden create ends it (the client
+//! re-creates its other watches); an identity that ended (token expired, user deleted, password
+//! or roles changed) ends the stream with UNAUTHENTICATED (the client renews and resumes).
+//!
+//! A node that has lost its leader (no leader for 8 election timeouts in a row,
+//! `raft/leader_presence.rs`) ends its streams, and refuses new ones, with UNAVAILABLE: its
+//! history no longer moves, so its watchers must resume elsewhere.
 
 mod feed;
+mod guard;
 mod window;
 
 use std::collections::BTreeMap;
@@ -36,6 +44,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use self::feed::Feed;
 use self::feed::SharedEvent;
+use self::guard::{Ended, Guard};
 use self::window::WindowRead;
 use super::{validate, Api};
 use crate::auth::Caller;
@@ -88,6 +97,8 @@ struct StreamTask {
     api: Api,
     /// Who opened the stream.
     caller: Caller,
+    /// Re-checks the caller while the stream lives (`--auth`).
+    guard: Option<Guard>,
     out: Out,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -174,6 +185,9 @@ impl StreamTask {
                 }
                 Some(Pull::Events { responses, more }) => {
                     let sent = !responses.is_empty();
+                    if sent {
+                        self.authorized().await?;
+                    }
                     for r in responses {
                         self.send(Ok(r)).await?;
                     }
@@ -191,6 +205,7 @@ impl StreamTask {
     /// Brings the shared window up to the applied revision, then delivers to every watcher.
     async fn deliver_all(&mut self) -> Result<(), ()> {
         self.api.feed.catch_up(&self.api.node, self.api.applied_revision());
+        self.authorized().await?;
         let header = self.api.header(0);
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
@@ -291,6 +306,28 @@ impl StreamTask {
         self.fail(Error::unavailable(UnavailableReason::Unreachable, msg)).await
     }
 
+    /// Re-checks the stream's authorization ([`guard`]). When the identity ended, ends the
+    /// stream with the refusal (`UNAUTHENTICATED`); when one watch's range is no longer
+    /// readable, ends that watch with a canceled response (its id, the refusal as reason), then
+    /// the stream with `PERMISSION_DENIED`, as a refused create does: the client re-creates its
+    /// other watches, each from its own position.
+    async fn authorized(&mut self) -> Result<(), ()> {
+        let Some(guard) = self.guard.as_mut() else { return Ok(()) };
+        let watches = self.watchers.iter().map(|(id, w)| (*id, &w.selector));
+        match guard.check(&self.api.auth, watches) {
+            Ok(()) => Ok(()),
+            Err(Ended::Identity(e)) => self.fail(e).await,
+            Err(Ended::Watch(id, e)) => {
+                self.watchers.remove(&id);
+                let revision = self.api.applied_revision();
+                let cancel_reason = e.to_string();
+                self.send(Ok(pb::WatchResponse { canceled: true, cancel_reason, ..self.response(id, revision) }))
+                    .await?;
+                self.fail(e).await
+            }
+        }
+    }
+
     /// Ends the stream with `e`.
     async fn fail(&self, e: Error) -> Result<(), ()> {
         self.send(Err(e.into())).await.and(Err(()))
@@ -316,6 +353,7 @@ impl StreamTask {
                     Err(_) => Err(()),
                 },
                 _ = tick.tick() => self.progress(true).await,
+                _ = expiry(self.guard.as_ref().and_then(Guard::deadline)) => self.authorized().await,
                 changed = leader_lost.changed() => match changed {
                     Ok(()) if *leader_lost.borrow_and_update() => self.leader_lost().await,
                     Ok(()) => Ok(()),
@@ -330,14 +368,24 @@ impl StreamTask {
     }
 }
 
+/// Completes at `deadline`; never without one.
+async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for Api {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.caller(&req)?;
+        let identity = self.identity(&req)?;
         let (out, rx) = mpsc::channel(STREAM_BUFFER);
-        let task = StreamTask { api: self.clone(), caller, out, watchers: BTreeMap::new(), next_id: 1 };
+        let caller = identity.caller.clone();
+        let guard = Guard::new(identity);
+        let task = StreamTask { api: self.clone(), caller, guard, out, watchers: BTreeMap::new(), next_id: 1 };
         tokio::spawn(task.run(req.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
