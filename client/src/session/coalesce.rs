@@ -81,14 +81,22 @@ async fn send_while_waiting(client: Client, budget: Duration) {
     }
 }
 
-/// One request for `batch`; each session gets its own answer.
+/// One request for `batch`; each session gets its own answer. A request refused with
+/// PERMISSION_DENIED (under `--auth`, one of its sessions belongs to another user) is sent
+/// again one session at a time, so only that session fails.
 async fn send(client: Client, batch: Vec<(u64, Reply)>, budget: Duration) {
     let ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
-    let alive: Option<HashSet<u64>> = client
-        .keep_alive_once(&ids, budget)
-        .await
-        .ok()
-        .map(|results| results.into_iter().filter(|r| r.alive).map(|r| r.session_id).collect());
+    let alive: Option<HashSet<u64>> = match client.keep_alive_once(&ids, budget).await {
+        Ok(results) => Some(results.into_iter().filter(|r| r.alive).map(|r| r.session_id).collect()),
+        Err(e) if e.code() == tonic::Code::PermissionDenied && batch.len() > 1 => {
+            for (id, reply) in batch {
+                let alive = client.keep_alive_once(&[id], budget).await.ok().map(|r| r.iter().any(|r| r.alive));
+                let _ = reply.send(alive);
+            }
+            return;
+        }
+        Err(_) => None,
+    };
     for (id, reply) in batch {
         let _ = reply.send(alive.as_ref().map(|a| a.contains(&id)));
     }

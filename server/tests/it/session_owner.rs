@@ -94,3 +94,34 @@ async fn only_the_opener_or_root_may_use_a_session() -> anyhow::Result<()> {
     assert_no_panics(&c);
     Ok(())
 }
+
+/// A client keeping alive its own session and (by mistake) another user's: the keep-alives
+/// share requests, yet only the other user's session fails; its own stays connected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_session_in_shared_keep_alives_fails_alone() -> anyhow::Result<()> {
+    let (c, _dir) = auth_cluster(1, &[]).await?;
+    let root = root(&c).await?;
+    for user in ["a", "b"] {
+        user_with_prefix(&root, user, PermissionType::Readwrite, &format!("/{user}/")).await?;
+    }
+    let endpoint = c.nodes()[0].client_addr.clone();
+    let a = user_on(&c, &endpoint, "a").await?;
+    let b = user_on(&c, &endpoint, "b").await?;
+    let ttl = Duration::from_secs(3);
+    let sa = a.session_open(Duration::from_secs(60)).await?;
+    // Both renew every second, so their keep-alives fall into shared requests.
+    let own = conclave_client::Session::open(&b, ttl).await?;
+    let foreign = conclave_client::Session::attach(&b, sa, ttl);
+    let mut states = foreign.subscribe();
+    conclave_testkit::wait_for("the foreign session's keep-alive to fail", Duration::from_secs(20), || {
+        let seen = *states.borrow_and_update();
+        async move { (seen != conclave_client::SessionState::Connected).then_some(()) }
+    })
+    .await?;
+    assert_eq!(own.state(), conclave_client::SessionState::Connected, "b's own session failed with it");
+    assert!(b.keep_alive(&[own.id()]).await?.iter().all(|r| r.alive));
+    own.close().await?;
+    drop(foreign);
+    assert_no_panics(&c);
+    Ok(())
+}
