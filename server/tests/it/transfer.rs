@@ -216,12 +216,25 @@ async fn isolated_leader_with_a_write_in_flight(
     c: &mut Cluster,
 ) -> anyhow::Result<(u64, Client, tokio::task::JoinHandle<conclave_client::Result<u64>>)> {
     wait_for_registrations(c, 3).await?;
-    let leader = c.wait_for_leader(T).await?;
+    // The leader may change between finding it and killing the others (a loaded machine): then
+    // the survivor is a follower; bring the others back and try again.
+    let mut attempts = 0;
+    let leader = loop {
+        let leader = c.wait_for_leader(T).await?;
+        c.client_of(leader).await?.put("before", "v").await?;
+        for id in (1..=3).filter(|id| *id != leader) {
+            c.kill(id)?;
+        }
+        if c.status(leader).await?.role == "leader" {
+            break leader;
+        }
+        attempts += 1;
+        anyhow::ensure!(attempts < 3, "the leader kept changing while its followers were killed");
+        for id in (1..=3).filter(|id| *id != leader) {
+            c.restart(id)?;
+        }
+    };
     let client = c.client_of(leader).await?;
-    client.put("before", "v").await?;
-    for id in (1..=3).filter(|id| *id != leader) {
-        c.kill(id)?;
-    }
     let appended = c.status(leader).await?.last_log_index;
     let stuck = tokio::spawn({
         let client = client.clone();
