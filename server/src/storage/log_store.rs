@@ -8,20 +8,17 @@
 //! else: `append` (see [`LogStore::blocking_inline`]) and `save_committed` (no fsync) run in
 //! place.
 //!
-//! Deferred sync (an engine whose [`LogEngine::defers_sync`] is true, the segment files):
-//! `append` writes the entries (readable at once) and returns; a flusher thread fsyncs and
-//! fires the callbacks strictly in append order, one fsync covering every batch queued behind
-//! it, never a callback before the sync that covers it. `save_vote`, `truncate` and `purge`
-//! first sync whatever is pending. Safe with openraft 0.9.25 because nothing counts an append
-//! before its callback: RaftCore's `append_to_log` awaits the callback before its next command
-//! (the leader's own progress is updated after it, and a follower's AppendEntries response is
-//! the command after it). For the same reason it cannot overlap the leader's fsync with
-//! replication: the `Replicate` commands for new entries are queued after `AppendInputEntries`
-//! and run only once the callback fired (see docs/design.md, "The leader's fsync off its thread").
+//! Why `append` fsyncs before it returns instead of firing its callback later from a flusher:
+//! openraft 0.9.25's RaftCore awaits the callback inside `append_to_log` before it runs its
+//! next command, and the leader's `Replicate` commands for the new entries come after
+//! `AppendInputEntries`; a follower's AppendEntries response is likewise the command after it.
+//! So a deferred flush is safe (nothing is counted before its callback) but cannot overlap the
+//! leader's fsync with replication; measured, it gained nothing (docs/design.md, "The leader's
+//! fsync off its thread"). Revisit with openraft 0.10's non-blocking log I/O.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
@@ -45,32 +42,12 @@ const COMMITTED: &str = "committed";
 pub struct LogStore {
     engine: Arc<dyn LogEngine>,
     recent: Arc<RecentEntries<Entry>>,
-    /// The flusher thread's queue, when the engine defers syncs.
-    flusher: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
 }
 
 impl LogStore {
-    /// A log store over `engine`. If the engine defers syncs ([`LogEngine::defers_sync`]), a
-    /// flusher thread syncs appended entries and fires their callbacks in append order.
+    /// A log store over `engine`.
     pub fn new(engine: Arc<dyn LogEngine>) -> Self {
-        let flusher = engine.defers_sync().then(|| {
-            let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-            let engine = engine.clone();
-            std::thread::Builder::new()
-                .name("log-flusher".into())
-                .spawn(move || flush_loop::<LogFlushed<TypeConfig>>(engine.as_ref(), &rx))
-                .map(|_| tx)
-                .ok()
-        });
-        Self { engine, recent: Arc::default(), flusher: flusher.flatten() }
-    }
-
-    /// Makes every entry appended so far durable (before a truncation, purge or vote).
-    async fn sync_pending(&self) -> Result<(), StorageError> {
-        if self.flusher.is_none() {
-            return Ok(());
-        }
-        self.blocking(ErrorSubject::Logs, ErrorVerb::Write, |e| e.sync().map_err(|e| e.to_string())).await
+        Self { engine, recent: Arc::default() }
     }
 
     async fn blocking<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
@@ -204,7 +181,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.sync_pending().await?;
         self.write_meta(VOTE, vote, true).await
     }
 
@@ -234,23 +210,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
-        if let Some(flusher) = &self.flusher {
-            // Written here (readable at once), fsynced by the flusher thread, which fires the
-            // callback once the entries are durable.
-            let written = self.engine.append_unsynced(encoded).map_err(|e| e.to_string());
-            return match written {
-                Ok(()) => {
-                    self.recent.appended(entries.into_iter().zip(sizes).collect());
-                    flusher
-                        .send(callback)
-                        .map_err(|_| io_err(ErrorSubject::Logs, ErrorVerb::Write, "the log flusher thread has stopped"))
-                }
-                Err(e) => {
-                    callback.log_io_completed(Err(std::io::Error::other(e.clone())));
-                    Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
-                }
-            };
-        }
         // In place, not on the blocking pool: RaftCore waits for this append anyway, and
         // handing it to a pool thread cost ~100 µs of wake-up per append.
         let result = self
@@ -272,7 +231,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.sync_pending().await?;
         let from = log_id.index;
         self.recent.truncated(from);
         self.blocking(ErrorSubject::Logs, ErrorVerb::Delete, move |e| e.truncate_from(from).map_err(|e| e.to_string()))
@@ -280,7 +238,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.sync_pending().await?;
         self.write_meta(LAST_PURGED, &Some(log_id), true).await?;
         let upto = log_id.index;
         self.recent.purged(upto);
@@ -288,34 +245,3 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
     }
 }
-
-/// What the flusher fires once a batch is durable (openraft's [`LogFlushed`]; tests use their
-/// own, since openraft gives no way to build a `LogFlushed` outside its core).
-pub(crate) trait Flushed: Send + 'static {
-    /// Reports the outcome of the sync that covered this batch.
-    fn completed(self, result: Result<(), std::io::Error>);
-}
-
-impl Flushed for LogFlushed<TypeConfig> {
-    fn completed(self, result: Result<(), std::io::Error>) {
-        self.log_io_completed(result);
-    }
-}
-
-/// The flusher thread: waits for an appended batch's callback, takes every other one queued
-/// behind it, syncs once (covering all of them: each was written before it was queued) and
-/// fires them in append order, never before that sync returned. Ends when every sender (every
-/// [`LogStore`] clone) is dropped.
-pub(crate) fn flush_loop<F: Flushed>(engine: &dyn LogEngine, rx: &mpsc::Receiver<F>) {
-    while let Ok(first) = rx.recv() {
-        let mut callbacks = vec![first];
-        callbacks.extend(rx.try_iter());
-        let result = engine.sync().map_err(|e| e.to_string());
-        for callback in callbacks {
-            callback.completed(result.clone().map_err(std::io::Error::other));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;
