@@ -59,10 +59,12 @@ impl Router {
     /// # Errors
     /// `LeaderChanged` when this node stops leading meanwhile; `InvalidArgument` for a target
     /// that is not a voter (or is this node); `Unavailable` with reason `TRANSFER_FAILED` when the transfer
-    /// did not complete within `deadline` (this node may still lead).
+    /// did not complete within `deadline` (this node may still lead), or when a named target
+    /// lost the election to another member (who then leads).
     pub async fn transfer_leadership(&self, target: Option<NodeId>, deadline: Duration) -> Result<NodeId, Error> {
         let started = tokio::time::Instant::now();
         let raft = self.raft();
+        let named = target.is_some();
         let target = self.pick_target(target)?;
         // Within the deadline: a write this leader cannot commit (no quorum) never drains.
         let paused = match tokio::time::timeout_at(started + deadline, self.proposer().pause()).await {
@@ -76,7 +78,21 @@ impl Router {
         tracing::info!(to = target, elapsed = ?started.elapsed(), "transfer: writes paused");
         let outcome = tokio::time::timeout_at(started + deadline, self.hand_off(target)).await;
         let new_leader = match outcome {
-            Ok(Ok(())) => wait_for_leader(raft, target, started + deadline).await,
+            // A named target is the request: another member winning the election is a failure
+            // to report (leadership moved, but not where the operator asked).
+            Ok(Ok(())) => wait_for_leader(raft, target, started + deadline).await.and_then(|l| {
+                if named && l != target {
+                    Err(Error::unavailable(
+                        UnavailableReason::TransferFailed,
+                        format!(
+                            "node {target} was told to campaign, but node {l} won the election (it raced the \
+                             transfer); node {l} leads now: retry to move leadership to node {target}"
+                        ),
+                    ))
+                } else {
+                    Ok(l)
+                }
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(transfer_timeout(target, deadline)),
         };
