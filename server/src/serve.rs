@@ -270,9 +270,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 /// go elsewhere (GOAWAY).
 const DRAIN: Duration = Duration::from_secs(1);
 
-/// A stopping leader hands leadership to the most up-to-date voter first (`raft::transfer`), so
-/// the cluster does not wait an election timeout for a new leader and no write fails. A
-/// follower, or a leader that is the only voter, has nothing to hand off.
 /// How long one step of a stop may take before it is given up.
 const STOP_STEP: Duration = Duration::from_secs(5);
 
@@ -282,6 +279,9 @@ async fn stop_step<F: Future>(what: &str, step: F) {
     }
 }
 
+/// A stopping leader hands leadership to the most up-to-date voter first (`raft::transfer`), so
+/// the cluster does not wait an election timeout for a new leader and no write fails. A
+/// follower, or a leader that is the only voter, has nothing to hand off.
 async fn hand_off_leadership(node: &Node) {
     let leads_others = {
         let metrics = node.router().raft().metrics();

@@ -279,6 +279,21 @@ impl Authorizer {
         }
     }
 
+    /// [`Authorizer::require_session_owner`] for the sessions `command` names
+    /// ([`access::sessions_named`]); nothing is computed for an unauthenticated or root caller,
+    /// so writes without `--auth` pay nothing.
+    ///
+    /// # Errors
+    /// As [`Authorizer::require_session_owner`].
+    pub async fn require_sessions_of(&self, caller: &Caller, command: &Command) -> Result<()> {
+        match caller {
+            Caller::User(user) if user != ROOT => {
+                self.require_session_owner(caller, &access::sessions_named(command)).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Fails unless `caller` may use every session of `ids` (0 = no session, skipped): root,
     /// authentication off, or each session has no owner or is `caller`'s. Checked against this
     /// member's applied state; a session it does not know (a follower that has not applied its

@@ -110,7 +110,7 @@ impl Api {
         size: usize,
     ) -> Result<Outcome> {
         self.auth.require_command(caller, &command)?;
-        self.auth.require_session_owner(caller, &crate::auth::access::sessions_named(&command)).await?;
+        self.auth.require_sessions_of(caller, &command).await?;
         validate::request_size(size)?;
         let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
         self.node.propose(proposal, size).await
