@@ -67,6 +67,10 @@ impl Target for ConclaveZkTarget {
         Box::pin(self.zk.client(n))
     }
 
+    fn client_on(&self, member: usize) -> BoxFut<'_, Option<anyhow::Result<Arc<dyn Kv>>>> {
+        Box::pin(async move { Some(self.zk.client_on(member).await) })
+    }
+
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
         self.inner.leader()
     }

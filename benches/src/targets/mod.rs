@@ -115,6 +115,13 @@ pub trait Target: Send + Sync {
     /// A new independent client (connection, session); `n` spreads clients over members where
     /// the system's own client would.
     fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>>;
+    /// A client connected to member `member` only, for systems whose clients pick a member at
+    /// random (ZooKeeper's): the one-client rows put one on each member in turn. `None` where
+    /// the client chooses its member itself (etcd's and Conclave's clients).
+    fn client_on(&self, member: usize) -> BoxFut<'_, Option<anyhow::Result<Arc<dyn Kv>>>> {
+        let _ = member;
+        Box::pin(async { None })
+    }
     /// Index (0-based, member order) of the current leader.
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>>;
     /// `kill -9` a member.

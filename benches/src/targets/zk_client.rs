@@ -18,6 +18,12 @@ use super::{BoxFut, Kv, Notification, SessionHold, SessionRun};
 /// it: a client reconnects to another member within its session).
 const CLIENT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A session through connect string `cs`, within 20 s.
+async fn connect(cs: &str, timeout: Duration) -> anyhow::Result<zk::Client> {
+    Ok(tokio::time::timeout(Duration::from_secs(20), zk::Client::connector().with_session_timeout(timeout).connect(cs))
+        .await??)
+}
+
 /// ZooKeeper clients of one cluster (3 members), given their client addresses.
 pub struct ZkClients {
     endpoints: Vec<String>,
@@ -36,13 +42,7 @@ impl ZkClients {
     }
 
     async fn session(&self, start: usize, timeout: Duration) -> anyhow::Result<zk::Client> {
-        let cs = self.connect_string(start);
-        let c = tokio::time::timeout(
-            Duration::from_secs(20),
-            zk::Client::connector().with_session_timeout(timeout).connect(&cs),
-        )
-        .await??;
-        Ok(c)
+        connect(&self.connect_string(start), timeout).await
     }
 
     /// One load client (its own session), starting at member `n % 3`.
@@ -51,6 +51,16 @@ impl ZkClients {
     /// When no member completes the handshake within 20 s.
     pub async fn client(&self, n: usize) -> anyhow::Result<Arc<dyn Kv>> {
         Ok(Arc::new(ZkKv { client: self.session(n, CLIENT_SESSION_TIMEOUT).await? }) as Arc<dyn Kv>)
+    }
+
+    /// A load client whose session lives on member `member` only (its connect string names
+    /// no other).
+    ///
+    /// # Errors
+    /// When the member does not complete the handshake within 20 s.
+    pub async fn client_on(&self, member: usize) -> anyhow::Result<Arc<dyn Kv>> {
+        let endpoint = self.endpoints.get(member).ok_or_else(|| anyhow::anyhow!("no member {member}"))?;
+        Ok(Arc::new(ZkKv { client: connect(endpoint, CLIENT_SESSION_TIMEOUT).await? }) as Arc<dyn Kv>)
     }
 
     /// Opens `n` sessions with `ttl` (one client per session, 64 at a time), kept alive by the

@@ -154,6 +154,10 @@ impl Target for ZookeeperTarget {
         Box::pin(self.zk.client(n))
     }
 
+    fn client_on(&self, member: usize) -> BoxFut<'_, Option<anyhow::Result<Arc<dyn Kv>>>> {
+        Box::pin(async move { Some(self.zk.client_on(member).await) })
+    }
+
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
         Box::pin(self.wait_whole(Duration::from_secs(30)))
     }

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::load::{closed_loop, LoadResult, Op};
 use super::{Outcome, Params, Status, Workload};
-use crate::targets::{Kv, Target};
+use crate::targets::{BoxFut, Kv, Target};
 
 /// Keys each put client cycles through.
 const KEYS_PER_CLIENT: u64 = 16;
@@ -71,9 +71,107 @@ pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow:
         }
         other => anyhow::bail!("{other:?} is not a KV workload"),
     };
+    if n == 1 {
+        if let Some(rotating) = Rotating::new(target, p.duration).await? {
+            let rotating = Arc::new(rotating);
+            let r = closed_loop(&[rotating.clone() as Arc<dyn Kv>], p.duration, p.max_ops, op).await;
+            let mut o = outcome(target, workload, &r);
+            o.notes.push(rotating.by_member(target.leader().await.ok()));
+            return Ok(o);
+        }
+    }
     let clients = clients(target, n).await?;
     let r = closed_loop(&clients, p.duration, p.max_ops, op).await;
     Ok(outcome(target, workload, &r))
+}
+
+/// The one client of a one-client row on a target whose clients pick a member at random
+/// (ZooKeeper's: one run lands on the leader, the next on a follower, and the row moved by a
+/// third between runs): it uses each member in turn, a third of the run each, so the row is
+/// the mean a client sees over the members; the notes give each member's p50.
+struct Rotating {
+    members: Vec<Arc<dyn Kv>>,
+    started: std::time::Instant,
+    phase: std::time::Duration,
+    latencies: std::sync::Mutex<Vec<Vec<u32>>>,
+}
+
+impl Rotating {
+    /// One session per member, or `None` when the target's clients choose their member.
+    async fn new(target: &dyn Target, duration: std::time::Duration) -> anyhow::Result<Option<Self>> {
+        let mut members = Vec::new();
+        for m in 0..target.endpoints().len() {
+            match target.client_on(m).await {
+                Some(c) => members.push(c?),
+                None => return Ok(None),
+            }
+        }
+        let n = members.len().max(1);
+        let latencies = std::sync::Mutex::new(vec![Vec::new(); n]);
+        let phase = duration / n as u32;
+        Ok(Some(Self { members, started: std::time::Instant::now(), phase, latencies }))
+    }
+
+    fn pick(&self) -> usize {
+        let phase = self.phase.as_nanos().max(1);
+        ((self.started.elapsed().as_nanos() / phase) as usize).min(self.members.len() - 1)
+    }
+
+    /// Runs `op` on the current member, timing it there.
+    fn on_member<'a, T: Send + 'a>(
+        &'a self,
+        op: impl FnOnce(&'a Arc<dyn Kv>) -> BoxFut<'a, anyhow::Result<T>>,
+    ) -> BoxFut<'a, anyhow::Result<T>> {
+        let m = self.pick();
+        let fut = op(&self.members[m]);
+        Box::pin(async move {
+            let t = std::time::Instant::now();
+            let r = fut.await;
+            if r.is_ok() {
+                let us = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                if let Some(l) = self.latencies.lock().expect("latencies").get_mut(m) {
+                    l.push(us);
+                }
+            }
+            r
+        })
+    }
+
+    /// "p50 by member: 1 (leader) 1.10 ms, ..." (members numbered from 1).
+    fn by_member(&self, leader: Option<usize>) -> String {
+        let mut lat = self.latencies.lock().expect("latencies").clone();
+        let parts: Vec<String> = lat
+            .iter_mut()
+            .enumerate()
+            .map(|(m, l)| {
+                l.sort_unstable();
+                let role = if leader == Some(m) { " (leader)" } else { "" };
+                match l.get(l.len() / 2) {
+                    Some(p50) => format!("{}{role} {:.2} ms", m + 1, f64::from(*p50) / 1000.0),
+                    None => format!("{}{role} -", m + 1),
+                }
+            })
+            .collect();
+        format!("one client on each member in turn; p50 by member: {}", parts.join(", "))
+    }
+}
+
+impl Kv for Rotating {
+    fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
+        self.on_member(move |kv| kv.put(key, value))
+    }
+
+    fn get(&self, key: String, linearizable: bool) -> BoxFut<'_, anyhow::Result<()>> {
+        self.on_member(move |kv| kv.get(key, linearizable))
+    }
+
+    fn increment(&self, counter: String) -> BoxFut<'_, anyhow::Result<u32>> {
+        self.on_member(move |kv| kv.increment(counter))
+    }
+
+    fn create(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
+        self.on_member(move |kv| kv.create(key, value))
+    }
 }
 
 fn outcome(target: &dyn Target, workload: Workload, r: &LoadResult) -> Outcome {

@@ -193,7 +193,7 @@ impl Node {
             return self.session_times_local(ids, renew).await;
         }
         let req = SessionTimesRequest { ids: ids.to_vec(), renew };
-        let result: Result<Vec<SessionTime>> = self.router.forward(leader, Call::Sessions, &req).await?;
+        let result: Result<Vec<SessionTime>> = self.router.link().forward(leader, Call::Sessions, &req).await?;
         result.map_err(|e| self.router.with_leader_hint(e))
     }
 
@@ -236,7 +236,7 @@ impl Node {
         if leader == self.router.node_id() {
             return self.router.read_index_local().await;
         }
-        self.router.forward(leader, Call::ReadIndex, &()).await?
+        self.router.link().forward(leader, Call::ReadIndex, &()).await?
     }
 
     /// On the leader: how many entries each follower's matched index trails the leader's last

@@ -16,6 +16,7 @@ use super::{Node, SessionTimesRequest};
 use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
 use crate::raft::cluster_id::{self, ClusterId};
+use crate::raft::forward::{BatchReply, ForwardedWrite};
 use crate::raft::network::FORMAT_BINCODE;
 use crate::raft::prompt_election::{ProbeReply, PromptElection};
 use crate::raft::transfer::{self, TimeoutNow};
@@ -127,6 +128,15 @@ impl RaftPeer for PeerService {
         let proposal: Proposal = self.unpack(req)?;
         let result: Result<CommandResult, Error> = self.node.router().propose_local(proposal, size).await;
         pack(&result)
+    }
+
+    /// Each write proposed on its own, all at once (they usually share one log entry).
+    async fn propose_batch(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let writes: Vec<ForwardedWrite> = self.unpack(req)?;
+        let router = self.node.router();
+        let proposals = writes.into_iter().map(|w| router.propose_local(w.proposal, w.size as usize));
+        let results: BatchReply = futures::future::join_all(proposals).await;
+        pack(&results)
     }
 
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -353,7 +353,7 @@ async fn ask_leader(node: &Node, peer_addrs: &[String]) -> Result<RejoinReply> {
     let req = RejoinRequest { node_id: node.node_id() };
     if let Ok(leader) = router.leader().await {
         if leader != node.node_id() {
-            if let Ok(reply) = router.forward::<_, Result<RejoinReply>>(leader, Call::Rejoin, &req).await {
+            if let Ok(reply) = router.link().forward::<_, Result<RejoinReply>>(leader, Call::Rejoin, &req).await {
                 return reply;
             }
         }

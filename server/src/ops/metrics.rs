@@ -87,6 +87,14 @@ pub struct Metrics {
     pub proposals_pending: Gauge,
     /// Client writes through this member that ended without a result from the log.
     pub proposals_failed: Counter,
+    /// Client writes this member forwarded to the leader.
+    pub forwarded_writes: Counter,
+    /// Peer calls that carried them (several writes share a call when they wait together).
+    pub forward_calls: Counter,
+    /// Read indexes (linearizable reads) this member asked of the leader.
+    pub forwarded_read_indexes: Counter,
+    /// Peer calls that carried them.
+    pub read_index_calls: Counter,
     /// Raft log append fsync (fdatasync) duration.
     pub fsync: Histogram,
     /// Duration of one apply call (a run of committed entries).
@@ -145,6 +153,10 @@ impl Metrics {
             proposals_applied: Counter::default(),
             proposals_pending: Gauge::default(),
             proposals_failed: Counter::default(),
+            forwarded_writes: Counter::default(),
+            forward_calls: Counter::default(),
+            forwarded_read_indexes: Counter::default(),
+            read_index_calls: Counter::default(),
             fsync: latency_histogram(),
             apply: latency_histogram(),
             snapshot_save: slow_histogram(),
@@ -201,6 +213,14 @@ impl Metrics {
             "Client writes through this member that ended without a result from the log",
             self.proposals_failed
         );
+        reg!("forwarded_writes", "Client writes this member forwarded to the leader", self.forwarded_writes);
+        reg!("forward_calls", "Peer calls to the leader that carried the forwarded writes", self.forward_calls);
+        reg!(
+            "forwarded_read_indexes",
+            "Read indexes (linearizable reads) this member asked of the leader",
+            self.forwarded_read_indexes
+        );
+        reg!("read_index_calls", "Peer calls to the leader that carried the read indexes", self.read_index_calls);
         reg!("log_fsync_duration_seconds", "Raft log append fdatasync duration", self.fsync);
         reg!("apply_duration_seconds", "Duration of applying one run of committed entries", self.apply);
         reg!("snapshot_save_duration_seconds", "Snapshot build and save duration", self.snapshot_save);
@@ -254,6 +274,20 @@ pub fn timed_fsync<T>(f: impl FnOnce() -> T) -> T {
     let r = f();
     observe_fsync(started.elapsed());
     r
+}
+
+/// Records `writes` writes forwarded to the leader in `calls` peer calls.
+pub fn forwarded(writes: usize, calls: usize) {
+    let m = global();
+    m.forwarded_writes.inc_by(writes as u64);
+    m.forward_calls.inc_by(calls as u64);
+}
+
+/// Records one read-index call to the leader shared by `reads` reads.
+pub fn forwarded_read_indexes(reads: usize) {
+    let m = global();
+    m.forwarded_read_indexes.inc_by(reads as u64);
+    m.read_index_calls.inc();
 }
 
 /// Records one Raft log fsync's duration.

@@ -139,6 +139,9 @@ fn tls_dialer(
 pub enum Call {
     /// A write forwarded to the leader: payload `Proposal`, reply `Result<CommandResult, Error>`.
     Propose,
+    /// Writes forwarded to the leader together: payload `Vec<ForwardedWrite>`, reply
+    /// `Vec<Result<CommandResult, Error>>` (see `forward`).
+    ProposeBatch,
     /// A read index from the leader: payload `()`, reply `Result<u64, Error>`.
     ReadIndex,
     /// Session keep-alives or liveness on the leader: payload `SessionTimesRequest`, reply
@@ -188,6 +191,7 @@ impl PeerNetwork {
             .max_encoding_message_size(MAX_PEER_MESSAGE);
         let reply = match call {
             Call::Propose => client.propose(msg).await,
+            Call::ProposeBatch => client.propose_batch(msg).await,
             Call::ReadIndex => client.read_index(msg).await,
             Call::Sessions => client.sessions(msg).await,
             Call::Rejoin => client.rejoin(msg).await,

@@ -1,19 +1,14 @@
 //! Routing of writes and linearizable reads: handled locally on the leader, forwarded over the
-//! peer protocol from a follower ("handle locally" vs "forward to leader").
-//!
-//! Fail fast: a forwarded request races the follower's view of the leader. If the leader it was
-//! sent to is replaced (or lost) while the request is in flight, the request ends at once with
-//! a retriable `LeaderChanged` error instead of hanging until the client's deadline. Writes carry
-//! request ids, so the client's retry is safe.
+//! peer protocol from a follower ("handle locally" vs "forward to leader"; how a forwarded call
+//! fails fast and how forwarded writes share calls: `forward`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use super::network::{Call, CallError, PeerNetwork};
+use super::forward::{Forwarder, Link, ReadIndexes};
+use super::network::PeerNetwork;
 use super::proposer::{Failed, Proposer};
 use super::read_index::ReadIndex;
 use super::{NodeId, Raft};
@@ -29,6 +24,9 @@ pub struct Router {
     proposer: Proposer,
     read_index: ReadIndex,
     peers: PeerNetwork,
+    link: Link,
+    forwarder: Forwarder,
+    read_indexes: ReadIndexes,
     shared: Arc<SharedState>,
     leader_wait: Duration,
     leader_lost: tokio::sync::watch::Receiver<bool>,
@@ -48,7 +46,22 @@ impl Router {
         let read_index = ReadIndex::spawn(raft.clone(), node_id);
         // Checked once per election timeout (a quarter of the leader wait).
         let leader_lost = super::leader_presence::spawn(raft.clone(), leader_wait / 4);
-        Self { node_id, raft, proposer, read_index, peers, shared, leader_wait, leader_lost }
+        let link = Link { raft: raft.clone(), peers: peers.clone() };
+        let forwarder = Forwarder::spawn(link.clone());
+        let read_indexes = ReadIndexes::spawn(link.clone());
+        Self {
+            node_id,
+            raft,
+            proposer,
+            read_index,
+            peers,
+            link,
+            forwarder,
+            read_indexes,
+            shared,
+            leader_wait,
+            leader_lost,
+        }
     }
 
     /// Whether this node has lost its leader (see `leader_presence`).
@@ -71,11 +84,7 @@ impl Router {
     /// # Errors
     /// `Unavailable` when `id` is not in the membership.
     pub fn peer_addr_of(&self, id: NodeId) -> Result<String, Error> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone()).ok_or_else(|| {
-            Error::unavailable(UnavailableReason::Unreachable, format!("node {id} is not in the membership"))
-        })
+        self.link.peer_addr_of(id)
     }
 
     /// The write batcher (a leadership transfer pauses it).
@@ -172,9 +181,11 @@ impl Router {
                 .await
                 .map_err(|f| Failed { error: self.with_leader_hint(f.error), proposal: f.proposal });
         }
-        let result: Result<CommandResult, Error> = self.forward(leader, Call::Propose, &proposal).await?;
         // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
-        result.map_err(|e| Failed { error: self.with_leader_hint(e), proposal: Some(proposal) })
+        self.forwarder
+            .propose(&self.link, leader, proposal, size)
+            .await
+            .map_err(|f| Failed { error: self.with_leader_hint(f.error), proposal: f.proposal })
     }
 
     /// The leader to try after `refused`'s refusal: the one it named, or whoever this node
@@ -236,8 +247,7 @@ impl Router {
         if leader == self.node_id {
             return self.read_index_local().await.map(|_| None).map_err(|e| self.with_leader_hint(e));
         }
-        let result: Result<u64, Error> = self.forward(leader, Call::ReadIndex, &()).await?;
-        result.map(Some).map_err(|e| self.with_leader_hint(e))
+        self.read_indexes.read_index(&self.link, leader).await.map(Some).map_err(|e| self.with_leader_hint(e))
     }
 
     /// Waits (at most the leader wait) until this node's applied position satisfies `reached`;
@@ -272,47 +282,15 @@ impl Router {
         ))
     }
 
-    /// Sends `req` to `leader` over the peer protocol and decodes its reply.
-    ///
-    /// # Errors
-    /// `LeaderChanged` when this node sees another leader (or none) while the call is in
-    /// flight; for `Call::Propose` a transport failure is `OutcomeUnknown` unless the connection
-    /// was refused (nothing was sent), which is `Unavailable`.
-    pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        leader: NodeId,
-        call: Call,
-        req: &Req,
-    ) -> Result<Resp, Error> {
-        let addr = self.peer_addr_of(leader)?;
-        let send = self.peers.call::<Req, Resp>(&addr, call, req);
-        tokio::pin!(send);
-        let mut metrics = self.raft.metrics();
-        let leader_changed = async move {
-            let _ = metrics.wait_for(|m| m.current_leader != Some(leader)).await;
-        };
-        let reply = tokio::select! {
-            reply = &mut send => reply,
-            _ = leader_changed => match tokio::time::timeout(FORWARD_GRACE, &mut send).await {
-                Ok(reply) => reply,
-                Err(_) => return Err(Error::LeaderChanged(leader)),
-            },
-        };
-        reply.map_err(|e| match e {
-            CallError::Transport(s) => forward_failure(leader, call, &s),
-            CallError::Unreachable(m) => Error::unavailable(UnavailableReason::Unreachable, m),
-            CallError::Codec(m) => Error::Internal(format!("forwarding to leader {leader}: {m}")),
-        })
+    /// Calls to the leader over the peer protocol (see [`Link::forward`]).
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 }
 
 /// How many times a write or read refused by a former leader (before it reached Raft) is sent
 /// on to the next one.
 const REFUSED_RETRIES: usize = 2;
-
-/// How long a forwarded call may still answer after this node saw its leader change: a leader
-/// that handed off answers what it held back at once; a dead one never does.
-const FORWARD_GRACE: Duration = Duration::from_millis(300);
 
 /// `Some(named next leader)` when `error` is a refusal by `tried` that never reached Raft
 /// (so trying elsewhere is safe).
@@ -321,31 +299,4 @@ fn refused_by(error: &Error, tried: NodeId) -> Option<Option<NodeId>> {
         Error::NotLeader { reached_raft: false, leader_id, .. } if *leader_id != Some(tried) => Some(*leader_id),
         _ => None,
     }
-}
-
-/// The error for a forwarded call whose transport failed. A write is "not applied" only when
-/// the connection was refused (the request never left this node); otherwise the leader may have
-/// received and committed it.
-fn forward_failure(leader: NodeId, call: Call, s: &tonic::Status) -> Error {
-    let message = format!("forwarding to leader {leader} failed: {}", s.message());
-    if call == Call::Propose && !connection_refused(s) {
-        Error::OutcomeUnknown(message)
-    } else {
-        Error::unavailable(UnavailableReason::Unreachable, message)
-    }
-}
-
-/// Whether the transport error behind `s` is a refused connection (typed: the `io::Error`
-/// kind in its source chain, never the message text).
-fn connection_refused(s: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }

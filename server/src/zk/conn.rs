@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::codec::{frame, ConnectRequest, Writer, MAX_FRAME};
 use super::handlers::batchable;
+use super::paths::CONFIG_NODE;
 use super::session::{self, Connected};
 use super::watches::{ChangeKind, Watches};
 use super::{four_letter, ConnInfo, ZkContext};
@@ -225,16 +226,33 @@ impl Conn {
                     }
                 }
             }
+            self.deliver_config().await?;
             self.writer.flush().await?;
             self.report();
         }
+    }
+
+    /// Fires the `/zookeeper/config` watch once the ensemble's description differs from what
+    /// the client was shown (a member added, removed, promoted, or its ZooKeeper address
+    /// registered). Checked after every request and every applied change (membership entries
+    /// included); costs nothing without that watch.
+    async fn deliver_config(&mut self) -> std::io::Result<()> {
+        if self.watches.config.is_none() {
+            return Ok(());
+        }
+        let (now, _) = self.config_node().map_err(|_| std::io::Error::other("cannot read /zookeeper/config"))?;
+        if self.watches.config_changed(&now) {
+            let zxid = self.delivered.max(self.last_zxid);
+            self.send_event(zxid, event::NODE_DATA_CHANGED, CONFIG_NODE).await?;
+        }
+        Ok(())
     }
 
     fn report(&self) {
         if let Some(info) = self.ctx.conns().get_mut(&self.id) {
             info.received = self.received;
             info.sent = self.sent;
-            info.watched = self.watches.paths().cloned().collect();
+            info.watched = self.watches.paths().map(str::to_string).collect();
         }
     }
 

@@ -13,9 +13,8 @@ use super::conn::Conn;
 use super::paths::{is_reserved, reserved_node, validate, CONFIG_NODE};
 use super::requests::{
     acl_of, body, create_op, node_view, other_op, read_body, resolve_acls, result_body, writable, Answer, Fail,
-    NewWatch,
 };
-use super::watches::WatcherType;
+use super::watches::{NewWatch, WatcherType};
 use crate::error::Error;
 use crate::log_entry::zk::{ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
@@ -45,13 +44,7 @@ impl Conn {
         let (zxid, result) = answer;
         self.deliver(zxid).await?;
         for (kind, path) in watches {
-            let set = match kind {
-                NewWatch::Data => &mut self.watches.data,
-                NewWatch::Child => &mut self.watches.child,
-                NewWatch::Persistent => &mut self.watches.persistent,
-                NewWatch::Recursive => &mut self.watches.recursive,
-            };
-            set.insert(path);
+            self.watches.add(kind, path);
         }
         self.reply(req_xid, zxid, result).await?;
         Ok(opcode != op::CLOSE_SESSION)
@@ -159,6 +152,9 @@ impl Conn {
                 let (zxid, mut view) = self.read(|sm| node_view(sm, &path, ids.as_deref())).await?;
                 if path == CONFIG_NODE {
                     let (data, stat) = self.config_node()?;
+                    if watch && opcode != op::GET_CHILDREN && opcode != op::GET_CHILDREN2 {
+                        watches.push((NewWatch::Config(data.clone()), path.clone()));
+                    }
                     view = Some(Ok((Some(data), stat, Vec::new())));
                 }
                 let view = match view {
@@ -323,7 +319,7 @@ impl Conn {
     }
 
     /// `/zookeeper/config`'s data and stat now (`config_node`).
-    fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::znodes::ZStat), Fail> {
+    pub(super) fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::znodes::ZStat), Fail> {
         let node = &self.ctx.node;
         let version = node.membership_index();
         let data = node.view(|sm| config_data(&node.members(), sm.znodes().zk_addrs(), version))?;

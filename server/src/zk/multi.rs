@@ -6,7 +6,9 @@ use conclave_proto::zookeeper::{op, Code};
 use super::codec::{Reader, Writer};
 use super::conn::Conn;
 use super::paths::validate;
-use super::requests::{create_op, node_view, other_op, read_body, result_body, Answer, Fail, NewWatch};
+use super::paths::{is_reserved, CONFIG_NODE};
+use super::requests::{create_op, node_view, other_op, read_body, result_body, Answer, Fail};
+use super::watches::NewWatch;
 use crate::error::Error;
 use crate::log_entry::zk::ZkOp;
 use crate::state_machine::znodes::{failed_results, ZkOpResult};
@@ -101,9 +103,19 @@ impl Conn {
     pub(super) async fn set_watches(&mut self, opcode: i32, r: &mut Reader<'_>) -> Result<Answer, Fail> {
         use conclave_proto::zookeeper::event;
         let relative = r.long()?.max(0) as u64;
-        let (data, exist, child) = (r.strings()?, r.strings()?, r.strings()?);
+        let (mut data, mut exist, mut child) = (r.strings()?, r.strings()?, r.strings()?);
         let (persistent, recursive) =
             if opcode == op::SET_WATCHES2 { (r.strings()?, r.strings()?) } else { (Vec::new(), Vec::new()) };
+        // The reserved nodes are no keys: `/zookeeper/config`'s data or exists watch is set again
+        // on the data it holds now (a change while the client was away is not reported: the
+        // client's zxid does not order membership changes); the others never change.
+        if data.iter().chain(&exist).any(|p| p == CONFIG_NODE) {
+            let (now, _) = self.config_node()?;
+            self.watches.add(NewWatch::Config(now), CONFIG_NODE.to_string());
+        }
+        for list in [&mut data, &mut exist, &mut child] {
+            list.retain(|p| !is_reserved(p));
+        }
         let (zxid, (events, regs)) = self
             .read(|sm| {
                 let mut events = Vec::new();
@@ -138,12 +150,7 @@ impl Conn {
             self.send_event(zxid, kind, &path).await.map_err(|e| Fail::Fatal(Error::Internal(e.to_string())))?;
         }
         for (kind, path) in regs {
-            match kind {
-                NewWatch::Data => self.watches.data.insert(path),
-                NewWatch::Child => self.watches.child.insert(path),
-                NewWatch::Persistent => self.watches.persistent.insert(path),
-                NewWatch::Recursive => self.watches.recursive.insert(path),
-            };
+            self.watches.add(kind, path);
         }
         Ok((zxid, Ok(Vec::new())))
     }

@@ -46,19 +46,6 @@ impl From<Error> for Fail {
 /// A reply: the zxid it reflects and its body or error code.
 pub(super) type Answer = (u64, Result<Vec<u8>, Code>);
 
-/// A watch to add once the events before the reply are sent.
-#[derive(Clone, Copy)]
-pub(super) enum NewWatch {
-    /// Data or exists watch.
-    Data,
-    /// Child watch.
-    Child,
-    /// Persistent watch.
-    Persistent,
-    /// Persistent recursive watch.
-    Recursive,
-}
-
 /// What a reader sees of a znode: data (`None`: null), stat, children.
 pub(super) type NodeView = (Option<Vec<u8>>, ZStat, Vec<String>);
 

@@ -3,11 +3,14 @@
 //! persistent watches fire for their node (children changes included) until removed;
 //! persistent-recursive watches fire for the node and every descendant (never
 //! NodeChildrenChanged). A change fires at most one event per path on a connection.
+//! `/zookeeper/config` is no key: its data watch holds the data the client was shown and fires
+//! NodeDataChanged once the ensemble's description differs (`Watches::config_changed`).
 
 use std::collections::HashSet;
 
 use conclave_proto::zookeeper::event;
 
+use super::paths::CONFIG_NODE;
 use crate::state_machine::znodes::split_parent;
 
 /// What a committed change did to a znode.
@@ -50,6 +53,21 @@ impl WatcherType {
     }
 }
 
+/// A watch to add once the events before the reply are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewWatch {
+    /// Data or exists watch.
+    Data,
+    /// Child watch.
+    Child,
+    /// Persistent watch.
+    Persistent,
+    /// Persistent recursive watch.
+    Recursive,
+    /// Data watch on `/zookeeper/config`, set when the client was shown this data.
+    Config(Vec<u8>),
+}
+
 /// The watches of one connection.
 #[derive(Debug, Default)]
 pub struct Watches {
@@ -61,6 +79,8 @@ pub struct Watches {
     pub persistent: HashSet<String>,
     /// Persistent recursive watches.
     pub recursive: HashSet<String>,
+    /// The one-time data watch on `/zookeeper/config`: the data the client was shown.
+    pub config: Option<Vec<u8>>,
 }
 
 fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
@@ -70,7 +90,11 @@ fn ancestors_or_self(path: &str) -> impl Iterator<Item = &str> {
 impl Watches {
     /// Number of watches.
     pub fn len(&self) -> usize {
-        self.data.len() + self.child.len() + self.persistent.len() + self.recursive.len()
+        self.data.len()
+            + self.child.len()
+            + self.persistent.len()
+            + self.recursive.len()
+            + usize::from(self.config.is_some())
     }
 
     /// Whether there are none.
@@ -79,8 +103,30 @@ impl Watches {
     }
 
     /// Every watched path (for `wchs`).
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.data.iter().chain(&self.child).chain(&self.persistent).chain(&self.recursive)
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let sets = self.data.iter().chain(&self.child).chain(&self.persistent).chain(&self.recursive);
+        sets.map(String::as_str).chain(self.config.as_ref().map(|_| CONFIG_NODE))
+    }
+
+    /// Adds a watch on `path`.
+    pub fn add(&mut self, kind: NewWatch, path: String) {
+        match kind {
+            NewWatch::Data => self.data.insert(path),
+            NewWatch::Child => self.child.insert(path),
+            NewWatch::Persistent => self.persistent.insert(path),
+            NewWatch::Recursive => self.recursive.insert(path),
+            NewWatch::Config(seen) => self.config.replace(seen).is_none(),
+        };
+    }
+
+    /// Whether `/zookeeper/config` now reads `now` where its watch was set on other data; the
+    /// watch is then gone (it fires once, as NodeDataChanged).
+    pub fn config_changed(&mut self, now: &[u8]) -> bool {
+        if self.config.as_deref().is_some_and(|seen| seen != now) {
+            self.config = None;
+            return true;
+        }
+        false
     }
 
     fn recursive_covers(&self, path: &str) -> bool {
@@ -122,6 +168,12 @@ impl Watches {
         let mut found = false;
         for set in sets {
             found |= if check { set.contains(path) } else { set.remove(path) };
+        }
+        if path == CONFIG_NODE && matches!(kind, WatcherType::Data | WatcherType::Any) && self.config.is_some() {
+            found = true;
+            if !check {
+                self.config = None;
+            }
         }
         found
     }
@@ -171,5 +223,20 @@ mod tests {
         assert!(w.remove("/r", WatcherType::Any, false));
         assert!(!w.remove("/r", WatcherType::Any, false));
         assert!(fire(&mut w, "/r/x", ChangeKind::Deleted).is_empty());
+    }
+
+    #[test]
+    fn the_config_watch_fires_once_when_the_ensemble_description_changes() {
+        let mut w = Watches::default();
+        w.add(NewWatch::Config(b"server.1=a".to_vec()), CONFIG_NODE.into());
+        assert_eq!(w.paths().collect::<Vec<_>>(), vec![CONFIG_NODE]);
+        assert!(!w.config_changed(b"server.1=a"), "same data: no event");
+        assert!(w.config_changed(b"server.1=a\nserver.2=b"));
+        assert!(!w.config_changed(b"server.1=c"), "one-time");
+        assert!(w.is_empty());
+        w.add(NewWatch::Config(b"x".to_vec()), CONFIG_NODE.into());
+        assert!(w.remove(CONFIG_NODE, WatcherType::Data, true));
+        assert!(w.remove(CONFIG_NODE, WatcherType::Any, false));
+        assert!(!w.config_changed(b"y"), "removed");
     }
 }

@@ -68,6 +68,7 @@ async fn ttl_nodes_and_containers_go_at_the_leaders_check_and_config_lists_membe
     assert_eq!(a.create(op::CREATE, "/ttl/child", b"", 0).await?.err, 0);
     assert_eq!(a.create(op::CREATE_CONTAINER, "/box", b"", 4).await?.err, 0);
     assert_eq!(a.create(op::CREATE, "/box/item", b"", 0).await?.err, 0);
+    assert_eq!(a.create(op::CREATE_CONTAINER, "/unused", b"", 4).await?.err, 0);
     assert_eq!(a.create(op::CREATE, "/plain", b"", 0).await?.err, 0);
     sync(&mut b, "/box").await?; // b (member 2) reads after a's writes
     let r = b.read(op::EXISTS, "/box", false).await?;
@@ -88,6 +89,9 @@ async fn ttl_nodes_and_containers_go_at_the_leaders_check_and_config_lists_membe
     wait_gone(&mut b, "/ttl").await?;
     wait_gone(&mut b, "/box").await?;
     assert_eq!(b.read(op::EXISTS, "/plain", false).await?.err, 0, "ordinary nodes stay");
+    // The check that took /box saw /unused too: a container that never had a child stays
+    // (ZooKeeper's default `znode.container.maxNeverUsedIntervalMs`, 0).
+    assert_eq!(b.read(op::EXISTS, "/unused", false).await?.err, 0, "a never-used container stays");
 
     // /zookeeper/config: every member, ZooKeeper's dynamic-config format.
     let expected: Vec<String> = (1..=3).map(|id| format!(";{}", zk_addr(&z, id))).collect();
@@ -108,6 +112,20 @@ async fn ttl_nodes_and_containers_go_at_the_leaders_check_and_config_lists_membe
         assert!(line.starts_with(&format!("server.{}=", i + 1)) && line.contains(":participant;"), "{line}");
     }
     assert!(lines[3].starts_with("version=") && u64::from_str_radix(&lines[3][8..], 16).is_ok(), "{config}");
+    assert_no_panics(&z.c);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_used_containers_go_after_the_configured_interval() -> anyhow::Result<()> {
+    let z = zk_cluster_with(&["--zk-container-check-ms", "100", "--zk-container-never-used-ms", "300"]).await?;
+    let mut a = Zk::connect(&zk_addr(&z, 1), new_session()).await?;
+    let mut b = Zk::connect(&zk_addr(&z, 2), new_session()).await?;
+    assert_eq!(a.create(op::CREATE_CONTAINER, "/kept", b"", 4).await?.err, 0);
+    assert_eq!(a.create(op::CREATE, "/kept/item", b"", 0).await?.err, 0);
+    assert_eq!(a.create(op::CREATE_CONTAINER, "/unused", b"", 4).await?.err, 0);
+    wait_gone(&mut b, "/unused").await?;
+    assert_eq!(b.read(op::EXISTS, "/kept", false).await?.err, 0, "a container with a child stays, however old");
     assert_no_panics(&z.c);
     Ok(())
 }

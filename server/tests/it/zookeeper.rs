@@ -69,8 +69,8 @@ pub(crate) struct Zk {
     stream: TcpStream,
     xid: i32,
     pub(crate) session: ConnectResponse,
-    last_zxid: i64,
-    events: Vec<(i32, String)>,
+    pub(crate) last_zxid: i64,
+    pub(crate) events: Vec<(i32, String)>,
 }
 
 pub(crate) async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> anyhow::Result<Vec<u8>> {
