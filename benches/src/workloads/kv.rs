@@ -35,15 +35,7 @@ fn value(size: usize) -> Vec<u8> {
 /// When the clients cannot be created or the data cannot be loaded.
 pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow::Result<Outcome> {
     let (n, op): (usize, Op) = match workload {
-        Workload::Put1 | Workload::Put64 => {
-            let v = value(p.value_size);
-            let op: Op = Arc::new(move |kv, c, i| {
-                let key = format!("put-c{c}-k{}", i % KEYS_PER_CLIENT);
-                let v = v.clone();
-                Box::pin(async move { kv.put(key, v).await.map(|()| 1) })
-            });
-            (if workload == Workload::Put1 { 1 } else { 64 }, op)
-        }
+        Workload::Put1 | Workload::Put64 => (if workload == Workload::Put1 { 1 } else { 64 }, put_op(p, "put")),
         Workload::Create => {
             let v = value(p.value_size);
             let op: Op = Arc::new(move |kv, c, i| {
@@ -54,17 +46,10 @@ pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow:
             (64, op)
         }
         Workload::GetLinearizable | Workload::GetSerializable => {
-            let loader = target.client(0).await?;
-            for k in 0..GET_KEYS {
-                loader.put(format!("get-k{k}"), value(p.value_size)).await?;
-            }
-            let linearizable = workload == Workload::GetLinearizable;
-            let op: Op = Arc::new(move |kv, c, i| {
-                let key = format!("get-k{}", (c + i as usize) % GET_KEYS);
-                Box::pin(async move { kv.get(key, linearizable).await.map(|()| 1) })
-            });
-            (64, op)
+            load_get_keys(target, p).await?;
+            (64, get_op(workload == Workload::GetLinearizable))
         }
+        Workload::GetUnderWrites => return get_under_writes(target, p).await,
         Workload::Counter1 | Workload::Counter16 => {
             let op: Op = Arc::new(|kv, _, _| Box::pin(async move { kv.increment(COUNTER.to_owned()).await }));
             (if workload == Workload::Counter1 { 1 } else { 16 }, op)
@@ -83,6 +68,55 @@ pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow:
     let clients = clients(target, n).await?;
     let r = closed_loop(&clients, p.duration, p.max_ops, op).await;
     Ok(outcome(target, workload, &r))
+}
+
+/// Puts of `value_size` bytes, each client cycling through its own keys `<prefix>-c<n>-k<i>`.
+fn put_op(p: &Params, prefix: &'static str) -> Op {
+    let v = value(p.value_size);
+    Arc::new(move |kv, c, i| {
+        let key = format!("{prefix}-c{c}-k{}", i % KEYS_PER_CLIENT);
+        let v = v.clone();
+        Box::pin(async move { kv.put(key, v).await.map(|()| 1) })
+    })
+}
+
+/// Writes the keys the get workloads read.
+async fn load_get_keys(target: &dyn Target, p: &Params) -> anyhow::Result<()> {
+    let loader = target.client(0).await?;
+    for k in 0..GET_KEYS {
+        loader.put(format!("get-k{k}"), value(p.value_size)).await?;
+    }
+    Ok(())
+}
+
+/// Gets of the loaded keys, spread over them.
+fn get_op(linearizable: bool) -> Op {
+    Arc::new(move |kv, c, i| {
+        let key = format!("get-k{}", (c + i as usize) % GET_KEYS);
+        Box::pin(async move { kv.get(key, linearizable).await.map(|()| 1) })
+    })
+}
+
+/// Serializable gets from 64 clients while 16 other clients put, for the same time: on a slow
+/// disk, a member that waited in fdatasync on the thread that serves reads shows it here (the
+/// headline is the reads' p99; the notes give the writers' rate).
+async fn get_under_writes(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
+    load_get_keys(target, p).await?;
+    let readers = clients(target, 64).await?;
+    let writers = clients(target, 16).await?;
+    let (r, w) = tokio::join!(
+        closed_loop(&readers, p.duration, p.max_ops, get_op(false)),
+        closed_loop(&writers, p.duration, p.max_ops, put_op(p, "beside"))
+    );
+    let mut o = outcome(target, Workload::GetUnderWrites, &r);
+    o.headline = Some(r.latency.p99_ms);
+    o.notes.push(format!(
+        "16 writers beside: {:.0} puts/s, p50 {:.2} ms, p99 {:.2} ms",
+        w.ops_per_sec(),
+        w.latency.p50_ms,
+        w.latency.p99_ms
+    ));
+    Ok(o)
 }
 
 /// The one client of a one-client row on a target whose clients pick a member at random

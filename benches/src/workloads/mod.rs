@@ -32,6 +32,9 @@ pub enum Workload {
     GetLinearizable,
     /// serializable (local) get, 64 clients.
     GetSerializable,
+    /// serializable (local) get, 64 clients, while 16 other clients put: how long reads wait
+    /// behind the writes' log appends (headline: the reads' p99).
+    GetUnderWrites,
     /// get-and-increment of one counter, 1 client.
     Counter1,
     /// get-and-increment of one counter, 16 clients.
@@ -81,12 +84,13 @@ pub enum Better {
 impl Workload {
     /// The workloads of a run without `--workloads` (big state is opt-in: it takes minutes per
     /// target and gigabytes of memory).
-    pub const DEFAULT: [Workload; 12] = [
+    pub const DEFAULT: [Workload; 13] = [
         Workload::Put1,
         Workload::Put64,
         Workload::Create,
         Workload::GetLinearizable,
         Workload::GetSerializable,
+        Workload::GetUnderWrites,
         Workload::Counter1,
         Workload::Counter16,
         Workload::Sessions,
@@ -107,8 +111,8 @@ impl Workload {
     ];
 
     /// Every report row, in report order: [`Workload::DEFAULT`], then [`Workload::BIG`].
-    pub const ALL: [Workload; 18] = {
-        let mut all = [Workload::Put1; 18];
+    pub const ALL: [Workload; 19] = {
+        let mut all = [Workload::Put1; 19];
         let mut i = 0;
         while i < Self::DEFAULT.len() {
             all[i] = Self::DEFAULT[i];
@@ -129,6 +133,7 @@ impl Workload {
             Workload::Create => "create, 64 clients",
             Workload::GetLinearizable => "get linearizable, 64 clients",
             Workload::GetSerializable => "get serializable, 64 clients",
+            Workload::GetUnderWrites => "get serializable, 64 clients, beside 16 writers",
             Workload::Counter1 => "hot counter, 1 client",
             Workload::Counter16 => "hot counter, 16 clients",
             Workload::Sessions => "session keep-alive",
@@ -150,6 +155,7 @@ impl Workload {
     pub fn headline(self) -> (&'static str, Better) {
         match self {
             Workload::Sessions => ("server CPU, % of one core", Better::Lower),
+            Workload::GetUnderWrites => ("read p99, ms", Better::Lower),
             Workload::WatchFanout => ("ack → last notification p99, ms", Better::Lower),
             Workload::LeaderFailover => ("median gap to next acked write, s", Better::Lower),
             Workload::JobManagerFailover => ("median time to new leader, s", Better::Lower),
@@ -170,6 +176,7 @@ impl Workload {
                 | Workload::Create
                 | Workload::GetLinearizable
                 | Workload::GetSerializable
+                | Workload::GetUnderWrites
                 | Workload::Counter1
                 | Workload::Counter16
         )

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub forwarded_read_indexes: Counter,
     /// Peer calls that carried them.
     pub read_index_calls: Counter,
+    /// 1 while Raft log appends run on a pool thread (the disk is slow), 0 in place.
+    pub appends_offloaded: Gauge,
     /// Raft log append fsync (fdatasync) duration.
     pub fsync: Histogram,
     /// Duration of one apply call (a run of committed entries).
@@ -157,6 +159,7 @@ impl Metrics {
             forward_calls: Counter::default(),
             forwarded_read_indexes: Counter::default(),
             read_index_calls: Counter::default(),
+            appends_offloaded: Gauge::default(),
             fsync: latency_histogram(),
             apply: latency_histogram(),
             snapshot_save: slow_histogram(),
@@ -221,6 +224,11 @@ impl Metrics {
             self.forwarded_read_indexes
         );
         reg!("read_index_calls", "Peer calls to the leader that carried the read indexes", self.read_index_calls);
+        reg!(
+            "log_appends_offloaded",
+            "1 while Raft log appends run on a pool thread because the disk is slow, 0 in place",
+            self.appends_offloaded
+        );
         reg!("log_fsync_duration_seconds", "Raft log append fdatasync duration", self.fsync);
         reg!("apply_duration_seconds", "Duration of applying one run of committed entries", self.apply);
         reg!("snapshot_save_duration_seconds", "Snapshot build and save duration", self.snapshot_save);

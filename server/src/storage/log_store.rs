@@ -5,8 +5,8 @@
 //! mid-purge still reports the right `last_purged_log_id`; `get_log_state` (called at start-up)
 //! completes such an interrupted purge. Blocking engine calls run on tokio's blocking pool,
 //! except two that sit on every write's path and that RaftCore awaits before doing anything
-//! else: `append` (see [`LogStore::blocking_inline`]) and `save_committed` (no fsync) run in
-//! place.
+//! else: `append` runs in place while the disk is fast (see [`LogStore::blocking_inline`] and
+//! `append_policy`) and `save_committed` (no fsync) always does.
 //!
 //! Why `append` fsyncs before it returns instead of firing its callback later from a flusher:
 //! openraft 0.9.25's RaftCore awaits the callback inside `append_to_log` before it runs its
@@ -25,6 +25,7 @@ use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::append_policy::AppendPolicy;
 use super::engine::LogEngine;
 use super::io_err;
 use super::recent_entries::RecentEntries;
@@ -42,12 +43,13 @@ const COMMITTED: &str = "committed";
 pub struct LogStore {
     engine: Arc<dyn LogEngine>,
     recent: Arc<RecentEntries<Entry>>,
+    appends: Arc<AppendPolicy>,
 }
 
 impl LogStore {
     /// A log store over `engine`.
     pub fn new(engine: Arc<dyn LogEngine>) -> Self {
-        Self { engine, recent: Arc::default() }
+        Self { engine, recent: Arc::default(), appends: Arc::default() }
     }
 
     async fn blocking<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
@@ -210,15 +212,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
-        // In place, not on the blocking pool: RaftCore waits for this append anyway, and
-        // handing it to a pool thread cost ~100 µs of wake-up per append.
-        let result = self
-            .blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, move |e| {
-                e.append(encoded).map_err(|e| e.to_string())
-            })
-            .await;
+        // In place while the disk is fast (a hand-off to a pool thread costs ~100 µs of
+        // wake-ups), on a pool thread once it is slow, so that reads on this node's thread need
+        // not wait for the fdatasync (`append_policy`).
+        let append = move |e: &dyn LogEngine| {
+            let started = std::time::Instant::now();
+            e.append(encoded).map(|()| started.elapsed()).map_err(|e| e.to_string())
+        };
+        let result = if self.appends.offload() {
+            self.blocking(ErrorSubject::Logs, ErrorVerb::Write, append).await
+        } else {
+            self.blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, append).await
+        };
         match result {
-            Ok(()) => {
+            Ok(took) => {
+                self.appends.observe(took);
                 self.recent.appended(entries.into_iter().zip(sizes).collect());
                 callback.log_io_completed(Ok(()));
                 Ok(())
