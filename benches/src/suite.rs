@@ -131,6 +131,11 @@ fn not_available(kind: TargetKind, w: Workload) -> Option<String> {
 
 /// Runs one workload on a running target and adds the server-side measurements.
 async fn measure(target: &dyn Target, w: Workload, p: &Params, dir: &Path) -> Outcome {
+    if w.shares_cluster() {
+        if let Err(e) = workloads::kv::warm_up(target, w, p).await {
+            return Outcome::new(w, target.kind(), Status::Failed(format!("warm-up: {e:#}")));
+        }
+    }
     let pids = target.pids();
     let cpu0 = total_cpu(&pids);
     let per_member0: Vec<Duration> = pids.iter().map(|p| total_cpu(&[*p])).collect();
