@@ -5,8 +5,7 @@ use conclave_proto::zookeeper::{op, Code};
 
 use super::codec::{Reader, Writer};
 use super::conn::Conn;
-use super::paths::validate;
-use super::paths::{is_reserved, CONFIG_NODE};
+use super::paths::{is_reserved, validate, CONFIG_NODE};
 use super::requests::{create_op, node_view, other_op, read_body, result_body, Answer, Fail};
 use super::watches::NewWatch;
 use crate::error::Error;
