@@ -233,10 +233,7 @@ impl Node {
     /// Retriable errors when no leader is known or it cannot confirm its leadership.
     pub async fn leader_commit_index(&self) -> Result<u64> {
         let leader = self.router.leader().await?;
-        if leader == self.router.node_id() {
-            return self.router.read_index_local().await;
-        }
-        self.router.link().forward(leader, Call::ReadIndex, &()).await?
+        self.router.read_index_of(leader).await
     }
 
     /// On the leader: how many entries each follower's matched index trails the leader's last

@@ -91,7 +91,7 @@ pub struct Metrics {
     pub forwarded_writes: Counter,
     /// Peer calls that carried them (several writes share a call when they wait together).
     pub forward_calls: Counter,
-    /// Read indexes (linearizable reads) this member asked of the leader.
+    /// Read indexes (linearizable reads, readiness checks) this member asked of the leader.
     pub forwarded_read_indexes: Counter,
     /// Peer calls that carried them.
     pub read_index_calls: Counter,
@@ -220,7 +220,7 @@ impl Metrics {
         reg!("forward_calls", "Peer calls to the leader that carried the forwarded writes", self.forward_calls);
         reg!(
             "forwarded_read_indexes",
-            "Read indexes (linearizable reads) this member asked of the leader",
+            "Read indexes (linearizable reads, readiness checks) this member asked of the leader",
             self.forwarded_read_indexes
         );
         reg!("read_index_calls", "Peer calls to the leader that carried the read indexes", self.read_index_calls);

@@ -23,7 +23,6 @@ pub struct Router {
     raft: Raft,
     proposer: Proposer,
     read_index: ReadIndex,
-    peers: PeerNetwork,
     link: Link,
     forwarder: Forwarder,
     read_indexes: ReadIndexes,
@@ -46,22 +45,10 @@ impl Router {
         let read_index = ReadIndex::spawn(raft.clone(), node_id);
         // Checked once per election timeout (a quarter of the leader wait).
         let leader_lost = super::leader_presence::spawn(raft.clone(), leader_wait / 4);
-        let link = Link { raft: raft.clone(), peers: peers.clone() };
+        let link = Link { raft: raft.clone(), peers };
         let forwarder = Forwarder::spawn(link.clone());
         let read_indexes = ReadIndexes::spawn(link.clone());
-        Self {
-            node_id,
-            raft,
-            proposer,
-            read_index,
-            peers,
-            link,
-            forwarder,
-            read_indexes,
-            shared,
-            leader_wait,
-            leader_lost,
-        }
+        Self { node_id, raft, proposer, read_index, link, forwarder, read_indexes, shared, leader_wait, leader_lost }
     }
 
     /// Whether this node has lost its leader (see `leader_presence`).
@@ -94,7 +81,7 @@ impl Router {
 
     /// The peer network (cached channels to the other members).
     pub fn peers(&self) -> &PeerNetwork {
-        &self.peers
+        &self.link.peers
     }
 
     /// The Raft handle.
@@ -244,10 +231,21 @@ impl Router {
 
     /// The read index at `leader`: `None` when this node is the leader (already applied).
     async fn read_index_at(&self, leader: NodeId) -> Result<Option<u64>, Error> {
+        let index = self.read_index_of(leader).await.map_err(|e| self.with_leader_hint(e))?;
+        Ok((leader != self.node_id).then_some(index))
+    }
+
+    /// `leader`'s read index: this node's own when it leads, else asked of `leader` in a call
+    /// shared with the reads waiting beside it (`forward::ReadIndexes`).
+    ///
+    /// # Errors
+    /// `NotLeader` when `leader` no longer leads; retriable errors when it cannot confirm its
+    /// leadership or cannot be reached.
+    pub async fn read_index_of(&self, leader: NodeId) -> Result<u64, Error> {
         if leader == self.node_id {
-            return self.read_index_local().await.map(|_| None).map_err(|e| self.with_leader_hint(e));
+            return self.read_index_local().await;
         }
-        self.read_indexes.read_index(&self.link, leader).await.map(Some).map_err(|e| self.with_leader_hint(e))
+        self.read_indexes.read_index(&self.link, leader).await
     }
 
     /// Waits (at most the leader wait) until this node's applied position satisfies `reached`;

@@ -57,7 +57,8 @@ impl AppendPolicy {
     }
 
     /// The recent mean append time.
-    pub fn mean(&self) -> Duration {
+    #[cfg(test)]
+    fn mean(&self) -> Duration {
         Duration::from_micros(self.mean_us.load(Ordering::Relaxed))
     }
 }

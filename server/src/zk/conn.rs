@@ -190,6 +190,7 @@ impl Conn {
                     }
                     let revision = applied.borrow_and_update().revision;
                     self.deliver(revision).await?;
+                    self.deliver_config().await?;
                     // A member that has not applied a new session's creation yet (it was
                     // proposed through the leader) must not take it for ended: only a session
                     // seen here and then gone has ended.
@@ -226,7 +227,6 @@ impl Conn {
                     }
                 }
             }
-            self.deliver_config().await?;
             self.writer.flush().await?;
             self.report();
         }
@@ -234,8 +234,9 @@ impl Conn {
 
     /// Fires the `/zookeeper/config` watch once the ensemble's description differs from what
     /// the client was shown (a member added, removed, promoted, or its ZooKeeper address
-    /// registered). Checked after every request and every applied change (membership entries
-    /// included); costs nothing without that watch.
+    /// registered). Checked on every applied change only: each of those is an applied entry
+    /// (membership entries included), and one applied between the client's read and its watch
+    /// being set is still pending on the connection's receiver. Costs nothing without that watch.
     async fn deliver_config(&mut self) -> std::io::Result<()> {
         if self.watches.config.is_none() {
             return Ok(());

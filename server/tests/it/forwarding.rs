@@ -2,7 +2,7 @@
 //! the writes that wait there together share peer calls (`raft/forward.rs`); each still gets
 //! its own result.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -13,14 +13,24 @@ use crate::health::{metrics_cluster, scrape};
 
 const WRITES: usize = 400;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writes_through_a_follower_share_peer_calls_and_each_gets_its_result() -> Result<()> {
+/// A 3-member cluster serving metrics, its leader and one follower.
+async fn cluster_with_a_follower() -> Result<(conclave_testkit::Cluster, BTreeMap<u64, String>, u64, u64)> {
     let (c, metrics) = metrics_cluster().await?;
     let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    Ok((c, metrics, leader, follower))
+}
+
+/// How much counter `name` grew between two scrapes.
+fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
+    after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_through_a_follower_share_peer_calls_and_each_gets_its_result() -> Result<()> {
+    let (c, metrics, leader, follower) = cluster_with_a_follower().await?;
     // Only the follower's address, no discovery: every write goes through it.
     let via_follower = c.client_of(follower).await?;
-    let count = |m: &std::collections::BTreeMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(0.0);
     let before = scrape(&metrics, follower).await?;
 
     let revisions: Vec<u64> = futures::stream::iter(0..WRITES)
@@ -37,8 +47,8 @@ async fn concurrent_writes_through_a_follower_share_peer_calls_and_each_gets_its
     assert_eq!(distinct.len(), WRITES, "every write has a revision of its own");
 
     let after = scrape(&metrics, follower).await?;
-    let writes = count(&after, "conclave_forwarded_writes_total") - count(&before, "conclave_forwarded_writes_total");
-    let calls = count(&after, "conclave_forward_calls_total") - count(&before, "conclave_forward_calls_total");
+    let writes = grown(&before, &after, "conclave_forwarded_writes_total");
+    let calls = grown(&before, &after, "conclave_forward_calls_total");
     assert_eq!(writes, WRITES as f64, "the follower forwarded every write");
     assert!(calls >= 1.0 && calls < writes, "{writes} writes went in {calls} peer calls: none shared");
 
@@ -54,12 +64,9 @@ async fn concurrent_writes_through_a_follower_share_peer_calls_and_each_gets_its
 
 #[tokio::test(flavor = "multi_thread")]
 async fn linearizable_reads_through_a_follower_share_read_index_calls_and_see_every_acknowledged_write() -> Result<()> {
-    let (c, metrics) = metrics_cluster().await?;
-    let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
-    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let (c, metrics, leader, follower) = cluster_with_a_follower().await?;
     let via_follower = c.client_of(follower).await?;
     let via_leader = c.client_of(leader).await?;
-    let count = |m: &std::collections::BTreeMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(0.0);
     let before = scrape(&metrics, follower).await?;
 
     // Reads keep read-index calls in flight on the follower while a writer checks, write after
@@ -95,11 +102,11 @@ async fn linearizable_reads_through_a_follower_share_read_index_calls_and_see_ev
     let reads = reads? + 100;
 
     let after = scrape(&metrics, follower).await?;
-    let asked = count(&after, "conclave_forwarded_read_indexes_total")
-        - count(&before, "conclave_forwarded_read_indexes_total");
-    let calls = count(&after, "conclave_read_index_calls_total") - count(&before, "conclave_read_index_calls_total");
-    assert_eq!(asked, reads as f64, "every linearizable read on the follower asked the leader");
-    assert!(calls >= 1.0 && calls < asked, "{asked} read indexes went in {calls} peer calls: none shared");
+    let asked = grown(&before, &after, "conclave_forwarded_read_indexes_total");
+    let calls = grown(&before, &after, "conclave_read_index_calls_total");
+    // The member's readiness check asks the leader for a read index too, in the same calls.
+    assert!(asked >= reads as f64, "{reads} linearizable reads on the follower, {asked} read indexes asked");
+    assert!(calls >= 1.0 && calls < reads as f64, "{reads} reads went in {calls} peer calls: none shared");
     assert_no_panics(&c);
     Ok(())
 }
