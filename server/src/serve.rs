@@ -50,9 +50,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         LogEngineKind::Sled => Arc::new(SledEngine::open(&engine_dir)?),
     };
     tracing::info!(engine = ?kind, dir = %engine_dir.display(), "raft log storage");
-    let log_store = LogStore::new(engine);
+    let log_store = LogStore::new(engine, config.node_id);
     let probe_log = log_store.clone();
-    let sm_store = SmStore::open(SnapshotDir::open(&config.data_dir.join("snapshots"))?).map_err(anyhow::Error::msg)?;
+    let sm_store = SmStore::open(SnapshotDir::open(&config.data_dir.join("snapshots"))?)
+        .map_err(anyhow::Error::msg)?
+        .with_durability(log_store.durability());
     let shared = sm_store.shared();
 
     let election = config.election_timeout.as_millis() as u64;
@@ -83,7 +85,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
         None => (None, None),
     };
-    let network = PeerNetwork::new(config.node_id, Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls);
+    let network = PeerNetwork::new(config.node_id, Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls)
+        .with_durability(log_store.durability());
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
     // whether it founds a new cluster or lost its data (`rejoin`).

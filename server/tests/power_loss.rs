@@ -61,6 +61,41 @@ fn acknowledged_appends_survive_a_power_cut() {
 /// ones. Whatever instant the power goes, entries 1..=4 (before the conflict) stay, and what
 /// follows them is the old log (or a prefix of it), or the new entry if the append got far
 /// enough; never a hole, never old entries after the new one.
+/// The leader's pipelined appends: written first, fsynced later by the flusher.
+#[test]
+fn a_sync_makes_every_earlier_unsynced_append_durable_across_segments() {
+    let disk = Disk::new();
+    let e = open(&disk.engine_dir());
+    // Seven entries cross several 100-byte segments; the sync must cover the rotated ones.
+    for i in 1..=7 {
+        e.append_unsynced(vec![entry(i)]).expect("write");
+    }
+    e.sync().expect("sync");
+    e.append_unsynced(vec![entry(8)]).expect("write");
+    drop(e);
+    disk.fs.power_cut().expect("cut");
+    let e = open(&disk.engine_dir());
+    let kept = all(&e);
+    assert_eq!(kept[..7], (1..=7).map(entry).collect::<Vec<_>>(), "an append covered by a sync was lost");
+    assert!(kept.len() <= 8);
+}
+
+/// A member that stops leading appends synchronously; its earlier unsynced appends, in
+/// segments it already rotated away from, must be durable when that append returns.
+#[test]
+fn a_synchronous_append_makes_the_unsynced_appends_before_it_durable() {
+    let disk = Disk::new();
+    let e = open(&disk.engine_dir());
+    for i in 1..=6 {
+        e.append_unsynced(vec![entry(i)]).expect("write");
+    }
+    e.append(vec![entry(7)]).expect("append");
+    drop(e);
+    disk.fs.power_cut().expect("cut");
+    let e = open(&disk.engine_dir());
+    assert_eq!(all(&e), (1..=7).map(entry).collect::<Vec<_>>(), "entries before a synchronous append were lost");
+}
+
 #[test]
 fn a_conflicting_append_that_deletes_segments_survives_a_power_cut_at_every_sync() {
     let old: Vec<(u64, Vec<u8>)> = (1..=12).map(entry).collect();
@@ -174,16 +209,10 @@ fn a_saved_snapshot_survives_a_power_cut() {
 async fn reads_after_a_power_loss_of_every_node_see_every_acknowledged_write() -> anyhow::Result<()> {
     use std::time::Duration;
 
-    use conclave_testkit::{wait_for, Cluster, ClusterOptions};
+    use conclave_testkit::wait_for;
 
     const T: Duration = Duration::from_secs(30);
-    let tmp = TempDir::new()?;
-    let base = tmp.path().to_path_buf();
-    let disks: Vec<FaultFs> = (1..=3)
-        .map(|id| FaultFs::mount(&base.join(format!("disk{id}")), &base.join(format!("node{id}"))))
-        .collect::<Result<_, _>>()?;
-    let mut c =
-        Cluster::start_with(ClusterOptions { nodes: 3, base_dir: Some(base.clone()), ..Default::default() }).await?;
+    let (tmp, disks, mut c) = three_members_on_faultfs().await?;
     let leader = c.wait_for_leader(T).await?;
     let behind = if leader == 1 { 2 } else { 1 };
     c.kill(behind)?;
@@ -209,5 +238,94 @@ async fn reads_after_a_power_loss_of_every_node_see_every_acknowledged_write() -
     assert_eq!(got.map(|kv| kv.value), Some(b"v399".to_vec()), "the last acknowledged write is read back");
     drop(c);
     drop(disks);
+    drop(tmp);
     Ok(())
+}
+
+/// The leader sends a write to its followers while its own fsync of it runs (pipelined
+/// appends), but answers it, and lets followers apply it, only once that fsync succeeded.
+/// Here the leader's power is cut instead of that fsync: the follower holds the entry (it was
+/// replicated before the leader's disk had it), nobody applied it, the client was not told it
+/// succeeded, and the cluster goes on without it. Before pipelining, the follower never
+/// received the entry (the leader replicated only after its fsync).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_replicates_before_its_fsync_but_answers_only_after_it() -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    use conclave_testkit::wait_for;
+
+    const T: Duration = Duration::from_secs(30);
+    let (tmp, disks, mut c) = three_members_on_faultfs().await?;
+    let leader = c.wait_for_leader(T).await?;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let other = 6 - leader - follower;
+    let client = c.client_of(leader).await?;
+    client.put("before", "1").await?;
+    // Only the leader and one follower are left: the write can live only on these two.
+    c.kill(other)?;
+    let at = wait_for("the follower to apply everything so far", T, || async {
+        let (l, f) = (c.status(leader).await.ok()?, c.status(follower).await.ok()?);
+        (f.applied_index == l.applied_index && f.last_log_index == l.last_log_index).then_some(f)
+    })
+    .await?;
+
+    disks[(leader - 1) as usize].power_cut_before_sync(1);
+    let write = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), client.put("k", "v")).await });
+    // The follower holds an entry it cannot apply: the write, sent before the leader's fsync.
+    let held = wait_for("the follower to hold the leader's unsynced entry", T, || async {
+        let f = c.status(follower).await.ok()?;
+        (f.last_log_index > at.last_log_index && f.last_log_index > f.applied_index).then_some(f)
+    })
+    .await?;
+    let answered = write.await?;
+    assert!(
+        !matches!(answered, Ok(Ok(_))),
+        "a write was acknowledged although the leader's fsync of it failed: {answered:?}"
+    );
+    let f = c.status(follower).await?;
+    assert!(
+        f.applied_index < held.last_log_index,
+        "the follower applied an entry the leader's disk never held ({} >= {})",
+        f.applied_index,
+        held.last_log_index
+    );
+
+    // The two members without the entry go on; the follower that holds it rejoins and drops it.
+    c.kill(leader)?;
+    c.kill(follower)?;
+    c.restart(leader)?;
+    c.restart(other)?;
+    let writer = wait_for("a leader among the members without the entry", T, || async {
+        let client = c.client().await.ok()?;
+        client.put("after", "2").await.ok().map(|_| client)
+    })
+    .await?;
+    c.restart(follower)?;
+    wait_for("the rejoined follower to agree", T, || async {
+        let s = c.status(follower).await.ok().filter(|s| s.leader_id != 0)?;
+        let l = c.status(s.leader_id).await.ok()?;
+        (s.applied_index == l.applied_index && s.last_log_index == l.last_log_index).then_some(())
+    })
+    .await?;
+    assert_eq!(writer.get("before").await?.map(|kv| kv.value), Some(b"1".to_vec()));
+    assert_eq!(writer.get("after").await?.map(|kv| kv.value), Some(b"2".to_vec()));
+    assert!(c.panics().is_empty(), "a member panicked: {:?}", c.panics());
+    drop(c);
+    drop(disks);
+    drop(tmp);
+    Ok(())
+}
+
+/// A 3-member cluster whose data directories are each on their own faultfs mount; the
+/// directory holding them all lives as long as the returned guard.
+async fn three_members_on_faultfs() -> anyhow::Result<(TempDir, Vec<FaultFs>, conclave_testkit::Cluster)> {
+    use conclave_testkit::{Cluster, ClusterOptions};
+
+    let tmp = TempDir::new()?;
+    let base = tmp.path().to_path_buf();
+    let disks: Vec<FaultFs> = (1..=3)
+        .map(|id| FaultFs::mount(&base.join(format!("disk{id}")), &base.join(format!("node{id}"))))
+        .collect::<Result<_, _>>()?;
+    let c = Cluster::start_with(ClusterOptions { nodes: 3, base_dir: Some(base), ..Default::default() }).await?;
+    Ok((tmp, disks, c))
 }

@@ -56,8 +56,12 @@ fn open_sled(dir: &Path) -> Result<SledEngine, StorageError> {
     }
 }
 
+/// The member the stores belong to. openraft's suite votes for several nodes, this one among
+/// them, so both the pipelined (own term) and the synchronous append are exercised.
+const SUITE_NODE: u64 = 1;
+
 fn open_log(kind: Kind, dir: &Path) -> Result<LogStore, StorageError> {
-    Ok(LogStore::new(open_engine(kind, dir)?))
+    Ok(LogStore::new(open_engine(kind, dir)?, SUITE_NODE))
 }
 
 fn open_sm(dir: &Path) -> Result<SmStore, StorageError> {
@@ -193,7 +197,7 @@ async fn a_purge_interrupted_by_a_crash_is_completed_on_restart_on(kind: Kind) -
     let dir = TempDir::new().map_err(err)?;
     let path = dir.path().join("log");
     {
-        let mut log = LogStore::new(Arc::new(LostPurges(open_engine(kind, &path)?)));
+        let mut log = LogStore::new(Arc::new(LostPurges(open_engine(kind, &path)?)), SUITE_NODE);
         ConclaveSuite::feed_10_logs_vote_self(&mut log).await?; // entries 0..=10 at term 1
                                                                 // An installed snapshot purges beyond the end of the log; the deletion is lost.
         log.purge(log_id(2, 20)).await?;

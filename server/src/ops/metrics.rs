@@ -97,6 +97,9 @@ pub struct Metrics {
     pub read_index_calls: Counter,
     /// 1 while Raft log appends run on a pool thread (the disk is slow), 0 in place.
     pub appends_offloaded: Gauge,
+    /// Raft log appends this member wrote as leader without waiting for their fsync (the
+    /// flusher fsyncs them while they are replicated).
+    pub appends_pipelined: Counter,
     /// Raft log append fsync (fdatasync) duration.
     pub fsync: Histogram,
     /// Duration of one apply call (a run of committed entries).
@@ -160,6 +163,7 @@ impl Metrics {
             forwarded_read_indexes: Counter::default(),
             read_index_calls: Counter::default(),
             appends_offloaded: Gauge::default(),
+            appends_pipelined: Counter::default(),
             fsync: latency_histogram(),
             apply: latency_histogram(),
             snapshot_save: slow_histogram(),
@@ -228,6 +232,11 @@ impl Metrics {
             "log_appends_offloaded",
             "1 while Raft log appends run on a pool thread because the disk is slow, 0 in place",
             self.appends_offloaded
+        );
+        reg!(
+            "log_appends_pipelined",
+            "Raft log appends written by the leader without waiting for their fsync, which runs while they are replicated",
+            self.appends_pipelined
         );
         reg!("log_fsync_duration_seconds", "Raft log append fdatasync duration", self.fsync);
         reg!("apply_duration_seconds", "Duration of applying one run of committed entries", self.apply);

@@ -31,6 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::cluster_id::{self, ClusterId};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::log_entry::{decode, encode};
+use crate::storage::durability::Durability;
 
 /// Wire format tag of [`RaftMessage::format`].
 pub const FORMAT_BINCODE: u32 = 1;
@@ -47,13 +48,23 @@ pub struct PeerNetwork {
     /// Mutual TLS to the other members (None: plain TCP).
     tls: Option<ClientTls>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// This member's durable log mark: an AppendEntries waits until its `leader_commit` is
+    /// durable here (see `storage::durability`).
+    durable: Option<Arc<Durability>>,
 }
 
 impl PeerNetwork {
     /// A factory for member `node_id` whose connections originate from `local_ip`, over TLS
     /// when `tls` is set, and whose requests carry `cluster_id` (once known).
     pub fn new(node_id: NodeId, local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
-        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default() }
+        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default(), durable: None }
+    }
+
+    /// Sends a commit index to followers only once this member's log holds it durably.
+    #[must_use]
+    pub fn with_durability(mut self, durable: Arc<Durability>) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// This member's cluster id, once known.
@@ -214,6 +225,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             channel: self.channel(&node.peer_addr),
             cluster_id: self.cluster_id.clone(),
             in_flight: None,
+            durable: self.durable.clone(),
         }
     }
 }
@@ -226,6 +238,7 @@ pub struct PeerClient {
     cluster_id: ClusterId,
     /// The AppendEntries with entries in flight to this peer, if any.
     in_flight: Option<append::InFlight>,
+    durable: Option<Arc<Durability>>,
 }
 
 impl Drop for PeerClient {
@@ -349,6 +362,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
+            // A pipelined leader may count an entry committed before its own fsync of it ends:
+            // no follower may apply it before then (`storage::durability`). Rarely waits: by
+            // the time a follower's acknowledgement commits an entry, the leader's fsync that
+            // started when the entry was sent has usually ended.
+            durable.wait(commit.index).await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        }
         if rpc.entries.is_empty() {
             // A heartbeat: small, answered at once; openraft's timeout is the right one.
             return self.call(Kind::Append, &rpc, &option).await;

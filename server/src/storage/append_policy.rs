@@ -11,6 +11,8 @@
 //! of recent appends over [`OFFLOAD_ABOVE`] moves them to a pool thread, under [`INLINE_BELOW`]
 //! back in place (the gap keeps it from flapping). Either way RaftCore awaits the append: only
 //! what does not need RaftCore (serializable reads, watch delivery, apply) goes on meanwhile.
+//! This governs synchronous appends: a follower's, and the leader's membership entries. The
+//! leader's other appends do not wait for their fsync at all (`log_store`, `durability`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

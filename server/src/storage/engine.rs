@@ -38,6 +38,21 @@ pub trait LogEngine: Send + Sync + 'static {
     /// Removes entries with `index <= upto` (not necessarily durable: callers record the purge
     /// point durably first).
     fn purge_upto(&self, upto: u64) -> EngineResult<()>;
+    /// Whether [`Self::append_unsynced`] really defers the sync to [`Self::sync`]; when false
+    /// the log store appends synchronously with [`Self::append`].
+    fn defers_sync(&self) -> bool {
+        false
+    }
+    /// Like [`Self::append`], but the entries are only written (readable, not yet durable):
+    /// they are durable once a later [`Self::sync`] returns `Ok`. The default is [`Self::append`].
+    fn append_unsynced(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
+        self.append(entries)
+    }
+    /// Makes everything written by [`Self::append_unsynced`] before this call durable, in every
+    /// segment it touched. The default does nothing (every append was already durable).
+    fn sync(&self) -> EngineResult<()> {
+        Ok(())
+    }
 }
 
 /// sled's page cache. The log is written once and read back once (replication) while recent,

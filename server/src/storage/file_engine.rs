@@ -22,8 +22,12 @@
 //!
 //! Guarantees: `append`, `truncate_from` and durable `put_meta` are on disk when they return
 //! (data `fdatasync`ed; the directory fsynced whenever a file was created, renamed or
-//! deleted; `open` fsyncs the parent of every directory it creates). A truncation that
-//! deletes segments makes the deletions durable before it cuts the segment it ends in, so a
+//! deleted; `open` fsyncs the parent of every directory it creates, and every segment, so what
+//! a crash left in the page cache is durable before it is reported). `append_unsynced` only
+//! writes (a new segment's name is made durable at once) and records the segment as unsynced;
+//! the next `sync` fdatasyncs every segment so recorded, including one rotated away from, and
+//! returns only after any sync started before it (`append` is `append_unsynced` + `sync`).
+//! A truncation that deletes segments makes the deletions durable before it cuts the segment it ends in, so a
 //! power loss at any instant leaves a log without a hole (`server/tests/power_loss.rs` checks
 //! every crash point on a `conclave-faultfs` mount). Only the positions of live entries are
 //! kept in memory, never their payloads.
@@ -44,7 +48,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::engine::{EngineError, EngineResult, LogEngine};
 
@@ -68,7 +72,7 @@ struct Loc {
 
 struct Segment {
     first: u64,
-    file: File,
+    file: Arc<File>,
     len: u64,
 }
 
@@ -78,6 +82,8 @@ struct State {
     /// Live entries, `first_index..first_index + index.len()`.
     index: VecDeque<Loc>,
     first_index: u64,
+    /// Segments written by `append_unsynced` since the last `sync` (by first index).
+    unsynced: Vec<u64>,
 }
 
 /// Segment-file log engine. See the module documentation.
@@ -86,6 +92,9 @@ pub struct FileEngine {
     meta_dir: PathBuf,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Held through every fsync of segment data ([`LogEngine::sync`]): a sync that returns knows
+    /// that every sync started before it (the flusher's, say) has finished too.
+    sync_lock: Mutex<()>,
     /// Open files of the metadata keys written in place (the committed index, written after
     /// every commit: an open and a close per commit cost the leader's thread ~4% of its time).
     in_place: Mutex<HashMap<String, File>>,
@@ -178,7 +187,7 @@ impl FileEngine {
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse().ok()))
             .collect();
         firsts.sort_unstable();
-        let mut state = State { segments: Vec::new(), index: VecDeque::new(), first_index: 0 };
+        let mut state = State { segments: Vec::new(), index: VecDeque::new(), first_index: 0, unsynced: Vec::new() };
         for (i, first) in firsts.iter().enumerate() {
             let newest = i + 1 == firsts.len();
             let path = log_dir.join(segment_name(*first));
@@ -188,9 +197,19 @@ impl FileEngine {
                 .open(&path)
                 .map_err(|e| io(format_args!("open {}", path.display()), e))?;
             let len = Self::recover_segment(&path, &file, *first, newest, segment_bytes, &mut state)?;
-            state.segments.push(Segment { first: *first, file, len });
+            // What a crash (kill -9) left in the page cache is not on the disk yet: make it
+            // durable before reporting it, since this member may acknowledge it to a leader.
+            file.sync_data().map_err(|e| io(format_args!("fsync {}", path.display()), e))?;
+            state.segments.push(Segment { first: *first, file: Arc::new(file), len });
         }
-        Ok(Self { log_dir, meta_dir, segment_bytes, state: Mutex::new(state), in_place: Mutex::default() })
+        Ok(Self {
+            log_dir,
+            meta_dir,
+            segment_bytes,
+            state: Mutex::new(state),
+            sync_lock: Mutex::default(),
+            in_place: Mutex::default(),
+        })
     }
 
     /// Scans one segment into the index; returns its valid length (cutting a torn tail of the
@@ -396,6 +415,79 @@ fn valid_record_after(bytes: &[u8], from: u64, expected: u64) -> Option<(u64, u6
     None
 }
 
+impl FileEngine {
+    /// Appends `entries` and records their segment as unsynced; then, if `sync`, makes every
+    /// unsynced segment durable ([`LogEngine::sync`]).
+    fn write_entries(&self, entries: Vec<(u64, Vec<u8>)>, sync: bool) -> EngineResult<()> {
+        let Some(first_new) = entries.first().map(|(i, _)| *i) else { return Ok(()) };
+        let mut state = self.lock();
+        self.truncate_locked(&mut state, first_new)?;
+        let mut dir_changed = false;
+        let next = state.first_index + state.index.len() as u64;
+        if !state.index.is_empty() && first_new != next {
+            return Err(EngineError(format!("append at index {first_new} leaves a gap after {}", next - 1)));
+        }
+        if state.index.is_empty() {
+            // Whatever the files still hold is purged or truncated: start clean, so a segment
+            // never holds records that are not consecutive.
+            for seg in std::mem::take(&mut state.segments) {
+                self.remove_segment(seg)?;
+                dir_changed = true;
+            }
+        }
+        if state.segments.last().is_none_or(|s| s.len >= self.segment_bytes) {
+            let path = self.segment_path(first_new);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| io(format_args!("create {}", path.display()), e))?;
+            preallocate(&file, self.segment_bytes, &path);
+            state.segments.push(Segment { first: first_new, file: Arc::new(file), len: 0 });
+            dir_changed = true;
+        }
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, b)| b.len() + HEADER as usize).sum());
+        let mut locs = Vec::with_capacity(entries.len());
+        let (seg_first, mut offset) = state.segments.last().map(|s| (s.first, s.len)).unwrap_or_default();
+        for (i, (index, payload)) in entries.iter().enumerate() {
+            if *index != first_new + i as u64 {
+                return Err(EngineError(format!("append of non-consecutive indexes ({index} after {first_new})")));
+            }
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|l| *l <= MAX_RECORD)
+                .ok_or_else(|| EngineError(format!("log entry of {} bytes is too large", payload.len())))?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
+            buf.extend_from_slice(&index.to_le_bytes());
+            buf.extend_from_slice(payload);
+            locs.push(Loc { segment: seg_first, offset, len });
+            offset += HEADER + u64::from(len);
+        }
+        let seg = state.segments.last_mut().ok_or_else(|| EngineError("no active segment".into()))?;
+        let path = self.segment_path(seg.first);
+        seg.file.write_all_at(&buf, seg.len).map_err(|e| io(format_args!("append to {}", path.display()), e))?;
+        seg.len = offset;
+        if !state.unsynced.contains(&seg_first) {
+            state.unsynced.push(seg_first);
+        }
+        if dir_changed {
+            sync_dir(&self.log_dir)?;
+        }
+        if state.index.is_empty() {
+            state.first_index = first_new;
+        }
+        state.index.extend(locs);
+        drop(state);
+        if sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
 impl LogEngine for FileEngine {
     fn get_meta(&self, key: &str) -> EngineResult<Option<Vec<u8>>> {
         let path = self.meta_dir.join(key);
@@ -443,67 +535,28 @@ impl LogEngine for FileEngine {
     }
 
     fn append(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
-        let Some(first_new) = entries.first().map(|(i, _)| *i) else { return Ok(()) };
-        let mut state = self.lock();
-        self.truncate_locked(&mut state, first_new)?;
-        let mut dir_changed = false;
-        let next = state.first_index + state.index.len() as u64;
-        if !state.index.is_empty() && first_new != next {
-            return Err(EngineError(format!("append at index {first_new} leaves a gap after {}", next - 1)));
+        self.write_entries(entries, true)
+    }
+
+    fn defers_sync(&self) -> bool {
+        true
+    }
+
+    fn append_unsynced(&self, entries: Vec<(u64, Vec<u8>)>) -> EngineResult<()> {
+        self.write_entries(entries, false)
+    }
+
+    fn sync(&self) -> EngineResult<()> {
+        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let files: Vec<(u64, Arc<File>)> = {
+            let mut state = self.lock();
+            let dirty = std::mem::take(&mut state.unsynced);
+            state.segments.iter().filter(|s| dirty.contains(&s.first)).map(|s| (s.first, s.file.clone())).collect()
+        };
+        for (first, file) in files {
+            crate::ops::metrics::timed_fsync(|| file.sync_data())
+                .map_err(|e| io(format_args!("fsync {}", self.segment_path(first).display()), e))?;
         }
-        if state.index.is_empty() {
-            // Whatever the files still hold is purged or truncated: start clean, so a segment
-            // never holds records that are not consecutive.
-            for seg in std::mem::take(&mut state.segments) {
-                self.remove_segment(seg)?;
-                dir_changed = true;
-            }
-        }
-        if state.segments.last().is_none_or(|s| s.len >= self.segment_bytes) {
-            let path = self.segment_path(first_new);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| io(format_args!("create {}", path.display()), e))?;
-            preallocate(&file, self.segment_bytes, &path);
-            state.segments.push(Segment { first: first_new, file, len: 0 });
-            dir_changed = true;
-        }
-        let mut buf = Vec::with_capacity(entries.iter().map(|(_, b)| b.len() + HEADER as usize).sum());
-        let mut locs = Vec::with_capacity(entries.len());
-        let (seg_first, mut offset) = state.segments.last().map(|s| (s.first, s.len)).unwrap_or_default();
-        for (i, (index, payload)) in entries.iter().enumerate() {
-            if *index != first_new + i as u64 {
-                return Err(EngineError(format!("append of non-consecutive indexes ({index} after {first_new})")));
-            }
-            let len = u32::try_from(payload.len())
-                .ok()
-                .filter(|l| *l <= MAX_RECORD)
-                .ok_or_else(|| EngineError(format!("log entry of {} bytes is too large", payload.len())))?;
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
-            buf.extend_from_slice(&index.to_le_bytes());
-            buf.extend_from_slice(payload);
-            locs.push(Loc { segment: seg_first, offset, len });
-            offset += HEADER + u64::from(len);
-        }
-        let seg = state.segments.last_mut().ok_or_else(|| EngineError("no active segment".into()))?;
-        let path = self.segment_path(seg.first);
-        seg.file
-            .write_all_at(&buf, seg.len)
-            .and_then(|()| crate::ops::metrics::timed_fsync(|| seg.file.sync_data()))
-            .map_err(|e| io(format_args!("append to {}", path.display()), e))?;
-        seg.len = offset;
-        if dir_changed {
-            sync_dir(&self.log_dir)?;
-        }
-        if state.index.is_empty() {
-            state.first_index = first_new;
-        }
-        state.index.extend(locs);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! today) and state-machine snapshots (plain files, kept out of sled).
 
 pub mod append_policy;
+pub mod durability;
 pub mod engine;
 pub mod file_engine;
 pub mod log_store;

@@ -12,6 +12,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
 use tokio::sync::{watch, Notify};
 
+use super::durability::Durability;
 use super::io_err;
 use super::snapshot_file::{SnapshotContents, SnapshotContentsRef, SnapshotDir, SNAPSHOT_FORMAT};
 use crate::log_entry::LogPayload;
@@ -86,6 +87,8 @@ impl SharedState {
 pub struct SmStore {
     shared: Arc<SharedState>,
     dir: SnapshotDir,
+    /// The log's durable mark: an entry is applied only once durable on this member.
+    durable: Option<Arc<Durability>>,
 }
 
 fn lock_err(e: impl std::fmt::Display) -> StorageError {
@@ -122,7 +125,15 @@ impl SmStore {
             encoded: Notify::new(),
             applied_tx,
         };
-        Ok(Self { shared: Arc::new(shared), dir })
+        Ok(Self { shared: Arc::new(shared), dir, durable: None })
+    }
+
+    /// Applies an entry only once the log holds it durably on this member (a pipelined
+    /// leader commits before its own fsync; see `storage::durability`).
+    #[must_use]
+    pub fn with_durability(mut self, durable: Arc<Durability>) -> Self {
+        self.durable = Some(durable);
+        self
     }
 
     /// The state shared with the read path.
@@ -266,6 +277,10 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<openraft::Entry<TypeConfig>> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.durable, entries.last()) {
+            durable.wait(last.log_id.index).await.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        }
         let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let mut sm = self.write_sm().await?;
