@@ -4,7 +4,7 @@
 //!
 //! | row | what |
 //! |---|---|
-//! | load | 64 clients write every key once (distinct keys `big/0000000`...); ops/s and, in the max column, the longest request (snapshots happen meanwhile) |
+//! | load | 64 clients write every key once (distinct keys `big-0000000`...); ops/s and, in the max column, the longest request (snapshots happen meanwhile) |
 //! | put | 64 clients overwrite random loaded keys for `--duration` |
 //! | get | 64 clients read random loaded keys (serializable / local) for `--duration` |
 //! | memory | each member's RSS after the put row (headline: the largest) and data directory |
@@ -39,7 +39,7 @@ const SESSION_TTL: Duration = Duration::from_secs(30);
 const LOAD_BUDGET: Duration = Duration::from_secs(900);
 
 fn key(i: u64) -> String {
-    format!("big/{i:07}")
+    format!("big-{i:07}")
 }
 
 fn value(size: usize) -> Vec<u8> {

@@ -67,7 +67,7 @@ impl Durability {
     /// Records that every entry up to `index` is durable. Ignored if it would lower the mark.
     pub fn synced_to(&self, index: u64) {
         self.tx.send_if_modified(|m| {
-            let raise = index > m.index;
+            let raise = !m.failed && index > m.index;
             if raise {
                 m.index = index;
             }
@@ -79,7 +79,7 @@ impl Durability {
     /// truncation happened since (their indexes may now hold other, unsynced entries).
     pub fn flushed(&self, index: u64, generation: u64) {
         self.tx.send_if_modified(|m| {
-            let raise = generation == m.generation && index > m.index;
+            let raise = !m.failed && generation == m.generation && index > m.index;
             if raise {
                 m.index = index;
             }
@@ -95,7 +95,9 @@ impl Durability {
         });
     }
 
-    /// An fsync failed: every waiter, now and later, gets [`NotDurable`].
+    /// An fsync failed: every wait above the mark, now and later, gets [`NotDurable`], and the
+    /// mark never rises again (after a failed fsync a later one may succeed without the lost
+    /// writes being on the disk).
     pub fn failed(&self) {
         self.tx.send_modify(|m| m.failed = true);
     }
@@ -103,7 +105,8 @@ impl Durability {
     /// Waits until every entry up to `index` is durable.
     ///
     /// # Errors
-    /// [`NotDurable`] once an fsync failed.
+    /// [`NotDurable`] once an fsync failed, for an index above the mark (what is below it stays
+    /// durable: a follower may still be sent what the leader holds).
     pub async fn wait(&self, index: u64) -> Result<(), NotDurable> {
         let ready = |m: &Mark| m.failed || m.index >= index;
         let mark = *self.tx.borrow();
@@ -115,10 +118,10 @@ impl Durability {
             let seen = rx.wait_for(ready).await.map_err(|_| NotDurable)?;
             *seen
         };
-        if mark.failed {
-            Err(NotDurable)
-        } else {
+        if mark.index >= index {
             Ok(())
+        } else {
+            Err(NotDurable)
         }
     }
 }
@@ -162,15 +165,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_fsync_fails_every_waiter() {
+    async fn a_failed_fsync_fails_every_wait_above_the_mark() {
         let d = Arc::new(Durability::default());
+        d.synced_to(3);
         let waiter = tokio::spawn({
             let d = d.clone();
-            async move { d.wait(1).await }
+            async move { d.wait(4).await }
         });
         d.failed();
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").expect("join");
         assert_eq!(got, Err(NotDurable));
-        assert_eq!(d.wait(0).await, Err(NotDurable));
+        assert_eq!(d.wait(5).await, Err(NotDurable));
+        assert_eq!(d.wait(3).await, Ok(()), "what was durable before the failure still is");
+        d.synced_to(9);
+        assert_eq!(d.index(), 3, "the mark rose after a failed fsync");
     }
 }

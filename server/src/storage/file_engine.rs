@@ -26,11 +26,11 @@
 //! a crash left in the page cache is durable before it is reported). `append_unsynced` only
 //! writes (a new segment's name is made durable at once) and records the segment as unsynced;
 //! the next `sync` fdatasyncs every segment so recorded, including one rotated away from, and
-//! returns only after any sync started before it (`append` is `append_unsynced` + `sync`).
-//! A truncation that deletes segments makes the deletions durable before it cuts the segment it ends in, so a
-//! power loss at any instant leaves a log without a hole (`server/tests/power_loss.rs` checks
-//! every crash point on a `conclave-faultfs` mount). Only the positions of live entries are
-//! kept in memory, never their payloads.
+//! returns only after any sync started before it (`append` is `append_unsynced` + `sync`). A
+//! truncation that deletes segments makes the deletions durable before it cuts the segment it
+//! ends in, so a power loss at any instant leaves a log without a hole
+//! (`server/tests/power_loss.rs` checks every crash point on a `conclave-faultfs` mount). Only
+//! the positions of live entries are kept in memory, never their payloads.
 //!
 //! Crash recovery (`open`): every record is checked (length bound, crc, consecutive index). An
 //! invalid record in the newest segment with nothing valid after it (only zeros or garbage) is
