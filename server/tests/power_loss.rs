@@ -4,12 +4,17 @@
 //! each crash state the operation can leave is checked. Needs /dev/fuse and root (as CI).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use conclave_faultfs::FaultFs;
 use conclave_server::storage::engine::LogEngine;
 use conclave_server::storage::file_engine::FileEngine;
 use conclave_server::storage::snapshot_file::SnapshotDir;
+use conclave_testkit::wait_for;
 use tempfile::TempDir;
+
+/// How long the cluster tests wait for any one condition.
+const T: Duration = Duration::from_secs(30);
 
 /// Tiny segments: a few entries each, so a test crosses segment boundaries.
 const SEGMENT: u64 = 100;
@@ -236,11 +241,6 @@ fn a_large_snapshot_is_flushed_in_pieces_and_is_old_or_new_at_every_sync() {
 /// commit index climbs back in steps). Found by the jepsen `power` nemesis.
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_after_a_power_loss_of_every_node_see_every_acknowledged_write() -> anyhow::Result<()> {
-    use std::time::Duration;
-
-    use conclave_testkit::wait_for;
-
-    const T: Duration = Duration::from_secs(30);
     let (tmp, disks, mut c) = three_members_on_faultfs().await?;
     let leader = c.wait_for_leader(T).await?;
     let behind = if leader == 1 { 2 } else { 1 };
@@ -279,11 +279,6 @@ async fn reads_after_a_power_loss_of_every_node_see_every_acknowledged_write() -
 /// received the entry (the leader replicated only after its fsync).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_replicates_before_its_fsync_but_answers_only_after_it() -> anyhow::Result<()> {
-    use std::time::Duration;
-
-    use conclave_testkit::wait_for;
-
-    const T: Duration = Duration::from_secs(30);
     let (tmp, disks, mut c) = three_members_on_faultfs().await?;
     let leader = c.wait_for_leader(T).await?;
     let follower = if leader == 1 { 2 } else { 1 };

@@ -108,15 +108,16 @@ impl LogStore {
         self.leading_term.store(if leads { vote.leader_id().get_term() } else { 0 }, Ordering::SeqCst);
     }
 
-    /// Whether `entries` can be written without waiting for their fsync: this member leads
-    /// their term (no other member can have written them) and none changes the membership.
-    fn pipelines(&self, entries: &[Entry]) -> bool {
+    /// The flusher to hand `entries` to, if they can be written without waiting for their
+    /// fsync: the engine defers syncs, this member leads their term (no other member can have
+    /// written them) and none changes the membership.
+    fn pipeline(&self, entries: &[Entry]) -> Option<&mpsc::Sender<(u64, u64)>> {
         let term = self.leading_term.load(Ordering::SeqCst);
-        self.flusher.is_some()
-            && term != 0
-            && entries
-                .iter()
-                .all(|e| e.log_id.leader_id.term == term && !matches!(e.payload, openraft::EntryPayload::Membership(_)))
+        let own = term != 0
+            && entries.iter().all(|e| {
+                e.log_id.leader_id.term == term && !matches!(e.payload, openraft::EntryPayload::Membership(_))
+            });
+        self.flusher.as_ref().filter(|_| own)
     }
 
     async fn blocking<T, F>(&self, subject: ErrorSubject<NodeId>, verb: ErrorVerb, f: F) -> Result<T, StorageError>
@@ -299,14 +300,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Overwrites entries (the engine cuts the log there first).
             self.durable.truncated(first);
         }
-        let pipelined = self.pipelines(&entries);
+        let flusher = self.pipeline(&entries);
         let encoded = entries
             .iter()
             .map(|entry| encode(entry).map(|bytes| (entry.log_id.index, bytes)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let sizes: Vec<usize> = encoded.iter().map(|(_, b)| b.len()).collect();
-        if let Some(flusher) = self.flusher.as_ref().filter(|_| pipelined) {
+        if let Some(flusher) = flusher {
             // Written here (a write to the page cache), fsynced by the flusher while RaftCore
             // sends the entries to the followers.
             let generation = self.durable.generation();
