@@ -128,31 +128,17 @@ fn call_failure(leader: NodeId, call: Call, e: ForwardError) -> Error {
 }
 
 /// The error for a forwarded call whose transport failed. A write is "not applied" only when
-/// the connection was refused (the request never left this node); otherwise the leader may have
+/// the status says so (typed, never the message text): the channel could not connect or the
+/// stream was refused, so the request never reached the leader. Otherwise the leader may have
 /// received and committed it.
 fn transport_failure(leader: NodeId, call: Call, s: &tonic::Status) -> Error {
     let message = format!("forwarding to leader {leader} failed: {}", s.message());
     let write = matches!(call, Call::Propose | Call::ProposeBatch);
-    if write && !connection_refused(s) {
+    if write && conclave_proto::errors::outcome_of(s) != conclave_proto::errors::Outcome::NotApplied {
         Error::OutcomeUnknown(message)
     } else {
         Error::unavailable(UnavailableReason::Unreachable, message)
     }
-}
-
-/// Whether the transport error behind `s` is a refused connection (typed: the `io::Error`
-/// kind in its source chain, never the message text).
-fn connection_refused(s: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// One request waiting for a call to `leader`; `size` counts against the batch bounds.

@@ -1,6 +1,10 @@
 //! Outgoing Raft traffic: openraft's `RaftNetworkFactory` over the internal gRPC peer protocol.
 //!
-//! One cached tonic channel per peer (reconnecting by itself). Outgoing connections bind their
+//! One cached channel per peer (reconnecting by itself): Conclave's own [`GrpcChannel`], which
+//! sends a unary request's HEADERS and DATA in one write from the caller's task. tonic's
+//! `Channel` handed every message to two tasks and wrote HEADERS and DATA apart, so the peer
+//! could wake twice per message; every Raft round and every forwarded write crosses this
+//! channel at least twice (docs/design.md, "Where the time goes"). Outgoing connections bind their
 //! local address to this node's own IP, so per-address network faults (iptables in a private
 //! namespace) can target a node's traffic. Transport failures map to `Unreachable`, so openraft
 //! backs off instead of spinning. AppendEntries with entries are bounded by bytes and run with a
@@ -26,6 +30,7 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use conclave_client::grpc_channel::{ChannelOptions, GrpcChannel};
 use tonic::transport::{Channel, Endpoint};
 
 use super::cluster_id::{self, ClusterId};
@@ -47,7 +52,7 @@ pub struct PeerNetwork {
     cluster_id: ClusterId,
     /// Mutual TLS to the other members (None: plain TCP).
     tls: Option<ClientTls>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, GrpcChannel>>>,
     /// This member's durable log mark: an AppendEntries waits until its `leader_commit` is
     /// durable here (see `storage::durability`).
     durable: Option<Arc<Durability>>,
@@ -73,22 +78,20 @@ impl PeerNetwork {
     }
 
     /// The cached channel to `addr` (created lazily, reconnecting by itself).
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<GrpcChannel, String> {
         let mut channels = self.channels.lock().map_err(|e| e.to_string())?;
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .local_address(self.local_ip)
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(3));
-        let channel = match &self.tls {
-            None => endpoint.connect_lazy(),
-            Some(tls) => endpoint.connect_with_connector_lazy(tls_dialer(addr.to_owned(), self.local_ip, tls.clone())),
+        let options = ChannelOptions {
+            connect_timeout: Duration::from_millis(500),
+            local_address: self.local_ip,
+            keep_alive_interval: Duration::from_secs(1),
+            keep_alive_timeout: Duration::from_secs(3),
+            tls: self.tls.clone(),
+            token: None,
         };
+        let channel = GrpcChannel::new(addr, options).map_err(|e| format!("bad peer address: {e}"))?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -234,7 +237,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     from: NodeId,
     target: NodeId,
-    channel: Result<Channel, String>,
+    channel: Result<GrpcChannel, String>,
     cluster_id: ClusterId,
     /// The AppendEntries with entries in flight to this peer, if any.
     in_flight: Option<append::InFlight>,
@@ -332,7 +335,7 @@ where
 
 /// Where one openraft message goes.
 struct Peer {
-    channel: Result<Channel, String>,
+    channel: Result<GrpcChannel, String>,
     from: NodeId,
     target: NodeId,
     cluster_id: Option<u64>,
@@ -410,7 +413,7 @@ mod tests {
                 held.push(socket);
             }
         });
-        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect_lazy();
+        let channel = GrpcChannel::new(&addr.to_string(), ChannelOptions::default()).expect("channel");
         let to = Peer { channel: Ok(channel), from: 1, target: 2, cluster_id: None };
         let result: Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> =
             exchange(to, Kind::Append, Vec::new(), Duration::from_millis(50)).await;
