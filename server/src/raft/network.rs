@@ -18,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use conclave_client::grpc_channel::{ChannelOptions, GrpcChannel};
 use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::internal::v1::RaftMessage;
 use conclave_tls::ClientTls;
@@ -30,7 +31,6 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use conclave_client::grpc_channel::{ChannelOptions, GrpcChannel};
 use tonic::transport::{Channel, Endpoint};
 
 use super::cluster_id::{self, ClusterId};
