@@ -146,6 +146,7 @@ fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
             format!("no request > 100 ms: {}", verdict(longest.map(|m| m <= 100.0)))
         }
         Workload::BigRss | Workload::BigRestart => format!("≤ etcd: {}", verdict(e.map(|r| r <= 1.0))),
+        Workload::BigCatchUp => "–".into(),
         _ => String::new(),
     }
 }

@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_client::{Client, ClientConfig, GetOptions, Session, SessionState, WatchEvent, WatchOptions};
+use conclave_client::{
+    ChannelOptions, Client, ClientConfig, GetOptions, GrpcChannel, Session, SessionState, WatchEvent, WatchOptions,
+};
+use conclave_proto::v1::kv_client::KvClient;
+use conclave_proto::v1::{KeyRange, RangeRequest};
 use conclave_testkit::{Cluster, ClusterOptions};
 use tokio::sync::mpsc;
 
@@ -18,6 +22,8 @@ pub struct ConclaveTarget {
     data_dirs: Vec<PathBuf>,
     /// Which client [`Target::client`] hands out.
     kind: TargetKind,
+    /// The member started by [`Target::start_wiped`] and the length of its log before.
+    wiped_log: Mutex<Option<(usize, u64)>>,
 }
 
 impl ConclaveTarget {
@@ -60,7 +66,7 @@ impl ConclaveTarget {
         let cluster = Cluster::start_with(opts).await?;
         let endpoints = cluster.endpoints();
         let data_dirs = cluster.nodes().iter().map(|n| n.data_dir.clone()).collect();
-        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind };
+        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind, wiped_log: Mutex::new(None) };
         // Every member must know every other's client address before clients spread out.
         target.wait_whole(Duration::from_secs(30)).await?;
         Ok(target)
@@ -151,6 +157,9 @@ impl SessionHold for ConclaveSessions {
     }
 }
 
+/// The file a member keeps in its data dir while it rejoins (`server/src/node/rejoin.rs`).
+const REJOIN_MARKER: &str = "rejoin.pending";
+
 /// Clients the session and watch workloads spread their sessions and watchers over.
 const SHARED_CLIENTS: usize = 64;
 
@@ -198,6 +207,105 @@ impl Target for ConclaveTarget {
             self.lock().restart(member as u64 + 1)?;
             self.wait_whole(Duration::from_secs(60)).await?;
             Ok(())
+        })
+    }
+
+    /// README "Membership changes": a member whose disk was lost needs no command; restarted
+    /// with its usual flags on an empty data dir, it is recognized by the others (they hold its
+    /// registration), kept out of elections, re-added as a learner and promoted back.
+    fn wipe(&self, member: usize) -> BoxFut<'_, anyhow::Result<String>> {
+        Box::pin(async move {
+            self.kill(member)?;
+            super::empty_dir(&self.data_dirs[member], &[])?;
+            Ok("Conclave: data dir emptied, member restarted with its usual flags (--initial-cluster; no manual \
+                step): the others recognize it, it rejoins as a learner, catches up from the leader and is \
+                promoted back to a voter"
+                .to_owned())
+        })
+    }
+
+    /// The same command line as at the first start (`conclave-testkit` keeps it): on an empty
+    /// data dir `--initial-cluster` makes the member ask the others first, and it bootstraps
+    /// only when a majority answers that none has seen it take part, which members that hold
+    /// its registration never answer.
+    fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut cluster = self.lock();
+            let log = &cluster.nodes()[member].log_path;
+            let before = std::fs::metadata(log).map_or(0, |m| m.len());
+            *self.wiped_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((member, before));
+            cluster.restart(member as u64 + 1)
+        })
+    }
+
+    fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let options =
+                ChannelOptions { tls: super::tls::get().map(|t| t.client.clone()), ..ChannelOptions::default() };
+            let channel = GrpcChannel::new(&self.endpoints[member], options).map_err(anyhow::Error::msg)?;
+            let range = KeyRange { key: key.as_bytes().to_vec(), ..KeyRange::default() };
+            let req = RangeRequest { range: Some(range), serializable: true, ..RangeRequest::default() };
+            let r = tokio::time::timeout(Duration::from_secs(2), KvClient::new(channel).range(req)).await??;
+            Ok(!r.into_inner().kvs.is_empty())
+        })
+    }
+
+    /// Waits until the member's rejoin is over (its marker file gone: it saw itself a learner,
+    /// then a voter again) with the member list agreeing, and every member agrees on the leader;
+    /// fails when the member's log since its start shows it initialized a cluster.
+    fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            let id = member as u64 + 1;
+            let client = self.client_now().await?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let pending = self.data_dirs[member].join(REJOIN_MARKER);
+            loop {
+                let listed = client.member_list().await.map(|ms| ms.iter().find(|m| m.id == id).map(|m| m.voter));
+                let rejoining = pending.exists();
+                if matches!(listed, Ok(Some(true))) && !rejoining {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "Conclave: member {id} not a voter again within 120 s (member list: {listed:?}; {} {})",
+                        pending.display(),
+                        if rejoining { "still there" } else { "gone" }
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.wait_whole(Duration::from_secs(60)).await?;
+            let path = self.lock().nodes()[member].log_path.clone();
+            let from = self.wiped_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let from = from.filter(|(m, _)| *m == member).map_or(0, |(_, offset)| offset as usize);
+            let log = std::fs::read(&path).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(from..).unwrap_or_default());
+            anyhow::ensure!(
+                !log.contains("initializing a new cluster"),
+                "Conclave: member {id} initialized a new cluster on its empty data dir instead of rejoining (see {})",
+                path.display()
+            );
+            let mut notes = vec![if log.contains("rejoins as a learner") {
+                "Conclave: the member's log says it \"rejoins as a learner\", then was promoted".to_owned()
+            } else {
+                format!("Conclave: the member's log ({}) does not show the rejoin", path.display())
+            }];
+            let leader = self.wait_whole(Duration::from_secs(10)).await?;
+            let (mine, theirs) =
+                (client.status_of(&self.endpoints[member]).await?, client.status_of(&self.endpoints[leader]).await?);
+            notes.push(if mine.snapshot_index > 0 {
+                format!(
+                    "Conclave: the member holds a snapshot at log index {} (the leader's: {}, last log index {})",
+                    mine.snapshot_index, theirs.snapshot_index, theirs.last_log_index
+                )
+            } else {
+                format!(
+                    "Conclave: no snapshot on the member: it caught up from the leader's log (the leader's last log \
+                     index {}, snapshot index {}; a snapshot every --snapshot-logs entries)",
+                    theirs.last_log_index, theirs.snapshot_index
+                )
+            });
+            Ok(notes)
         })
     }
 

@@ -87,6 +87,23 @@ impl Target for ConclaveZkTarget {
         self.inner.stop(member)
     }
 
+    fn wipe(&self, member: usize) -> BoxFut<'_, anyhow::Result<String>> {
+        self.inner.wipe(member)
+    }
+
+    fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        self.inner.start_wiped(member)
+    }
+
+    /// Through the member's ZooKeeper port, as the ZooKeeper target reads.
+    fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
+        Box::pin(self.zk.read_on(member, key))
+    }
+
+    fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
+        self.inner.rebuilt(member)
+    }
+
     fn raft_log_index(&self) -> BoxFut<'_, Option<u64>> {
         self.inner.raft_log_index()
     }

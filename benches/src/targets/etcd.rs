@@ -33,6 +33,9 @@ struct Member {
     data_dir: PathBuf,
     log: PathBuf,
     process: Option<ChildGuard>,
+    /// Re-added to the running cluster (`member add`) after losing its data: starts with
+    /// `--initial-cluster-state existing`.
+    existing: bool,
 }
 
 /// A running 3-member etcd cluster.
@@ -61,6 +64,7 @@ impl EtcdTarget {
                 data_dir: dir.join(format!("etcd{}", i + 1)),
                 log: dir.join(format!("etcd{}.log", i + 1)),
                 process: None,
+                existing: false,
             };
             members.push(m);
         }
@@ -86,12 +90,13 @@ impl EtcdTarget {
         let mut members = self.lock();
         let m = &mut members[i];
         let mut cmd = Command::new(&self.binary);
+        let state = if m.existing { "existing" } else { "new" };
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
             .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
             .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
-            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "conclave-bench", "--logger", "zap", "--log-level", "warn"]);
         if let Some(tls) = super::tls::get() {
             // As Conclave's --tls setup: server TLS for clients, mutual TLS between members.
@@ -134,7 +139,7 @@ impl EtcdTarget {
 
 /// A lazily connected channel to `addr` (`host:port`): the client crate's channel, which sends
 /// a unary request in one write as etcd's own Go client does.
-fn channel(addr: &str) -> anyhow::Result<GrpcChannel> {
+pub(super) fn channel(addr: &str) -> anyhow::Result<GrpcChannel> {
     let options = ChannelOptions {
         keep_alive_interval: Duration::from_secs(5),
         tls: super::tls::get().map(|t| t.client.clone()),
@@ -454,6 +459,61 @@ impl Target for EtcdTarget {
             self.spawn(member)?;
             self.wait_whole(Duration::from_secs(60)).await?;
             Ok(())
+        })
+    }
+
+    /// etcd cannot take a member back on an empty data dir under its old id: `member remove`,
+    /// `member add` with the same peer URL, then (in [`Target::start_wiped`]) a start with
+    /// `--initial-cluster-state existing`.
+    fn wipe(&self, member: usize) -> BoxFut<'_, anyhow::Result<String>> {
+        Box::pin(async move {
+            self.kill(member)?;
+            let peer_url = self.lock()[member].peer_url.clone();
+            super::empty_dir(&self.data_dirs[member], &[])?;
+            let t0 = Instant::now();
+            let others: Vec<String> =
+                self.endpoints.iter().enumerate().filter(|(i, _)| *i != member).map(|(_, e)| e.clone()).collect();
+            let (old, new) = super::etcd_membership::replace_member(&others, &peer_url).await?;
+            self.lock()[member].existing = true;
+            Ok(format!(
+                "etcd: member removed (id {old:x}) and re-added with the same peer URL (id {new:x}) in {:.2} s, \
+                 started on an empty data dir with --initial-cluster-state existing",
+                t0.elapsed().as_secs_f64()
+            ))
+        })
+    }
+
+    fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move { self.spawn(member) })
+    }
+
+    fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let req = pb::RangeRequest { key: key.as_bytes().to_vec(), serializable: true, ..Default::default() };
+            let mut kv = KvClient::new(channel(&self.endpoints[member])?);
+            let r = tokio::time::timeout(Duration::from_secs(2), kv.range(req)).await??;
+            Ok(!r.into_inner().kvs.is_empty())
+        })
+    }
+
+    /// Waits until every member agrees on the leader; notes whether the member holds a Raft
+    /// snapshot file (it received the leader's snapshot) or caught up from the log alone.
+    fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            self.wait_whole(Duration::from_secs(60)).await?;
+            let snaps = std::fs::read_dir(self.data_dirs[member].join("member/snap"))
+                .map(|d| {
+                    d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".snap")).count()
+                })
+                .unwrap_or(0);
+            Ok(vec![if snaps > 0 {
+                "etcd: the member holds a Raft snapshot file (member/snap/*.snap): it received the leader's snapshot"
+                    .to_owned()
+            } else {
+                "etcd: no Raft snapshot file in member/snap: the member caught up from the leader's log (etcd \
+                 snapshots every --snapshot-count 100,000 entries)"
+                    .to_owned()
+            }])
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod conclave;
 pub mod conclave_zk;
 pub mod etcd;
+pub mod etcd_membership;
 pub mod generic;
 mod process;
 pub mod tls;
@@ -20,6 +21,25 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use process::{free_port, ChildGuard};
+
+/// Removes everything in `dir` but the entries named in `keep` (a replaced disk; ZooKeeper's
+/// `myid` is configuration an operator writes back). The directory itself stays.
+///
+/// # Errors
+/// When the directory cannot be listed or an entry cannot be removed.
+pub fn empty_dir(dir: &Path, keep: &[&str]) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("list {}: {e}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name().to_str().is_some_and(|n| keep.contains(&n)) {
+            continue;
+        }
+        let removed =
+            if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|e| anyhow::anyhow!("remove {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// How long a member may take to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -130,6 +150,27 @@ pub trait Target: Send + Sync {
     fn restart(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
     /// Graceful stop of member `member` (SIGTERM; returns once it has exited).
     fn stop(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
+    /// Replaces member `member`'s disk as an operator replaces a failed one: `kill -9`, its data
+    /// directory emptied, then whatever the system requires before a member may start on an
+    /// empty disk (etcd: `member remove`, then `member add` with the same peer URL). Does not
+    /// start it (see [`Target::start_wiped`]). Returns how the member is rebuilt, for the report.
+    fn wipe(&self, member: usize) -> BoxFut<'_, anyhow::Result<String>>;
+    /// Starts member `member` on the empty data directory [`Target::wipe`] left, the way the
+    /// system documents for a member that lost its disk; returns once the process is spawned
+    /// (it catches up from the others by itself).
+    fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>>;
+    /// One serializable (local) read of `key` on member `member` alone, without retries and
+    /// within about 2 s: `Ok(true)` when that member has the key, `Ok(false)` when it answers
+    /// without it, an error when it does not answer (down, starting, not serving clients yet).
+    fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>>;
+    /// After a wiped member caught up: waits (bounded) until it is a full member again and the
+    /// cluster whole (Conclave: promoted back to a voter), and returns what the member's log or
+    /// data directory shows of how it was rebuilt (notes for the report).
+    ///
+    /// # Errors
+    /// On timeout, or when the member did not rebuild as documented (Conclave: it bootstrapped
+    /// instead of rejoining).
+    fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>>;
     /// Saves a backup of the whole state to `path` through the system's API and returns its
     /// size in bytes; `None` when the system has no such API (ZooKeeper).
     fn backup<'a>(&'a self, path: &'a Path) -> BoxFut<'a, Option<anyhow::Result<u64>>> {

@@ -63,6 +63,28 @@ impl ZkClients {
         Ok(Arc::new(ZkKv { client: connect(endpoint, CLIENT_SESSION_TIMEOUT).await? }) as Arc<dyn Kv>)
     }
 
+    /// One `getData` of `key` on member `member` alone, through a new session that tries that
+    /// member once (a member that is not serving yet fails at once instead of being retried):
+    /// `Ok(true)` when it has the node, `Ok(false)` when it answers `NoNode`.
+    ///
+    /// # Errors
+    /// When the member does not complete the handshake or answer within 2 s.
+    pub async fn read_on(&self, member: usize, key: &str) -> anyhow::Result<bool> {
+        let endpoint = self.endpoints.get(member).ok_or_else(|| anyhow::anyhow!("no member {member}"))?;
+        let read = async {
+            let connector = zk::Client::connector().with_session_timeout(CLIENT_SESSION_TIMEOUT).with_fail_eagerly();
+            let client = connector.connect(endpoint).await?;
+            match client.get_data(&path(key)).await {
+                Ok(_) => Ok(true),
+                Err(zk::Error::NoNode) => Ok(false),
+                Err(e) => Err(anyhow::Error::from(e)),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .map_err(|_| anyhow::anyhow!("ZooKeeper member {} did not answer within 2 s", member + 1))?
+    }
+
     /// Opens `n` sessions with `ttl` (one client per session, 64 at a time), kept alive by the
     /// client's own pings until the handle is dropped.
     ///

@@ -184,6 +184,60 @@ impl Target for ZookeeperTarget {
         })
     }
 
+    /// Snapshots, transaction logs and epoch files go; `myid` (configuration) stays.
+    fn wipe(&self, member: usize) -> BoxFut<'_, anyhow::Result<String>> {
+        Box::pin(async move {
+            self.kill(member)?;
+            super::empty_dir(&self.data_dirs[member], &["myid"])?;
+            Ok("ZooKeeper: snapshot and transaction-log files deleted (myid kept), member restarted with its \
+                config: it syncs the whole state from the leader"
+                .to_owned())
+        })
+    }
+
+    fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
+        Box::pin(async move { self.spawn(member) })
+    }
+
+    fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
+        Box::pin(self.zk.read_on(member, key))
+    }
+
+    /// Waits until the ensemble serves with one leader; notes the member's snapshot and log
+    /// files (ZooKeeper logs nothing here, having no SLF4J binding, to tell SNAP from DIFF): a
+    /// snapshot at the leader's zxid and no transaction log before it is a SNAP.
+    fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async move {
+            self.wait_whole(Duration::from_secs(90)).await?;
+            let zxids = |prefix: &str| -> Vec<u64> {
+                std::fs::read_dir(self.data_dirs[member].join("version-2")).map_or_else(
+                    |_| Vec::new(),
+                    |d| {
+                        d.filter_map(Result::ok)
+                            .filter_map(|e| {
+                                let name = e.file_name().to_string_lossy().into_owned();
+                                u64::from_str_radix(name.strip_prefix(prefix)?, 16).ok()
+                            })
+                            .collect()
+                    },
+                )
+            };
+            let snapshot = zxids("snapshot.").into_iter().max().unwrap_or(0);
+            let first_log = zxids("log.").into_iter().min();
+            Ok(vec![match first_log {
+                _ if snapshot == 0 => "ZooKeeper: the member holds no snapshot but the empty one".to_owned(),
+                Some(l) if l <= snapshot => format!(
+                    "ZooKeeper: the member holds a snapshot at zxid {snapshot:#x} and a transaction log from \
+                     {l:#x} (before it: replayed, a DIFF)"
+                ),
+                _ => format!(
+                    "ZooKeeper: the member holds a snapshot at zxid {snapshot:#x} and no transaction log before it: \
+                     it received the leader's snapshot (SNAP)"
+                ),
+            }])
+        })
+    }
+
     fn open_sessions(
         &self,
         n: usize,

@@ -10,6 +10,7 @@
 //! | memory | each member's RSS after the put row (headline: the largest) and data directory |
 //! | backup | a backup of the whole state through the system's API, time and size (ZooKeeper has none) |
 //! | restart | `kill -9` of a follower, restart from its data directory, until the cluster is whole |
+//! | catch-up | a follower loses its disk (`kill -9`, data directory emptied) and is rebuilt the way each system documents (Conclave: restarted with its usual flags, it rejoins as a learner by itself; etcd: `member remove`, `member add`, start with `--initial-cluster-state existing`; ZooKeeper: restarted with only `myid` kept); a marker key is written meanwhile; seconds from its start until a serializable read on it alone returns the marker (see [`super::catch_up`]) |
 //!
 //! "No request stalled longer than 100 ms by a snapshot" is read from the max column of the
 //! load and put rows: every system snapshots while they run (Conclave every
@@ -132,6 +133,7 @@ pub async fn run(target: &dyn Target, p: &Params, dir: &Path) -> anyhow::Result<
     rows.push(memory_row(target, loaded));
     rows.push(backup_row(target, dir).await);
     rows.push(restart_row(target).await);
+    rows.push(super::catch_up::row(target).await);
     let lost = hold.lost().await;
     drop(hold);
     if lost > 0 {

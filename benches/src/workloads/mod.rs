@@ -1,6 +1,7 @@
 //! The workloads, identical for every target, and what one run of one produces.
 
 pub mod big;
+pub mod catch_up;
 pub mod election;
 pub mod failover;
 pub mod kv;
@@ -70,6 +71,10 @@ pub enum Workload {
     /// Big state: `kill -9` of a follower until the cluster is whole again.
     #[value(skip)]
     BigRestart,
+    /// Big state: a follower that lost its disk, rebuilt from the leader, until a local read on
+    /// it returns a key written while it was down.
+    #[value(skip)]
+    BigCatchUp,
 }
 
 /// Whether a bigger headline number is better.
@@ -101,18 +106,19 @@ impl Workload {
     ];
 
     /// The rows of [`Workload::BigState`], in report order.
-    pub const BIG: [Workload; 6] = [
+    pub const BIG: [Workload; 7] = [
         Workload::BigLoad,
         Workload::BigPut64,
         Workload::BigGet,
         Workload::BigRss,
         Workload::BigSnapshot,
         Workload::BigRestart,
+        Workload::BigCatchUp,
     ];
 
     /// Every report row, in report order: [`Workload::DEFAULT`], then [`Workload::BIG`].
-    pub const ALL: [Workload; 19] = {
-        let mut all = [Workload::Put1; 19];
+    pub const ALL: [Workload; 20] = {
+        let mut all = [Workload::Put1; 20];
         let mut i = 0;
         while i < Self::DEFAULT.len() {
             all[i] = Self::DEFAULT[i];
@@ -148,6 +154,7 @@ impl Workload {
             Workload::BigRss => "big state: memory",
             Workload::BigSnapshot => "big state: backup of the whole state",
             Workload::BigRestart => "big state: follower kill -9 → cluster whole",
+            Workload::BigCatchUp => "big state: follower disk lost → caught up by snapshot",
         }
     }
 
@@ -163,6 +170,7 @@ impl Workload {
             Workload::BigRss => ("largest member RSS, MiB", Better::Lower),
             Workload::BigSnapshot => ("backup time, s", Better::Lower),
             Workload::BigRestart => ("restart to ready, s", Better::Lower),
+            Workload::BigCatchUp => ("start to caught up, s", Better::Lower),
             _ => ("ops/s", Better::Higher),
         }
     }
