@@ -34,6 +34,16 @@ use crate::state_machine::response::CommandResult;
 /// together.
 pub const BATCHES_IN_FLIGHT: usize = 4;
 
+/// How long queued requests wait for one of those calls to end before they go in an extra one
+/// (at most [`EXTRA_BATCHES`] more). While calls end within it (a fast disk) nothing changes; on
+/// a slow disk a call lasts a whole Raft round (a follower's fsync and more), and writes queued
+/// behind it used to miss the next round and wait two.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(1);
+
+/// Extra calls of each kind a member may have out beyond [`BATCHES_IN_FLIGHT`] (see
+/// [`QUEUE_WAIT`]).
+pub const EXTRA_BATCHES: usize = 12;
+
 /// How long a forwarded call may still answer after this node saw its leader change: a leader
 /// that handed off answers what it held back at once; a dead one never does.
 const FORWARD_GRACE: Duration = Duration::from_millis(300);
@@ -149,7 +159,8 @@ struct Queued<T> {
 }
 
 /// Requests to the leader of one kind, sent alone while fewer than [`BATCHES_IN_FLIGHT`] calls
-/// are out, else queued and handed to `send` together.
+/// are out, else queued and handed to `send` together when a call ends, or after
+/// [`QUEUE_WAIT`] in one of [`EXTRA_BATCHES`] extra calls.
 struct Coalescer<T> {
     tx: mpsc::UnboundedSender<Queued<T>>,
     in_flight: Arc<Semaphore>,
@@ -164,14 +175,16 @@ impl<T> Clone for Coalescer<T> {
 impl<T: Send + 'static> Coalescer<T> {
     /// Starts the task that takes what queued for the same leader (up to the proposer's batch
     /// bounds) and hands it to `send` as one batch once a call may go out.
-    fn spawn<F, Fut>(link: Link, send: F) -> Self
+    fn spawn<L, F, Fut>(link: L, send: F) -> Self
     where
-        F: Fn(Link, NodeId, Vec<T>) -> Fut + Send + 'static,
+        L: Clone + Send + 'static,
+        F: Fn(L, NodeId, Vec<T>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued<T>>();
         let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
         let permits = in_flight.clone();
+        let extra = Arc::new(Semaphore::new(EXTRA_BATCHES));
         tokio::spawn(async move {
             let mut carry: Option<Queued<T>> = None;
             loop {
@@ -182,7 +195,15 @@ impl<T: Send + 'static> Coalescer<T> {
                         None => return,
                     },
                 };
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let permit = tokio::select! {
+                    biased;
+                    p = permits.clone().acquire_owned() => p,
+                    () = tokio::time::sleep(QUEUE_WAIT) => match extra.clone().try_acquire_owned() {
+                        Ok(p) => Ok(p),
+                        Err(_) => permits.clone().acquire_owned().await,
+                    },
+                };
+                let Ok(permit) = permit else { return };
                 let leader = first.leader;
                 let mut bytes = first.size;
                 let mut batch = vec![first.item];
@@ -345,4 +366,30 @@ async fn send_one(link: &Link, leader: NodeId, write: ForwardedWrite, reply: Wri
         Err(error) => Err(error.into()),
     };
     let _ = reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls that never end (a slow disk: each lasts a whole Raft round): what queues behind
+    /// them still goes, in an extra call, once it has waited [`QUEUE_WAIT`].
+    #[tokio::test(start_paused = true)]
+    async fn queued_requests_do_not_wait_for_slow_calls_to_end() {
+        let (sent_tx, mut sent) = mpsc::unbounded_channel::<Vec<u32>>();
+        let coalescer = Coalescer::spawn((), move |(), _leader, batch: Vec<u32>| {
+            let _ = sent_tx.send(batch);
+            std::future::pending::<()>()
+        });
+        let held: Vec<_> = (0..BATCHES_IN_FLIGHT).map(|_| coalescer.alone().expect("a permit")).collect();
+        assert!(coalescer.alone().is_none(), "every regular call is out");
+        for item in [1, 2] {
+            assert!(coalescer.queue(7, 0, item).is_ok());
+        }
+        let waited = tokio::time::Instant::now();
+        let batch = tokio::time::timeout(Duration::from_secs(1), sent.recv()).await;
+        assert_eq!(batch.ok().flatten(), Some(vec![1, 2]), "the queued requests went together in an extra call");
+        assert!(waited.elapsed() >= QUEUE_WAIT);
+        drop(held);
+    }
 }
