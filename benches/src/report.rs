@@ -129,7 +129,9 @@ fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
         Workload::Put64 => format!("≥ 2× etcd: {}", verdict(e.map(|r| r >= 2.0))),
         Workload::GetLinearizable => format!("≥ etcd: {}", verdict(e.map(|r| r >= 1.0))),
         Workload::GetSerializable => format!("≥ ZooKeeper local read: {}", verdict(z.map(|r| r >= 1.0))),
-        Workload::GetUnderWrites => format!("p99 ≤ etcd: {}", verdict(e.map(|r| r <= 1.0))),
+        Workload::GetUnderWrites | Workload::GetLinUnderWrites => {
+            format!("p99 ≤ etcd: {}", verdict(e.map(|r| r <= 1.0)))
+        }
         Workload::Counter16 => {
             let both = match (e, z) {
                 (Some(e), Some(z)) => Some(e >= 20.0 && z >= 20.0),

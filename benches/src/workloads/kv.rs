@@ -34,8 +34,8 @@ fn value(size: usize) -> Vec<u8> {
 /// # Errors
 /// When the clients cannot be created or the data cannot be loaded.
 pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow::Result<Outcome> {
-    if workload == Workload::GetUnderWrites {
-        return get_under_writes(target, p).await;
+    if matches!(workload, Workload::GetUnderWrites | Workload::GetLinUnderWrites) {
+        return get_under_writes(target, p, workload).await;
     }
     if is_get(workload) {
         load_get_keys(target, p).await?;
@@ -55,7 +55,7 @@ pub async fn run(target: &dyn Target, workload: Workload, p: &Params) -> anyhow:
     Ok(outcome(target, workload, &r))
 }
 
-/// The clients and the operation of `workload` (not `GetUnderWrites`); `tag` goes into the
+/// The clients and the operation of `workload` (not the `*UnderWrites` ones); `tag` goes into the
 /// names of the keys it writes, so a warm-up's keys are not the measured run's.
 fn op_of(workload: Workload, p: &Params, tag: &str) -> anyhow::Result<(usize, Op)> {
     Ok(match workload {
@@ -72,8 +72,11 @@ fn op_of(workload: Workload, p: &Params, tag: &str) -> anyhow::Result<(usize, Op
             });
             (64, op)
         }
-        Workload::GetLinearizable | Workload::GetSerializable | Workload::GetUnderWrites => {
-            (64, get_op(workload == Workload::GetLinearizable))
+        Workload::GetLinearizable
+        | Workload::GetSerializable
+        | Workload::GetUnderWrites
+        | Workload::GetLinUnderWrites => {
+            (64, get_op(matches!(workload, Workload::GetLinearizable | Workload::GetLinUnderWrites)))
         }
         Workload::Counter1 | Workload::Counter16 => {
             let op: Op = Arc::new(|kv, _, _| Box::pin(async move { kv.increment(COUNTER.to_owned()).await }));
@@ -84,7 +87,10 @@ fn op_of(workload: Workload, p: &Params, tag: &str) -> anyhow::Result<(usize, Op
 }
 
 fn is_get(w: Workload) -> bool {
-    matches!(w, Workload::GetLinearizable | Workload::GetSerializable | Workload::GetUnderWrites)
+    matches!(
+        w,
+        Workload::GetLinearizable | Workload::GetSerializable | Workload::GetUnderWrites | Workload::GetLinUnderWrites
+    )
 }
 
 /// Runs `workload`'s own operations unmeasured for a fifth of its duration (0.5-3 s, up to 16
@@ -132,18 +138,20 @@ fn get_op(linearizable: bool) -> Op {
     })
 }
 
-/// Serializable gets from 64 clients while 16 other clients put, for the same time: on a slow
-/// disk, a member that waited in fdatasync on the thread that serves reads shows it here (the
-/// headline is the reads' p99; the notes give the writers' rate).
-async fn get_under_writes(target: &dyn Target, p: &Params) -> anyhow::Result<Outcome> {
+/// Gets from 64 clients while 16 other clients put, for the same time (serializable for
+/// `GetUnderWrites`, linearizable for `GetLinUnderWrites`): on a slow disk, a member that waited
+/// in fdatasync on the thread that serves reads, or a leader whose quorum check waits behind a
+/// follower's append, shows it here (the headline is the reads' p99; the notes give the
+/// writers' rate).
+async fn get_under_writes(target: &dyn Target, p: &Params, workload: Workload) -> anyhow::Result<Outcome> {
     load_get_keys(target, p).await?;
     let readers = clients(target, 64).await?;
     let writers = clients(target, 16).await?;
     let (r, w) = tokio::join!(
-        closed_loop(&readers, p.duration, p.max_ops, get_op(false)),
+        closed_loop(&readers, p.duration, p.max_ops, get_op(workload == Workload::GetLinUnderWrites)),
         closed_loop(&writers, p.duration, p.max_ops, put_op(p, "beside".into()))
     );
-    let mut o = outcome(target, Workload::GetUnderWrites, &r);
+    let mut o = outcome(target, workload, &r);
     o.headline = Some(r.latency.p99_ms);
     o.notes.push(format!(
         "16 writers beside: {:.0} puts/s, p50 {:.2} ms, p99 {:.2} ms",

@@ -36,6 +36,9 @@ pub enum Workload {
     /// serializable (local) get, 64 clients, while 16 other clients put: how long reads wait
     /// behind the writes' log appends (headline: the reads' p99).
     GetUnderWrites,
+    /// linearizable get, 64 clients, while 16 other clients put: how long a read waits for the
+    /// leader's quorum check behind the writes' appends (headline: the reads' p99).
+    GetLinUnderWrites,
     /// get-and-increment of one counter, 1 client.
     Counter1,
     /// get-and-increment of one counter, 16 clients.
@@ -89,13 +92,14 @@ pub enum Better {
 impl Workload {
     /// The workloads of a run without `--workloads` (big state is opt-in: it takes minutes per
     /// target and gigabytes of memory).
-    pub const DEFAULT: [Workload; 13] = [
+    pub const DEFAULT: [Workload; 14] = [
         Workload::Put1,
         Workload::Put64,
         Workload::Create,
         Workload::GetLinearizable,
         Workload::GetSerializable,
         Workload::GetUnderWrites,
+        Workload::GetLinUnderWrites,
         Workload::Counter1,
         Workload::Counter16,
         Workload::Sessions,
@@ -117,8 +121,8 @@ impl Workload {
     ];
 
     /// Every report row, in report order: [`Workload::DEFAULT`], then [`Workload::BIG`].
-    pub const ALL: [Workload; 20] = {
-        let mut all = [Workload::Put1; 20];
+    pub const ALL: [Workload; 21] = {
+        let mut all = [Workload::Put1; 21];
         let mut i = 0;
         while i < Self::DEFAULT.len() {
             all[i] = Self::DEFAULT[i];
@@ -140,6 +144,7 @@ impl Workload {
             Workload::GetLinearizable => "get linearizable, 64 clients",
             Workload::GetSerializable => "get serializable, 64 clients",
             Workload::GetUnderWrites => "get serializable, 64 clients, beside 16 writers",
+            Workload::GetLinUnderWrites => "get linearizable, 64 clients, beside 16 writers",
             Workload::Counter1 => "hot counter, 1 client",
             Workload::Counter16 => "hot counter, 16 clients",
             Workload::Sessions => "session keep-alive",
@@ -162,7 +167,7 @@ impl Workload {
     pub fn headline(self) -> (&'static str, Better) {
         match self {
             Workload::Sessions => ("server CPU, % of one core", Better::Lower),
-            Workload::GetUnderWrites => ("read p99, ms", Better::Lower),
+            Workload::GetUnderWrites | Workload::GetLinUnderWrites => ("read p99, ms", Better::Lower),
             Workload::WatchFanout => ("ack → last notification p99, ms", Better::Lower),
             Workload::LeaderFailover => ("median gap to next acked write, s", Better::Lower),
             Workload::JobManagerFailover => ("median time to new leader, s", Better::Lower),
@@ -185,6 +190,7 @@ impl Workload {
                 | Workload::GetLinearizable
                 | Workload::GetSerializable
                 | Workload::GetUnderWrites
+                | Workload::GetLinUnderWrites
                 | Workload::Counter1
                 | Workload::Counter16
         )
@@ -236,7 +242,7 @@ impl Params {
             session_ttl: Duration::from_secs(10),
             session_hold: Duration::from_secs(30),
             watchers: 1_000,
-            watch_rounds: 50,
+            watch_rounds: 200,
             failover_reps: 5,
             failover_clients: 8,
             election_reps: 5,

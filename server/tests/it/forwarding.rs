@@ -18,6 +18,22 @@ async fn cluster_with_a_follower() -> Result<(conclave_testkit::Cluster, BTreeMa
     let (c, metrics) = metrics_cluster().await?;
     let leader = c.wait_for_leader(Duration::from_secs(30)).await?;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // A member registers its client address through the leader once it knows one: a forwarded
+    // write of its own. Wait until the follower has applied every registration (its retry loop
+    // ends then), so the tests' counts hold only their own writes.
+    let probe = c.client_of(follower).await?;
+    conclave_testkit::wait_for(
+        "every client address registered, as the follower sees it",
+        Duration::from_secs(30),
+        || {
+            let probe = &probe;
+            async move {
+                let members = probe.member_list().await.ok()?;
+                (members.len() == 3 && members.iter().all(|m| !m.client_addr.is_empty())).then_some(())
+            }
+        },
+    )
+    .await?;
     Ok((c, metrics, leader, follower))
 }
 
