@@ -103,8 +103,8 @@ impl Workload {
         Workload::Counter1,
         Workload::Counter16,
         // The fan-out before the sessions: measured right after ZooKeeper's 10,000 sessions
-        // (whose client tasks go on reconnecting to the stopped servers), Conclave's p99 was
-        // 16.4 ms against 3.6-3.9 ms otherwise (README "Benchmarks").
+        // (likely their client tasks in this process going on after the servers stop; not
+        // traced), Conclave's p99 was 16.4 ms against 3.6-3.9 ms otherwise (README "Benchmarks").
         Workload::WatchFanout,
         Workload::Sessions,
         Workload::LeaderFailover,
