@@ -255,8 +255,15 @@ pub async fn join_standing(
     use conclave_proto::v1::cluster_client::ClusterClient;
     for attempt in 0u64.. {
         for ep in endpoints {
-            let channel = match crate::raft::network::dial_once(ep, tls.clone()).await {
-                Ok(channel) => channel,
+            let listed = match crate::raft::network::dial_once(ep, tls.clone()) {
+                Ok(channel) => ClusterClient::new(channel)
+                    .member_list(conclave_proto::v1::MemberListRequest {})
+                    .await
+                    .map_err(|s| s.message().to_owned()),
+                Err(e) => Err(e),
+            };
+            let resp = match listed {
+                Ok(resp) => resp,
                 Err(e) => {
                     if attempt % 10 == 0 {
                         tracing::warn!("--join endpoint {ep} not reachable yet: {e}");
@@ -264,8 +271,6 @@ pub async fn join_standing(
                     continue;
                 }
             };
-            let mut client = ClusterClient::new(channel);
-            let Ok(resp) = client.member_list(conclave_proto::v1::MemberListRequest {}).await else { continue };
             let members = resp.into_inner().members;
             let peers = members.iter().filter(|m| m.id != me).map(|m| m.peer_addr.clone()).collect();
             match members.iter().find(|m| m.id == me) {

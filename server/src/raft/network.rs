@@ -31,7 +31,6 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
 use super::cluster_id::{self, ClusterId};
 use super::{NodeId, PeerNode, TypeConfig};
@@ -97,54 +96,15 @@ impl PeerNetwork {
     }
 }
 
-/// A channel to a member's port `addr`, connected now (plain, or TLS verified against `tls`).
+/// A channel to a member's client or peer port `addr` for a one-off call (plain, or TLS
+/// verified against `tls`), connected lazily: a failure to connect (the TLS handshake's reason
+/// included) is the call's `UNAVAILABLE` status.
 ///
 /// # Errors
-/// A bad address, or the connection or TLS handshake failed (the message says which).
-pub(crate) async fn dial_once(addr: &str, tls: Option<ClientTls>) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    let connected = match tls {
-        None => endpoint.connect().await,
-        Some(tls) => endpoint.connect_with_connector(tls_dialer(addr.to_owned(), None, tls)).await,
-    };
-    connected.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        msg
-    })
-}
-
-/// Dials a member over TLS (the endpoint's own connector does plain TCP only): resolves
-/// `addr`, binds to `local_ip`, and verifies the member's certificate against the peer CA for
-/// the host part of `addr`.
-fn tls_dialer(
-    addr: String,
-    local_ip: Option<IpAddr>,
-    tls: ClientTls,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<conclave_tls::MaybeTlsStream>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Send
-       + 'static {
-    tower::service_fn(move |_: http::Uri| {
-        let (addr, tls) = (addr.clone(), tls.clone());
-        async move {
-            let target = tokio::net::lookup_host(&addr).await?.next().ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, format!("peer address {addr} does not resolve"))
-            })?;
-            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host);
-            conclave_tls::dial(target, host, local_ip, Some(&tls)).await.map(hyper_util::rt::TokioIo::new)
-        }
-    })
+/// A malformed address.
+pub(crate) fn dial_once(addr: &str, tls: Option<ClientTls>) -> Result<GrpcChannel, String> {
+    let options = ChannelOptions { connect_timeout: Duration::from_secs(2), tls, ..ChannelOptions::default() };
+    GrpcChannel::new(addr, options)
 }
 
 /// The peer protocol's calls besides openraft's own messages (one RPC each; payload and reply
