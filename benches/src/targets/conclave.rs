@@ -22,8 +22,6 @@ pub struct ConclaveTarget {
     data_dirs: Vec<PathBuf>,
     /// Which client [`Target::client`] hands out.
     kind: TargetKind,
-    /// The member started by [`Target::start_wiped`] and the length of its log before.
-    wiped_log: Mutex<Option<(usize, u64)>>,
 }
 
 impl ConclaveTarget {
@@ -66,7 +64,7 @@ impl ConclaveTarget {
         let cluster = Cluster::start_with(opts).await?;
         let endpoints = cluster.endpoints();
         let data_dirs = cluster.nodes().iter().map(|n| n.data_dir.clone()).collect();
-        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind, wiped_log: Mutex::new(None) };
+        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind };
         // Every member must know every other's client address before clients spread out.
         target.wait_whole(Duration::from_secs(30)).await?;
         Ok(target)
@@ -229,13 +227,7 @@ impl Target for ConclaveTarget {
     /// only when a majority answers that none has seen it take part, which members that hold
     /// its registration never answer.
     fn start_wiped(&self, member: usize) -> BoxFut<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            let mut cluster = self.lock();
-            let log = &cluster.nodes()[member].log_path;
-            let before = std::fs::metadata(log).map_or(0, |m| m.len());
-            *self.wiped_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((member, before));
-            cluster.restart(member as u64 + 1)
-        })
+        Box::pin(async move { self.lock().restart(member as u64 + 1) })
     }
 
     fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
@@ -252,7 +244,7 @@ impl Target for ConclaveTarget {
 
     /// Waits until the member's rejoin is over (its marker file gone: it saw itself a learner,
     /// then a voter again) with the member list agreeing, and every member agrees on the leader;
-    /// fails when the member's log since its start shows it initialized a cluster.
+    /// fails when the member's cluster id is not the leader's (it initialized a cluster of its own).
     fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
         Box::pin(async move {
             let id = member as u64 + 1;
@@ -274,25 +266,21 @@ impl Target for ConclaveTarget {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            self.wait_whole(Duration::from_secs(60)).await?;
-            let path = self.lock().nodes()[member].log_path.clone();
-            let from = self.wiped_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-            let from = from.filter(|(m, _)| *m == member).map_or(0, |(_, offset)| offset as usize);
-            let log = std::fs::read(&path).unwrap_or_default();
-            let log = String::from_utf8_lossy(log.get(from..).unwrap_or_default());
-            anyhow::ensure!(
-                !log.contains("initializing a new cluster"),
-                "Conclave: member {id} initialized a new cluster on its empty data dir instead of rejoining (see {})",
-                path.display()
-            );
-            let mut notes = vec![if log.contains("rejoins as a learner") {
-                "Conclave: the member's log says it \"rejoins as a learner\", then was promoted".to_owned()
-            } else {
-                format!("Conclave: the member's log ({}) does not show the rejoin", path.display())
-            }];
-            let leader = self.wait_whole(Duration::from_secs(10)).await?;
+            let leader = self.wait_whole(Duration::from_secs(60)).await?;
             let (mine, theirs) =
                 (client.status_of(&self.endpoints[member]).await?, client.status_of(&self.endpoints[leader]).await?);
+            // A member that had initialized a cluster of its own on the empty data dir would
+            // carry a cluster id of its own (`raft/cluster_id.rs`).
+            anyhow::ensure!(
+                !mine.cluster_id.is_empty() && mine.cluster_id == theirs.cluster_id,
+                "Conclave: member {id} reports cluster id {:?}, the leader {:?}: it did not rejoin the cluster",
+                mine.cluster_id,
+                theirs.cluster_id
+            );
+            let mut notes = vec![format!(
+                "Conclave: the member rejoined as a learner and was promoted back (cluster id {} as the leader's)",
+                mine.cluster_id
+            )];
             notes.push(if mine.snapshot_index > 0 {
                 format!(
                     "Conclave: the member holds a snapshot at log index {} (the leader's: {}, last log index {})",
