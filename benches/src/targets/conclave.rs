@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_client::{
-    ChannelOptions, Client, ClientConfig, GetOptions, GrpcChannel, Session, SessionState, WatchEvent, WatchOptions,
-};
+use conclave_client::{Client, ClientConfig, GetOptions, Session, SessionState, WatchEvent, WatchOptions};
 use conclave_proto::v1::kv_client::KvClient;
 use conclave_proto::v1::{KeyRange, RangeRequest};
 use conclave_testkit::{Cluster, ClusterOptions};
@@ -232,9 +230,7 @@ impl Target for ConclaveTarget {
 
     fn read_local<'a>(&'a self, member: usize, key: &'a str) -> BoxFut<'a, anyhow::Result<bool>> {
         Box::pin(async move {
-            let options =
-                ChannelOptions { tls: super::tls::get().map(|t| t.client.clone()), ..ChannelOptions::default() };
-            let channel = GrpcChannel::new(&self.endpoints[member], options).map_err(anyhow::Error::msg)?;
+            let channel = super::channel(&self.endpoints[member])?;
             let range = KeyRange { key: key.as_bytes().to_vec(), ..KeyRange::default() };
             let req = RangeRequest { range: Some(range), serializable: true, ..RangeRequest::default() };
             let r = tokio::time::timeout(Duration::from_secs(2), KvClient::new(channel).range(req)).await??;

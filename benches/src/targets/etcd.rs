@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclave_client::{ChannelOptions, GrpcChannel};
+use conclave_client::GrpcChannel;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::conclave::AbortOnDrop;
-use super::{free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use super::{channel, free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 use crate::etcdpb::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
@@ -135,17 +135,6 @@ impl EtcdTarget {
         anyhow::ensure!(leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]), "no agreed leader");
         ids.iter().position(|id| *id == leaders[0]).ok_or_else(|| anyhow::anyhow!("leader is not a member"))
     }
-}
-
-/// A lazily connected channel to `addr` (`host:port`): the client crate's channel, which sends
-/// a unary request in one write as etcd's own Go client does.
-pub(super) fn channel(addr: &str) -> anyhow::Result<GrpcChannel> {
-    let options = ChannelOptions {
-        keep_alive_interval: Duration::from_secs(5),
-        tls: super::tls::get().map(|t| t.client.clone()),
-        ..ChannelOptions::default()
-    };
-    GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
 }
 
 /// One etcd client: a channel per member, pinned to one until it fails, then the next (as
@@ -501,19 +490,7 @@ impl Target for EtcdTarget {
     fn rebuilt(&self, member: usize) -> BoxFut<'_, anyhow::Result<Vec<String>>> {
         Box::pin(async move {
             self.wait_whole(Duration::from_secs(60)).await?;
-            let snaps = std::fs::read_dir(self.data_dirs[member].join("member/snap"))
-                .map(|d| {
-                    d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".snap")).count()
-                })
-                .unwrap_or(0);
-            Ok(vec![if snaps > 0 {
-                "etcd: the member holds a Raft snapshot file (member/snap/*.snap): it received the leader's snapshot"
-                    .to_owned()
-            } else {
-                "etcd: no Raft snapshot file in member/snap: the member caught up from the leader's log (etcd \
-                 snapshots every --snapshot-count 100,000 entries)"
-                    .to_owned()
-            }])
+            Ok(vec![super::etcd_membership::snapshot_note(&self.data_dirs[member])])
         })
     }
 

@@ -1,10 +1,11 @@
-//! etcd's membership calls (the `Cluster` service, what `etcdctl member remove` and `member add`
-//! send): how a member that lost its data dir is replaced, etcd refusing a member back on an
-//! empty data dir under its old id.
+//! Replacing an etcd member that lost its data dir: the membership calls (the `Cluster` service,
+//! what `etcdctl member remove` and `member add` send; etcd refuses a member back on an empty
+//! data dir under its old id), and how the rebuilt member caught up.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::etcd::channel;
+use super::channel;
 use crate::etcdpb::etcdserverpb as pb;
 use pb::cluster_client::ClusterClient;
 
@@ -64,4 +65,19 @@ pub async fn replace_member(others: &[String], peer_url: &str) -> anyhow::Result
         };
     }
     unreachable!("the loop above only ends by returning")
+}
+
+/// Whether the rebuilt member at `data_dir` holds a Raft snapshot file (it received the
+/// leader's snapshot) or caught up from the log alone, as a note for the report.
+pub fn snapshot_note(data_dir: &Path) -> String {
+    let snaps = std::fs::read_dir(data_dir.join("member/snap"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".snap")).count())
+        .unwrap_or(0);
+    if snaps > 0 {
+        "etcd: the member holds a Raft snapshot file (member/snap/*.snap): it received the leader's snapshot".to_owned()
+    } else {
+        "etcd: no Raft snapshot file in member/snap: the member caught up from the leader's log (etcd snapshots \
+         every --snapshot-count 100,000 entries)"
+            .to_owned()
+    }
 }

@@ -198,3 +198,17 @@ pub trait Target: Send + Sync {
         tx: mpsc::UnboundedSender<Notification>,
     ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>>;
 }
+
+/// A lazily connected gRPC channel to `addr` (`host:port`), over TLS when the run uses it: the
+/// client crate's channel, which sends a unary request in one write as etcd's own Go client does.
+///
+/// # Errors
+/// When `addr` is not a valid `host:port`.
+pub fn channel(addr: &str) -> anyhow::Result<conclave_client::GrpcChannel> {
+    let options = conclave_client::ChannelOptions {
+        keep_alive_interval: Duration::from_secs(5),
+        tls: tls::get().map(|t| t.client.clone()),
+        ..conclave_client::ChannelOptions::default()
+    };
+    conclave_client::GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
+}
