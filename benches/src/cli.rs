@@ -45,6 +45,12 @@ pub struct RunArgs {
     /// Conclave column of its own, on a cluster of its own.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
     pub conclave_client: Vec<ClientProfile>,
+    /// etcd's client profiles, as `--conclave-client`: `native` (a leader-following client on
+    /// Conclave's HTTP/2 channel), `generic` (the same generic gRPC client as Conclave's
+    /// `generic`). A `generic` Conclave row is compared with the `generic` etcd column when it
+    /// ran, so that both systems are driven by the same load generator.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
+    pub etcd_client: Vec<ClientProfile>,
     /// Disks the whole selection runs on, in turn: `native` (the machine's disk) or N, every
     /// system's data directories on `conclave-faultfs` (FUSE) with N ms added to each fsync /
     /// fdatasync (`0`: the FUSE layer alone). Needs /dev/fuse and root. E.g. `native,1,5`.
@@ -110,11 +116,19 @@ pub enum ClientProfile {
 }
 
 impl ClientProfile {
-    /// The target that runs this profile.
-    pub fn target(self) -> TargetKind {
+    /// The Conclave target that runs this profile.
+    pub fn conclave(self) -> TargetKind {
         match self {
             ClientProfile::Native => TargetKind::Conclave,
             ClientProfile::Generic => TargetKind::ConclaveGeneric,
+        }
+    }
+
+    /// The etcd target that runs this profile.
+    pub fn etcd(self) -> TargetKind {
+        match self {
+            ClientProfile::Native => TargetKind::Etcd,
+            ClientProfile::Generic => TargetKind::EtcdGeneric,
         }
     }
 }

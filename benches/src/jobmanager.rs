@@ -53,7 +53,7 @@ pub async fn run(args: JobManagerArgs) -> anyhow::Result<()> {
     let work = async {
         match args.target {
             TargetKind::Conclave | TargetKind::ConclaveGeneric | TargetKind::ConclaveZk => conclave(&args).await,
-            TargetKind::Etcd => etcd(&args).await,
+            TargetKind::Etcd | TargetKind::EtcdGeneric => etcd(&args).await,
             TargetKind::Zookeeper => anyhow::bail!("no ZooKeeper job manager (the workload compares with etcd)"),
         }
     };

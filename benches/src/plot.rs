@@ -20,6 +20,7 @@ fn color(t: TargetKind) -> &'static str {
         TargetKind::ConclaveGeneric => "#63b3ed",
         TargetKind::ConclaveZk => "#2c7a7b",
         TargetKind::Etcd => "#d69e2e",
+        TargetKind::EtcdGeneric => "#f6e05e",
         TargetKind::Zookeeper => "#718096",
     }
 }

@@ -104,6 +104,16 @@ fn cell(o: Option<&Outcome>) -> String {
     }
 }
 
+/// The etcd column Conclave's client profile `ck` is compared with: etcd under the same generic
+/// client when that ran, else etcd's own profile.
+fn etcd_for(outcomes: &[Outcome], ck: TargetKind) -> TargetKind {
+    if ck == TargetKind::ConclaveGeneric && outcomes.iter().any(|o| o.target == TargetKind::EtcdGeneric) {
+        TargetKind::EtcdGeneric
+    } else {
+        TargetKind::Etcd
+    }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -118,7 +128,7 @@ fn ratio_cell(r: Option<f64>) -> String {
 /// The goal for a row (Conclave with client profile `ck`), and whether this run met it.
 fn goal(outcomes: &[Outcome], d: Disk, w: Workload, ck: TargetKind) -> String {
     let c = headline(outcomes, d, w, ck);
-    let e = ratio(c, headline(outcomes, d, w, TargetKind::Etcd));
+    let e = ratio(c, headline(outcomes, d, w, etcd_for(outcomes, ck)));
     let z = ratio(c, headline(outcomes, d, w, TargetKind::Zookeeper));
     let verdict = |ok: Option<bool>| match ok {
         Some(true) => "met",
@@ -241,9 +251,10 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
     // With only the ZooKeeper-protocol target, its own table below is the comparison.
     let zk_only = outcomes.iter().any(|o| o.target == TargetKind::ConclaveZk);
     let profiles = if profiles.is_empty() && !zk_only { vec![TargetKind::Conclave] } else { profiles };
-    let suffix = |ck: TargetKind| match (profiles.len(), ck) {
+    let suffix = |ck: TargetKind| match (profiles.len(), etcd_for(outcomes, ck)) {
+        (_, TargetKind::EtcdGeneric) => " — generic gRPC client (etcd too)",
         (1, _) => "",
-        (_, TargetKind::ConclaveGeneric) => " — generic gRPC client",
+        _ if ck == TargetKind::ConclaveGeneric => " — generic gRPC client",
         _ => " — Conclave's client",
     };
     let disks = disks(outcomes);
@@ -254,6 +265,7 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
                 continue;
             }
             let c = headline(outcomes, d, *w, ck);
+            let etcd = etcd_for(outcomes, ck);
             let _ = writeln!(
                 s,
                 "| {}{}{} | {}{} | {} | {} | {} | {} | {} | {} |",
@@ -263,9 +275,9 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
                 metric,
                 if better == Better::Lower { " (lower is better)" } else { "" },
                 cell(find(outcomes, d, *w, ck)),
-                cell(find(outcomes, d, *w, TargetKind::Etcd)),
+                cell(find(outcomes, d, *w, etcd)),
                 cell(find(outcomes, d, *w, TargetKind::Zookeeper)),
-                ratio_cell(ratio(c, headline(outcomes, d, *w, TargetKind::Etcd))),
+                ratio_cell(ratio(c, headline(outcomes, d, *w, etcd))),
                 ratio_cell(ratio(c, headline(outcomes, d, *w, TargetKind::Zookeeper))),
                 goal(outcomes, d, *w, ck)
             );
@@ -278,14 +290,15 @@ pub fn markdown(meta: &Meta, params: &Params, outcomes: &[Outcome]) -> String {
             find(outcomes, d, Workload::Put64, t).filter(|o| o.status == Status::Ok).map(|o| o.rss_bytes as f64 / MB)
         };
         let c = rss(ck);
-        let e = ratio(c, rss(TargetKind::Etcd));
+        let etcd = etcd_for(outcomes, ck);
+        let e = ratio(c, rss(etcd));
         let _ = writeln!(
             s,
             "| server RSS after put, 64 clients{}{} | MB, sum of 3 members (lower is better) | {} | {} | {} | {} | {} | < ½ etcd: {} |",
             suffix(ck),
             disk_suffix(&disks, d),
             c.map_or("–".into(), number),
-            rss(TargetKind::Etcd).map_or("–".into(), number),
+            rss(etcd).map_or("–".into(), number),
             rss(TargetKind::Zookeeper).map_or("–".into(), number),
             ratio_cell(e),
             ratio_cell(ratio(c, rss(TargetKind::Zookeeper))),
@@ -490,6 +503,16 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("| session keep-alive — generic"), "{md}");
+
+        // With etcd under the generic client too, the generic row is compared with that column.
+        let mut outcomes = outcomes;
+        outcomes.push(mk(TargetKind::EtcdGeneric, 3_000.0));
+        let md = markdown(&meta, &Params::quick(), &outcomes);
+        assert!(md.contains("| put, 64 clients — Conclave's client | ops/s | 30,000 | 6,000 | – | 5.00× |"), "{md}");
+        assert!(
+            md.contains("| put, 64 clients — generic gRPC client (etcd too) | ops/s | 9,000 | 3,000 | – | 3.00× | – | ≥ 2× etcd: met |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Servers {
     fn get(&self, t: TargetKind) -> &Result<PathBuf, String> {
         match t {
             TargetKind::Conclave | TargetKind::ConclaveGeneric | TargetKind::ConclaveZk => &self.conclave,
-            TargetKind::Etcd => &self.etcd,
+            TargetKind::Etcd | TargetKind::EtcdGeneric => &self.etcd,
             TargetKind::Zookeeper => &self.zookeeper,
         }
     }
@@ -90,7 +90,7 @@ async fn start(kind: TargetKind, server: &Path, dir: &Path, args: &RunArgs) -> a
                 let flags = args.conclave_flags.as_deref().unwrap_or_default().split_whitespace();
                 Box::new(ConclaveZkTarget::start(server, dir, flags.map(str::to_owned).collect()).await?)
             }
-            TargetKind::Etcd => Box::new(EtcdTarget::start(server, dir).await?),
+            TargetKind::Etcd | TargetKind::EtcdGeneric => Box::new(EtcdTarget::start(server, dir, kind).await?),
             TargetKind::Zookeeper => Box::new(ZookeeperTarget::start(server, dir).await?),
         })
     };
@@ -107,7 +107,8 @@ fn targets(args: &RunArgs) -> Vec<TargetKind> {
     let mut out: Vec<TargetKind> = Vec::new();
     for t in asked {
         match t {
-            TargetKind::Conclave => out.extend(args.conclave_client.iter().map(|p| p.target())),
+            TargetKind::Conclave => out.extend(args.conclave_client.iter().map(|p| p.conclave())),
+            TargetKind::Etcd => out.extend(args.etcd_client.iter().map(|p| p.etcd())),
             t => out.push(t),
         }
     }
@@ -125,8 +126,15 @@ fn not_available(kind: TargetKind, w: Workload) -> Option<String> {
     if w == Workload::JobManagerFailover && kind == TargetKind::ConclaveZk {
         return Some("the job managers use Conclave's own client (see the conclave column)".to_owned());
     }
-    (kind == TargetKind::ConclaveGeneric && !w.shares_cluster())
-        .then(|| "the generic client profile covers the KV workloads; this one uses Conclave's own client".to_owned())
+    match kind {
+        TargetKind::ConclaveGeneric | TargetKind::EtcdGeneric if !w.shares_cluster() && w != Workload::WatchFanout => {
+            Some(
+                "the generic client profile covers the KV workloads and watch fan-out; see the other profile's column"
+                    .to_owned(),
+            )
+        }
+        _ => None,
+    }
 }
 
 /// Runs one workload on a running target and adds the server-side measurements.
@@ -485,9 +493,16 @@ mod tests {
         assert_eq!(targets(&parse(&[])), [TargetKind::Conclave, TargetKind::Etcd, TargetKind::Zookeeper]);
         let both = parse(&["--targets", "conclave,etcd", "--conclave-client", "generic,native"]);
         assert_eq!(targets(&both), [TargetKind::Conclave, TargetKind::ConclaveGeneric, TargetKind::Etcd]);
-        assert!(not_available(TargetKind::ConclaveGeneric, Workload::WatchFanout).is_some());
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::WatchFanout).is_none());
+        assert!(not_available(TargetKind::ConclaveGeneric, Workload::LeaderFailover).is_some());
         assert!(not_available(TargetKind::ConclaveGeneric, Workload::Put1).is_none());
         assert!(not_available(TargetKind::Conclave, Workload::WatchFanout).is_none());
+        let generic =
+            parse(&["--targets", "conclave,etcd", "--conclave-client", "generic", "--etcd-client", "generic"]);
+        assert_eq!(targets(&generic), [TargetKind::ConclaveGeneric, TargetKind::EtcdGeneric]);
+        assert!(not_available(TargetKind::EtcdGeneric, Workload::WatchFanout).is_none());
+        assert!(not_available(TargetKind::EtcdGeneric, Workload::Sessions).is_some());
+        assert!(not_available(TargetKind::EtcdGeneric, Workload::Counter16).is_none());
         // create is ZooKeeper's: measured on both ZooKeeper-protocol targets, n/a elsewhere.
         assert!(not_available(TargetKind::ConclaveZk, Workload::Create).is_none());
         assert!(not_available(TargetKind::Zookeeper, Workload::Create).is_none());

@@ -25,67 +25,9 @@ use tonic::{Code, Status};
 use conclave_proto::errors::{outcome_of, reason_of, Outcome, Reason};
 
 use crate::auth::TokenCell;
+use crate::config::ClientConfig;
 use crate::error::{Error, Indeterminate, Result};
 use crate::grpc_channel::{ChannelOptions, GrpcChannel};
-
-/// Client settings.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Endpoints (`host:port`) to start from; more are discovered.
-    pub endpoints: Vec<String>,
-    /// Deadline of one attempt.
-    pub attempt_timeout: Duration,
-    /// Deadline of a whole call, retries included.
-    pub call_timeout: Duration,
-    /// TCP connect timeout.
-    pub connect_timeout: Duration,
-    /// Learn the other members and follow the leader (default). When false, the client talks
-    /// only to the configured endpoints (tests that pin a member; the member forwards).
-    pub discover: bool,
-    /// Local address outgoing connections bind to (fault injection per client address).
-    pub local_address: Option<std::net::IpAddr>,
-    /// TLS to the members (their CA, and a client certificate for members that require one);
-    /// `None`: plain TCP. Build it with [`crate::ClientTls::new`]; it re-reads its files when
-    /// they change.
-    pub tls: Option<crate::ClientTls>,
-    /// Most watches this client puts on one shared Watch stream (default 1,000; a member
-    /// refusing more with `LIMIT_EXCEEDED`, see its `--max-watches-per-stream`, lowers it for
-    /// that stream, and the refused watches move to another one).
-    pub watches_per_stream: usize,
-    /// User name and password for members started with `--auth` (`None`: send no token). The
-    /// client authenticates when a member asks, attaches the token to every request and
-    /// renews it when it expires.
-    pub credentials: Option<crate::Credentials>,
-}
-
-impl ClientConfig {
-    /// How this client's channels connect: its connect timeout, local address and TLS, a ping
-    /// every second answered within 2 s.
-    pub(crate) fn channel_options(&self) -> ChannelOptions {
-        ChannelOptions {
-            connect_timeout: self.connect_timeout,
-            local_address: self.local_address,
-            tls: self.tls.clone(),
-            ..ChannelOptions::default()
-        }
-    }
-
-    /// Defaults for `endpoints`: 2 s per attempt, 10 s per call, 500 ms connect, 1,000 watches
-    /// per stream.
-    pub fn new(endpoints: Vec<String>) -> Self {
-        Self {
-            endpoints,
-            attempt_timeout: Duration::from_secs(2),
-            call_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_millis(500),
-            discover: true,
-            local_address: None,
-            tls: None,
-            watches_per_stream: 1_000,
-            credentials: None,
-        }
-    }
-}
 
 #[derive(Default)]
 struct View {
@@ -196,7 +138,7 @@ impl Connection {
     }
 
     /// After `status` refused `stale` (the token an attempt carried): authenticates again when
-    /// a fresh token may help. `Ok(true)`: try again.
+    /// a fresh token may help.
     ///
     /// # Errors
     /// The refusal of the credentials themselves (`AUTH_FAILED`): final.
@@ -205,14 +147,15 @@ impl Connection {
         channel: GrpcChannel,
         status: &Status,
         stale: Option<Option<String>>,
-    ) -> Result<bool> {
-        let (Some(cell), Some(stale)) = (&self.token, stale) else { return Ok(false) };
+    ) -> Result<Renewal> {
+        let (Some(cell), Some(stale)) = (&self.token, stale) else { return Ok(Renewal::NotCurable) };
         if !TokenCell::curable(status) {
-            return Ok(false);
+            return Ok(Renewal::NotCurable);
         }
         match cell.refresh(channel, stale).await {
+            Ok(()) => Ok(Renewal::Renewed),
             Err(s) if s.code() == Code::Unauthenticated => Err(Error::from_status(&s)),
-            _ => Ok(true),
+            Err(s) => Ok(Renewal::Failed(s)),
         }
     }
 
@@ -350,7 +293,10 @@ impl Connection {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(status)) => {
                 // The next call carries a fresh token.
-                self.renew_token(channel, &status, stale).await?;
+                let status = match self.renew_token(channel, &status, stale).await? {
+                    Renewal::Failed(s) => s,
+                    Renewal::Renewed | Renewal::NotCurable => status,
+                };
                 if !matches!(classify(&status), Failure::Final(_)) {
                     self.fail_over(&addr, leader_hint(&status));
                 }
@@ -393,12 +339,21 @@ impl Connection {
             let stale = self.token();
             let failure = match tokio::time::timeout(timeout, attempt(channel.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
-                // No token yet, or it expired: authenticate and send again, once per call.
-                Ok(Err(status)) if !refreshed && self.renew_token(channel, &status, stale.clone()).await? => {
-                    refreshed = true;
-                    continue;
-                }
                 Ok(Err(status)) => {
+                    // No token yet, or it expired: authenticate and send again, once per call.
+                    // Authenticating may itself fail like any attempt (no leader): that failure
+                    // is this attempt's, retried elsewhere, never "authentication is required".
+                    let status = match refreshed {
+                        true => status,
+                        false => match self.renew_token(channel, &status, stale.clone()).await? {
+                            Renewal::Renewed => {
+                                refreshed = true;
+                                continue;
+                            }
+                            Renewal::NotCurable => status,
+                            Renewal::Failed(s) => s,
+                        },
+                    };
                     let hint = leader_hint(&status);
                     let f = classify(&status);
                     if !matches!(f, Failure::Final(_)) {
@@ -430,6 +385,18 @@ impl Connection {
             backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
+}
+
+/// What [`Connection::renew_token`] did.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// No credentials, or a refusal a fresh token does not cure.
+    NotCurable,
+    /// A fresh token is in place (this task's or another's): send again.
+    Renewed,
+    /// Authenticating failed for a reason other than the credentials (no leader, a member
+    /// unreachable): the attempt failed with this status.
+    Failed(Status),
 }
 
 fn leader_hint(s: &Status) -> Option<(Option<u64>, Option<String>)> {

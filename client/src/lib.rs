@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod cluster;
+mod config;
 mod connection;
 mod counter;
 pub mod error;
@@ -34,7 +35,7 @@ pub use auth::Credentials;
 pub use conclave_proto::errors::{Outcome, Reason};
 pub use conclave_proto::v1 as proto;
 pub use conclave_tls::{ClientFiles, ClientTls};
-pub use connection::ClientConfig;
+pub use config::ClientConfig;
 pub use error::{Error, Indeterminate, Result, WriteId};
 pub use grpc_channel::{ChannelOptions, GrpcChannel};
 pub use health::{EndpointHealth, EndpointStatus};

@@ -99,10 +99,7 @@ pub async fn run(opts: &TestOpts) -> anyhow::Result<TestReport> {
     }
     // The ZooKeeper-protocol workloads: every member serves it on the same port of its own IP.
     let zk_port = if opts.workload.speaks_zookeeper() {
-        let port = conclave_testkit::free_addr(std::net::Ipv4Addr::new(127, 0, 0, 11))?
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .ok_or_else(|| anyhow::anyhow!("no free port for the ZooKeeper listeners"))?;
+        let port = conclave_testkit::free_ports(std::net::Ipv4Addr::new(127, 0, 0, 11), 1)?[0];
         env.push(("CONCLAVE_ZK_ADDR".to_owned(), format!("{{ip}}:{port}")));
         Some(port)
     } else {

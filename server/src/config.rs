@@ -112,6 +112,14 @@ pub struct ServeArgs {
     /// and replicates entries one after another, so more than one only makes batches smaller.
     #[arg(long, env = "CONCLAVE_BATCHES_IN_FLIGHT", default_value_t = 1)]
     pub batches_in_flight: usize,
+    /// Serve linearizable reads from the leader's read lease: while a quorum of voters has
+    /// accepted this leader's AppendEntries within the last election timeout (less a fifth),
+    /// none of them can vote for another leader, so the leader answers from its applied state
+    /// without a heartbeat round. Assumes every member runs the same election timeout and that
+    /// clocks advance at about the same rate. `false`: every read confirms leadership with a
+    /// heartbeat round to a quorum (openraft's ReadIndex).
+    #[arg(long, env = "CONCLAVE_READ_LEASE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_lease: bool,
     /// Most watches on one Watch stream.
     #[arg(long, env = "CONCLAVE_MAX_WATCHES_PER_STREAM", default_value_t = 10_000)]
     pub max_watches_per_stream: usize,
@@ -256,6 +264,8 @@ pub struct Config {
     pub history_revisions: u64,
     /// Write batches in flight.
     pub batches_in_flight: usize,
+    /// Linearizable reads by the leader's read lease.
+    pub read_lease: bool,
     /// Watch limit per stream.
     pub max_watches_per_stream: usize,
     /// Watch progress notification interval.
@@ -388,6 +398,7 @@ impl ServeArgs {
             logs_kept_after_snapshot: self.logs_kept_after_snapshot,
             history_revisions: self.history_revisions,
             batches_in_flight: self.batches_in_flight.max(1),
+            read_lease: self.read_lease,
             max_watches_per_stream: self.max_watches_per_stream.max(1),
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),
             log_engine: self.log_engine,

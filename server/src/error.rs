@@ -22,6 +22,7 @@
 //! | `Unauthenticated` | UNAUTHENTICATED | AUTH_REQUIRED, AUTH_FAILED, TOKEN_INVALID, TOKEN_EXPIRED | NOT_APPLIED |
 //! | `PermissionDenied`, `SessionNotOwned` | PERMISSION_DENIED | PERMISSION_DENIED | NOT_APPLIED |
 //! | `Command(Auth)` | ALREADY_EXISTS, NOT_FOUND | AUTH_EXISTS, AUTH_NOT_FOUND | APPLIED |
+//! | `Command(PermissionDenied)` (refused at apply, `Command::AsUser`) | PERMISSION_DENIED | PERMISSION_DENIED | APPLIED |
 //! | `Internal` | INTERNAL | INTERNAL | UNKNOWN |
 //!
 //! The type is serializable so that a leader's error crosses the peer protocol intact: a
@@ -210,6 +211,12 @@ impl Error {
         Error::Unauthenticated { reason, message: message.into() }
     }
 
+    /// Whether this is a refusal of the caller (`Unauthenticated`, `PermissionDenied`,
+    /// `SessionNotOwned`), as opposed to a failure of the request.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Unauthenticated { .. } | Error::PermissionDenied { .. } | Error::SessionNotOwned { .. })
+    }
+
     /// Whether the request may have taken effect.
     pub fn outcome(&self) -> Outcome {
         match self {
@@ -263,7 +270,9 @@ impl Error {
                 AuthFailure::TokenInvalid => Reason::TokenInvalid,
                 AuthFailure::TokenExpired => Reason::TokenExpired,
             },
-            Error::PermissionDenied { .. } | Error::SessionNotOwned { .. } => Reason::PermissionDenied,
+            Error::PermissionDenied { .. }
+            | Error::SessionNotOwned { .. }
+            | Error::Command(CommandError::PermissionDenied { .. }) => Reason::PermissionDenied,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::Exists, .. }) => Reason::AuthExists,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::NotFound, .. }) => Reason::AuthNotFound,
             Error::Internal(_) => Reason::Internal,
@@ -282,6 +291,7 @@ impl Error {
             Error::Read(_) => Code::OutOfRange,
             Error::Command(CommandError::SessionNotFound { .. }) => Code::NotFound,
             Error::Command(CommandError::RetryTooOld { .. }) => Code::Unknown,
+            Error::Command(CommandError::PermissionDenied { .. }) => Code::PermissionDenied,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::Exists, .. }) => Code::AlreadyExists,
             Error::Command(CommandError::Auth { refusal: AuthRefusal::NotFound, .. }) => Code::NotFound,
             Error::Command(_) => Code::FailedPrecondition,
@@ -345,6 +355,11 @@ mod tests {
             (
                 Error::Command(CommandError::CounterOverflow { name: "c".into(), value: 1, delta: u64::MAX }),
                 Code::FailedPrecondition,
+                Outcome::Applied,
+            ),
+            (
+                Error::Command(CommandError::PermissionDenied { message: "user \"u\" lacks write".into() }),
+                Code::PermissionDenied,
                 Outcome::Applied,
             ),
         ];

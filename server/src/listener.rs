@@ -28,15 +28,22 @@ pub type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<MaybeTlsStream>> +
 /// When `addr` cannot be bound.
 pub fn incoming(addr: SocketAddr, tls: Option<ServerTls>, port: &'static str) -> std::io::Result<Incoming> {
     let Some(tls) = tls else {
-        let plain = tonic::transport::server::TcpIncoming::bind(addr)?.with_nodelay(Some(true));
-        return Ok(Box::pin(plain.map(|r| r.map(MaybeTlsStream::Plain))));
+        let plain = tonic::transport::server::TcpIncoming::bind(addr).map_err(|e| bind_error(addr, port, e))?;
+        return Ok(Box::pin(plain.with_nodelay(Some(true)).map(|r| r.map(MaybeTlsStream::Plain))));
     };
-    let listener = std::net::TcpListener::bind(addr)?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, port, e))?;
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(listener, tls, tx, port));
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// A bind failure that names the address and the port it was for (`client`, `peer`,
+/// `zookeeper`, `metrics`), e.g. "cannot listen on 127.0.0.1:2379 (client port): Address
+/// already in use".
+pub fn bind_error(addr: SocketAddr, port: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("cannot listen on {addr} ({port} port): {e}"))
 }
 
 /// Accepts until the server drops its end.
@@ -70,5 +77,20 @@ async fn accept_loop(
                 Err(_) => tracing::warn!(port, %remote, "TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A port that is taken is reported with its address and what it was for, not as a bare
+    /// "Address already in use".
+    #[tokio::test]
+    async fn a_taken_address_is_named_in_the_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let Err(e) = super::incoming(addr, None, "client") else { panic!("bound {addr} twice") };
+        let text = e.to_string();
+        assert!(text.contains(&format!("cannot listen on {addr} (client port)")), "{text}");
+        assert!(text.contains("in use"), "{text}");
     }
 }

@@ -259,6 +259,44 @@ pub enum Command {
         /// The user who opened it.
         owner: String,
     },
+    /// `command`, sent by authenticated user `user` (not root) under `--auth`. The member that
+    /// received the request checked it first; apply checks again, on the state at this index,
+    /// that `user` still holds every permission `command` needs and owns every session it names
+    /// (`state_machine::access::refusal`), so a permission revoked, a role taken away, a user
+    /// deleted or a session opened by another user before this entry is honoured wherever the
+    /// request came in. Refused: `CommandError::PermissionDenied`, nothing changed. An older
+    /// member cannot apply it: upgrade every member before clients write under `--auth`.
+    AsUser {
+        /// The caller.
+        user: String,
+        /// What it asked for (never another `AsUser`).
+        command: UserCommand,
+    },
+}
+
+/// The command inside [`Command::AsUser`]. Decoding refuses another `AsUser` inside it, so a
+/// crafted entry or peer message cannot nest commands deeply enough to exhaust the stack (the
+/// only recursive place in the format).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UserCommand(pub Box<Command>);
+
+impl std::ops::Deref for UserCommand {
+    type Target = Command;
+    fn deref(&self) -> &Command {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for UserCommand {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        thread_local!(static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if INSIDE.with(|inside| inside.replace(true)) {
+            return Err(serde::de::Error::custom("a command sent as a user holds another one sent as a user"));
+        }
+        let inner = Box::<Command>::deserialize(d);
+        INSIDE.with(|inside| inside.set(false));
+        inner.map(UserCommand)
+    }
 }
 
 /// One operation inside a transaction.
@@ -382,6 +420,17 @@ pub enum Compare {
 /// Encodes a payload for the log (bincode 2, standard config).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
+}
+
+/// Encodes like [`encode`], into a writer (the same bytes, without holding them all).
+///
+/// # Errors
+/// When a value cannot be encoded or the writer fails.
+pub fn encode_into<T: Serialize>(
+    value: &T,
+    mut out: &mut dyn std::io::Write,
+) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
 }
 
 /// Decodes a payload written by [`encode`], from any source (peer messages, log records,

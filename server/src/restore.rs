@@ -11,6 +11,7 @@
 
 use crate::raft::cluster_id;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::Path;
 
 use openraft::{CommittedLeaderId, Membership};
@@ -21,12 +22,50 @@ use crate::types::{LogId, PeerNode, SnapshotMeta, StoredMembership};
 const MAGIC: &[u8; 8] = b"CCLVBAK1";
 const FOOTER: usize = 4 + MAGIC.len();
 
-/// A backup file's bytes: `snapshot` followed by its checksum footer.
-pub fn seal(mut snapshot: Vec<u8>) -> Vec<u8> {
-    let crc = crc32fast::hash(&snapshot);
-    snapshot.extend_from_slice(&crc.to_le_bytes());
-    snapshot.extend_from_slice(MAGIC);
-    snapshot
+/// A backup file's bytes: `snapshot` followed by its checksum footer (members stream theirs
+/// through [`Sealer`]; this whole-buffer form is for tests).
+#[cfg(test)]
+pub fn seal(snapshot: Vec<u8>) -> Vec<u8> {
+    let mut out = Sealer::new(Vec::with_capacity(snapshot.len() + FOOTER));
+    out.write_all(&snapshot).unwrap_or_else(|_| unreachable!("writing to a Vec does not fail"));
+    out.finish().unwrap_or_else(|_| unreachable!("writing to a Vec does not fail"))
+}
+
+/// Writes a backup file as its snapshot bytes are encoded: what is written passes through to
+/// `out`, and [`Sealer::finish`] appends the checksum footer (the same bytes as [`seal`]).
+pub struct Sealer<W> {
+    out: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Sealer<W> {
+    /// A backup file written into `out`.
+    pub fn new(out: W) -> Self {
+        Self { out, crc: crc32fast::Hasher::new() }
+    }
+
+    /// Appends the footer and returns `out`.
+    ///
+    /// # Errors
+    /// When writing to `out` fails.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        let crc = self.crc.finalize();
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(MAGIC)?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Sealer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// The snapshot bytes of a backup file, once its footer checks.
@@ -90,11 +129,11 @@ pub fn restore(
     contents.state.prepare_restore();
     let index = contents.meta.last_log_id.map_or(0, |l| l.index);
     contents.meta = new_cluster_meta(index, initial_cluster);
-    let snapshot = contents.to_bytes()?;
     crate::storage::file_engine::create_dir_durable(data_dir)
         .map_err(|e| format!("create {}: {e}", data_dir.display()))?;
     let dir = SnapshotDir::open(&data_dir.join("snapshots")).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    dir.save(index, &snapshot)?;
+    // Encoded straight into the file, as a member's own snapshots are.
+    dir.save_with(index, |out| contents.write_to(out))?;
     cluster_id::write(data_dir, new_id).map_err(|e| format!("record the cluster id in {}: {e}", data_dir.display()))?;
     Ok(Restored { revision: contents.state.revision(), index })
 }

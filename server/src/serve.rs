@@ -24,6 +24,7 @@ use crate::raft::bootstrap_settings;
 use crate::raft::cluster_id::{self, ClusterId};
 use crate::raft::network::{PeerNetwork, MAX_PEER_MESSAGE};
 use crate::raft::prompt_election::PromptElection;
+use crate::raft::read_lease::ReadLease;
 use crate::raft::router::Router;
 use crate::raft::voting_gate::VotingGate;
 use crate::raft::{PeerNode, Raft};
@@ -65,7 +66,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         election_timeout_max: election * 2,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        // Triggered by `raft::snapshots`, at a phase of each member's own.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
         replication_lag_threshold: config.snapshot_logs,
         snapshot_max_chunk_size: 4 * 1024 * 1024,
@@ -85,9 +87,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Some(files) => (Some(ServerTls::new(files.server())?), Some(ClientTls::new(files.client())?)),
         None => (None, None),
     };
+    // openraft's leader lease (a voter's refusal to vote after hearing from its leader) is the
+    // maximum election timeout.
+    let lease = Arc::new(ReadLease::new(Duration::from_millis(raft_config.election_timeout_max), config.read_lease));
     let network = PeerNetwork::new(config.node_id, Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls)
-        .with_durability(log_store.durability());
+        .with_durability(log_store.durability())
+        .with_read_lease(lease.clone());
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
+    crate::raft::snapshots::spawn(raft.clone(), config.node_id, config.snapshot_logs, shared.subscribe_applied());
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
     // whether it founds a new cluster or lost its data (`rejoin`).
     let gate = Arc::new(VotingGate::default());
@@ -121,6 +128,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         shared,
         config.election_timeout * 4,
         config.batches_in_flight,
+        lease,
     ));
     let sessions = SessionTracker::new(router.clone());
     let expiry = sessions.spawn_expiry_loop(Duration::from_millis(50));
@@ -184,7 +192,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let leader_changes = ops::spawn_leader_changes(node.clone());
     let metrics_server = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| listener::bind_error(addr, "metrics", e))?;
             tracing::info!(%addr, "serving /livez, /readyz and /metrics");
             let state = ops::http::HttpState { node: node.clone(), readiness: readiness.clone(), lease };
             let mut stop = stop_rx.clone();

@@ -69,17 +69,23 @@ fn next_ip_block() -> u8 {
     2 + ((std::process::id().wrapping_add(n) % 31) * 8) as u8
 }
 
-/// Picks a port the kernel says is free on `ip`.
-fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
-}
-
-/// `ip:port` with a port the kernel just had free on `ip` (for a node started by hand).
+/// `n` distinct ports the kernel has free on `ip`. Each stays bound until all are picked: picked
+/// one at a time, the kernel may hand back the port it just released, and a node then got the
+/// same port for its client and peer listeners and could not start.
 ///
 /// # Errors
 /// When nothing can bind on `ip`.
-pub fn free_addr(ip: Ipv4Addr) -> anyhow::Result<String> {
-    Ok(format!("{ip}:{}", free_port(ip)?))
+pub fn free_ports(ip: Ipv4Addr, n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n).map(|_| TcpListener::bind((ip, 0))).collect::<std::io::Result<Vec<_>>>()?;
+    Ok(held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<_>>()?)
+}
+
+/// `n` distinct `ip:port` addresses free on `ip` (for nodes started by hand); see [`free_ports`].
+///
+/// # Errors
+/// When nothing can bind on `ip`.
+pub fn free_addrs(ip: Ipv4Addr, n: usize) -> anyhow::Result<Vec<String>> {
+    Ok(free_ports(ip, n)?.into_iter().map(|port| format!("{ip}:{port}")).collect())
 }
 
 impl Cluster {
@@ -119,7 +125,8 @@ impl Cluster {
         let mut addrs = Vec::new();
         for i in 0..opts.nodes {
             let ip = Ipv4Addr::new(127, 0, 0, base.wrapping_add(i as u8).max(2));
-            addrs.push((format!("{ip}:{}", free_port(ip)?), format!("{ip}:{}", free_port(ip)?)));
+            let pair = free_addrs(ip, 2)?;
+            addrs.push((pair[0].clone(), pair[1].clone()));
         }
         let initial: Vec<String> = addrs.iter().enumerate().map(|(i, (_, p))| format!("{}={p}", i + 1)).collect();
         let initial = initial.join(",");
@@ -374,5 +381,22 @@ impl Cluster {
     /// Logs of every node that contain a panic.
     pub fn panics(&self) -> Vec<(u64, String)> {
         self.nodes.iter().filter(|n| n.log().contains("panicked")).map(|n| (n.id, n.log())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many rounds, so that picking ports one at a time (the kernel may give the one it just
+    /// released back) would have repeated a port within a round.
+    #[test]
+    fn ports_picked_together_are_distinct() {
+        let ip = Ipv4Addr::new(127, 0, 0, 250);
+        for round in 0..20_000 {
+            let ports = free_ports(ip, 3).expect("127.0.0.250 binds");
+            let distinct: std::collections::HashSet<_> = ports.iter().collect();
+            assert_eq!(distinct.len(), ports.len(), "round {round}: {ports:?}");
+        }
     }
 }

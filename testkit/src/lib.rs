@@ -9,7 +9,7 @@ mod cluster;
 mod node;
 pub mod tls;
 
-pub use cluster::{free_addr, Cluster, ClusterOptions};
+pub use cluster::{free_addrs, free_ports, Cluster, ClusterOptions};
 pub use node::NodeProcess;
 
 use std::path::PathBuf;

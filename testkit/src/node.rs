@@ -84,10 +84,16 @@ impl NodeProcess {
         Ok(())
     }
 
-    /// The last `n` lines of the node's log, on one line (for error messages).
+    /// The last `n` lines of the node's log, on one line (for error messages). Backtrace frames
+    /// are left out, so the error of a node that exited shows.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
+        let frame = |l: &str| {
+            let t = l.trim_start();
+            t.starts_with("at ")
+                || t.split_once(':').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let lines: Vec<&str> = log.lines().filter(|l| !frame(l)).collect();
         lines[lines.len().saturating_sub(n)..].join(" | ")
     }
 

@@ -357,6 +357,9 @@ impl Target for ConclaveTarget {
         tx: mpsc::UnboundedSender<Notification>,
     ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>> {
         Box::pin(async move {
+            if self.kind == TargetKind::ConclaveGeneric {
+                return super::generic::start_watchers(&self.endpoints, n, key, tx, super::generic::WatchApi::Conclave);
+            }
             let mut clients = Vec::new();
             for _ in 0..SHARED_CLIENTS.min(n.max(1)) {
                 clients.push(self.client_now().await?);

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::conclave::ConclaveTarget;
 use super::zk_client::ZkClients;
-use super::{free_port, BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use super::{free_ports, BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// A running Conclave cluster, driven through its ZooKeeper ports.
 pub struct ConclaveZkTarget {
@@ -30,7 +30,7 @@ impl ConclaveZkTarget {
     pub async fn start(binary: &Path, dir: &Path, extra_args: Vec<String>) -> anyhow::Result<Self> {
         // Each member binds its own loopback IP: a port free on 127.0.0.1 is free on them too,
         // but for a race with another process (the start then fails with the member's message).
-        let port = free_port(Ipv4Addr::LOCALHOST)?;
+        let port = free_ports(Ipv4Addr::LOCALHOST, 1)?[0];
         let env = vec![("CONCLAVE_ZK_ADDR".to_owned(), format!("{{ip}}:{port}"))];
         let inner = ConclaveTarget::start_with_env(binary, dir, extra_args, env, TargetKind::ConclaveZk).await?;
         let zk_endpoints: Vec<String> = inner.member_ips().iter().map(|ip| format!("{ip}:{port}")).collect();

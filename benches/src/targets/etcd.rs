@@ -16,12 +16,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::conclave::AbortOnDrop;
-use super::{channel, free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use super::etcd_counter::{counter_outcome, counter_state, counter_txn};
+use super::generic::{spawn_watchers, watch_stream, WatchApi};
+use super::{channel, free_ports, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 use crate::etcdpb::etcdserverpb as pb;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
 use pb::maintenance_client::MaintenanceClient;
-use pb::watch_client::WatchClient;
 
 /// Where Debian's `etcd-server` package installs the server.
 pub const DEFAULT_BINARY: &str = "/usr/bin/etcd";
@@ -45,22 +46,27 @@ pub struct EtcdTarget {
     members: Mutex<Vec<Member>>,
     endpoints: Vec<String>,
     data_dirs: Vec<PathBuf>,
+    /// `Etcd` or `EtcdGeneric`: the client profile of the KV workloads.
+    kind: TargetKind,
 }
 
 impl EtcdTarget {
     /// Starts 3 members under `dir` with default settings (fsync on) and waits for a leader.
+    /// `kind` picks the client profile of the KV workloads (`EtcdGeneric`: the generic gRPC
+    /// client, [`super::generic::GenericEtcdKv`]).
     ///
     /// # Errors
     /// When a member cannot be started or no leader is elected in time.
-    pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(binary: &Path, dir: &Path, kind: TargetKind) -> anyhow::Result<Self> {
         let mut members = Vec::new();
         for i in 0..3u8 {
             let ip = Ipv4Addr::new(127, 0, 1, 11 + i);
             let scheme = if super::tls::get().is_some() { "https" } else { "http" };
+            let ports = free_ports(ip, 2)?;
             let m = Member {
                 name: format!("m{}", i + 1),
-                client_url: format!("{scheme}://{ip}:{}", free_port(ip)?),
-                peer_url: format!("{scheme}://{ip}:{}", free_port(ip)?),
+                client_url: format!("{scheme}://{ip}:{}", ports[0]),
+                peer_url: format!("{scheme}://{ip}:{}", ports[1]),
                 data_dir: dir.join(format!("etcd{}", i + 1)),
                 log: dir.join(format!("etcd{}.log", i + 1)),
                 process: None,
@@ -73,8 +79,14 @@ impl EtcdTarget {
         let endpoints =
             members.iter().map(|m| m.client_url.split_once("://").map_or("", |(_, a)| a).to_owned()).collect();
         let data_dirs = members.iter().map(|m| m.data_dir.clone()).collect();
-        let target =
-            Self { binary: binary.to_path_buf(), initial_cluster, members: Mutex::new(members), endpoints, data_dirs };
+        let target = Self {
+            binary: binary.to_path_buf(),
+            initial_cluster,
+            members: Mutex::new(members),
+            endpoints,
+            data_dirs,
+            kind,
+        };
         for i in 0..3 {
             target.spawn(i)?;
         }
@@ -210,13 +222,6 @@ impl EtcdKv {
     }
 }
 
-/// The value and mod revision of a counter key (0, 0 when missing).
-fn counter_state(kvs: &[crate::etcdpb::mvccpb::KeyValue]) -> (u64, i64) {
-    kvs.first().map_or((0, 0), |kv| {
-        (std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()).unwrap_or(0), kv.mod_revision)
-    })
-}
-
 impl Kv for EtcdKv {
     fn put(&self, key: String, value: Vec<u8>) -> BoxFut<'_, anyhow::Result<()>> {
         Box::pin(async move {
@@ -246,48 +251,17 @@ impl Kv for EtcdKv {
             let first = self.range(std::str::from_utf8(&key)?, false).await?;
             let (mut value, mut mod_rev) = counter_state(&first.kvs);
             for attempt in 1..=10_000u32 {
-                let compare = if mod_rev == 0 {
-                    pb::Compare {
-                        result: pb::compare::CompareResult::Equal as i32,
-                        target: pb::compare::CompareTarget::Version as i32,
-                        key: key.clone(),
-                        target_union: Some(pb::compare::TargetUnion::Version(0)),
-                        ..Default::default()
-                    }
-                } else {
-                    pb::Compare {
-                        result: pb::compare::CompareResult::Equal as i32,
-                        target: pb::compare::CompareTarget::Mod as i32,
-                        key: key.clone(),
-                        target_union: Some(pb::compare::TargetUnion::ModRevision(mod_rev)),
-                        ..Default::default()
-                    }
-                };
-                let put = pb::PutRequest {
-                    key: key.clone(),
-                    value: (value + 1).to_string().into_bytes(),
-                    ..Default::default()
-                };
-                let get = pb::RangeRequest { key: key.clone(), ..Default::default() };
-                let req = pb::TxnRequest {
-                    compare: vec![compare],
-                    success: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(put)) }],
-                    failure: vec![pb::RequestOp { request: Some(pb::request_op::Request::RequestRange(get)) }],
-                };
+                let req = counter_txn(&key, value, mod_rev);
                 let resp = self
                     .call(|ch| {
                         let r = req.clone();
                         async move { KvClient::new(ch).txn(r).await.map(tonic::Response::into_inner) }
                     })
                     .await?;
-                if resp.succeeded {
-                    return Ok(attempt);
+                match counter_outcome(resp) {
+                    None => return Ok(attempt),
+                    Some(seen) => (value, mod_rev) = seen,
                 }
-                let kvs = match resp.responses.into_iter().next().and_then(|r| r.response) {
-                    Some(pb::response_op::Response::ResponseRange(r)) => r.kvs,
-                    _ => Vec::new(),
-                };
-                (value, mod_rev) = counter_state(&kvs);
             }
             anyhow::bail!("counter increment did not succeed in 10,000 attempts")
         })
@@ -382,7 +356,7 @@ pub async fn keep_leases_alive(channel: GrpcChannel, leases: Vec<i64>, ttl: Dura
 
 impl Target for EtcdTarget {
     fn kind(&self) -> TargetKind {
-        TargetKind::Etcd
+        self.kind
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -398,7 +372,12 @@ impl Target for EtcdTarget {
     }
 
     fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
-        Box::pin(async move { Ok(Arc::new(EtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>) })
+        Box::pin(async move {
+            if self.kind == TargetKind::EtcdGeneric {
+                return Ok(Arc::new(super::generic::GenericEtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>);
+            }
+            Ok(Arc::new(EtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>)
+        })
     }
 
     fn leader(&self) -> BoxFut<'_, anyhow::Result<usize>> {
@@ -547,37 +526,14 @@ impl Target for EtcdTarget {
         tx: mpsc::UnboundedSender<Notification>,
     ) -> BoxFut<'_, anyhow::Result<Box<dyn Send>>> {
         Box::pin(async move {
+            if self.kind == TargetKind::EtcdGeneric {
+                return super::generic::start_watchers(&self.endpoints, n, key, tx, WatchApi::Etcd);
+            }
             const CLIENTS: usize = 64;
             let channels = (0..CLIENTS.min(n.max(1)))
                 .map(|i| channel(&self.endpoints[i % 3]))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut tasks = Vec::new();
-            for i in 0..n {
-                let (ch, tx, key) = (channels[i % channels.len()].clone(), tx.clone(), key.clone());
-                tasks.push(AbortOnDrop(tokio::spawn(async move {
-                    // One watch stream per watcher; re-created if it breaks.
-                    loop {
-                        let (req_tx, req_rx) = mpsc::channel(4);
-                        let create = pb::WatchCreateRequest { key: key.clone().into_bytes(), ..Default::default() };
-                        let _ = req_tx
-                            .send(pb::WatchRequest {
-                                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-                            })
-                            .await;
-                        if let Ok(s) = WatchClient::new(ch.clone()).watch(ReceiverStream::new(req_rx)).await {
-                            let mut stream = s.into_inner();
-                            while let Ok(Some(r)) = stream.message().await {
-                                if !r.events.is_empty() && tx.send((i, Instant::now())).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        drop(req_tx);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                })));
-            }
-            Ok(Box::new(tasks) as Box<dyn Send>)
+            Ok(spawn_watchers(channels, n, key, tx, WatchApi::Etcd, watch_stream::<GrpcChannel>))
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod conclave;
 pub mod conclave_zk;
 pub mod etcd;
+pub mod etcd_counter;
 pub mod etcd_membership;
 pub mod generic;
 mod process;
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-pub use process::{free_port, ChildGuard};
+pub use conclave_testkit::free_ports;
+pub use process::ChildGuard;
 
 /// Removes everything in `dir` but the entries named in `keep` (a replaced disk; ZooKeeper's
 /// `myid` is configuration an operator writes back). The directory itself stays.
@@ -57,19 +59,22 @@ pub enum TargetKind {
     ConclaveGeneric,
     /// Conclave's ZooKeeper port (`--zk-addr`), driven by the ZooKeeper target's own client code.
     ConclaveZk,
-    /// etcd 3.4 (`/usr/bin/etcd`).
+    /// etcd 3.4 (`/usr/bin/etcd`), driven by a leader-following client on Conclave's HTTP/2 channel.
     Etcd,
+    /// The same etcd, on a cluster of its own, driven by the generic gRPC client (see [`generic`]).
+    EtcdGeneric,
     /// ZooKeeper 3.8 (`zkServer.sh start-foreground`).
     Zookeeper,
 }
 
 impl TargetKind {
     /// Every target, in report column order.
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         TargetKind::Conclave,
         TargetKind::ConclaveGeneric,
         TargetKind::ConclaveZk,
         TargetKind::Etcd,
+        TargetKind::EtcdGeneric,
         TargetKind::Zookeeper,
     ];
 
@@ -80,6 +85,7 @@ impl TargetKind {
             TargetKind::ConclaveGeneric => "Conclave (generic gRPC client)",
             TargetKind::ConclaveZk => "Conclave (ZooKeeper protocol)",
             TargetKind::Etcd => "etcd",
+            TargetKind::EtcdGeneric => "etcd (generic gRPC client)",
             TargetKind::Zookeeper => "ZooKeeper",
         }
     }

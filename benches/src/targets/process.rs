@@ -1,6 +1,5 @@
 //! Child processes of etcd and ZooKeeper members (Conclave's are managed by `conclave-testkit`).
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -65,14 +64,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A port the kernel reports free on `ip`.
-///
-/// # Errors
-/// When `ip` cannot be bound.
-pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// Stops `process` (if any) gracefully off the async runtime: SIGTERM, wait, `kill -9` after

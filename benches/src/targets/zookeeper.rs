@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::zk_client::ZkClients;
-use super::{free_port, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use super::{free_ports, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// Where Debian's `zookeeper` package installs the server script.
 pub const DEFAULT_SCRIPT: &str = "/usr/share/zookeeper/bin/zkServer.sh";
@@ -45,8 +45,9 @@ impl ZookeeperTarget {
         let mut clients = Vec::new();
         for i in 0..3u8 {
             let ip = Ipv4Addr::new(127, 0, 2, 11 + i);
-            servers.push(format!("server.{}={ip}:{}:{}", i + 1, free_port(ip)?, free_port(ip)?));
-            clients.push((ip, free_port(ip)?));
+            let ports = free_ports(ip, 3)?;
+            servers.push(format!("server.{}={ip}:{}:{}", i + 1, ports[0], ports[1]));
+            clients.push((ip, ports[2]));
         }
         let mut members = Vec::new();
         for (i, (ip, port)) in clients.iter().enumerate() {

@@ -29,7 +29,7 @@ use tonic::{Code, Status};
 
 use super::hub::{Hub, Load};
 use super::{start_revision, Command, WatchEvent, WatchState};
-use crate::connection::Connection;
+use crate::connection::{Connection, Renewal};
 use crate::Error;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -170,12 +170,18 @@ impl Stream {
             // bad credentials end every watch of the stream.
             Err(s) => {
                 return match self.conn.renew_token(channel, &s, stale).await {
-                    Ok(true) => End::Retry(s.to_string()),
+                    Ok(Renewal::Renewed) => End::Retry(s.to_string()),
                     Err(e) => self.fail_all(e).await,
-                    Ok(false) if s.code() == Code::Unauthenticated => self.fail_all(Error::from_status(&s)).await,
-                    Ok(false) => {
+                    Ok(Renewal::NotCurable) if s.code() == Code::Unauthenticated => {
+                        self.fail_all(Error::from_status(&s)).await
+                    }
+                    Ok(Renewal::NotCurable) => {
                         self.conn.fail_over(&addr, None);
                         End::Retry(s.to_string())
+                    }
+                    Ok(Renewal::Failed(f)) => {
+                        self.conn.fail_over(&addr, None);
+                        End::Retry(f.to_string())
                     }
                 };
             }
@@ -210,8 +216,12 @@ impl Stream {
                     // and resume every watch at once, on the same member.
                     Err(s) if s.code() == Code::Unauthenticated => {
                         return match self.conn.renew_token(channel, &s, stale).await {
-                            Ok(true) => End::Reconnect,
-                            Ok(false) => self.fail_all(Error::from_status(&s)).await,
+                            Ok(Renewal::Renewed) => End::Reconnect,
+                            Ok(Renewal::NotCurable) => self.fail_all(Error::from_status(&s)).await,
+                            Ok(Renewal::Failed(f)) => {
+                                self.conn.fail_over(&addr, None);
+                                End::Retry(f.to_string())
+                            }
                             Err(e) => self.fail_all(e).await,
                         };
                     }

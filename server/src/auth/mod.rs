@@ -10,6 +10,15 @@
 //!   needs ([`access`]); `root` may do everything; user / role administration and cluster
 //!   maintenance are root only. Checked against the member's applied state (a read lock and a
 //!   map lookup per request; the state is updated by apply).
+//! - **Freshness**: a follower applies a moment after its leader. A refusal is never decided
+//!   on that older state: it is checked again after a linearizable barrier
+//!   ([`Authorizer::fresh`]), so a user, password, grant or session change acknowledged
+//!   through any member holds for the next request on every member. `Authenticate` looks the
+//!   user up after the barrier too, so an old password is refused at once. A user's write is
+//!   proposed as `Command::AsUser`, and apply checks it again on the state at its index
+//!   ([`access::refusal`]), as etcd does: a permission revoked, a role taken away or a user
+//!   deleted before the write in the log is honoured even when the member that received the
+//!   write had not applied the revocation yet.
 //! - **Streams**: a watch stream keeps its caller's [`Identity`] and re-checks it
 //!   ([`Authorizer::still_valid`]) and its permissions while it lives
 //!   (`service/watch/guard.rs`), so a watch ends when its token expires, its user's
@@ -26,7 +35,6 @@
 //! `Error::PermissionDenied` (user, permission and key) and `Error::SessionNotOwned` (the
 //! session; the owner is not named).
 
-pub mod access;
 pub mod bootstrap;
 pub mod password;
 pub mod token;
@@ -40,10 +48,11 @@ use crate::error::{AuthFailure, Error, Result};
 use crate::log_entry::auth::{AuthCommand, PermType};
 use crate::log_entry::{Command, KeySelector, Proposal};
 use crate::node::{Consistency, Node};
+pub use crate::state_machine::access;
 use crate::state_machine::auth::{AuthState, ROOT};
 use crate::state_machine::response::OutcomeBody;
 use crate::state_machine::StateMachine;
-use access::Needs;
+use access::{describe, Needs};
 
 /// The authentication settings of a member.
 #[derive(Clone, Debug, Default)]
@@ -107,15 +116,6 @@ fn token_of(md: &MetadataMap) -> Option<&str> {
     }
     let auth = md.get(conclave_proto::AUTHORIZATION_METADATA)?.to_str().ok()?;
     auth.strip_prefix("Bearer ").map(str::trim)
-}
-
-fn describe(selector: &KeySelector) -> String {
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    match selector {
-        KeySelector::Key(k) => format!("key {:?}", s(k)),
-        KeySelector::Prefix(p) => format!("prefix {:?}", s(p)),
-        KeySelector::Interval { start, end } => format!("range [{:?}, {:?})", s(start), s(end)),
-    }
 }
 
 /// The sessions of `ids` (0 skipped) that `sm` does not know, or `Err` with the first one owned
@@ -185,13 +185,37 @@ impl Authorizer {
         self.node.view(|sm| f(sm.auth()))
     }
 
+    /// Runs `check` on this member's applied state; a refusal (`Unauthenticated`,
+    /// `PermissionDenied`, `SessionNotOwned`) is checked once more on state at least as new as
+    /// every write acknowledged before this request (a linearizable barrier). A follower lags
+    /// its leader by a moment: a user created, a password changed, a role granted or a session
+    /// closed just before must not be refused here on the older state. A passing check costs
+    /// nothing more; a refusal on a member cut off from its leader becomes the barrier's
+    /// retriable error (`NoLeader`, `Unavailable`), never a refusal it cannot vouch for.
+    async fn fresh<T>(&self, check: impl Fn(&StateMachine) -> Result<T>) -> Result<T> {
+        self.fresh_when(check, |answer| answer.as_ref().is_err_and(Error::is_refusal)).await
+    }
+
+    /// [`Authorizer::fresh`], checking again whenever `again` says the local answer may be
+    /// stale (not only on a refusal).
+    async fn fresh_when<T>(
+        &self,
+        check: impl Fn(&StateMachine) -> Result<T>,
+        again: impl Fn(&Result<T>) -> bool,
+    ) -> Result<T> {
+        match self.node.view(&check)? {
+            answer if again(&answer) => self.node.read(Consistency::Linearizable, check).await,
+            answer => answer,
+        }
+    }
+
     /// Who sends a request with metadata `md` over a connection whose verified client
     /// certificate names `cert_user` (a token, when present, is used first).
     ///
     /// # Errors
     /// As [`Authorizer::identify`].
-    pub fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
-        self.identify(md, cert_user).map(|i| i.caller)
+    pub async fn caller(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Caller> {
+        self.identify(md, cert_user).await.map(|i| i.caller)
     }
 
     /// [`Authorizer::caller`], keeping what a stream needs to re-check the identity while it
@@ -201,7 +225,7 @@ impl Authorizer {
     /// `Unauthenticated`: no token and no client certificate (`AUTH_REQUIRED`), a malformed or
     /// foreign token or one of a deleted user (`TOKEN_INVALID`), an expired token or one issued
     /// before the user's credentials or roles changed (`TOKEN_EXPIRED`).
-    pub fn identify(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Identity> {
+    pub async fn identify(&self, md: &MetadataMap, cert_user: Option<&str>) -> Result<Identity> {
         if !self.config.enabled {
             return Ok(Identity { caller: Caller::Anyone, token: None });
         }
@@ -217,16 +241,21 @@ impl Authorizer {
                  present a client certificate (when the server has --client-ca)",
             ));
         };
-        let claims = self.view(|a| {
-            let secret = a.secret().ok_or_else(|| token_invalid("the token was not issued by this cluster".into()))?;
-            let claims = token::verify(token, secret).map_err(|e| {
-                token_invalid(format!(
-                    "the token is not valid here ({e:?}): it was altered or issued by another cluster; authenticate again"
-                ))
-            })?;
-            claims_hold(a, &claims, now_ms())?;
-            Ok::<_, Error>(claims)
-        })??;
+        let claims = self
+            .fresh(|sm| {
+                let a = sm.auth();
+                let secret =
+                    a.secret().ok_or_else(|| token_invalid("the token was not issued by this cluster".into()))?;
+                let claims = token::verify(token, secret).map_err(|e| {
+                    token_invalid(format!(
+                        "the token is not valid here ({e:?}): it was altered or issued by another cluster; authenticate \
+                         again"
+                    ))
+                })?;
+                claims_hold(a, &claims, now_ms())?;
+                Ok(claims)
+            })
+            .await?;
         Ok(Identity { caller: Caller::User(claims.user.clone()), token: Some(claims) })
     }
 
@@ -245,14 +274,17 @@ impl Authorizer {
     ///
     /// # Errors
     /// `PermissionDenied` naming the user, the permission and the key.
-    pub fn require(&self, caller: &Caller, needed: PermType, selector: &KeySelector) -> Result<()> {
-        self.require_all(caller, &[(needed, selector.clone())])
+    pub async fn require(&self, caller: &Caller, needed: PermType, selector: &KeySelector) -> Result<()> {
+        self.require_all(caller, &[(needed, selector.clone())]).await
     }
 
-    fn require_all(&self, caller: &Caller, needs: &[(PermType, KeySelector)]) -> Result<()> {
+    async fn require_all(&self, caller: &Caller, needs: &[(PermType, KeySelector)]) -> Result<()> {
         let Caller::User(user) = caller else { return Ok(()) };
-        let missing = self.view(|a| needs.iter().find(|(p, s)| !a.allows(user, *p, s)).cloned())?;
-        missing.map_or(Ok(()), |(perm, selector)| Err(permission_denied(user, perm, &selector, "")))
+        self.fresh(|sm| match needs.iter().find(|(p, s)| !sm.auth().allows(user, *p, s)) {
+            Some((perm, selector)) => Err(permission_denied(user, *perm, selector, "")),
+            None => Ok(()),
+        })
+        .await
     }
 
     /// Fails unless `caller` is root (or authentication is off); `what` names the operation.
@@ -272,9 +304,9 @@ impl Authorizer {
     ///
     /// # Errors
     /// `PermissionDenied`.
-    pub fn require_command(&self, caller: &Caller, command: &Command) -> Result<()> {
+    pub async fn require_command(&self, caller: &Caller, command: &Command) -> Result<()> {
         match access::needs(command) {
-            Needs::Keys(needs) => self.require_all(caller, &needs),
+            Needs::Keys(needs) => self.require_all(caller, &needs).await,
             Needs::Root => self.require_root(caller, "this operation"),
         }
     }
@@ -297,9 +329,11 @@ impl Authorizer {
     /// Fails unless `caller` may use every session of `ids` (0 = no session, skipped): root,
     /// authentication off, or each session has no owner or is `caller`'s. Checked against this
     /// member's applied state; a session it does not know (a follower that has not applied its
-    /// open yet) is checked again after a linearizable barrier, and one still unknown passes
-    /// (the write then fails with `SESSION_NOT_FOUND` as before). An owner never changes after
-    /// the open, so a session found owned by `caller` stays so until it ends.
+    /// open yet) or finds owned by another user (a follower that has not applied its close yet)
+    /// is checked again after a linearizable barrier, so a refusal never rests on stale state;
+    /// one still unknown passes (the write then fails with `SESSION_NOT_FOUND` as before). An
+    /// owner never changes after the open, so a session found owned by `caller` stays so until
+    /// it ends.
     ///
     /// # Errors
     /// `SessionNotOwned` for the first session owned by another user (not naming the owner);
@@ -309,20 +343,26 @@ impl Authorizer {
         if user == ROOT || ids.iter().all(|id| *id == 0) {
             return Ok(());
         }
-        let not_owned = |session_id| Error::SessionNotOwned { user: user.clone(), session_id };
-        let unknown = self.node.view(|sm| sessions_of_others(sm, ids, user))?.map_err(not_owned)?;
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let again = self.node.read(Consistency::Linearizable, |sm| Ok(sessions_of_others(sm, &unknown, user))).await?;
-        again.map(|_still_unknown| ()).map_err(not_owned)
+        let check = |sm: &StateMachine| {
+            sessions_of_others(sm, ids, user)
+                .map_err(|session_id| Error::SessionNotOwned { user: user.clone(), session_id })
+        };
+        // A session unknown here (its open not applied yet) is looked up again too.
+        let unknown_here = |answer: &Result<Vec<u64>>| match answer {
+            Ok(unknown) => !unknown.is_empty(),
+            Err(e) => e.is_refusal(),
+        };
+        self.fresh_when(check, unknown_here).await.map(|_still_unknown| ())
     }
 
-    /// Checks `password` and issues a token for `name`, valid `--auth-token-ttl`.
+    /// Checks `password` and issues a token for `name`, valid `--auth-token-ttl`. The user is
+    /// looked up after a linearizable barrier: every user, password and role change
+    /// acknowledged before holds, on any member.
     ///
     /// # Errors
     /// `Unauthenticated` (`AUTH_FAILED`) for an unknown user or a wrong password (the message
-    /// does not say which); transient errors while proposing the token secret.
+    /// does not say which); the barrier's transient errors (`NoLeader`, `Unavailable`, when the
+    /// member is cut off from its leader); transient errors while proposing the token secret.
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<(String, Duration)> {
         let failed = || {
             Error::unauthenticated(
@@ -331,7 +371,10 @@ impl Authorizer {
                  --root-password-file)",
             )
         };
-        let user = self.view(|a| a.user(name).cloned())?.ok_or_else(failed)?;
+        // Linearizable, as etcd's: a user created or a password changed through any member
+        // just before is the one checked here, and an old password is refused at once.
+        let lookup = |sm: &StateMachine| sm.auth().user(name).cloned().ok_or_else(failed);
+        let user = self.node.read(Consistency::Linearizable, lookup).await?;
         let password = password.to_owned();
         let stored = user.password.clone();
         let ok = tokio::task::spawn_blocking(move || password::verify(&password, &stored))
@@ -354,8 +397,17 @@ impl Authorizer {
         }
         let command = Command::Auth(AuthCommand::SetSecret { secret: random_bytes()? });
         self.node.propose(Proposal { request_id: None, command }, 64).await?;
-        self.view(|a| a.secret().copied())?
-            .ok_or_else(|| Error::Internal("the token secret is unset after it was applied".into()))
+        // The first secret applied wins. A follower's forwarded proposal is answered by the
+        // leader before it is applied here, and it changes no key (its outcome's revision says
+        // nothing): wait for this member to apply what the leader had committed.
+        self.node
+            .read(Consistency::Linearizable, |sm| {
+                sm.auth()
+                    .secret()
+                    .copied()
+                    .ok_or_else(|| Error::Internal("the token secret is unset after it was applied".into()))
+            })
+            .await
     }
 
     /// Proposes an auth change (root checked by the caller), hashing nothing: see

@@ -154,3 +154,24 @@ fn a_new_command_variant_goes_last_and_leaves_the_others_numbered_as_before() {
     let owned = Command::SessionOpenOwned { ttl_ms: 5, owner: "a".into() };
     assert_eq!(encode(&owned).expect("encodes"), vec![21, 5, 1, b'a']);
 }
+
+#[test]
+fn a_command_sent_as_a_user_is_last_and_holds_no_other_one() {
+    let plain = Command::SessionOpen { ttl_ms: 5 };
+    let as_user = |command: Command| Command::AsUser { user: "u".into(), command: UserCommand(Box::new(command)) };
+    let once = as_user(plain.clone());
+    assert_eq!(encode(&once).expect("encodes"), vec![22, 1, b'u', 6, 5], "the 23rd variant, the inner one after");
+    assert_eq!(decode::<Command>(&encode(&once).expect("encodes")).expect("decodes"), once);
+    // Nesting decodes as an error (however deep: the second level is refused), and the next
+    // decode on the thread is not affected.
+    let twice = encode(&as_user(as_user(plain))).expect("encodes");
+    let e = decode::<Command>(&twice).expect_err("nested");
+    assert!(e.to_string().contains("holds another"), "{e}");
+    let mut deep = Vec::new();
+    for _ in 0..100_000 {
+        deep.extend_from_slice(&[22, 1, b'u']);
+    }
+    deep.extend_from_slice(&[6, 5]);
+    assert!(decode::<Command>(&deep).is_err());
+    assert_eq!(decode::<Command>(&encode(&once).expect("encodes")).expect("decodes"), once);
+}

@@ -73,6 +73,8 @@ impl Node {
 
     /// One membership change; `retain`: voters it removes stay learners.
     async fn change(&self, change: ChangeMembers<NodeId, PeerNode>, retain: bool) -> Result<()> {
+        // The quorum the read lease counts in is moving: no lease until the change ends.
+        let _no_lease = self.router().read_lease().suspend();
         self.router()
             .raft()
             .change_membership(change, retain)

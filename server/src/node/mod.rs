@@ -5,6 +5,7 @@
 //! reach into Raft, the router or the state-machine lock themselves: they propose a command, read
 //! at a consistency level, ask for session liveness, or subscribe to applied revisions here.
 
+pub mod backup;
 pub mod membership;
 pub mod peer_service;
 pub mod rejoin;
@@ -259,17 +260,6 @@ impl Node {
     }
 }
 
-/// A consistent copy of one member's applied state, for a backup.
-#[derive(Clone, Debug)]
-pub struct Backup {
-    /// The store revision it holds.
-    pub revision: u64,
-    /// The last log index it includes (on this member).
-    pub index: u64,
-    /// The backup file's bytes (`crate::restore::seal`ed snapshot).
-    pub bytes: Vec<u8>,
-}
-
 impl Node {
     /// Hands leadership to `target` (a voter), or to the most up-to-date voter when `None`;
     /// returns the new leader. New writes wait meanwhile and are then served by the new leader.
@@ -282,27 +272,6 @@ impl Node {
         self.require_leader()?;
         let deadline = self.router().leader_wait() * 3;
         self.router().transfer_leadership(target, deadline).await
-    }
-
-    /// A consistent copy of this member's applied state, holding every write acknowledged
-    /// before the call (a read-index barrier through the leader first, so a follower's backup is
-    /// not behind), encoded on the blocking pool under the state's read lock; the cluster keeps
-    /// running (apply waits for the encoding only, without blocking the runtime).
-    ///
-    /// # Errors
-    /// Retriable `Unavailable`-class errors when the member cannot confirm it is up to date (no
-    /// leader, cut off: back up another member); `Internal` when the state lock is poisoned or
-    /// encoding fails.
-    pub async fn backup(&self) -> Result<Backup> {
-        self.router.linearizable_barrier().await?;
-        let shared = self.router.shared().clone();
-        let encoded = tokio::task::spawn_blocking(move || shared.encode_applied())
-            .await
-            .map_err(|e| Error::Internal(format!("backup task: {e}")))?
-            .map_err(Error::Internal)?;
-        let (meta, revision, bytes) = encoded;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        Ok(Backup { revision, index, bytes: crate::restore::seal(bytes) })
     }
 
     /// The key-space digest at `revision` (0: current) on this member (see

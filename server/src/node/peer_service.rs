@@ -115,6 +115,8 @@ impl RaftPeer for PeerService {
             .into());
         }
         let rpc = self.unpack(req)?;
+        // Before openraft sees it: a leader may grant it (see `raft::read_lease`).
+        self.node.router().read_lease().revoke();
         pack(&self.raft.vote(rpc).await)
     }
 

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub forwarded_read_indexes: Counter,
     /// Peer calls that carried them.
     pub read_index_calls: Counter,
+    /// Read indexes this leader answered from its read lease, without a heartbeat round.
+    pub read_index_leased: Counter,
     /// 1 while Raft log appends run on a pool thread (the disk is slow), 0 in place.
     pub appends_offloaded: Gauge,
     /// Raft log appends this member wrote as leader without waiting for their fsync (the
@@ -162,6 +164,7 @@ impl Metrics {
             forward_calls: Counter::default(),
             forwarded_read_indexes: Counter::default(),
             read_index_calls: Counter::default(),
+            read_index_leased: Counter::default(),
             appends_offloaded: Gauge::default(),
             appends_pipelined: Counter::default(),
             fsync: latency_histogram(),
@@ -228,6 +231,11 @@ impl Metrics {
             self.forwarded_read_indexes
         );
         reg!("read_index_calls", "Peer calls to the leader that carried the read indexes", self.read_index_calls);
+        reg!(
+            "read_index_leased",
+            "Read indexes this leader answered from its read lease, without a heartbeat round",
+            self.read_index_leased
+        );
         reg!(
             "log_appends_offloaded",
             "1 while Raft log appends run on a pool thread because the disk is slow, 0 in place",
@@ -333,7 +341,12 @@ pub fn observe_snapshot_install(d: Duration, bytes: usize) {
     m.snapshot_size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
-/// Records one read-index round on the leader.
+/// Counts one read index answered from the read lease.
+pub fn read_index_leased() {
+    global().read_index_leased.inc();
+}
+
+/// Records one quorum check's duration.
 pub fn observe_read_index(d: Duration) {
     global().read_index.observe(d.as_secs_f64());
 }

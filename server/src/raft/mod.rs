@@ -10,7 +10,9 @@ pub mod network;
 pub mod prompt_election;
 pub mod proposer;
 pub mod read_index;
+pub mod read_lease;
 pub mod router;
+pub mod snapshots;
 pub mod transfer;
 pub mod voting_gate;
 

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::cluster_id::{self, ClusterId};
+use super::read_lease::ReadLease;
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::log_entry::{decode, encode};
 use crate::storage::durability::Durability;
@@ -55,19 +56,27 @@ pub struct PeerNetwork {
     /// This member's durable log mark: an AppendEntries waits until its `leader_commit` is
     /// durable here (see `storage::durability`).
     durable: Option<Arc<Durability>>,
+    lease: Option<Arc<ReadLease>>,
 }
 
 impl PeerNetwork {
     /// A factory for member `node_id` whose connections originate from `local_ip`, over TLS
     /// when `tls` is set, and whose requests carry `cluster_id` (once known).
     pub fn new(node_id: NodeId, local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
-        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default(), durable: None }
+        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default(), durable: None, lease: None }
     }
 
     /// Sends a commit index to followers only once this member's log holds it durably.
     #[must_use]
     pub fn with_durability(mut self, durable: Arc<Durability>) -> Self {
         self.durable = Some(durable);
+        self
+    }
+
+    /// Records the voters' answers to this leader's AppendEntries in `lease` (see `read_lease`).
+    #[must_use]
+    pub fn with_read_lease(mut self, lease: Arc<ReadLease>) -> Self {
+        self.lease = Some(lease);
         self
     }
 
@@ -189,6 +198,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             cluster_id: self.cluster_id.clone(),
             in_flight: None,
             durable: self.durable.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -202,6 +212,7 @@ pub struct PeerClient {
     /// The AppendEntries with entries in flight to this peer, if any.
     in_flight: Option<append::InFlight>,
     durable: Option<Arc<Durability>>,
+    lease: Option<Arc<ReadLease>>,
 }
 
 impl Drop for PeerClient {
@@ -325,18 +336,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
-            // A pipelined leader may count an entry committed before its own fsync of it ends:
-            // no follower may apply it before then (`storage::durability`). Rarely waits: by
-            // the time a follower's acknowledgement commits an entry, the leader's fsync that
-            // started when the entry was sent has usually ended.
-            durable.wait(commit.index).await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // Taken before anything is sent: the voter's lease starts when it handles the request,
+        // later than this.
+        let (sent, vote) = (std::time::Instant::now(), rpc.vote);
+        let reply = self.send_append(rpc, &option).await;
+        if let (Some(lease), Ok(answer)) = (&self.lease, &reply) {
+            lease.answered(self.target, &vote, sent, answer);
         }
-        if rpc.entries.is_empty() {
-            // A heartbeat: small, answered at once; openraft's timeout is the right one.
-            return self.call(Kind::Append, &rpc, &option).await;
-        }
-        self.append_bounded(rpc, &option).await
+        reply
     }
 
     async fn install_snapshot(
@@ -353,6 +360,27 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+impl PeerClient {
+    async fn send_append(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        if let (Some(durable), Some(commit)) = (&self.durable, rpc.leader_commit) {
+            // A pipelined leader may count an entry committed before its own fsync of it ends:
+            // no follower may apply it before then (`storage::durability`). Rarely waits: by
+            // the time a follower's acknowledgement commits an entry, the leader's fsync that
+            // started when the entry was sent has usually ended.
+            durable.wait(commit.index).await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        }
+        if rpc.entries.is_empty() {
+            // A heartbeat: small, answered at once; openraft's timeout is the right one.
+            return self.call(Kind::Append, &rpc, option).await;
+        }
+        self.append_bounded(rpc, option).await
     }
 }
 

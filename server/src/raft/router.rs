@@ -11,6 +11,7 @@ use super::forward::{Forwarder, Link, ReadIndexes};
 use super::network::PeerNetwork;
 use super::proposer::{Failed, Proposer};
 use super::read_index::ReadIndex;
+use super::read_lease::ReadLease;
 use super::{NodeId, Raft};
 use crate::error::{Error, UnavailableReason};
 use crate::log_entry::Proposal;
@@ -29,6 +30,7 @@ pub struct Router {
     shared: Arc<SharedState>,
     leader_wait: Duration,
     leader_lost: tokio::sync::watch::Receiver<bool>,
+    lease: Arc<ReadLease>,
 }
 
 impl Router {
@@ -40,15 +42,33 @@ impl Router {
         shared: Arc<SharedState>,
         leader_wait: Duration,
         batches_in_flight: usize,
+        lease: Arc<ReadLease>,
     ) -> Self {
         let proposer = Proposer::spawn(raft.clone(), node_id, batches_in_flight);
-        let read_index = ReadIndex::spawn(raft.clone(), node_id);
+        let read_index = ReadIndex::spawn(raft.clone(), node_id, lease.clone(), shared.subscribe_applied());
         // Checked once per election timeout (a quarter of the leader wait).
         let leader_lost = super::leader_presence::spawn(raft.clone(), leader_wait / 4);
         let link = Link { raft: raft.clone(), peers };
         let forwarder = Forwarder::spawn(link.clone());
         let read_indexes = ReadIndexes::spawn(link.clone());
-        Self { node_id, raft, proposer, read_index, link, forwarder, read_indexes, shared, leader_wait, leader_lost }
+        Self {
+            node_id,
+            raft,
+            proposer,
+            read_index,
+            link,
+            forwarder,
+            read_indexes,
+            shared,
+            leader_wait,
+            leader_lost,
+            lease,
+        }
+    }
+
+    /// This node's read lease (a vote request revokes it, a membership change suspends it).
+    pub fn read_lease(&self) -> &ReadLease {
+        &self.lease
     }
 
     /// Whether this node has lost its leader (see `leader_presence`).

@@ -55,7 +55,7 @@ fn key_of(key: &[u8], prefix: bool) -> Result<Vec<u8>> {
 impl Api {
     /// Checks root (under `--auth`), proposes `command`, answers with the header.
     async fn admin<T>(&self, req: &Request<T>, command: AuthCommand) -> Result<Response<pb::AuthAdminResponse>> {
-        self.root(req, "user and role administration")?;
+        self.root(req, "user and role administration").await?;
         self.auth.propose(command).await?;
         Ok(Response::new(pb::AuthAdminResponse { header: Some(self.header(self.applied_revision())) }))
     }
@@ -78,7 +78,7 @@ impl Auth for Api {
 
     async fn user_add(&self, req: Request<pb::UserAddRequest>) -> Result<Response<pb::AuthAdminResponse>, Status> {
         let (n, p) = (name("user", &req.get_ref().name)?, password_of(&req.get_ref().password)?);
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let password = password::hash_off_runtime(p).await?;
         Ok(self.admin(&req, AuthCommand::UserAdd { name: n, password }).await?)
     }
@@ -101,7 +101,7 @@ impl Auth for Api {
         req: Request<pb::UserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthAdminResponse>, Status> {
         let (n, p) = (name("user", &req.get_ref().name)?, password_of(&req.get_ref().password)?);
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let password = password::hash_off_runtime(p).await?;
         Ok(self.admin(&req, AuthCommand::UserChangePassword { name: n, password }).await?)
     }
@@ -123,13 +123,13 @@ impl Auth for Api {
     }
 
     async fn user_list(&self, req: Request<pb::UserListRequest>) -> Result<Response<pb::UserListResponse>, Status> {
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let users = self.auth.read(|a| a.user_names())?;
         Ok(Response::new(pb::UserListResponse { header: Some(self.header(self.applied_revision())), users }))
     }
 
     async fn user_get(&self, req: Request<pb::UserGetRequest>) -> Result<Response<pb::UserGetResponse>, Status> {
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let n = name("user", &req.get_ref().name)?;
         let roles = self
             .auth
@@ -172,13 +172,13 @@ impl Auth for Api {
     }
 
     async fn role_list(&self, req: Request<pb::RoleListRequest>) -> Result<Response<pb::RoleListResponse>, Status> {
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let roles = self.auth.read(|a| a.role_names())?;
         Ok(Response::new(pb::RoleListResponse { header: Some(self.header(self.applied_revision())), roles }))
     }
 
     async fn role_get(&self, req: Request<pb::RoleGetRequest>) -> Result<Response<pb::RoleGetResponse>, Status> {
-        self.root(&req, "user and role administration")?;
+        self.root(&req, "user and role administration").await?;
         let n = name("role", &req.get_ref().name)?;
         let perms = self
             .auth

@@ -65,13 +65,13 @@ impl Cluster for Api {
         &self,
         req: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        self.caller(&req)?;
+        self.caller(&req).await?;
         let revision = self.applied_revision();
         Ok(Response::new(pb::MemberListResponse { header: Some(self.header(revision)), members: self.members() }))
     }
 
     async fn member_add(&self, req: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
-        self.root(&req, "adding a member")?;
+        self.root(&req, "adding a member").await?;
         let r = req.into_inner();
         Api::invalid_id(r.id)?;
         if r.peer_addr.is_empty() {
@@ -89,7 +89,7 @@ impl Cluster for Api {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.root(&req, "promoting a member")?;
+        self.root(&req, "promoting a member").await?;
         let r = req.into_inner();
         Api::invalid_id(r.id)?;
         self.node.member_promote(r.id).await?;
@@ -101,7 +101,7 @@ impl Cluster for Api {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.root(&req, "removing a member")?;
+        self.root(&req, "removing a member").await?;
         let r = req.into_inner();
         Api::invalid_id(r.id)?;
         self.node.member_remove(r.id, r.force).await?;
@@ -113,7 +113,7 @@ impl Cluster for Api {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        self.root(&req, "moving the leader")?;
+        self.root(&req, "moving the leader").await?;
         let r = req.into_inner();
         let target = (r.target_id != 0).then_some(r.target_id);
         let leader_id = self.node.move_leader(target).await?;

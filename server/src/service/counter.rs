@@ -13,7 +13,7 @@ use crate::state_machine::response::OutcomeBody;
 #[tonic::async_trait]
 impl Counter for Api {
     async fn add(&self, req: Request<pb::CounterAddRequest>) -> Result<Response<pb::CounterAddResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let outcome = self.write(&who, validate::counter_add(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
@@ -27,10 +27,10 @@ impl Counter for Api {
     }
 
     async fn get(&self, req: Request<pb::CounterGetRequest>) -> Result<Response<pb::CounterGetResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         validate::counter_get(&r)?;
-        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec()))?;
+        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec())).await?;
         let (counter, revision) =
             self.read(r.serializable, r.min_revision, |sm| Ok((sm.counters().get(&r.name), sm.revision()))).await?;
         Ok(Response::new(pb::CounterGetResponse {
@@ -42,7 +42,7 @@ impl Counter for Api {
     }
 
     async fn set(&self, req: Request<pb::CounterSetRequest>) -> Result<Response<pb::CounterSetResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let outcome = self.write(&who, validate::counter_set(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {
@@ -57,7 +57,7 @@ impl Counter for Api {
         &self,
         req: Request<pb::CounterDeleteRequest>,
     ) -> Result<Response<pb::CounterDeleteResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let outcome = self.write(&who, validate::counter_delete(&r)?, r.request_id.as_ref(), r.encoded_len()).await?;
         match outcome.body {

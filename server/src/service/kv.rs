@@ -12,17 +12,17 @@ use crate::state_machine::response::OutcomeBody;
 #[tonic::async_trait]
 impl Kv for Api {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let spec = validate::range(&r)?;
-        self.auth.require(&who, PermType::Read, &spec.selector)?;
+        self.auth.require(&who, PermType::Read, &spec.selector).await?;
         let (result, revision) =
             self.read(r.serializable, r.min_revision, |sm| Ok((sm.range(&spec, r.revision)?, sm.revision()))).await?;
         Ok(Response::new(convert::range(result, self.header(revision))))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = validate::put(&r)?;
         let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
@@ -39,7 +39,7 @@ impl Kv for Api {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = validate::delete_range(&r)?;
         let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
@@ -54,7 +54,7 @@ impl Kv for Api {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = validate::txn(&r)?;
         let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;

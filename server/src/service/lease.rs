@@ -76,7 +76,7 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseAcquireRequest>,
     ) -> Result<Response<pb::LeaseAcquireResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = validate::lease_acquire(&r)?;
         if r.wait_ms > MAX_ACQUIRE_WAIT_MS {
@@ -103,6 +103,7 @@ impl Lease for Api {
                 },
                 _ => cmd.clone(),
             };
+            let (command, size) = super::as_caller(&who, command, size);
             let outcome = self.node.propose(Proposal { request_id: None, command }, size).await?;
             match outcome.body {
                 OutcomeBody::LeaseAcquired { granted: g, holder: h } => {
@@ -122,7 +123,7 @@ impl Lease for Api {
         &self,
         req: Request<pb::LeaseReleaseRequest>,
     ) -> Result<Response<pb::LeaseReleaseResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = validate::lease_release(&r)?;
         let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
@@ -135,10 +136,10 @@ impl Lease for Api {
     }
 
     async fn get(&self, req: Request<pb::LeaseGetRequest>) -> Result<Response<pb::LeaseGetResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         validate::lease_name(&r.name)?;
-        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec()))?;
+        self.auth.require(&who, PermType::Read, &KeySelector::Key(r.name.as_bytes().to_vec())).await?;
         let (revision, state) = self
             .read(r.serializable, r.min_revision, |sm| Ok((sm.revision(), sm.sessions().lease(&r.name).cloned())))
             .await?;

@@ -14,6 +14,7 @@ mod session;
 pub mod validate;
 mod watch;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use conclave_proto::v1 as pb;
@@ -22,8 +23,9 @@ use tonic::service::Routes;
 use crate::auth::{Authorizer, Caller, Identity};
 use crate::error::{Error, Result};
 use crate::limits::{GRPC_MAX_DECODE_BYTES, GRPC_MAX_ENCODE_BYTES};
-use crate::log_entry::{Command, Proposal};
+use crate::log_entry::{Command, Proposal, UserCommand};
 use crate::node::{Consistency, Node};
+use crate::state_machine::auth::ROOT;
 use crate::state_machine::response::{Outcome, OutcomeBody};
 use crate::state_machine::StateMachine;
 
@@ -63,24 +65,34 @@ impl Api {
     ///
     /// # Errors
     /// `Unauthenticated` under `--auth` without a valid token.
-    fn caller<T>(&self, req: &tonic::Request<T>) -> Result<Caller> {
-        self.identity(req).map(|i| i.caller)
+    fn caller<'a, T>(&'a self, req: &'a tonic::Request<T>) -> impl Future<Output = Result<Caller>> + Send + 'a {
+        let identity = self.identity(req);
+        async move { identity.await.map(|i| i.caller) }
     }
 
     /// [`Api::caller`], with what a stream re-checks while it lives (token expiry, user epoch).
+    /// The future borrows the request's metadata only (a streaming request body need not be
+    /// `Sync`).
     ///
     /// # Errors
     /// `Unauthenticated` under `--auth` without a valid token.
-    fn identity<T>(&self, req: &tonic::Request<T>) -> Result<Identity> {
+    fn identity<'a, T>(&'a self, req: &'a tonic::Request<T>) -> impl Future<Output = Result<Identity>> + Send + 'a {
         let conn = req.extensions().get::<conclave_tls::identity::ConnInfo>();
         self.auth.identify(req.metadata(), conn.and_then(|c| c.client_name.as_deref()))
     }
 
     /// `caller`, who must be root (under `--auth`); `what` names the operation.
-    fn root<T>(&self, req: &tonic::Request<T>, what: &str) -> Result<Caller> {
-        let caller = self.caller(req)?;
-        self.auth.require_root(&caller, what)?;
-        Ok(caller)
+    fn root<'a, T>(
+        &'a self,
+        req: &'a tonic::Request<T>,
+        what: &'a str,
+    ) -> impl Future<Output = Result<Caller>> + Send + 'a {
+        let caller = self.caller(req);
+        async move {
+            let caller = caller.await?;
+            self.auth.require_root(&caller, what)?;
+            Ok(caller)
+        }
     }
 
     /// The response header for a reply at `revision`.
@@ -109,9 +121,10 @@ impl Api {
         request_id: Option<&pb::RequestId>,
         size: usize,
     ) -> Result<Outcome> {
-        self.auth.require_command(caller, &command)?;
+        self.auth.require_command(caller, &command).await?;
         self.auth.require_sessions_of(caller, &command).await?;
         validate::request_size(size)?;
+        let (command, size) = as_caller(caller, command, size);
         let proposal = Proposal { request_id: validate::request_id(request_id)?, command };
         self.node.propose(proposal, size).await
     }
@@ -126,6 +139,17 @@ impl Api {
     ) -> Result<T> {
         let c = if serializable { Consistency::Serializable { min_revision } } else { Consistency::Linearizable };
         self.node.read(c, f).await
+    }
+}
+
+/// `command` as `caller` sends it: a user's (not root's) as `Command::AsUser`, which apply
+/// checks again, and its size with the user's name.
+fn as_caller(caller: &Caller, command: Command, size: usize) -> (Command, usize) {
+    match caller {
+        Caller::User(user) if user != ROOT => {
+            (Command::AsUser { user: user.clone(), command: UserCommand(Box::new(command)) }, size + user.len())
+        }
+        _ => (command, size),
     }
 }
 

@@ -58,7 +58,7 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, S
 #[tonic::async_trait]
 impl Session for Api {
     async fn open(&self, req: Request<pb::SessionOpenRequest>) -> Result<Response<pb::SessionOpenResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let min = self.limits.min_session_ttl_ms;
         if r.ttl_ms < min || r.ttl_ms > MAX_TTL_MS {
@@ -89,7 +89,7 @@ impl Session for Api {
         &self,
         req: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let api = self.clone();
         let stream = req.into_inner().then(move |item| {
             let (api, who) = (api.clone(), who.clone());
@@ -118,7 +118,7 @@ impl Session for Api {
     }
 
     async fn close(&self, req: Request<pb::SessionCloseRequest>) -> Result<Response<pb::SessionCloseResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let r = req.into_inner();
         let cmd = Command::SessionClose { session_id: r.session_id };
         let outcome = self.write(&who, cmd, r.request_id.as_ref(), r.encoded_len()).await?;
@@ -135,7 +135,7 @@ impl Session for Api {
     }
 
     async fn info(&self, req: Request<pb::SessionInfoRequest>) -> Result<Response<pb::SessionInfoResponse>, Status> {
-        let who = self.caller(&req)?;
+        let who = self.caller(&req).await?;
         let id = req.into_inner().session_id;
         self.auth.require_session_owner(&who, &[id]).await?;
         let revision = self.read(false, 0, |sm| Ok(sm.revision())).await?;
@@ -149,7 +149,7 @@ impl Session for Api {
 
     async fn list(&self, req: Request<pb::SessionListRequest>) -> Result<Response<pb::SessionListResponse>, Status> {
         // Lists every user's sessions, leases and keys: root only under --auth.
-        self.root(&req, "listing sessions")?;
+        self.root(&req, "listing sessions").await?;
         let r = req.into_inner();
         let limit = match r.limit as usize {
             0 => DEFAULT_LIST_PAGE,

@@ -6,6 +6,7 @@
 //! reaches the same state and the same results. One global revision increments once per proposal
 //! that changes anything; all changes of one proposal share that revision.
 
+pub mod access;
 pub mod auth;
 pub mod counters;
 pub mod dedup;
@@ -33,6 +34,9 @@ use mvcc::{Change, KeyValue, Mvcc};
 use response::{CommandError, CommandResult, Outcome, OutcomeBody, RangeResult};
 use sessions::SessionTable;
 use znodes::Znodes;
+
+/// Most revisions of history one compaction drops (see `StateMachine::maybe_compact`).
+pub const COMPACT_STEP: u64 = 256;
 
 /// Cluster-wide settings of the state machine. Part of the replicated state, so every replica
 /// applies with the same values: unset in a new cluster (the [`Default`] values apply), set by
@@ -211,6 +215,12 @@ impl StateMachine {
                 (deleted > 0, OutcomeBody::DeleteRange { deleted, prev_kvs })
             }
             Command::Txn { compares, success, failure } => return self.apply_txn(compares, success, failure),
+            Command::AsUser { user, command } => {
+                if let Some(message) = access::refusal(self, user, command) {
+                    return Err(CommandError::PermissionDenied { message });
+                }
+                return self.apply_command(command, time_ms);
+            }
             Command::CounterAdd { name, delta } => {
                 let previous = self.counters.value(name);
                 let value = txn::checked_add(name, previous, *delta)?;
@@ -390,9 +400,15 @@ impl StateMachine {
     }
 
     /// Compacts history deterministically, driven only by the revision.
+    /// Keeps `history_revisions` revisions of history, dropping the oldest `step` at a time
+    /// (`step` = the window, at most [`COMPACT_STEP`]): once history reaches window + step it
+    /// is compacted back to the window. Dropping 10,000 revisions in one apply held the member's
+    /// thread for 60-80 ms with a million keys; 256 cost about 2 ms. A function of the revision
+    /// and the replicated window only, so every replica compacts at the same revisions.
     fn maybe_compact(&mut self) {
         let window = self.settings().history_revisions.max(1);
-        if self.revision >= self.kv.compact_revision() + 2 * window {
+        let step = window.min(COMPACT_STEP);
+        if self.revision >= self.kv.compact_revision() + window + step {
             self.kv.compact(self.revision - window);
         }
     }

@@ -247,12 +247,13 @@ impl Mvcc {
         if revision <= self.compact_revision {
             return;
         }
-        let (dropped, at, mut kept) = std::mem::take(&mut self.changed).split_lookup(&revision);
-        if let Some(keys) = at {
-            kept.insert(revision, keys);
+        // Oldest first, one revision at a time: imbl's `split_lookup` rebuilds both halves of the
+        // whole index (every revision's keys cloned), 60-80 ms per compaction with 1 M keys.
+        let mut dropped = Vec::new();
+        while let Some(oldest) = self.changed.get_min().map(|(r, _)| *r).filter(|r| *r < revision) {
+            dropped.extend(self.changed.remove(&oldest).unwrap_or_default());
         }
-        self.changed = kept;
-        for key in dropped.into_iter().flat_map(|(_, keys)| keys) {
+        for key in dropped {
             let Some(versions) = self.keys.get_mut(&key) else { continue };
             // Keep the newest version older than `revision` (it is the state at revision - 1,
             // the base for reads and the previous value of the first retained change).

@@ -223,4 +223,11 @@ pub enum CommandError {
         /// For people: names the user or role.
         message: String,
     },
+    /// Under `--auth`: the caller lost what the write needs between the check of the member
+    /// that received it and its apply (`Command::AsUser`). Nothing changed.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// For people: the user and what it lacks.
+        message: String,
+    },
 }

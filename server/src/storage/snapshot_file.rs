@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::log_entry::{decode, encode};
+use crate::log_entry::decode;
 use crate::state_machine::legacy::{StateMachineV1, StateMachineV2, StateMachineV3, StateMachineV4, StateMachineV5};
 use crate::state_machine::StateMachine;
 use crate::types::SnapshotMeta;
@@ -55,22 +55,45 @@ pub struct SnapshotContentsRef<'a> {
 }
 
 impl SnapshotContentsRef<'_> {
-    /// Encodes for a file or the wire, as [`SnapshotContents::to_bytes`] does.
+    /// Encodes into one buffer (the same bytes as [`write_to`](Self::write_to)); members and
+    /// restore stream into the file instead, so this form is for tests.
     ///
     /// # Errors
     /// When encoding fails.
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        encode(self).map_err(|e| format!("encode snapshot: {e}"))
+        crate::log_entry::encode(self).map_err(|e| format!("encode snapshot: {e}"))
+    }
+
+    /// Encodes into `out` as it goes (the same bytes as [`to_bytes`](Self::to_bytes)).
+    ///
+    /// # Errors
+    /// When encoding or writing fails.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), String> {
+        crate::log_entry::encode_into(self, out).map(|_| ()).map_err(|e| format!("encode snapshot: {e}"))
     }
 }
 
 impl SnapshotContents {
-    /// Encodes for a file or the wire (through [`SnapshotContentsRef`], the one encoder).
+    /// Encodes into one buffer (through [`SnapshotContentsRef`], the one encoder); for tests.
     ///
     /// # Errors
     /// When encoding fails.
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        SnapshotContentsRef { format: self.format, meta: &self.meta, state: &self.state }.to_bytes()
+        self.as_ref().to_bytes()
+    }
+
+    /// Encodes into `out` as it goes (the same bytes as [`to_bytes`](Self::to_bytes)).
+    ///
+    /// # Errors
+    /// When encoding or writing fails.
+    pub fn write_to(&self, out: &mut dyn Write) -> Result<(), String> {
+        self.as_ref().write_to(out)
+    }
+
+    fn as_ref(&self) -> SnapshotContentsRef<'_> {
+        SnapshotContentsRef { format: self.format, meta: &self.meta, state: &self.state }
     }
 
     /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
@@ -106,6 +129,35 @@ impl SnapshotContents {
 /// How much of a snapshot file is written before it is flushed (see [`SnapshotDir::save`]).
 pub const SNAPSHOT_SYNC_BYTES: usize = 4 << 20;
 
+/// A snapshot file written in pieces, each made durable before the next: a snapshot of a large
+/// state is hundreds of megabytes, and flushed in one fsync it holds the disk (and, on ext4, the
+/// journal commit every Raft log fdatasync needs) for as long, stalling every write of the
+/// member. Flushed piece by piece, a log fsync waits behind one piece at most.
+struct PiecewiseSync {
+    file: fs::File,
+    unsynced: usize,
+    written: u64,
+}
+
+impl Write for PiecewiseSync {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Never past the next sync point, however large the caller's buffer.
+        let room = SNAPSHOT_SYNC_BYTES - self.unsynced;
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.unsynced += n;
+        self.written += n as u64;
+        if self.unsynced >= SNAPSHOT_SYNC_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The snapshot directory of a node.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
@@ -113,12 +165,19 @@ pub struct SnapshotDir {
 }
 
 impl SnapshotDir {
-    /// Opens (creating) `dir`.
+    /// Opens (creating) `dir`, deleting what a save cut short by a crash left (a `.tmp` file as
+    /// large as a snapshot, never read).
     ///
     /// # Errors
-    /// When the directory cannot be created.
+    /// When the directory cannot be created or read.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         super::file_engine::create_dir_durable(dir)?;
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                let _ = fs::remove_file(&path);
+            }
+        }
         Ok(Self { dir: dir.to_path_buf() })
     }
 
@@ -131,26 +190,42 @@ impl SnapshotDir {
     /// # Errors
     /// On I/O failure.
     pub fn save(&self, index: u64, bytes: &[u8]) -> Result<(), String> {
+        self.save_with(index, |w| w.write_all(bytes).map_err(|e| e.to_string())).map(|_| ())
+    }
+
+    /// Like [`save`](Self::save), with the bytes written by `write` as it produces them (a
+    /// snapshot encoded straight into its file, never whole in memory); returns the file's size.
+    ///
+    /// # Errors
+    /// On I/O failure, or `write`'s own.
+    pub fn save_with(
+        &self,
+        index: u64,
+        write: impl FnOnce(&mut dyn Write) -> Result<(), String>,
+    ) -> Result<u64, String> {
         let name = Self::name(index);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
-        let mut f = fs::File::create(&tmp).map_err(|e| io("create", e))?;
-        // In pieces, each made durable before the next: a snapshot of a large state is hundreds
-        // of megabytes, and flushed in one fsync it holds the disk (and, on ext4, the journal
-        // commit every Raft log fdatasync needs) for as long, stalling every write of the
-        // member. Flushed piece by piece, a log fsync waits behind one piece at most.
-        for piece in bytes.chunks(SNAPSHOT_SYNC_BYTES) {
-            f.write_all(piece).and_then(|()| f.sync_data()).map_err(|e| io("write", e))?;
-        }
-        f.sync_all().map_err(|e| io("write", e))?;
-        fs::rename(&tmp, self.dir.join(&name)).map_err(|e| io("rename", e))?;
+        let written = (|| {
+            let file = fs::File::create(&tmp).map_err(|e| io("create", e))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, PiecewiseSync { file, unsynced: 0, written: 0 });
+            write(&mut out).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+            let out = out.into_inner().map_err(|e| io("write", e.into_error()))?;
+            out.file.sync_all().map_err(|e| io("write", e))?;
+            fs::rename(&tmp, self.dir.join(&name)).map_err(|e| io("rename", e))?;
+            Ok::<_, String>(out.written)
+        })()
+        .inspect_err(|_| {
+            // A snapshot's worth of disk otherwise; the previous snapshot stays the newest.
+            let _ = fs::remove_file(&tmp);
+        })?;
         fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync directory of", e))?;
         for old in self.list().map_err(|e| format!("list {}: {e}", self.dir.display()))? {
             if old.file_name().and_then(|n| n.to_str()) != Some(name.as_str()) {
                 let _ = fs::remove_file(old);
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The bytes of the snapshot of log index `index`.
@@ -179,5 +254,44 @@ impl SnapshotDir {
             .collect();
         files.sort();
         Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_file_and_keeps_the_previous_snapshot() {
+        let tmp = tempfile::TempDir::new().expect("temp dir");
+        let dir = SnapshotDir::open(tmp.path()).expect("open");
+        dir.save(5, b"five").expect("save");
+        let failed = dir.save_with(9, |out| {
+            out.write_all(b"half of a snapshot").map_err(|e| e.to_string())?;
+            Err("encoding failed".into())
+        });
+        assert!(failed.expect_err("the encoder failed").contains("encoding failed"));
+        assert_eq!(files(tmp.path()), [SnapshotDir::name(5)]);
+        assert_eq!(dir.load_latest().expect("load"), Some(b"five".to_vec()));
+    }
+
+    #[test]
+    fn opening_deletes_what_a_crashed_save_left() {
+        let tmp = tempfile::TempDir::new().expect("temp dir");
+        SnapshotDir::open(tmp.path()).expect("open").save(5, b"five").expect("save");
+        let left = tmp.path().join(format!("{}.tmp", SnapshotDir::name(9)));
+        fs::write(&left, b"half of a snapshot").expect("write");
+        let dir = SnapshotDir::open(tmp.path()).expect("reopen");
+        assert_eq!(files(tmp.path()), [SnapshotDir::name(5)]);
+        assert_eq!(dir.load_latest().expect("load"), Some(b"five".to_vec()));
     }
 }

@@ -19,9 +19,10 @@ const T: Duration = Duration::from_secs(30);
 
 /// A cluster of `n` members restored from `file` under `dir`: (client endpoints, processes).
 fn restore_and_start(file: &Path, dir: &Path, n: u64) -> anyhow::Result<(Vec<String>, Vec<crate::ServerProcess>)> {
-    let ip = Ipv4Addr::new(127, 0, 0, 1);
-    let free = || conclave_testkit::free_addr(ip);
-    let addrs: Vec<(String, String)> = (0..n).map(|_| Ok((free()?, free()?))).collect::<anyhow::Result<_>>()?;
+    // An IP of its own (not 127.0.0.1, whose outgoing connections take ephemeral ports too).
+    let ip = Ipv4Addr::new(127, 0, 0, 251);
+    let free = conclave_testkit::free_addrs(ip, 2 * n as usize)?;
+    let addrs: Vec<(String, String)> = free.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
     let initial: Vec<String> = addrs.iter().enumerate().map(|(i, (_, peer))| format!("{}={peer}", i + 1)).collect();
     let initial = initial.join(",");
     let mut procs = Vec::new();

@@ -9,7 +9,7 @@ use anyhow::Result;
 use futures::StreamExt;
 
 use crate::assert_no_panics;
-use crate::health::{metrics_cluster, scrape};
+use crate::health::{grown, metrics_cluster, scrape};
 
 const WRITES: usize = 400;
 
@@ -35,11 +35,6 @@ async fn cluster_with_a_follower() -> Result<(conclave_testkit::Cluster, BTreeMa
     )
     .await?;
     Ok((c, metrics, leader, follower))
-}
-
-/// How much counter `name` grew between two scrapes.
-fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
-    after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

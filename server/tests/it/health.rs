@@ -24,18 +24,43 @@ const FLIP_BOUND: Duration = Duration::from_secs(10);
 /// A cluster whose nodes serve metrics on `127.<a>.<b>.<node id>:<port>`, an address block
 /// chosen at random for this cluster (all of 127/8 is loopback).
 pub(crate) async fn metrics_cluster() -> Result<(Cluster, BTreeMap<u64, String>)> {
+    metrics_cluster_with(Vec::new()).await
+}
+
+/// Like [`metrics_cluster`], with more environment (e.g. `CONCLAVE_READ_LEASE`).
+pub(crate) async fn metrics_cluster_with(env: Vec<(String, String)>) -> Result<(Cluster, BTreeMap<u64, String>)> {
+    // The metrics port is picked free and released before the members bind it: another
+    // process may take it meanwhile. Such a start is tried again on other addresses.
+    let mut tries = 0;
+    loop {
+        match metrics_cluster_once(env.clone()).await {
+            Err(e) if tries < 2 && format!("{e:#}").contains("in use") => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn metrics_cluster_once(mut env: Vec<(String, String)>) -> Result<(Cluster, BTreeMap<u64, String>)> {
     let salt = std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
     let (a, b) = (100 + (salt % 100) as u8, (salt / 100 % 250) as u8 + 1);
     let port = TcpListener::bind((Ipv4Addr::new(127, a, b, 1), 0))?.local_addr()?.port();
     let c = Cluster::start_with(ClusterOptions {
         nodes: 3,
         binary: Some(binary()),
-        env: vec![("CONCLAVE_METRICS_ADDR".into(), format!("127.{a}.{b}.{{id}}:{port}"))],
+        env: {
+            env.push(("CONCLAVE_METRICS_ADDR".into(), format!("127.{a}.{b}.{{id}}:{port}")));
+            env
+        },
         ..ClusterOptions::default()
     })
     .await?;
     let addrs = (1..=3).map(|id| (id, format!("127.{a}.{b}.{id}:{port}"))).collect();
     Ok((c, addrs))
+}
+
+/// How much counter `name` grew between two scrapes.
+pub(crate) fn grown(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
+    after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
 }
 
 /// `grpc.health.v1.Health/Check` of `service` on a client address.

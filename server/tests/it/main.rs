@@ -2,6 +2,7 @@
 //! One binary, a module per feature, over the shared `conclave-testkit` cluster helper.
 
 mod auth;
+mod auth_freshness;
 mod backup;
 mod catch_up;
 mod cluster_id;
@@ -17,6 +18,7 @@ mod leases;
 mod limits;
 mod membership;
 mod prompt_election;
+mod read_lease;
 mod serializable_reads;
 mod session_owner;
 mod sessions;
@@ -52,6 +54,12 @@ pub async fn cluster(n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         ..ClusterOptions::default()
     })
     .await
+}
+
+/// Two distinct free addresses on `ip` (a peer and a client address for a member started by hand).
+pub fn two_free_addrs(ip: std::net::Ipv4Addr) -> anyhow::Result<[String; 2]> {
+    let v = conclave_testkit::free_addrs(ip, 2)?;
+    Ok([v[0].clone(), v[1].clone()])
 }
 
 /// Fails the test if any node logged a panic.

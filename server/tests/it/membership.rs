@@ -27,7 +27,7 @@ async fn a_learner_joins_is_promoted_when_caught_up_and_is_removed() -> anyhow::
         client.put(format!("k{i}"), "v").await?;
     }
     let ip: Ipv4Addr = c.node(1).client_addr.split(':').next().unwrap_or("127.0.0.1").parse()?;
-    let (peer, client_addr) = (conclave_testkit::free_addr(ip)?, conclave_testkit::free_addr(ip)?);
+    let [peer, client_addr] = crate::two_free_addrs(ip)?;
     let members = client.member_add(4, &peer, &client_addr).await?;
     assert!(members.iter().any(|m| m.id == 4 && !m.voter), "added as a learner: {members:?}");
     // Not started yet: it holds nothing, so it cannot be promoted.

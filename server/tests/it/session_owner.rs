@@ -81,8 +81,16 @@ async fn only_the_opener_or_root_may_use_a_session() -> anyhow::Result<()> {
     assert_eq!(a.get("/a/e").await?, None, "closing the session deleted its ephemeral key");
     // A session the follower does not know (here: closed) is no one's: the write goes on and
     // gets the usual answer.
+    // Asked right after the owner's close was acknowledged, the follower may not have applied
+    // it yet; its answer is still the closed session's, never a refusal on the stale owner.
     let e = b.session_close(sa).await.expect_err("closed already");
     assert_eq!(e.reason(), Some(Reason::SessionNotFound), "{e}");
+    for _ in 0..20 {
+        let s = a.session_open(Duration::from_secs(60)).await?;
+        a.session_close(s).await?;
+        let e = b.session_close(s).await.expect_err("closed already");
+        assert_eq!(e.reason(), Some(Reason::SessionNotFound), "session {s}: {e}");
+    }
     let sa2 = a.session_open(Duration::from_secs(60)).await?;
     let root_on_follower =
         client_as(&c, vec![follower.client_addr.clone()], "root", crate::auth::ROOT_PASSWORD).await?;

@@ -152,7 +152,7 @@ async fn a_tls_only_cluster_grows_by_join() -> anyhow::Result<()> {
     let client = c.client().await?;
     client.put("before", "join").await?;
     let ip: std::net::Ipv4Addr = c.node(1).client_addr.split(':').next().unwrap_or("127.0.0.1").parse()?;
-    let (peer, client_addr) = (conclave_testkit::free_addr(ip)?, conclave_testkit::free_addr(ip)?);
+    let [peer, client_addr] = crate::two_free_addrs(ip)?;
     client.member_add(4, &peer, &client_addr).await?;
     let log_path = c.dir.join("node4.log");
     let _node4 = crate::ServerProcess(

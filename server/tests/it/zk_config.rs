@@ -74,7 +74,7 @@ async fn the_config_watch_fires_when_the_membership_changes() -> anyhow::Result<
 
     // A learner is added: both watches fire, once.
     let ip: Ipv4Addr = z.c.node(1).client_addr.split(':').next().unwrap_or("127.0.0.1").parse()?;
-    let (peer, client_addr) = (conclave_testkit::free_addr(ip)?, conclave_testkit::free_addr(ip)?);
+    let [peer, client_addr] = crate::two_free_addrs(ip)?;
     client.member_add(4, &peer, &client_addr).await?;
     config_changed(&mut a).await?;
     config_changed(&mut b).await?;

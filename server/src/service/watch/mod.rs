@@ -239,7 +239,7 @@ impl StreamTask {
             Err(e) => return self.fail(Error::InvalidArgument(format!("watch: {e}"))).await,
         };
         // The caller was authenticated when the stream opened; each watch needs read permission.
-        if let Err(e) = self.api.auth.require(&self.caller, PermType::Read, &selector) {
+        if let Err(e) = self.api.auth.require(&self.caller, PermType::Read, &selector).await {
             return self.fail(e).await;
         }
         if self.watchers.len() >= self.api.limits.watch.max_watches_per_stream {
@@ -381,7 +381,7 @@ impl Watch for Api {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
 
     async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
-        let identity = self.identity(&req)?;
+        let identity = self.identity(&req).await?;
         let (out, rx) = mpsc::channel(STREAM_BUFFER);
         let caller = identity.caller.clone();
         let guard = Guard::new(identity);

@@ -71,6 +71,24 @@ fn replicas_applying_the_same_log_agree() {
     assert_ne!(a, StateMachine::new(config), "the workload changed something");
 }
 
+/// A large window is compacted a step at a time (bounded work per apply), never below the window.
+#[test]
+fn a_large_window_is_compacted_in_steps() {
+    use crate::state_machine::COMPACT_STEP;
+    let window = 4 * COMPACT_STEP;
+    let mut n = Node::with(StateMachine::new(SmConfig { history_revisions: window }));
+    let mut points = Vec::new();
+    for i in 1..=window + 3 * COMPACT_STEP {
+        n.ok(put(&format!("k{}", i % 7), "v"));
+        if points.last() != Some(&n.sm.compact_revision()) {
+            points.push(n.sm.compact_revision());
+        }
+        assert!(n.sm.revision() - n.sm.compact_revision() < window + COMPACT_STEP, "history within window + step");
+    }
+    assert_eq!(points, [0, COMPACT_STEP, 2 * COMPACT_STEP, 3 * COMPACT_STEP], "one step at a time");
+    assert!(n.read(prefix(""), 3 * COMPACT_STEP).is_ok(), "the compact revision stays readable");
+}
+
 #[test]
 fn compaction_happens_at_twice_the_history_window() {
     let mut n = Node::with(StateMachine::new(SmConfig { history_revisions: 5 }));

@@ -178,6 +178,7 @@ pub(super) fn load_old_format<S: serde::Serialize>(format: u32, state: S) -> Sta
     loaded.state
 }
 
+mod as_user;
 mod dedup;
 mod determinism;
 mod kv;

@@ -14,9 +14,47 @@
 //!
 //! Besides permissions, every session a command names ([`sessions_named`]) must be the
 //! caller's own, or have no owner, unless the caller is root (`Authorizer::require_session_owner`).
+//!
+//! Checked twice: by the member that received the request (`auth::Authorizer`, for an early and
+//! detailed refusal), and by apply for a command sent as `Command::AsUser` ([`refusal`], on the
+//! state at the entry's index: what was revoked before it in the log is honoured everywhere).
 
+use super::auth::ROOT;
+use super::StateMachine;
 use crate::log_entry::auth::PermType;
 use crate::log_entry::{Command, Compare, KeySelector, TxnOp};
+
+/// `selector` for people: `key "/a"`, `prefix "/a/"`, `range ["/a", "/b")`.
+pub fn describe(selector: &KeySelector) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match selector {
+        KeySelector::Key(k) => format!("key {:?}", s(k)),
+        KeySelector::Prefix(p) => format!("prefix {:?}", s(p)),
+        KeySelector::Interval { start, end } => format!("range [{:?}, {:?})", s(start), s(end)),
+    }
+}
+
+/// Why `user` may not run `command` on `sm` as it is now (`None`: it may). Pure: lookups in
+/// the auth state and the session owners; apply's check of `Command::AsUser`.
+pub fn refusal(sm: &StateMachine, user: &str, command: &Command) -> Option<String> {
+    if user == ROOT {
+        return None;
+    }
+    match needs(command) {
+        Needs::Root => return Some(format!("user {user:?} may not run this operation (root only)")),
+        Needs::Keys(needs) => {
+            if let Some((perm, selector)) = needs.iter().find(|(p, s)| !sm.auth().allows(user, *p, s)) {
+                return Some(format!(
+                    "user {user:?} lacks {} permission on {} (revoked before the write was applied)",
+                    perm.name(),
+                    describe(selector)
+                ));
+            }
+        }
+    }
+    let foreign = sessions_named(command).into_iter().find(|id| sm.session_owner(*id).is_some_and(|o| o != user))?;
+    Some(format!("session {foreign} belongs to another user; only the user who opened it (or root) may use it"))
+}
 
 /// What a command needs.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +118,7 @@ pub fn needs(command: &Command) -> Needs {
         | Command::RegisterZkAddr { .. }
         | Command::ZkAttach { .. }
         | Command::Auth(_) => Needs::Root,
+        Command::AsUser { command, .. } => needs(command),
     }
 }
 
@@ -100,6 +139,7 @@ pub fn sessions_named(command: &Command) -> Vec<u64> {
         Command::SessionClose { session_id }
         | Command::LeaseAcquire { session_id, .. }
         | Command::LeaseAcquireRetry { session_id, .. } => vec![*session_id],
+        Command::AsUser { command, .. } => return sessions_named(command),
         // The others name none a caller chooses: expiry is the leader's (root only here), ZooKeeper
         // commands come from the ZooKeeper port only.
         _ => Vec::new(),
