@@ -6,71 +6,26 @@
 //! sent again once: callers never see an expired token. Decided from the reason in the error
 //! contract, never from the message.
 
-use std::sync::{Mutex, PoisonError};
-
-use conclave_proto::errors::{reason_of, Reason};
 use conclave_proto::v1 as pb;
 use conclave_proto::v1::auth_client::AuthClient;
 use tonic::Status;
 
 use crate::grpc_channel::GrpcChannel;
+pub use crate::token::{Credentials, TokenCell};
 use crate::{Client, Result};
 
-/// A user name and password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
-    }
-}
-
-/// The current token of a client's credentials, shared by its channels.
-#[derive(Debug)]
-pub struct TokenCell {
-    credentials: Credentials,
-    token: Mutex<Option<String>>,
-    refreshing: tokio::sync::Mutex<()>,
-}
-
-impl TokenCell {
-    pub(crate) fn new(credentials: Credentials) -> Self {
-        Self { credentials, token: Mutex::new(None), refreshing: tokio::sync::Mutex::new(()) }
-    }
-
-    /// The token to attach, if any.
-    pub(crate) fn current(&self) -> Option<String> {
-        self.token.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Whether `status` is a refusal a fresh token may cure.
-    pub(crate) fn curable(status: &Status) -> bool {
-        matches!(reason_of(status), Some(Reason::TokenExpired | Reason::AuthRequired | Reason::TokenInvalid))
-    }
-
-    /// Authenticates on `channel` unless another task replaced `stale` meanwhile.
-    ///
-    /// # Errors
-    /// The server's refusal (`AUTH_FAILED`: wrong credentials) or a transport failure.
-    pub(crate) async fn refresh(&self, channel: GrpcChannel, stale: Option<String>) -> std::result::Result<(), Status> {
-        let _one = self.refreshing.lock().await;
-        if self.current() != stale {
-            return Ok(());
-        }
-        let req = pb::AuthenticateRequest {
-            name: self.credentials.user.clone(),
-            password: self.credentials.password.clone(),
-        };
-        let token = AuthClient::new(channel).authenticate(req).await?.into_inner().token;
-        *self.token.lock().unwrap_or_else(PoisonError::into_inner) = Some(token);
-        Ok(())
-    }
+/// Authenticates on `channel` and stores the token in `cell`, unless another task replaced
+/// `stale` meanwhile (see [`TokenCell::refresh`]).
+///
+/// # Errors
+/// The server's refusal (`AUTH_FAILED`: wrong credentials) or a transport failure.
+pub(crate) async fn refresh_token(
+    cell: &TokenCell,
+    channel: GrpcChannel,
+    stale: Option<String>,
+) -> std::result::Result<(), Status> {
+    cell.refresh(stale, |req| async move { Ok(AuthClient::new(channel).authenticate(req).await?.into_inner().token) })
+        .await
 }
 
 fn perm_type(t: pb::PermissionType) -> i32 {

@@ -24,10 +24,10 @@ use tonic::{Code, Status};
 
 use conclave_proto::errors::{outcome_of, reason_of, Outcome, Reason};
 
-use crate::auth::TokenCell;
 use crate::config::ClientConfig;
 use crate::error::{Error, Indeterminate, Result};
 use crate::grpc_channel::{ChannelOptions, GrpcChannel};
+use crate::token::TokenCell;
 
 #[derive(Default)]
 struct View {
@@ -127,7 +127,7 @@ impl Connection {
     pub(crate) async fn authenticated_channel_to(&self, endpoint: &str) -> Result<GrpcChannel> {
         let channel = self.channel_to(endpoint)?;
         if let Some(cell) = self.token.as_ref().filter(|t| t.current().is_none()) {
-            cell.refresh(channel.clone(), None).await.map_err(|s| Error::from_status(&s))?;
+            crate::auth::refresh_token(cell, channel.clone(), None).await.map_err(|s| Error::from_status(&s))?;
         }
         Ok(channel)
     }
@@ -152,7 +152,7 @@ impl Connection {
         if !TokenCell::curable(status) {
             return Ok(Renewal::NotCurable);
         }
-        match cell.refresh(channel, stale).await {
+        match crate::auth::refresh_token(cell, channel, stale).await {
             Ok(()) => Ok(Renewal::Renewed),
             Err(s) if s.code() == Code::Unauthenticated => Err(Error::from_status(&s)),
             Err(s) => Ok(Renewal::Failed(s)),

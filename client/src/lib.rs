@@ -27,6 +27,7 @@ pub mod maintenance;
 pub mod recipes;
 mod request_id;
 pub mod session;
+mod token;
 pub mod watch;
 
 use std::sync::Arc;

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::state_machine::auth::AuthRefusal;
+use crate::state_machine::response::AuthRefusal;
 use crate::state_machine::response::CommandError;
 use crate::state_machine::ReadError;
 

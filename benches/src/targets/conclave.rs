@@ -11,7 +11,7 @@ use conclave_testkit::{Cluster, ClusterOptions};
 use tokio::sync::mpsc;
 
 use super::generic::GenericKv;
-use super::{BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
+use super::{AbortOnDrop, BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// A running Conclave cluster.
 pub struct ConclaveTarget {
@@ -380,14 +380,5 @@ impl Target for ConclaveTarget {
             }
             Ok(Box::new((tasks, clients)) as Box<dyn Send>)
         })
-    }
-}
-
-/// Aborts a task when dropped.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
-use super::conclave::AbortOnDrop;
 use super::etcd_counter::{counter_outcome, counter_state, counter_txn};
 use super::generic::{spawn_watchers, watch_stream, WatchApi};
+use super::AbortOnDrop;
 use super::{channel, free_ports, BoxFut, ChildGuard, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 use crate::etcdpb::etcdserverpb as pb;
 use pb::kv_client::KvClient;

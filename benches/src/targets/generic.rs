@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::conclave::AbortOnDrop;
 use super::etcd_counter::{counter_outcome, counter_state, counter_txn};
+use super::AbortOnDrop;
 use super::{BoxFut, Kv, Notification};
 use crate::etcdpb::etcdserverpb as etcd;
 

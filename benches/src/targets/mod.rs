@@ -218,3 +218,12 @@ pub fn channel(addr: &str) -> anyhow::Result<conclave_client::GrpcChannel> {
     };
     conclave_client::GrpcChannel::new(addr, options).map_err(anyhow::Error::msg)
 }
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

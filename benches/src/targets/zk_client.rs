@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use zookeeper_client as zk;
 
-use super::conclave::AbortOnDrop;
+use super::AbortOnDrop;
 use super::{BoxFut, Kv, Notification, SessionHold, SessionRun};
 
 /// Session timeout of the load clients (Curator's default is 60 s; failover does not wait for

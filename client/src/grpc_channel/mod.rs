@@ -50,7 +50,7 @@ pub struct ChannelOptions {
     /// TLS (server verified against a CA, optionally a client certificate); `None`: plain TCP.
     pub tls: Option<conclave_tls::ClientTls>,
     /// The authentication token to attach to every request (`x-conclave-token`), if any.
-    pub token: Option<Arc<crate::auth::TokenCell>>,
+    pub token: Option<Arc<crate::token::TokenCell>>,
 }
 
 impl Default for ChannelOptions {

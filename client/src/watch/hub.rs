@@ -6,36 +6,14 @@
 //! Streams live as long as the client or a watch they carry: a stream left without watches
 //! closes its gRPC stream and waits, and is reused for the client's next watch.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
-use super::{stream, Command, Route, WatchState};
+use super::stream::{self, Load};
+use super::{Command, Route, WatchState};
 use crate::connection::Connection;
-
-/// How full one stream is; shared by the hub (which places) and the stream (which removes).
-pub(super) struct Load {
-    watches: AtomicUsize,
-    limit: AtomicUsize,
-}
-
-impl Load {
-    /// One watch fewer.
-    pub(super) fn release(&self) {
-        self.watches.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// The member serving the stream accepts at most `limit` watches on it.
-    pub(super) fn limit_to(&self, limit: usize) {
-        self.limit.store(limit.max(1), Ordering::Relaxed);
-    }
-
-    fn try_take(&self) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed);
-        self.watches.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
-    }
-}
 
 struct Slot {
     commands: mpsc::UnboundedSender<Command>,
@@ -69,8 +47,16 @@ impl Hub {
             return s.commands.clone();
         }
         let (commands, rx) = mpsc::unbounded_channel();
-        let load = Arc::new(Load { watches: AtomicUsize::new(1), limit: AtomicUsize::new(self.per_stream) });
-        tokio::spawn(stream::run(conn.clone(), self.me.clone(), rx, load.clone()));
+        let load = Arc::new(Load::one_watch(self.per_stream));
+        let (hub, c) = (self.me.clone(), conn.clone());
+        let elsewhere: stream::Elsewhere = Box::new(move |w| match hub.upgrade() {
+            Some(hub) => {
+                hub.replace(&c, w);
+                Ok(())
+            }
+            None => Err(w),
+        });
+        tokio::spawn(stream::run(conn.clone(), elsewhere, rx, load.clone()));
         streams.push(Slot { commands: commands.clone(), load });
         commands
     }
@@ -85,7 +71,7 @@ impl Hub {
     }
 
     /// Places a watch a stream could not keep on another stream.
-    pub(super) fn replace(&self, conn: &Arc<Connection>, w: WatchState) {
+    fn replace(&self, conn: &Arc<Connection>, w: WatchState) {
         let commands = self.stream_with_room(conn);
         if let Ok(mut route) = w.route.lock() {
             route.clone_from(&commands);

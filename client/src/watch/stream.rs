@@ -17,7 +17,8 @@
 //! credentials themselves ends the watches, with that error.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use conclave_proto::errors::{reason_of, Reason};
@@ -27,7 +28,6 @@ use pb::watch_request::Request;
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
 
-use super::hub::{Hub, Load};
 use super::{start_revision, Command, WatchEvent, WatchState};
 use crate::connection::{Connection, Renewal};
 use crate::Error;
@@ -49,9 +49,42 @@ enum End {
 
 type Requests = mpsc::UnboundedSender<pb::WatchRequest>;
 
+/// Places a watch this stream cannot keep on another of the client's streams; gives it back
+/// when the client is gone.
+pub(super) type Elsewhere = Box<dyn Fn(WatchState) -> Result<(), WatchState> + Send + Sync>;
+
+/// How full one stream is; shared by the hub (which places) and the stream (which removes).
+pub(super) struct Load {
+    watches: AtomicUsize,
+    limit: AtomicUsize,
+}
+
+impl Load {
+    /// Holding its first watch, at most `limit` (at least 1).
+    pub(super) fn one_watch(limit: usize) -> Self {
+        Self { watches: AtomicUsize::new(1), limit: AtomicUsize::new(limit.max(1)) }
+    }
+
+    /// One watch fewer.
+    pub(super) fn release(&self) {
+        self.watches.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The member serving the stream accepts at most `limit` watches on it.
+    pub(super) fn limit_to(&self, limit: usize) {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    /// Counts one more watch if there is room.
+    pub(super) fn try_take(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.watches.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+}
+
 struct Stream {
     conn: Arc<Connection>,
-    hub: Weak<Hub>,
+    elsewhere: Elsewhere,
     load: Arc<Load>,
     watches: BTreeMap<i64, WatchState>,
     /// Ids of watches asking for a progress notification (a progress request answers every
@@ -65,13 +98,13 @@ struct Stream {
 /// Runs one shared stream until every handle to it is gone.
 pub(super) async fn run(
     conn: Arc<Connection>,
-    hub: Weak<Hub>,
+    elsewhere: Elsewhere,
     mut commands: mpsc::UnboundedReceiver<Command>,
     load: Arc<Load>,
 ) {
     let mut s = Stream {
         conn,
-        hub,
+        elsewhere,
         load,
         watches: BTreeMap::new(),
         progress_wanted: Default::default(),
@@ -302,9 +335,8 @@ impl Stream {
             self.load.limit_to(accepted);
             for id in unanswered {
                 if let Some(w) = self.remove(id) {
-                    match self.hub.upgrade() {
-                        Some(hub) => hub.replace(&self.conn, w),
-                        None => drop(w.tx.send(Err(Error::from_status(s))).await),
+                    if let Err(w) = (self.elsewhere)(w) {
+                        drop(w.tx.send(Err(Error::from_status(s))).await);
                     }
                 }
             }

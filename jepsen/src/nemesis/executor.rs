@@ -2,7 +2,6 @@
 //! records both as nemesis events in the history.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use conclave_testkit::Cluster;
 use rand::seq::SliceRandom;
@@ -10,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::{clock, kill, membership, partition, pause, power, Fault, Planned, SharedCluster, Target};
+use super::{clock, kill, leader_of, membership, partition, pause, power, Fault, Planned, SharedCluster, Target};
 use crate::history::{Event, EventType, Recorder, NEMESIS};
 
 /// Applies and heals faults on a cluster, recording each as nemesis events.
@@ -263,18 +262,4 @@ async fn pick(target: Target, ids: &[u64], cluster: &Cluster, rng: &mut ChaCha8R
             None => shuffled[..1].to_vec(),
         },
     }
-}
-
-/// The leader most running nodes agree on, if any (each asked with a short deadline).
-pub async fn leader_of(cluster: &Cluster) -> Option<u64> {
-    let mut votes: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
-    for n in cluster.nodes().iter().filter(|n| n.pid().is_some() && !n.is_paused()) {
-        let status = tokio::time::timeout(Duration::from_millis(700), cluster.status(n.id)).await;
-        if let Ok(Ok(s)) = status {
-            if s.leader_id != 0 {
-                *votes.entry(s.leader_id).or_default() += 1;
-            }
-        }
-    }
-    votes.into_iter().max_by_key(|(_, v)| *v).map(|(l, _)| l)
 }

@@ -22,7 +22,7 @@ pub async fn safe_to_replace(cluster: &mut Cluster) -> bool {
     if !ids.iter().all(|id| cluster.node_is_running(*id)) {
         return false;
     }
-    let Some(leader) = super::executor::leader_of(cluster).await else { return false };
+    let Some(leader) = super::leader_of(cluster).await else { return false };
     let Ok(Ok(st)) = tokio::time::timeout(std::time::Duration::from_millis(700), cluster.status(leader)).await else {
         return false;
     };

@@ -188,6 +188,20 @@ pub fn schedule(kinds: &[Kind], seed: u64, time_limit: Duration, quiet: Duration
     plan
 }
 
+/// The leader most running nodes agree on, if any (each asked with a short deadline).
+pub async fn leader_of(cluster: &Cluster) -> Option<u64> {
+    let mut votes: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    for n in cluster.nodes().iter().filter(|n| n.pid().is_some() && !n.is_paused()) {
+        let status = tokio::time::timeout(Duration::from_millis(700), cluster.status(n.id)).await;
+        if let Ok(Ok(s)) = status {
+            if s.leader_id != 0 {
+                *votes.entry(s.leader_id).or_default() += 1;
+            }
+        }
+    }
+    votes.into_iter().max_by_key(|(_, v)| *v).map(|(l, _)| l)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -15,7 +15,7 @@ use openraft::{ChangeMembers, ServerState};
 
 use super::rejoin::RejoinReply;
 use super::Node;
-use crate::error::{Error, MembershipRefusal, Result, UnavailableReason};
+use crate::error::{Error, MembershipRefusal, Result};
 use crate::log_entry::{Command, Proposal};
 use crate::raft::{NodeId, PeerNode};
 
@@ -212,17 +212,6 @@ impl Node {
         let probe = super::rejoin::ask_member_state(self.router().peers(), peer_addr, self.node_id());
         matches!(tokio::time::timeout(LIVENESS_PROBE, probe).await, Ok(Ok(_)))
     }
-}
-
-/// The error for a node started with `--join` that the cluster does not list.
-pub fn not_added(id: NodeId, peer_addr: &str) -> Error {
-    Error::unavailable(
-        UnavailableReason::Rejoining,
-        format!(
-            "node {id} is not a member of the cluster it was told to join; add it first: \
-             conclavectl member add {id} {peer_addr} --learner"
-        ),
-    )
 }
 
 #[cfg(test)]

@@ -278,7 +278,7 @@ pub async fn join_standing(
                 Some(_) => return (JoinStanding::Learner, peers),
                 None => {
                     if attempt % 10 == 0 {
-                        tracing::error!("{}", super::membership::not_added(me, peer_addr));
+                        tracing::error!("{}", not_added(me, peer_addr));
                     }
                     break;
                 }
@@ -378,6 +378,17 @@ async fn send_rejoin(peers: &PeerNetwork, addr: &str, req: &RejoinRequest) -> Re
         .call(addr, Call::Rejoin, req)
         .await
         .map_err(|e| Error::unavailable(UnavailableReason::Unreachable, e.to_string()))
+}
+
+/// The error for a node started with `--join` that the cluster does not list.
+pub fn not_added(id: NodeId, peer_addr: &str) -> Error {
+    Error::unavailable(
+        UnavailableReason::Rejoining,
+        format!(
+            "node {id} is not a member of the cluster it was told to join; add it first: \
+             conclavectl member add {id} {peer_addr} --learner"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ impl Auth for Api {
 
 fn not_found(message: String) -> Error {
     Error::Command(crate::state_machine::response::CommandError::Auth {
-        refusal: crate::state_machine::auth::AuthRefusal::NotFound,
+        refusal: crate::state_machine::response::AuthRefusal::NotFound,
         message,
     })
 }

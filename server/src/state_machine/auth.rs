@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::mvcc::prefix_end;
-use super::response::{CommandError, OutcomeBody};
+use super::response::{AuthRefusal, CommandError, OutcomeBody};
 use crate::log_entry::auth::{AuthCommand, PasswordHash, PermType, Permission};
 use crate::log_entry::KeySelector;
 
@@ -35,15 +35,6 @@ pub struct User {
 pub struct Role {
     /// Permissions, ordered by (key, prefix).
     pub perms: Vec<Permission>,
-}
-
-/// Why an auth change was refused (a value every replica agrees on).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuthRefusal {
-    /// The user or role exists already.
-    Exists,
-    /// No such user, role or permission.
-    NotFound,
 }
 
 /// Users, roles and the token secret.

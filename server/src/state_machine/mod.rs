@@ -18,6 +18,7 @@ pub mod response;
 pub mod sessions;
 mod txn;
 mod zk_reap;
+pub mod zk_result;
 pub mod znodes;
 
 pub use zk_reap::ReapRules;

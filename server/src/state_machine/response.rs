@@ -86,13 +86,13 @@ pub enum OutcomeBody {
     /// A ZooKeeper request's writes (`Command::Zk`): one result per op.
     Zk {
         /// Per-op results (all `Error` when the request failed: see `znodes`).
-        results: Vec<super::znodes::ZkOpResult>,
+        results: Vec<super::zk_result::ZkOpResult>,
     },
     /// A batch of ZooKeeper requests (`Command::ZkBatch`): per request, the revision after it
     /// and its per-op results.
     ZkBatch {
         /// One entry per request, in order.
-        results: Vec<(u64, Vec<super::znodes::ZkOpResult>)>,
+        results: Vec<(u64, Vec<super::zk_result::ZkOpResult>)>,
     },
     /// The ZooKeeper password secret in force.
     ZkSecret {
@@ -219,7 +219,7 @@ pub enum CommandError {
     #[error("{message}")]
     Auth {
         /// Which refusal.
-        refusal: super::auth::AuthRefusal,
+        refusal: AuthRefusal,
         /// For people: names the user or role.
         message: String,
     },
@@ -230,4 +230,13 @@ pub enum CommandError {
         /// For people: the user and what it lacks.
         message: String,
     },
+}
+
+/// Why an auth change was refused (a value every replica agrees on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthRefusal {
+    /// The user or role exists already.
+    Exists,
+    /// No such user, role or permission.
+    NotFound,
 }

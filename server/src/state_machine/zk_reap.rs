@@ -7,7 +7,8 @@
 use conclave_proto::zookeeper::Code;
 
 use super::response::OutcomeBody;
-use super::znodes::{key_of, ZkOpResult};
+use super::zk_result::ZkOpResult;
+use super::znodes::key_of;
 use super::StateMachine;
 use crate::log_entry::zk::ZkReapTarget;
 

@@ -3,7 +3,9 @@
 //! big-endian length followed by the record bytes. Decoding never panics: a short or malformed
 //! record is a [`CodecError`].
 
-use crate::state_machine::znodes::ZStat;
+use conclave_proto::zookeeper::op;
+
+use crate::state_machine::zk_result::ZStat;
 
 /// Largest frame accepted or sent: ZooKeeper's default `jute.maxbuffer` (1 MiB) plus room for
 /// the request header and path.
@@ -289,6 +291,14 @@ impl ConnectResponse {
             read_only: r.remaining() > 0 && r.bool()?,
         })
     }
+}
+
+/// Whether a request frame is a single write that may share a log entry with the writes
+/// pipelined right after it (create, create2, createContainer, delete, setData).
+pub fn batchable(frame: &[u8]) -> bool {
+    frame.get(4..8).and_then(|b| b.try_into().ok()).map(i32::from_be_bytes).is_some_and(|opcode| {
+        matches!(opcode, op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::DELETE | op::SET_DATA)
+    })
 }
 
 /// Prefixes a record with its 4-byte length.

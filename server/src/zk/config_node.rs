@@ -10,7 +10,7 @@
 //! registered a ZooKeeper address (no `--zk-addr`) is listed without the `;client` part.
 
 use crate::node::MemberInfo;
-use crate::state_machine::znodes::ZStat;
+use crate::state_machine::zk_result::ZStat;
 
 /// The node's data for `members`, their ZooKeeper addresses by id, and the membership `version`.
 pub fn config_data(

@@ -17,8 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::codec::{frame, ConnectRequest, Writer, MAX_FRAME};
-use super::handlers::batchable;
+use super::codec::{batchable, frame, ConnectRequest, Writer, MAX_FRAME};
 use super::paths::CONFIG_NODE;
 use super::session::{self, Connected};
 use super::watches::{ChangeKind, Watches};

@@ -20,7 +20,8 @@ use crate::log_entry::zk::{ZkId, ZkOp};
 use crate::log_entry::{Command, Proposal};
 use crate::node::Consistency;
 use crate::state_machine::response::{CommandError, OutcomeBody};
-use crate::state_machine::znodes::{path_of, perm, permits, ZkOpResult, SUPER};
+use crate::state_machine::zk_result::ZkOpResult;
+use crate::state_machine::znodes::{path_of, perm, permits, SUPER};
 use crate::state_machine::StateMachine;
 
 impl Conn {
@@ -77,7 +78,7 @@ impl Conn {
         self.send(&record).await
     }
 
-    /// Answers consecutive pipelined write frames (each [`batchable`]) with one proposal
+    /// Answers consecutive pipelined write frames (each [`super::codec::batchable`]) with one proposal
     /// (`Command::ZkBatch`), in order, each exactly as [`Conn::handle`] would. If any frame does
     /// not decode, they are handled one by one instead (same answers).
     pub(super) async fn handle_writes(&mut self, frames: &[Vec<u8>]) -> std::io::Result<()> {
@@ -319,7 +320,7 @@ impl Conn {
     }
 
     /// `/zookeeper/config`'s data and stat now (`config_node`).
-    pub(super) fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::znodes::ZStat), Fail> {
+    pub(super) fn config_node(&self) -> Result<(Vec<u8>, crate::state_machine::zk_result::ZStat), Fail> {
         let node = &self.ctx.node;
         let version = node.membership_index();
         let data = node.view(|sm| config_data(&node.members(), sm.znodes().zk_addrs(), version))?;
@@ -423,12 +424,4 @@ fn ops_size(ops: &[ZkOp]) -> usize {
             ZkOp::SetAcl { path, acl, .. } => path.len() + acl.iter().map(|a| a.id.len() + 16).sum::<usize>(),
         })
         .sum::<usize>()
-}
-
-/// Whether a request frame is a single write that may share a log entry with the writes
-/// pipelined right after it (create, create2, createContainer, delete, setData).
-pub(super) fn batchable(frame: &[u8]) -> bool {
-    frame.get(4..8).and_then(|b| b.try_into().ok()).map(i32::from_be_bytes).is_some_and(|opcode| {
-        matches!(opcode, op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::DELETE | op::SET_DATA)
-    })
 }

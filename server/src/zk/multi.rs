@@ -10,7 +10,7 @@ use super::requests::{create_op, node_view, other_op, read_body, result_body, An
 use super::watches::NewWatch;
 use crate::error::Error;
 use crate::log_entry::zk::ZkOp;
-use crate::state_machine::znodes::{failed_results, ZkOpResult};
+use crate::state_machine::zk_result::{failed_results, ZkOpResult};
 
 impl Conn {
     pub(super) async fn multi(&self, r: &mut Reader<'_>) -> Result<Answer, Fail> {

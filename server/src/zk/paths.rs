@@ -4,7 +4,7 @@
 
 use conclave_proto::zookeeper::Code;
 
-use crate::state_machine::znodes::ZStat;
+use crate::state_machine::zk_result::ZStat;
 
 /// The reserved subtree's root.
 pub const RESERVED: &str = "/zookeeper";

@@ -8,7 +8,8 @@ use super::paths::{is_reserved, reserved_node, validate};
 use crate::error::Error;
 use crate::log_entry::zk::{ZkAcl, ZkId, ZkOp, MAX_TTL_MS};
 use crate::state_machine::response::CommandError;
-use crate::state_machine::znodes::{key_of, perm, permits, ZStat, ZkOpResult};
+use crate::state_machine::zk_result::{ZStat, ZkOpResult};
+use crate::state_machine::znodes::{key_of, perm, permits};
 use crate::state_machine::StateMachine;
 
 /// Why a request got no ordinary answer.

@@ -6,7 +6,7 @@ use conclave_proto::zookeeper::Code;
 use super::znodes::{create, err, session, stat, zk};
 use super::*;
 use crate::log_entry::zk::{ZkOp, ZkReapTarget};
-use crate::state_machine::znodes::ZkOpResult;
+use crate::state_machine::zk_result::ZkOpResult;
 use crate::state_machine::ReapRules;
 
 fn ttl_node(path: &str, ttl_ms: u64) -> ZkOp {

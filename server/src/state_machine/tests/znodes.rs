@@ -5,7 +5,7 @@ use conclave_proto::zookeeper::Code;
 
 use super::*;
 use crate::log_entry::zk::ZkOp;
-use crate::state_machine::znodes::{ZStat, ZkOpResult};
+use crate::state_machine::zk_result::{ZStat, ZkOpResult};
 
 pub(super) fn create(path: &str, data: &str) -> ZkOp {
     ZkOp::Create {
