@@ -483,8 +483,9 @@ impl Connection {
 
     /// A read. When `serializable`: one attempt at the home member, with the request built for
     /// the highest revision seen so far (its `min_revision`), then, if that fails (down,
-    /// behind, or not answering), [`Connection::unary`] the leader's way. Otherwise straight
-    /// through the leader, built for revision 0.
+    /// behind, not answering, or wanting a token: none yet, or it expired), [`Connection::unary`]
+    /// the leader's way, which authenticates first when needed. Otherwise straight through the
+    /// leader, built for revision 0.
     pub(crate) async fn read<Req, Resp, F, Fut>(
         &self,
         serializable: bool,
@@ -508,6 +509,8 @@ impl Connection {
                     self.observe(resp.header());
                     return Ok(resp);
                 }
+                // No token yet, or it expired: not the member's fault; the leader's way renews it.
+                Ok(Err(status)) if self.token.is_some() && TokenCell::curable(&status) => {}
                 Ok(Err(status)) if matches!(classify(&status), Failure::Final(_)) => {
                     return Err(Error::from_status(&status));
                 }

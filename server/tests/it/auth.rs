@@ -239,13 +239,18 @@ async fn expired_tokens_are_renewed_transparently() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(conclave_proto::errors::reason_of(&expired), Some(Reason::TokenExpired), "{expired:?}");
-    // ...while a client renews its own: every call succeeds across several expiries.
+    // ...while a client renews its own: every call succeeds across several expiries, the
+    // serializable reads (one attempt at the member at hand first) too, and so does a first
+    // request that is one (the client authenticates lazily).
     let u = client_as(&c, c.endpoints(), "u", "u-pw").await?;
+    let serializable = || conclave_client::GetOptions { serializable: true, ..Default::default() };
+    assert!(u.get_with("/u/k", serializable()).await?.kvs.is_empty());
     let until = tokio::time::Instant::now() + Duration::from_millis(3_500);
     let mut n = 0u64;
     while tokio::time::Instant::now() < until {
         n += 1;
         u.put("/u/k", n.to_string()).await?;
+        assert_eq!(u.get_with("/u/k", serializable()).await?.kvs.len(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(n > 10);
