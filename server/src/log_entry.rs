@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod bytes;
+pub mod format;
 pub mod zk;
 
 /// One Raft log entry's application payload.
@@ -252,7 +253,8 @@ pub enum Command {
     /// Open a session owned by `owner`: under `--auth`, the session service proposes this for
     /// an authenticated caller (plain `SessionOpen` otherwise). Only the owner or root may
     /// then keep the session alive, close it, read it or bind keys and leases to it
-    /// (`auth::Authorizer::require_session_owner`); apply only records the owner.
+    /// (`auth::Authorizer::require_session_owner`); apply only records the owner. Log format
+    /// level 1: proposed as `SessionOpen` while a member of an older build remains ([`format`]).
     SessionOpenOwned {
         /// Time to live, milliseconds (validated by the service layer).
         ttl_ms: u64,
@@ -264,8 +266,8 @@ pub enum Command {
     /// that `user` still holds every permission `command` needs and owns every session it names
     /// (`state_machine::access::refusal`), so a permission revoked, a role taken away, a user
     /// deleted or a session opened by another user before this entry is honoured wherever the
-    /// request came in. Refused: `CommandError::PermissionDenied`, nothing changed. An older
-    /// member cannot apply it: upgrade every member before clients write under `--auth`.
+    /// request came in. Refused: `CommandError::PermissionDenied`, nothing changed. Log format
+    /// level 1: proposed as `command` alone while a member of an older build remains ([`format`]).
     AsUser {
         /// The caller.
         user: String,

@@ -373,6 +373,20 @@ impl Cluster {
         n.spawn(&binary)
     }
 
+    /// Sets (`Some`) or removes (`None`) an environment variable of node `id` from its next
+    /// start on ([`Cluster::restart`]).
+    ///
+    /// # Errors
+    /// When no node has that id.
+    pub fn set_env(&mut self, id: u64, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let n = self.node_mut(id)?;
+        n.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            n.env.push((key.to_owned(), v.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Whether node `id` is running (spawned and not exited or killed); false for unknown ids.
     pub fn node_is_running(&mut self, id: u64) -> bool {
         self.node_mut(id).map(|n| n.is_running()).unwrap_or(false)

@@ -141,6 +141,21 @@ impl Node {
             .collect()
     }
 
+    /// The log format level member `id` last told this member (`raft::peer_levels`; for this
+    /// member itself, the level it tells; 0 when not heard from).
+    pub fn log_format_of(&self, id: u64) -> u32 {
+        if id == self.node_id() {
+            return crate::raft::peer_levels::own();
+        }
+        self.router.peers().levels().of(id)
+    }
+
+    /// The lowest log format level among the members as far as this member has heard (the
+    /// level it proposes writes at when it leads; see `log_entry::format`).
+    pub fn cluster_log_format(&self) -> u32 {
+        self.router.cluster_log_format()
+    }
+
     /// The log index of the membership in effect (changes whenever the membership does).
     pub fn membership_index(&self) -> u64 {
         self.router.raft().metrics().borrow().membership_config.log_id().map_or(0, |l| l.index)

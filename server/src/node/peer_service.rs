@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use conclave_proto::internal::v1::raft_peer_server::RaftPeer;
 use conclave_proto::internal::v1::RaftMessage;
+use openraft::raft::AppendEntriesRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -18,10 +19,11 @@ use crate::log_entry::{decode, encode, Proposal};
 use crate::raft::cluster_id::{self, ClusterId};
 use crate::raft::forward::{BatchReply, ForwardedWrite};
 use crate::raft::network::FORMAT_BINCODE;
+use crate::raft::peer_levels;
 use crate::raft::prompt_election::{ProbeReply, PromptElection};
 use crate::raft::transfer::{self, TimeoutNow};
 use crate::raft::voting_gate::VotingGate;
-use crate::raft::Raft;
+use crate::raft::{Raft, TypeConfig};
 use crate::sessions::SessionTime;
 use crate::state_machine::response::CommandResult;
 
@@ -90,15 +92,24 @@ fn decode_msg<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Statu
     decode(&msg.payload).map_err(|e| Error::InvalidArgument(format!("undecodable peer message: {e}")).into())
 }
 
+/// A reply carrying this member's log format level (see `peer_levels`).
 fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     let payload = encode(value).map_err(|e| Status::from(Error::Internal(format!("cannot encode reply: {e}"))))?;
-    Ok(Response::new(RaftMessage { format: FORMAT_BINCODE, payload }))
+    let mut reply = Response::new(RaftMessage { format: FORMAT_BINCODE, payload });
+    peer_levels::tell(reply.metadata_mut());
+    Ok(reply)
 }
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    /// Also records the sender's log format level: the leader's, for the writes this member
+    /// hands it (`log_entry::format`).
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = self.unpack_from_leader(req)?;
+        let level = peer_levels::told(req.metadata());
+        let rpc: AppendEntriesRequest<TypeConfig> = self.unpack_from_leader(req)?;
+        if let Some(leader) = rpc.vote.leader_id().voted_for() {
+            self.node.router().peers().levels().heard(leader, level);
+        }
         pack(&self.raft.append_entries(rpc).await)
     }
 

@@ -7,6 +7,7 @@ pub mod cluster_id;
 pub mod forward;
 pub mod leader_presence;
 pub mod network;
+pub mod peer_levels;
 pub mod prompt_election;
 pub mod proposer;
 pub mod read_index;

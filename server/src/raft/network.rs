@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::cluster_id::{self, ClusterId};
+use super::peer_levels::{self, PeerLevels};
 use super::read_lease::ReadLease;
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::log_entry::{decode, encode};
@@ -57,13 +58,29 @@ pub struct PeerNetwork {
     /// durable here (see `storage::durability`).
     durable: Option<Arc<Durability>>,
     lease: Option<Arc<ReadLease>>,
+    /// The log format level each member told (see `peer_levels`).
+    levels: Arc<PeerLevels>,
 }
 
 impl PeerNetwork {
     /// A factory for member `node_id` whose connections originate from `local_ip`, over TLS
     /// when `tls` is set, and whose requests carry `cluster_id` (once known).
     pub fn new(node_id: NodeId, local_ip: Option<IpAddr>, cluster_id: ClusterId, tls: Option<ClientTls>) -> Self {
-        Self { node_id, local_ip, cluster_id, tls, channels: Arc::default(), durable: None, lease: None }
+        Self {
+            node_id,
+            local_ip,
+            cluster_id,
+            tls,
+            channels: Arc::default(),
+            durable: None,
+            lease: None,
+            levels: Arc::default(),
+        }
+    }
+
+    /// The log format level each member told (see `peer_levels`).
+    pub fn levels(&self) -> &Arc<PeerLevels> {
+        &self.levels
     }
 
     /// Sends a commit index to followers only once this member's log holds it durably.
@@ -199,6 +216,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             in_flight: None,
             durable: self.durable.clone(),
             lease: self.lease.clone(),
+            levels: self.levels.clone(),
         }
     }
 }
@@ -213,6 +231,7 @@ pub struct PeerClient {
     in_flight: Option<append::InFlight>,
     durable: Option<Arc<Durability>>,
     lease: Option<Arc<ReadLease>>,
+    levels: Arc<PeerLevels>,
 }
 
 impl Drop for PeerClient {
@@ -242,7 +261,13 @@ impl PeerClient {
 
     /// What one exchange with this peer needs.
     fn peer(&self) -> Peer {
-        Peer { channel: self.channel.clone(), from: self.from, target: self.target, cluster_id: self.cluster_id.get() }
+        Peer {
+            channel: self.channel.clone(),
+            from: self.from,
+            target: self.target,
+            cluster_id: self.cluster_id.get(),
+            levels: self.levels.clone(),
+        }
     }
 }
 
@@ -256,7 +281,7 @@ where
     Resp: DeserializeOwned,
     E: StdError + DeserializeOwned,
 {
-    let Peer { channel, from, target, cluster_id } = to;
+    let Peer { channel, from, target, cluster_id, levels } = to;
     let channel = channel.map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
     let mut client = RaftPeerClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
@@ -295,6 +320,7 @@ where
         Ok(Ok(reply)) => {
             if matches!(kind, Kind::Append) {
                 crate::ops::metrics::observe_peer_rtt(target, started.elapsed());
+                levels.heard(target, peer_levels::told(reply.metadata()));
             }
             reply.into_inner()
         }
@@ -310,11 +336,15 @@ struct Peer {
     from: NodeId,
     target: NodeId,
     cluster_id: Option<u64>,
+    /// Where the target's log format level goes (from its AppendEntries replies).
+    levels: Arc<PeerLevels>,
 }
 
-/// A peer request carrying this member's cluster id (see `cluster_id`).
+/// A peer request carrying this member's cluster id (see `cluster_id`) and log format level
+/// (see `peer_levels`).
 fn request(msg: RaftMessage, cluster_id: Option<u64>) -> tonic::Request<RaftMessage> {
     let mut req = tonic::Request::new(msg);
+    peer_levels::tell(req.metadata_mut());
     if let Some(id) = cluster_id {
         if let Ok(v) = cluster_id::format(id).parse() {
             req.metadata_mut().insert(cluster_id::METADATA, v);
@@ -402,7 +432,7 @@ mod tests {
             }
         });
         let channel = GrpcChannel::new(&addr.to_string(), ChannelOptions::default()).expect("channel");
-        let to = Peer { channel: Ok(channel), from: 1, target: 2, cluster_id: None };
+        let to = Peer { channel: Ok(channel), from: 1, target: 2, cluster_id: None, levels: Arc::default() };
         let result: Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> =
             exchange(to, Kind::Append, Vec::new(), Duration::from_millis(50)).await;
         match result {

@@ -14,7 +14,7 @@ use super::read_index::ReadIndex;
 use super::read_lease::ReadLease;
 use super::{NodeId, Raft};
 use crate::error::{Error, UnavailableReason};
-use crate::log_entry::Proposal;
+use crate::log_entry::{format, Proposal};
 use crate::state_machine::response::CommandResult;
 use crate::storage::sm_store::{Applied, SharedState};
 
@@ -104,6 +104,14 @@ impl Router {
         &self.link.peers
     }
 
+    /// The lowest log format level among the members, as far as this member has heard
+    /// (`peer_levels`; what this member proposes at when it leads, see `log_entry::format`).
+    pub fn cluster_log_format(&self) -> u32 {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        self.link.peers.levels().lowest(self.node_id, m.membership_config.membership().nodes().map(|(id, _)| *id))
+    }
+
     /// The Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -184,11 +192,12 @@ impl Router {
         if leader == self.node_id {
             return self
                 .proposer
-                .propose(proposal, size)
+                .propose(format::lower(proposal, self.cluster_log_format()), size)
                 .await
                 .map_err(|f| Failed { error: self.with_leader_hint(f.error), proposal: f.proposal });
         }
         // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
+        let proposal = format::lower(proposal, self.link.peers.levels().of(leader));
         self.forwarder
             .propose(&self.link, leader, proposal, size)
             .await
@@ -204,11 +213,13 @@ impl Router {
         self.leader().await
     }
 
-    /// Proposes on this node only (used for requests forwarded by followers).
+    /// Proposes on this node only (used for requests forwarded by followers), lowered to what
+    /// every member decodes (`log_entry::format`).
     ///
     /// # Errors
     /// `NotLeader` when this node is not the leader.
     pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
+        let proposal = format::lower(proposal, self.cluster_log_format());
         self.proposer.propose(proposal, size).await.map_err(|f| self.with_leader_hint(f.error))
     }
 

@@ -16,6 +16,7 @@ mod hostile;
 mod kv;
 mod leases;
 mod limits;
+mod log_format;
 mod membership;
 mod prompt_election;
 mod read_lease;

@@ -108,6 +108,7 @@ struct MemberJson<'a> {
     leader: bool,
     match_index: u64,
     lag: u64,
+    log_format: u32,
 }
 
 #[derive(Serialize)]
@@ -139,7 +140,7 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
     let members = client.member_list().await.context("member list")?;
     // The member list response does not tell the leader through the client API; ask a status.
     let leader = find_leader(&client, g, &members).await;
-    // The leader's own view carries each member's match index and lag.
+    // The leader's own view carries each member's match index, lag and log format level.
     let leader_addr = leader.and_then(|l| members.iter().find(|m| m.id == l)).map(|m| m.client_addr.clone());
     let members = match leader_addr {
         Some(addr) if !addr.is_empty() => client.status_of(&addr).await.map(|s| s.members).unwrap_or(members),
@@ -157,6 +158,7 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
                     leader: leader == Some(m.id),
                     match_index: m.match_index,
                     lag: m.lag,
+                    log_format: m.log_format,
                 })
                 .collect();
             json_line(out, &MembersJson { members })?;
@@ -173,10 +175,12 @@ pub async fn member_list(g: &Globals, out: &mut dyn Write) -> Result<()> {
                         if leader == Some(m.id) { "*" } else { "" }.into(),
                         m.match_index.to_string(),
                         m.lag.to_string(),
+                        m.log_format.to_string(),
                     ]
                 })
                 .collect();
-            table(out, &["ID", "PEER ADDR", "CLIENT ADDR", "ROLE", "LEADER", "MATCH", "LAG"], &rows)?;
+            let header = ["ID", "PEER ADDR", "CLIENT ADDR", "ROLE", "LEADER", "MATCH", "LAG", "LOG FORMAT"];
+            table(out, &header, &rows)?;
         }
     }
     Ok(())

@@ -95,6 +95,8 @@ struct StatusJson<'a> {
     role: &'a str,
     snapshot_index: u64,
     cluster_id: &'a str,
+    log_format: u32,
+    cluster_log_format: u32,
 }
 
 async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()> {
@@ -124,6 +126,8 @@ async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()>
             role: &s.role,
             snapshot_index: s.snapshot_index,
             cluster_id: &s.cluster_id,
+            log_format: s.log_format,
+            cluster_log_format: s.cluster_log_format,
         };
         match g.format {
             Format::Json => json_line(out, &json)?,
@@ -137,6 +141,7 @@ async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()>
                 s.last_log_index.to_string(),
                 s.applied_index.to_string(),
                 s.revision.to_string(),
+                format!("{} (cluster {})", s.log_format, s.cluster_log_format),
             ]),
         }
     }
@@ -151,6 +156,7 @@ async fn status(g: &Globals, out: &mut dyn Write, client: &Client) -> Result<()>
             "RAFT INDEX",
             "RAFT APPLIED INDEX",
             "REVISION",
+            "LOG FORMAT",
         ];
         table(out, &header, &rows)?;
     }

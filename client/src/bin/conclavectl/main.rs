@@ -159,7 +159,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum MemberCommand {
     /// Lists the members: id, peer address, client address, voter or learner, leader marker,
-    /// and (from the leader) match index and lag.
+    /// and (from the leader) match index, lag and the log format level each member's build
+    /// decodes (0: a build from before format levels; README "Rolling upgrades").
     List(EmptyArgs),
     /// Adds a member as a learner. Then start it with `conclave serve --join ENDPOINTS ...` and
     /// an empty data dir. Without --learner, waits (up to --promote-wait) for it to catch up and
