@@ -92,6 +92,22 @@ fn decode_msg<T: DeserializeOwned>(req: Request<RaftMessage>) -> Result<T, Statu
     decode(&msg.payload).map_err(|e| Error::InvalidArgument(format!("undecodable peer message: {e}")).into())
 }
 
+/// Refuses a forwarded write above the log format level this member tells, as a build of that
+/// level refuses one it cannot decode. Never refuses on a member telling its build's own level
+/// (every level it decodes); it makes a member started with `peer_levels::TELL_ENV` stand in
+/// for an older build faithfully (`it::log_format`).
+fn decodable_here(proposal: &Proposal) -> Result<(), Status> {
+    let level = crate::log_entry::format::level_of(&proposal.command);
+    if level > peer_levels::own() {
+        return Err(Error::InvalidArgument(format!(
+            "undecodable peer message: a write of log format level {level}, above this member's {}",
+            peer_levels::own()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// A reply carrying this member's log format level (see `peer_levels`).
 fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     let payload = encode(value).map_err(|e| Status::from(Error::Internal(format!("cannot encode reply: {e}"))))?;
@@ -139,6 +155,7 @@ impl RaftPeer for PeerService {
     async fn propose(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let size = req.get_ref().payload.len();
         let proposal: Proposal = self.unpack(req)?;
+        decodable_here(&proposal)?;
         let result: Result<CommandResult, Error> = self.node.router().propose_local(proposal, size).await;
         pack(&result)
     }
@@ -146,6 +163,9 @@ impl RaftPeer for PeerService {
     /// Each write proposed on its own, all at once (they usually share one log entry).
     async fn propose_batch(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let writes: Vec<ForwardedWrite> = self.unpack(req)?;
+        for w in &writes {
+            decodable_here(&w.proposal)?;
+        }
         let router = self.node.router();
         let proposals = writes.into_iter().map(|w| router.propose_local(w.proposal, w.size as usize));
         let results: BatchReply = futures::future::join_all(proposals).await;

@@ -69,6 +69,21 @@ async fn writes_follow_the_lowest_log_format_among_the_members() -> anyhow::Resu
         assert!(a_old.get(key).await?.is_some(), "{key} on the older member");
     }
 
+    // The "older build" leads: a follower hands it a user's write and a session open lowered
+    // to level 0 (it refuses anything above, as an older build cannot decode it).
+    root.move_leader(Some(old)).await?;
+    let newer = c.nodes().iter().map(|n| n.id).find(|&id| id != old).expect("another member");
+    wait_for("the follower to hear level 0 from its leader", T, || async {
+        let s = c.status(newer).await.ok()?;
+        let leader = s.members.iter().find(|m| m.id == old)?;
+        (s.leader_id == old && leader.log_format == 0).then_some(())
+    })
+    .await?;
+    let (a_new, b_new) = (user_on(&c, newer, "a").await?, user_on(&c, newer, "b").await?);
+    a_new.put("/a/to-older-leader", "1").await?;
+    let unowned = a_new.session_open(Duration::from_secs(60)).await?;
+    b_new.session_close(unowned).await?;
+
     // Upgraded again: the level-1 behaviour is back.
     c.stop(old)?;
     c.set_env(old, TELL, None)?;
