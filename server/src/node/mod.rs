@@ -60,11 +60,6 @@ pub struct NodeStatus {
     pub role: &'static str,
     /// The cluster id, once known (see `raft::cluster_id`).
     pub cluster_id: Option<u64>,
-    /// The log format level this member tells (see `log_entry::format`).
-    pub log_format: u32,
-    /// The lowest log format level among the members as far as this member has heard (the
-    /// level it proposes writes at when it leads).
-    pub cluster_log_format: u32,
 }
 
 /// One member of the cluster.
@@ -108,8 +103,6 @@ impl Node {
 
     /// This node's Raft position.
     pub fn status(&self) -> NodeStatus {
-        // Before the borrow below: it borrows the same metrics.
-        let cluster_log_format = self.router.cluster_log_format();
         let metrics = self.router.raft().metrics();
         let m = metrics.borrow();
         NodeStatus {
@@ -127,8 +120,6 @@ impl Node {
                 ServerState::Shutdown => "shutdown",
             },
             cluster_id: self.router.peers().cluster_id(),
-            log_format: crate::raft::peer_levels::own(),
-            cluster_log_format,
         }
     }
 
@@ -157,6 +148,13 @@ impl Node {
             return crate::raft::peer_levels::own();
         }
         self.router.peers().levels().of(id)
+    }
+
+    /// The lowest log format level among the members as far as this member has heard (the
+    /// level it proposes writes at when it leads; see `log_entry::format`). Not part of
+    /// [`Node::status`], which every response header reads.
+    pub fn cluster_log_format(&self) -> u32 {
+        self.router.cluster_log_format()
     }
 
     /// The log index of the membership in effect (changes whenever the membership does).

@@ -192,12 +192,12 @@ impl Router {
         if leader == self.node_id {
             return self
                 .proposer
-                .propose(format::lower(proposal, self.cluster_log_format()), size)
+                .propose(format::lower(proposal, || self.cluster_log_format()), size)
                 .await
                 .map_err(|f| Failed { error: self.with_leader_hint(f.error), proposal: f.proposal });
         }
         // The leader's own NotLeader (it lost leadership meanwhile) is answered as it said.
-        let proposal = format::lower(proposal, self.link.peers.levels().of(leader));
+        let proposal = format::lower(proposal, || self.link.peers.levels().of(leader));
         self.forwarder
             .propose(&self.link, leader, proposal, size)
             .await
@@ -219,7 +219,7 @@ impl Router {
     /// # Errors
     /// `NotLeader` when this node is not the leader.
     pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
-        let proposal = format::lower(proposal, self.cluster_log_format());
+        let proposal = format::lower(proposal, || self.cluster_log_format());
         self.proposer.propose(proposal, size).await.map_err(|f| self.with_leader_hint(f.error))
     }
 

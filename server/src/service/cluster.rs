@@ -59,8 +59,8 @@ impl Cluster for Api {
             snapshot_index: s.snapshot_index,
             leader_client_addr,
             cluster_id: s.cluster_id.map(crate::raft::cluster_id::format).unwrap_or_default(),
-            log_format: s.log_format,
-            cluster_log_format: s.cluster_log_format,
+            log_format: self.node.log_format_of(s.node_id),
+            cluster_log_format: self.node.cluster_log_format(),
         }))
     }
 
