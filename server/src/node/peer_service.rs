@@ -17,7 +17,6 @@ use super::{Node, SessionTimesRequest};
 use crate::error::{Error, UnavailableReason};
 use crate::log_entry::{decode, encode, Proposal};
 use crate::raft::cluster_id::{self, ClusterId};
-use crate::raft::commit_first::CommitFirst;
 use crate::raft::forward::{BatchReply, ForwardedWrite};
 use crate::raft::network::FORMAT_BINCODE;
 use crate::raft::peer_levels;
@@ -35,21 +34,13 @@ pub struct PeerService {
     election: Arc<PromptElection>,
     gate: Arc<VotingGate>,
     cluster_id: ClusterId,
-    commit_first: CommitFirst,
 }
 
 impl PeerService {
     /// A peer service feeding this node's Raft, facade, election driver and voting gate, and
     /// accepting only peers of `cluster_id` (see `raft::cluster_id`).
     pub fn new(node: Arc<Node>, election: Arc<PromptElection>, gate: Arc<VotingGate>, cluster_id: ClusterId) -> Self {
-        Self {
-            raft: node.router().raft().clone(),
-            node,
-            election,
-            gate,
-            cluster_id,
-            commit_first: CommitFirst::default(),
-        }
+        Self { raft: node.router().raft().clone(), node, election, gate, cluster_id }
     }
 }
 
@@ -128,20 +119,14 @@ fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     /// Also records the sender's log format level: the leader's, for the writes this member
-    /// hands it (`log_entry::format`). What the leader committed is applied before the new
-    /// entries' fsync (`raft::commit_first`).
+    /// hands it (`log_entry::format`).
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let level = peer_levels::told(req.metadata());
         let rpc: AppendEntriesRequest<TypeConfig> = self.unpack_from_leader(req)?;
         if let Some(leader) = rpc.vote.leader_id().voted_for() {
             self.node.router().peers().levels().heard(leader, level);
         }
-        let reply = match self.commit_first.head(&rpc) {
-            // Both queued to RaftCore in this order on the first poll (`join` polls in order).
-            Some(head) => futures::future::join(self.raft.append_entries(head), self.raft.append_entries(rpc)).await.1,
-            None => self.raft.append_entries(rpc).await,
-        };
-        pack(&reply)
+        pack(&self.raft.append_entries(rpc).await)
     }
 
     /// Refused while this node may not vote (it is rejoining after losing its data).

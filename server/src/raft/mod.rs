@@ -4,7 +4,6 @@
 
 pub mod bootstrap_settings;
 pub mod cluster_id;
-pub mod commit_first;
 pub mod forward;
 pub mod leader_presence;
 pub mod network;

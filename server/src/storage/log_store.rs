@@ -330,15 +330,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // In place while the disk is fast (a hand-off to a pool thread costs ~100 µs of
         // wake-ups), on a pool thread once it is slow, so that reads on this node's thread need
         // not wait for the fdatasync (`append_policy`).
-        let hold = super::append_hold::file();
         let append = move |e: &dyn LogEngine| {
-            if let Some(file) = hold {
-                super::append_hold::wait(file, last);
-            }
             let started = std::time::Instant::now();
             e.append(encoded).map(|()| started.elapsed()).map_err(|e| e.to_string())
         };
-        let result = if self.appends.offload() || hold.is_some() {
+        let result = if self.appends.offload() {
             self.blocking(ErrorSubject::Logs, ErrorVerb::Write, append).await
         } else {
             self.blocking_inline(ErrorSubject::Logs, ErrorVerb::Write, append).await

@@ -1,7 +1,6 @@
 //! Durable storage: the Raft log and vote (behind the narrow [`engine::LogEngine`] trait, sled
 //! today) and state-machine snapshots (plain files, kept out of sled).
 
-pub mod append_hold;
 pub mod append_policy;
 pub mod durability;
 pub mod engine;

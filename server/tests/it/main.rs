@@ -10,7 +10,6 @@ mod counter_failover;
 mod disk_loss;
 mod durability;
 mod fail_fast;
-mod follower_apply;
 mod forwarding;
 mod health;
 mod hostile;
