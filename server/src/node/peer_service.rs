@@ -166,9 +166,8 @@ impl RaftPeer for PeerService {
         for w in &writes {
             decodable_here(&w.proposal)?;
         }
-        let router = self.node.router();
-        let proposals = writes.into_iter().map(|w| router.propose_local(w.proposal, w.size as usize));
-        let results: BatchReply = futures::future::join_all(proposals).await;
+        let writes = writes.into_iter().map(|w| (w.proposal, w.size as usize)).collect();
+        let results: BatchReply = self.node.router().propose_all_local(writes).await;
         pack(&results)
     }
 

@@ -31,6 +31,8 @@ struct Pending {
     proposal: Proposal,
     size: usize,
     reply: oneshot::Sender<Result<CommandResult, Failed>>,
+    /// More writes of the same call were queued right behind this one ([`Proposer::propose_all`]).
+    more: bool,
 }
 
 /// Why a proposed write got no result.
@@ -120,14 +122,49 @@ impl Proposer {
     /// Raft); `Unavailable` when leadership was lost or Raft stopped before the outcome was known
     /// (the write may or may not have applied).
     pub async fn propose(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Failed> {
-        let (reply, rx) = oneshot::channel();
-        if let Err(refused) = self.tx.send(Pending { proposal, size, reply }).await {
-            let error = Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down");
-            return Err(Failed { error, proposal: Some(refused.0.proposal) });
+        answer(self.queue(proposal, size, false).await).await
+    }
+
+    /// Proposes the writes of one call (a follower's forwarded batch) together: they are queued
+    /// back to back and go in the same log entry (unless it is full), so the call, answered once
+    /// its last write is, does not hold the writes of one round until the next. Each write gets
+    /// its own result, as from [`Self::propose`].
+    pub async fn propose_all(&self, writes: Vec<(Proposal, usize)>) -> Vec<Result<CommandResult, Failed>> {
+        let n = writes.len();
+        let mut queued = Vec::with_capacity(n);
+        for (i, (proposal, size)) in writes.into_iter().enumerate() {
+            queued.push(self.queue(proposal, size, i + 1 < n).await);
         }
-        rx.await.map_err(|_| {
+        futures::future::join_all(queued.into_iter().map(answer)).await
+    }
+
+    /// Queues one write; the write back if the batching task has stopped.
+    async fn queue(
+        &self,
+        proposal: Proposal,
+        size: usize,
+        more: bool,
+    ) -> Result<oneshot::Receiver<Result<CommandResult, Failed>>, Proposal> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.send(Pending { proposal, size, reply, more }).await {
+            Ok(()) => Ok(rx),
+            Err(refused) => Err(refused.0.proposal),
+        }
+    }
+}
+
+/// The result of a write queued by [`Proposer::queue`].
+async fn answer(
+    queued: Result<oneshot::Receiver<Result<CommandResult, Failed>>, Proposal>,
+) -> Result<CommandResult, Failed> {
+    match queued {
+        Ok(rx) => rx.await.map_err(|_| {
             Failed::from(Error::OutcomeUnknown("leadership lost or node stopping before the write was answered".into()))
-        })?
+        })?,
+        Err(proposal) => {
+            let error = Error::unavailable(UnavailableReason::ShuttingDown, "the node is shutting down");
+            Err(Failed { error, proposal: Some(proposal) })
+        }
     }
 }
 
@@ -255,16 +292,7 @@ async fn run(
 async fn next_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>, answered: usize, linger: Linger) -> Vec<Pending> {
     let mut bytes = first.size;
     let mut batch = vec![first];
-    let full = |batch: &Vec<Pending>, bytes: usize| batch.len() >= MAX_BATCH_PROPOSALS || bytes >= MAX_BATCH_BYTES;
-    while !full(&batch, bytes) {
-        match rx.try_recv() {
-            Ok(p) => {
-                bytes += p.size;
-                batch.push(p);
-            }
-            Err(_) => break,
-        }
-    }
+    take_queued(rx, &mut batch, &mut bytes);
     // The writers queued now were waiting already; those just answered come on top.
     let expect = batch.len() + answered * linger.eighths / 8;
     let deadline = tokio::time::Instant::now() + linger.wait;
@@ -277,7 +305,36 @@ async fn next_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>, answered: 
             _ => break,
         }
     }
+    // And the rest of a forwarded call whose first writes made it ([`Proposer::propose_all`]):
+    // left for the next round, they would hold the whole call's answer until then, and the
+    // batch after would wait for writers that cannot come back yet.
+    while batch.last().is_some_and(|p| p.more) && !full(&batch, bytes) {
+        match rx.try_recv() {
+            Ok(p) => {
+                bytes += p.size;
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
     batch
+}
+
+fn full(batch: &[Pending], bytes: usize) -> bool {
+    batch.len() >= MAX_BATCH_PROPOSALS || bytes >= MAX_BATCH_BYTES
+}
+
+/// Moves everything queued in `rx` into `batch`, up to a full batch.
+fn take_queued(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, bytes: &mut usize) {
+    while !full(batch, *bytes) {
+        match rx.try_recv() {
+            Ok(p) => {
+                *bytes += p.size;
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
 }
 
 type WriteOutcome = Result<
@@ -332,7 +389,7 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         let proposal =
             Proposal { request_id: None, command: Command::RegisterNode { node_id: n, client_addr: String::new() } };
-        (Pending { proposal, size: 16, reply }, rx)
+        (Pending { proposal, size: 16, reply, more: false }, rx)
     }
 
     fn ids(batch: &[Pending]) -> Vec<u64> {
@@ -366,6 +423,28 @@ mod tests {
         let batch = next_batch(first, &mut rx, 0, Linger::SHORT).await;
         assert_eq!(ids(&batch), vec![0, 1, 2, 3]);
         let _ = late.await;
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_call_whose_first_writes_make_a_batch_goes_in_it_whole() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (first, _r0) = pending(0);
+        // Four writers were answered, so the batch waits for three; a forwarded call brings
+        // six writes at once (queued back to back, as `propose_all` does), then a lone write.
+        let call = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let mut keep = Vec::new();
+            for n in 1..=7 {
+                let (mut p, r) = pending(n);
+                p.more = n < 6;
+                keep.push(r);
+                tx.try_send(p).expect("room");
+            }
+            keep
+        });
+        let batch = next_batch(first, &mut rx, 4, Linger::SHORT).await;
+        assert_eq!(ids(&batch), vec![0, 1, 2, 3, 4, 5, 6], "the whole call joined the batch, the lone write did not");
+        let _ = call.await;
     }
 
     #[test]

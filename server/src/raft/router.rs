@@ -223,6 +223,15 @@ impl Router {
         self.proposer.propose(proposal, size).await.map_err(|f| self.with_leader_hint(f.error))
     }
 
+    /// Proposes the writes of one forwarded call on this node only, together (see
+    /// [`Proposer::propose_all`]), each lowered as by [`Self::propose_local`].
+    pub async fn propose_all_local(&self, writes: Vec<(Proposal, usize)>) -> Vec<Result<CommandResult, Error>> {
+        let writes =
+            writes.into_iter().map(|(p, size)| (format::lower(p, || self.cluster_log_format()), size)).collect();
+        let results = self.proposer.propose_all(writes).await;
+        results.into_iter().map(|r| r.map_err(|f| self.with_leader_hint(f.error))).collect()
+    }
+
     /// Read index on this node only (used for requests from followers).
     ///
     /// # Errors
