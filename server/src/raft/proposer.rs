@@ -308,15 +308,7 @@ async fn next_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>, answered: 
     // And the rest of a forwarded call whose first writes made it ([`Proposer::propose_all`]):
     // left for the next round, they would hold the whole call's answer until then, and the
     // batch after would wait for writers that cannot come back yet.
-    while batch.last().is_some_and(|p| p.more) && !full(&batch, bytes) {
-        match rx.try_recv() {
-            Ok(p) => {
-                bytes += p.size;
-                batch.push(p);
-            }
-            Err(_) => break,
-        }
-    }
+    take_queued_while(rx, &mut batch, &mut bytes, |batch| batch.last().is_some_and(|p| p.more));
     batch
 }
 
@@ -326,7 +318,17 @@ fn full(batch: &[Pending], bytes: usize) -> bool {
 
 /// Moves everything queued in `rx` into `batch`, up to a full batch.
 fn take_queued(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>, bytes: &mut usize) {
-    while !full(batch, *bytes) {
+    take_queued_while(rx, batch, bytes, |_| true);
+}
+
+/// Moves what is queued in `rx` into `batch` while `more` says so, up to a full batch.
+fn take_queued_while(
+    rx: &mut mpsc::Receiver<Pending>,
+    batch: &mut Vec<Pending>,
+    bytes: &mut usize,
+    more: impl Fn(&[Pending]) -> bool,
+) {
+    while more(batch) && !full(batch, *bytes) {
         match rx.try_recv() {
             Ok(p) => {
                 *bytes += p.size;
