@@ -130,10 +130,12 @@ impl Proposer {
     /// its last write is, does not hold the writes of one round until the next. Each write gets
     /// its own result, as from [`Self::propose`].
     pub async fn propose_all(&self, writes: Vec<(Proposal, usize)>) -> Vec<Result<CommandResult, Failed>> {
-        let n = writes.len();
-        let mut queued = Vec::with_capacity(n);
-        for (i, (proposal, size)) in writes.into_iter().enumerate() {
-            queued.push(self.queue(proposal, size, i + 1 < n).await);
+        let mut queued = Vec::with_capacity(writes.len());
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            // No entry holds more than a full batch (nor does the queue hold more at once).
+            let group: Vec<_> = writes.by_ref().take(MAX_BATCH_PROPOSALS).collect();
+            queued.extend(queue_together(&self.tx, group).await);
         }
         futures::future::join_all(queued.into_iter().map(answer)).await
     }
@@ -153,7 +155,31 @@ impl Proposer {
     }
 }
 
-/// The result of a write queued by [`Proposer::queue`].
+/// Queues `writes` contiguously: room for all of them is reserved first (the queue serves
+/// reservations in order), so no other write can land between them, whichever runtime runs the
+/// node. Each is marked as followed by more but the last. The writes back if the batching task
+/// has stopped.
+async fn queue_together(
+    tx: &mpsc::Sender<Pending>,
+    writes: Vec<(Proposal, usize)>,
+) -> Vec<Result<oneshot::Receiver<Result<CommandResult, Failed>>, Proposal>> {
+    let n = writes.len();
+    match tx.reserve_many(n).await {
+        Ok(permits) => writes
+            .into_iter()
+            .zip(permits)
+            .enumerate()
+            .map(|(i, ((proposal, size), permit))| {
+                let (reply, rx) = oneshot::channel();
+                permit.send(Pending { proposal, size, reply, more: i + 1 < n });
+                Ok(rx)
+            })
+            .collect(),
+        Err(_) => writes.into_iter().map(|(proposal, _)| Err(proposal)).collect(),
+    }
+}
+
+/// The result of a write queued by [`Proposer::queue`] or [`queue_together`].
 async fn answer(
     queued: Result<oneshot::Receiver<Result<CommandResult, Failed>>, Proposal>,
 ) -> Result<CommandResult, Failed> {
@@ -447,6 +473,43 @@ mod tests {
         let batch = next_batch(first, &mut rx, 4, Linger::SHORT).await;
         assert_eq!(ids(&batch), vec![0, 1, 2, 3, 4, 5, 6], "the whole call joined the batch, the lone write did not");
         let _ = call.await;
+    }
+
+    #[tokio::test]
+    async fn a_call_is_queued_contiguously_even_when_the_queue_is_nearly_full() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut keep = Vec::new();
+        for n in 0..3 {
+            let (p, r) = pending(n);
+            keep.push(r);
+            tx.send(p).await.expect("room");
+        }
+        // One slot left: the call of three waits for room, and a lone write comes meanwhile.
+        let group = (10..13).map(|n| (pending(n).0.proposal, 16)).collect();
+        let call = tokio::spawn({
+            let tx = tx.clone();
+            async move { queue_together(&tx, group).await }
+        });
+        tokio::task::yield_now().await;
+        let lone = tokio::spawn(async move {
+            let (p, r) = pending(99);
+            tx.send(p).await.expect("room");
+            vec![r] // kept alive until the test ends
+        });
+        tokio::task::yield_now().await;
+        // Taken one at a time, letting the senders run in between (as a busy node would).
+        let mut order = Vec::new();
+        while order.len() < 7 {
+            let p = rx.recv().await.expect("queued");
+            order.push((ids(std::slice::from_ref(&p))[0], p.more));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            order,
+            vec![(0, false), (1, false), (2, false), (10, true), (11, true), (12, false), (99, false)],
+            "the call's writes are contiguous, the last one unmarked"
+        );
+        let _ = (call.await, lone.await);
     }
 
     #[test]
