@@ -14,19 +14,28 @@ use conclave_proto::v1::kv_client::KvClient;
 use conclave_proto::v1::{KeyRange, PutRequest, RangeRequest};
 use conclave_testkit::{Cluster, ClusterOptions};
 use tonic::transport::Endpoint;
+use zookeeper_client as zk;
 
 const WARM_UP: usize = 200;
 const MEASURED: usize = 2_000;
+/// The members' ZooKeeper port (each member on its own loopback IP).
+const ZK_PORT: u16 = 21_810;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let c = Cluster::start_with(ClusterOptions { nodes: 3, ..ClusterOptions::default() }).await?;
+    let c = Cluster::start_with(ClusterOptions {
+        nodes: 3,
+        env: vec![("CONCLAVE_ZK_ADDR".into(), format!("{{ip}}:{ZK_PORT}"))],
+        ..ClusterOptions::default()
+    })
+    .await?;
     let leader = c.wait_for_leader(Duration::from_secs(20)).await?;
     for round in 1..=2 {
         for n in c.nodes() {
             let mut kv = KvClient::new(Endpoint::from_shared(format!("http://{}", n.client_addr))?.connect().await?);
             let mut puts = Vec::with_capacity(MEASURED);
             let mut gets = Vec::with_capacity(MEASURED);
+            let mut local = Vec::with_capacity(MEASURED);
             for i in 0..WARM_UP + MEASURED {
                 let key = format!("k{}", i % 100).into_bytes();
                 let t = Instant::now();
@@ -34,18 +43,52 @@ async fn main() -> anyhow::Result<()> {
                 let put = t.elapsed();
                 let range = KeyRange { key, ..Default::default() };
                 let t = Instant::now();
-                kv.range(RangeRequest { range: Some(range), ..Default::default() }).await?;
+                kv.range(RangeRequest { range: Some(range.clone()), ..Default::default() }).await?;
+                let get = t.elapsed();
+                let t = Instant::now();
+                kv.range(RangeRequest { range: Some(range), serializable: true, ..Default::default() }).await?;
                 if i >= WARM_UP {
                     puts.push(put);
-                    gets.push(t.elapsed());
+                    gets.push(get);
+                    local.push(t.elapsed());
                 }
             }
             let role = if n.id == leader { "leader" } else { "follower" };
+            let zk_addr = format!("{}:{ZK_PORT}", n.ip().expect("node ip"));
+            let zk = zk::Client::connector().connect(&zk_addr).await?;
+            let path = format!("/member-latency-{}-{round}", n.id);
+            zk.create(&path, b"0", &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await?;
+            let mut sets = Vec::with_capacity(MEASURED);
+            let mut zk_gets = Vec::with_capacity(MEASURED);
+            let mut zk_gets2 = Vec::with_capacity(MEASURED);
+            for i in 0..WARM_UP + MEASURED {
+                let t = Instant::now();
+                zk.set_data(&path, &[b'v'; 256], None).await?;
+                let set = t.elapsed();
+                let t = Instant::now();
+                zk.get_data(&path).await?;
+                let get = t.elapsed();
+                let t = Instant::now();
+                zk.get_data(&path).await?;
+                if i >= WARM_UP {
+                    sets.push(set);
+                    zk_gets.push(get);
+                    zk_gets2.push(t.elapsed());
+                }
+            }
             println!(
-                "round {round}, member {} ({role}): put {}; get linearizable {}",
+                "round {round}, member {} ({role}), ZooKeeper port: setData {}; getData right after {}; getData again {}",
+                n.id,
+                summary(sets),
+                summary(zk_gets),
+                summary(zk_gets2)
+            );
+            println!(
+                "round {round}, member {} ({role}): put {}; get linearizable {}; get serializable {}",
                 n.id,
                 summary(puts),
-                summary(gets)
+                summary(gets),
+                summary(local)
             );
         }
     }

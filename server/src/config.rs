@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// and replicates entries one after another, so more than one only makes batches smaller.
     #[arg(long, env = "CONCLAVE_BATCHES_IN_FLIGHT", default_value_t = 1)]
     pub batches_in_flight: usize,
+    /// Send the peer protocol's frequent calls (AppendEntries, votes, forwarded writes and read
+    /// indexes) over the peer port's framed wire instead of gRPC, to members that serve it (they
+    /// say so in their replies; older builds do not). Plain peer links only: with peer TLS every
+    /// call stays on gRPC. The peer port always accepts both.
+    #[arg(long, env = "CONCLAVE_PEER_WIRE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub peer_wire: bool,
     /// Serve linearizable reads from the leader's read lease: while a quorum of voters has
     /// accepted this leader's AppendEntries within the last election timeout (less a fifth),
     /// none of them can vote for another leader, so the leader answers from its applied state
@@ -264,6 +270,8 @@ pub struct Config {
     pub history_revisions: u64,
     /// Write batches in flight.
     pub batches_in_flight: usize,
+    /// The framed peer wire toward members that serve it.
+    pub peer_wire: bool,
     /// Linearizable reads by the leader's read lease.
     pub read_lease: bool,
     /// Watch limit per stream.
@@ -398,6 +406,7 @@ impl ServeArgs {
             logs_kept_after_snapshot: self.logs_kept_after_snapshot,
             history_revisions: self.history_revisions,
             batches_in_flight: self.batches_in_flight.max(1),
+            peer_wire: self.peer_wire,
             read_lease: self.read_lease,
             max_watches_per_stream: self.max_watches_per_stream.max(1),
             watch_progress_interval: Duration::from_millis(self.watch_progress_ms.max(10)),

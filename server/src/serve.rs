@@ -92,7 +92,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let lease = Arc::new(ReadLease::new(Duration::from_millis(raft_config.election_timeout_max), config.read_lease));
     let network = PeerNetwork::new(config.node_id, Some(config.peer_addr.ip()), cluster_id.clone(), peer_dial_tls)
         .with_durability(log_store.durability())
-        .with_read_lease(lease.clone());
+        .with_read_lease(lease.clone())
+        .with_wire(config.peer_wire);
     let raft = Raft::new(config.node_id, Arc::new(raft_config), network.clone(), log_store, sm_store).await?;
     crate::raft::snapshots::spawn(raft.clone(), config.node_id, config.snapshot_logs, shared.subscribe_applied());
     // A node without Raft state (or mid-rejoin) neither votes nor campaigns until it knows
@@ -150,16 +151,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
 
     let peer_server = {
-        let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(
-            node.clone(),
-            election.clone(),
-            gate.clone(),
-            cluster_id.clone(),
-        ))
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let service = Arc::new(PeerService::new(node.clone(), election.clone(), gate.clone(), cluster_id.clone()));
+        let svc = conclave_proto::internal::v1::raft_peer_server::RaftPeerServer::from_arc(service.clone())
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
         let mut stop = stop_rx.clone();
-        let incoming = listener::incoming(config.peer_addr, peer_server_tls, "peer")?;
+        let on_wire: listener::WireHandler = {
+            let stop = stop_rx.clone();
+            Arc::new(move |tcp, remote| {
+                let (service, mut stop) = (service.clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = crate::node::peer_wire::serve(tcp, remote, service) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                });
+            })
+        };
+        let incoming = listener::incoming_peer(config.peer_addr, peer_server_tls, on_wire)?;
         tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
             incoming,
             async move {

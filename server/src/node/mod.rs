@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod membership;
 pub mod peer_service;
+pub mod peer_wire;
 pub mod rejoin;
 
 use std::sync::Arc;

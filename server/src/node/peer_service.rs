@@ -108,11 +108,13 @@ fn decodable_here(proposal: &Proposal) -> Result<(), Status> {
     Ok(())
 }
 
-/// A reply carrying this member's log format level (see `peer_levels`).
+/// A reply carrying this member's log format level (see `peer_levels`) and telling that its
+/// peer port serves the framed wire (`raft::network::wire`).
 fn pack<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     let payload = encode(value).map_err(|e| Status::from(Error::Internal(format!("cannot encode reply: {e}"))))?;
     let mut reply = Response::new(RaftMessage { format: FORMAT_BINCODE, payload });
     peer_levels::tell(reply.metadata_mut());
+    crate::raft::network::wire::advertise(reply.metadata_mut());
     Ok(reply)
 }
 

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub read_index_calls: Counter,
     /// Read indexes this leader answered from its read lease, without a heartbeat round.
     pub read_index_leased: Counter,
+    /// Peer calls this member made over the framed peer wire (not gRPC).
+    pub peer_wire_calls: Counter,
     /// 1 while Raft log appends run on a pool thread (the disk is slow), 0 in place.
     pub appends_offloaded: Gauge,
     /// Raft log appends this member wrote as leader without waiting for their fsync (the
@@ -165,6 +167,7 @@ impl Metrics {
             forwarded_read_indexes: Counter::default(),
             read_index_calls: Counter::default(),
             read_index_leased: Counter::default(),
+            peer_wire_calls: Counter::default(),
             appends_offloaded: Gauge::default(),
             appends_pipelined: Counter::default(),
             fsync: latency_histogram(),
@@ -235,6 +238,11 @@ impl Metrics {
             "read_index_leased",
             "Read indexes this leader answered from its read lease, without a heartbeat round",
             self.read_index_leased
+        );
+        reg!(
+            "peer_wire_calls",
+            "Peer calls this member made over the framed peer wire (not gRPC)",
+            self.peer_wire_calls
         );
         reg!(
             "log_appends_offloaded",
@@ -344,6 +352,11 @@ pub fn observe_snapshot_install(d: Duration, bytes: usize) {
 /// Counts one read index answered from the read lease.
 pub fn read_index_leased() {
     global().read_index_leased.inc();
+}
+
+/// Counts one peer call made over the framed peer wire.
+pub fn peer_wire_call() {
+    global().peer_wire_calls.inc();
 }
 
 /// Records one quorum check's duration.

@@ -1,5 +1,8 @@
 //! Outgoing Raft traffic: openraft's `RaftNetworkFactory` over the internal gRPC peer protocol.
 //!
+//! Calls travel on the peer port's framed wire ([`wire`], [`PeerChannel`]) once the peer has
+//! advertised it, else over gRPC.
+//!
 //! One cached channel per peer (reconnecting by itself): Conclave's own [`GrpcChannel`], which
 //! sends a unary request's HEADERS and DATA in one write from the caller's task. tonic's
 //! `Channel` handed every message to two tasks and wrote HEADERS and DATA apart, so the peer
@@ -11,6 +14,13 @@
 //! timeout sized to them, beyond openraft's heartbeat-long call (see [`append`]).
 
 mod append;
+mod peer_channel;
+pub mod wire;
+mod wire_channel;
+
+pub use peer_channel::{PeerChannel, Route};
+pub(crate) use wire_channel::write_loop as wire_write_loop;
+pub use wire_channel::{KeepAlive, WireChannel};
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -19,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclave_client::grpc_channel::{ChannelOptions, GrpcChannel};
-use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::internal::v1::RaftMessage;
 use conclave_tls::ClientTls;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
@@ -53,7 +62,9 @@ pub struct PeerNetwork {
     cluster_id: ClusterId,
     /// Mutual TLS to the other members (None: plain TCP).
     tls: Option<ClientTls>,
-    channels: Arc<Mutex<HashMap<String, GrpcChannel>>>,
+    channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
+    /// Use the framed peer wire toward peers that advertise it (plain TCP links only).
+    wire: bool,
     /// This member's durable log mark: an AppendEntries waits until its `leader_commit` is
     /// durable here (see `storage::durability`).
     durable: Option<Arc<Durability>>,
@@ -72,6 +83,7 @@ impl PeerNetwork {
             cluster_id,
             tls,
             channels: Arc::default(),
+            wire: false,
             durable: None,
             lease: None,
             levels: Arc::default(),
@@ -102,8 +114,16 @@ impl PeerNetwork {
         self.cluster_id.get()
     }
 
+    /// Uses the framed peer wire toward peers that advertise it (`wire::advertise`), unless the
+    /// peer links use TLS (they then stay on gRPC).
+    #[must_use]
+    pub fn with_wire(mut self, on: bool) -> Self {
+        self.wire = on && self.tls.is_none();
+        self
+    }
+
     /// The cached channel to `addr` (created lazily, reconnecting by itself).
-    pub(crate) fn channel(&self, addr: &str) -> Result<GrpcChannel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
         let mut channels = self.channels.lock().map_err(|e| e.to_string())?;
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -116,7 +136,9 @@ impl PeerNetwork {
             tls: self.tls.clone(),
             token: None,
         };
-        let channel = GrpcChannel::new(addr, options).map_err(|e| format!("bad peer address: {e}"))?;
+        let grpc = GrpcChannel::new(addr, options).map_err(|e| format!("bad peer address: {e}"))?;
+        let wire = self.wire.then(|| WireChannel::new(addr, self.local_ip, KeepAlive::default()));
+        let channel = PeerChannel::new(grpc, wire);
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -186,20 +208,17 @@ impl PeerNetwork {
         let channel = self.channel(addr).map_err(CallError::Unreachable)?;
         let payload = encode(req).map_err(|e| CallError::Codec(e.to_string()))?;
         let msg = request(RaftMessage { format: FORMAT_BINCODE, payload }, self.cluster_id.get());
-        let mut client = RaftPeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE);
-        let reply = match call {
-            Call::Propose => client.propose(msg).await,
-            Call::ProposeBatch => client.propose_batch(msg).await,
-            Call::ReadIndex => client.read_index(msg).await,
-            Call::Sessions => client.sessions(msg).await,
-            Call::Rejoin => client.rejoin(msg).await,
-            Call::MemberState => client.member_state(msg).await,
-            Call::ElectionProbe => client.election_probe(msg).await,
-            Call::TimeoutNow => client.timeout_now(msg).await,
-        }
-        .map_err(CallError::Transport)?;
+        let route = match call {
+            Call::Propose => Route::Wire(wire::Method::Propose),
+            Call::ProposeBatch => Route::Wire(wire::Method::ProposeBatch),
+            Call::ReadIndex => Route::Wire(wire::Method::ReadIndex),
+            Call::Sessions => Route::Wire(wire::Method::Sessions),
+            Call::ElectionProbe => Route::Wire(wire::Method::ElectionProbe),
+            Call::TimeoutNow => Route::Wire(wire::Method::TimeoutNow),
+            Call::Rejoin => Route::Rejoin,
+            Call::MemberState => Route::MemberState,
+        };
+        let reply = channel.unary(route, msg).await.map_err(CallError::Transport)?;
         decode(&reply.into_inner().payload).map_err(|e| CallError::Codec(e.to_string()))
     }
 }
@@ -225,7 +244,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     from: NodeId,
     target: NodeId,
-    channel: Result<GrpcChannel, String>,
+    channel: Result<PeerChannel, String>,
     cluster_id: ClusterId,
     /// The AppendEntries with entries in flight to this peer, if any.
     in_flight: Option<append::InFlight>,
@@ -283,17 +302,13 @@ where
 {
     let Peer { channel, from, target, cluster_id, levels } = to;
     let channel = channel.map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
-    let mut client = RaftPeerClient::new(channel)
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE);
     let msg = request(RaftMessage { format: FORMAT_BINCODE, payload }, cluster_id);
-    let fut = async {
-        match kind {
-            Kind::Append => client.append_entries(msg).await,
-            Kind::Vote => client.vote(msg).await,
-            Kind::Snapshot => client.install_snapshot(msg).await,
-        }
+    let route = match kind {
+        Kind::Append => Route::Wire(wire::Method::AppendEntries),
+        Kind::Vote => Route::Wire(wire::Method::Vote),
+        Kind::Snapshot => Route::Snapshot,
     };
+    let fut = channel.unary(route, msg);
     let started = std::time::Instant::now();
     let reply = match tokio::time::timeout(timeout, fut).await {
         // A slow answer is a timeout, not an unreachable peer: openraft 0.9 stops replicating
@@ -332,7 +347,7 @@ where
 
 /// Where one openraft message goes.
 struct Peer {
-    channel: Result<GrpcChannel, String>,
+    channel: Result<PeerChannel, String>,
     from: NodeId,
     target: NodeId,
     cluster_id: Option<u64>,
@@ -432,7 +447,13 @@ mod tests {
             }
         });
         let channel = GrpcChannel::new(&addr.to_string(), ChannelOptions::default()).expect("channel");
-        let to = Peer { channel: Ok(channel), from: 1, target: 2, cluster_id: None, levels: Arc::default() };
+        let to = Peer {
+            channel: Ok(PeerChannel::new(channel, None)),
+            from: 1,
+            target: 2,
+            cluster_id: None,
+            levels: Arc::default(),
+        };
         let result: Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> =
             exchange(to, Kind::Append, Vec::new(), Duration::from_millis(50)).await;
         match result {
