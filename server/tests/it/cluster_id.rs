@@ -17,6 +17,13 @@ async fn a_member_with_another_clusters_data_dir_is_refused() -> anyhow::Result<
     let mut b = cluster(3, &[]).await?;
     wait_for_registrations(&b, 3).await?;
     b.client().await?.put("only-in-b", "b").await?;
+    // The put is acknowledged once a majority holds it: node 3 (the impostor-to-be) may not yet.
+    let b3 = Client::connect(vec![b.node(3).client_addr.clone()]).await?;
+    conclave_testkit::wait_for("B's node 3 to apply the put", T, || async {
+        let opts = GetOptions { serializable: true, ..Default::default() };
+        b3.get_with("only-in-b", opts).await.ok().filter(|r| !r.kvs.is_empty()).map(|_| ())
+    })
+    .await?;
     for id in 1..=3 {
         b.stop(id)?;
     }

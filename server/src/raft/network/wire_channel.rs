@@ -4,9 +4,12 @@
 //! - A call's frame is queued for the connection's writer task, which writes whatever is queued
 //!   in one `write`; a reader task hands each answer to its caller. A caller that gives up (its
 //!   timeout, openraft cancelling it) only removes its entry: frames are never cut short.
-//! - Keep-alive: while calls are waiting and nothing has been read for [`KeepAlive::interval`],
-//!   the connection sends a ping; after [`KeepAlive::timeout`] with nothing read it is closed, as
-//!   the HTTP/2 channel's pings do (a peer cut off by a partition or frozen by SIGSTOP).
+//! - Keep-alive: once a frame has been sent and nothing read since for [`KeepAlive::interval`],
+//!   the connection sends a ping (also while calls wait on a quiet connection); after
+//!   [`KeepAlive::timeout`] without reading anything it is closed, as the HTTP/2 channel's pings
+//!   do (a peer cut off by a partition or frozen by SIGSTOP). This holds even when every caller
+//!   gives up sooner (openraft's heartbeats do, every 50 ms): otherwise a connection through a
+//!   healed partition could wait for TCP's backed-off retransmission for many seconds.
 //! - Failures: a connection that cannot be made fails the call with `UNAVAILABLE` and outcome
 //!   `NOT_APPLIED` (nothing was sent); one lost with calls in flight fails them with
 //!   `UNAVAILABLE` (outcome unknown: the peer may have acted). Either way the channel stops
@@ -77,6 +80,9 @@ struct Conn {
     started: Instant,
     /// Milliseconds after `started` when a frame was last read.
     heard_ms: AtomicU64,
+    /// Milliseconds after `started` (plus one) when the first frame expecting an answer was
+    /// sent since the last frame read; 0: none.
+    expect_ms: AtomicU64,
 }
 
 impl WireChannel {
@@ -118,6 +124,7 @@ impl WireChannel {
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
         let _forget = Forget { conn: &conn, id };
+        conn.expect();
         if conn.tx.send(bytes).await.is_err() || conn.closed.load(Ordering::Relaxed) {
             return Err(self.lost("the connection closed before the call was answered"));
         }
@@ -181,6 +188,7 @@ impl WireChannel {
             closed: AtomicBool::new(false),
             started: Instant::now(),
             heard_ms: AtomicU64::new(0),
+            expect_ms: AtomicU64::new(0),
         });
         let writer = tokio::spawn(write_loop(write, rx));
         let reader = tokio::spawn(read_loop(read, conn.clone()));
@@ -217,12 +225,38 @@ impl Drop for Forget<'_> {
 }
 
 impl Conn {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn heard(&self) {
-        self.heard_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.heard_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.expect_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// A frame that the peer must answer is going out (keeps the earliest such time).
+    fn expect(&self) {
+        let _ = self.expect_ms.compare_exchange(0, self.now_ms() + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long an answer has been owed, if one is.
+    fn owed_for(&self) -> Option<Duration> {
+        match self.expect_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now_ms().saturating_sub(since - 1))),
+        }
     }
 
     fn silent_for(&self) -> Duration {
-        self.started.elapsed().saturating_sub(Duration::from_millis(self.heard_ms.load(Ordering::Relaxed)))
+        Duration::from_millis(self.now_ms().saturating_sub(self.heard_ms.load(Ordering::Relaxed)))
+    }
+
+    fn ping(&self) {
+        if let Ok(ping) = wire::frame(&Header::Ping, &[]) {
+            if self.tx.try_send(ping).is_ok() {
+                self.expect();
+            }
+        }
     }
 
     fn waiting(&self) -> bool {
@@ -300,21 +334,15 @@ async fn watch(
                 Ok(Err(e)) => format!("write failed: {e}"),
                 Err(e) => format!("writer task: {e}"),
             },
-            _ = tick.tick() => {
-                if !conn.waiting() {
-                    conn.heard();
-                    continue;
+            _ = tick.tick() => match conn.owed_for() {
+                Some(owed) if owed >= keep_alive.timeout => {
+                    break format!("no answer from the peer for {owed:?} (keep-alive)");
                 }
-                let silent = conn.silent_for();
-                if silent >= keep_alive.timeout {
-                    break format!("no answer from the peer for {silent:?} (keep-alive)");
-                }
-                if silent >= keep_alive.interval {
-                    if let Ok(ping) = wire::frame(&Header::Ping, &[]) {
-                        let _ = conn.tx.try_send(ping);
-                    }
-                }
-            }
+                Some(owed) if owed >= keep_alive.interval => conn.ping(),
+                Some(_) => {}
+                None if conn.waiting() && conn.silent_for() >= keep_alive.interval => conn.ping(),
+                None => {}
+            },
         }
     };
     reader.abort();

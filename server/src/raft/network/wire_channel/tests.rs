@@ -125,3 +125,24 @@ async fn a_call_given_up_does_not_break_the_connection() {
     assert_eq!(answer.into_inner().payload, b"next");
     assert!(ch.supported());
 }
+
+/// A peer that stops answering is given up on even when no call waits long (openraft gives up
+/// each heartbeat after 50 ms): the connection closes within the keep-alive timeout of the
+/// first unanswered call, so the next calls do not sit on a dead connection.
+#[tokio::test]
+async fn a_silent_peer_is_given_up_on_though_every_caller_gives_up_first() {
+    let addr = peer(|_, _| vec![]).await;
+    let keep_alive = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(200) };
+    let ch = WireChannel::new(&addr, None, keep_alive);
+    ch.mark_supported();
+    // A heartbeat every 50 ms, each given up after 5 ms: no call is waiting most of the time.
+    let mut heartbeats = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..200 {
+        if !ch.supported() {
+            break;
+        }
+        heartbeats.tick().await;
+        let _ = tokio::time::timeout(Duration::from_millis(5), ch.unary(Method::AppendEntries, request(b"hb"))).await;
+    }
+    assert!(!ch.supported(), "the dead connection was never closed");
+}
