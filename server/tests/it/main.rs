@@ -18,6 +18,7 @@ mod leases;
 mod limits;
 mod log_format;
 mod membership;
+mod peer_wire;
 mod prompt_election;
 mod read_lease;
 mod serializable_reads;
