@@ -1,4 +1,5 @@
-//! Put and linearizable get latency by member: one sequential client on a plain tonic channel
+//! Put, linearizable get and serializable get latency by member, and the ZooKeeper port's
+//! setData and getData (right after the write, and again): one sequential client on a plain tonic channel
 //! (the generic client's transport), pinned to each member of a fresh 3-member cluster in turn,
 //! so a write through a follower (forwarded to the leader) can be told apart from one sent to
 //! the leader. The generic profile's put rows mix the two (round-robin: two writes in three go
@@ -6,7 +7,8 @@
 //! forwarded call, nothing to replicate): the cost of the hop alone.
 //!
 //! `CONCLAVE_BIN=target/release/conclave cargo run --release -p conclave-bench --example
-//! member_latency` (2 rounds × 3 members × 2,000 puts of 256 bytes after 200 warm-up puts).
+//! member_latency` (2 rounds × 3 members × 2,000 puts of 256 bytes after 200 warm-up puts, and
+//! as many setData through each member's ZooKeeper port).
 
 use std::time::{Duration, Instant};
 
