@@ -42,11 +42,6 @@ impl PeerChannel {
         Self { grpc, wire }
     }
 
-    /// Whether calls that may travel on the framed wire do now.
-    pub fn on_wire(&self) -> bool {
-        self.wire.as_ref().is_some_and(WireChannel::supported)
-    }
-
     /// One call; the answer (or status) is the same whichever way it travelled.
     ///
     /// # Errors
