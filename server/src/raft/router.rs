@@ -219,17 +219,20 @@ impl Router {
     /// # Errors
     /// `NotLeader` when this node is not the leader.
     pub async fn propose_local(&self, proposal: Proposal, size: usize) -> Result<CommandResult, Error> {
-        let proposal = format::lower(proposal, || self.cluster_log_format());
-        self.proposer.propose(proposal, size).await.map_err(|f| self.with_leader_hint(f.error))
+        self.proposer.propose(self.lowered(proposal), size).await.map_err(|f| self.with_leader_hint(f.error))
     }
 
     /// Proposes the writes of one forwarded call on this node only, together (see
     /// [`Proposer::propose_all`]), each lowered as by [`Self::propose_local`].
     pub async fn propose_all_local(&self, writes: Vec<(Proposal, usize)>) -> Vec<Result<CommandResult, Error>> {
-        let writes =
-            writes.into_iter().map(|(p, size)| (format::lower(p, || self.cluster_log_format()), size)).collect();
+        let writes = writes.into_iter().map(|(p, size)| (self.lowered(p), size)).collect();
         let results = self.proposer.propose_all(writes).await;
         results.into_iter().map(|r| r.map_err(|f| self.with_leader_hint(f.error))).collect()
+    }
+
+    /// `proposal` lowered to what every member decodes (`log_entry::format`).
+    fn lowered(&self, proposal: Proposal) -> Proposal {
+        format::lower(proposal, || self.cluster_log_format())
     }
 
     /// Read index on this node only (used for requests from followers).

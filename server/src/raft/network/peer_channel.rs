@@ -11,8 +11,8 @@ use conclave_proto::internal::v1::raft_peer_client::RaftPeerClient;
 use conclave_proto::internal::v1::RaftMessage;
 use tonic::Status;
 
-use super::wire::Method;
-use super::wire_channel::{note_advertised, WireChannel};
+use super::wire::{self, Method};
+use super::wire_channel::WireChannel;
 use super::MAX_PEER_MESSAGE;
 
 /// Which call, and how it may travel.
@@ -72,8 +72,10 @@ impl PeerChannel {
             Route::Rejoin => client.rejoin(request).await,
             Route::MemberState => client.member_state(request).await,
         };
-        if let Ok(r) = &reply {
-            note_advertised(self.wire.as_ref(), r.metadata());
+        if let (Some(wire), Ok(r)) = (&self.wire, &reply) {
+            if !wire.supported() && wire::advertised(r.metadata()) {
+                wire.mark_supported();
+            }
         }
         reply
     }

@@ -148,15 +148,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Heade
     if len < 4 {
         return Err(FrameError::Malformed(format!("frame length {len} leaves no room for its header length")));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    let head_len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    let mut head_len = [0u8; 4];
+    r.read_exact(&mut head_len).await?;
+    let head_len = u32::from_be_bytes(head_len) as usize;
     if head_len > MAX_HEADER || 4 + head_len > len {
         return Err(FrameError::Malformed(format!("header length {head_len} in a frame of {len} bytes")));
     }
-    let header: Header = decode(&body[4..4 + head_len]).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    body.drain(..4 + head_len);
-    Ok(Some((header, body)))
+    let mut head = vec![0u8; head_len];
+    r.read_exact(&mut head).await?;
+    let header: Header = decode(&head).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut payload = vec![0u8; len - 4 - head_len];
+    r.read_exact(&mut payload).await?;
+    Ok(Some((header, payload)))
 }
 
 /// The ASCII entries of `map` (binary ones are not used by the peer protocol and are dropped).

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use conclave_proto::internal::v1::RaftMessage;
 use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::sync::{mpsc, oneshot};
-use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::wire::{self, Header, Method};
@@ -302,13 +301,9 @@ async fn read_loop(mut r: ReadHalf<MaybeTlsStream>, conn: Arc<Conn>) -> String {
                 }
             }
             Ok(Some((Header::Pong, _))) => conn.heard(),
-            Ok(Some((Header::Ping, _))) => {
-                conn.heard();
-                if let Ok(pong) = wire::frame(&Header::Pong, &[]) {
-                    let _ = conn.tx.try_send(pong);
-                }
+            Ok(Some((Header::Request { .. } | Header::Ping, _))) => {
+                return "the peer sent a request on a calling connection".into()
             }
-            Ok(Some((Header::Request { .. }, _))) => return "the peer sent a request on a calling connection".into(),
             Ok(None) => return "closed by the peer".into(),
             Err(e) => return e.to_string(),
         }
@@ -348,15 +343,6 @@ async fn watch(
     reader.abort();
     writer.abort();
     channel.close(&conn, &why);
-}
-
-/// Whether `metadata` (a gRPC reply's) advertises the wire; marks `channel` if so.
-pub fn note_advertised(channel: Option<&WireChannel>, metadata: &MetadataMap) {
-    if let Some(c) = channel {
-        if !c.supported() && wire::advertised(metadata) {
-            c.mark_supported();
-        }
-    }
 }
 
 #[cfg(test)]

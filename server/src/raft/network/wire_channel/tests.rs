@@ -37,6 +37,16 @@ async fn peer(answer: impl Fn(u64, Vec<u8>) -> Vec<Vec<u8>> + Send + 'static) ->
     addr
 }
 
+/// A keep-alive quick enough for a test: a ping after 50 ms, closed after 200 ms.
+const QUICK: KeepAlive = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(200) };
+
+/// A channel to `addr` whose peer has advertised the wire.
+fn on_wire(addr: &str, keep_alive: KeepAlive) -> WireChannel {
+    let ch = WireChannel::new(addr, None, keep_alive);
+    ch.mark_supported();
+    ch
+}
+
 fn ok(id: u64, payload: &[u8]) -> Vec<u8> {
     wire::frame(&Header::Response { id, status: None, metadata: vec![], format: 1 }, payload).expect("frame")
 }
@@ -61,8 +71,7 @@ async fn answers_reach_their_callers_in_any_order() {
         h.drain(..).rev().map(|(id, p)| ok(id, &p)).collect()
     })
     .await;
-    let ch = WireChannel::new(&addr, None, KeepAlive::default());
-    ch.mark_supported();
+    let ch = on_wire(&addr, KeepAlive::default());
     let (a, b) = tokio::join!(ch.unary(Method::Propose, request(b"one")), async {
         tokio::task::yield_now().await;
         ch.unary(Method::Propose, request(b"two")).await
@@ -79,9 +88,7 @@ async fn answers_reach_their_callers_in_any_order() {
 #[tokio::test]
 async fn a_silent_peer_fails_waiting_calls_after_the_keep_alive() {
     let addr = peer(|_, _| vec![]).await;
-    let keep_alive = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(200) };
-    let ch = WireChannel::new(&addr, None, keep_alive);
-    ch.mark_supported();
+    let ch = on_wire(&addr, QUICK);
     let started = std::time::Instant::now();
     let failed = tokio::time::timeout(Duration::from_secs(10), ch.unary(Method::Propose, request(b"x")))
         .await
@@ -94,7 +101,7 @@ async fn a_silent_peer_fails_waiting_calls_after_the_keep_alive() {
         conclave_proto::errors::Outcome::NotApplied,
         "the peer may have acted on a call it received"
     );
-    assert!(started.elapsed() >= keep_alive.timeout);
+    assert!(started.elapsed() >= QUICK.timeout);
     assert!(!ch.supported());
 }
 
@@ -104,8 +111,7 @@ async fn an_unreachable_peer_is_not_applied() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     drop(listener);
-    let ch = WireChannel::new(&addr, None, KeepAlive::default());
-    ch.mark_supported();
+    let ch = on_wire(&addr, KeepAlive::default());
     let failed = ch.unary(Method::Propose, request(b"x")).await.expect_err("refused");
     assert_eq!(failed.code(), tonic::Code::Unavailable);
     assert_eq!(conclave_proto::errors::outcome_of(&failed), conclave_proto::errors::Outcome::NotApplied);
@@ -117,8 +123,7 @@ async fn an_unreachable_peer_is_not_applied() {
 #[tokio::test]
 async fn a_call_given_up_does_not_break_the_connection() {
     let addr = peer(|id, payload| if payload == b"slow" { vec![] } else { vec![ok(id, &payload)] }).await;
-    let ch = WireChannel::new(&addr, None, KeepAlive::default());
-    ch.mark_supported();
+    let ch = on_wire(&addr, KeepAlive::default());
     let gave_up = tokio::time::timeout(Duration::from_millis(20), ch.unary(Method::Propose, request(b"slow"))).await;
     assert!(gave_up.is_err());
     let answer = ch.unary(Method::Propose, request(b"next")).await.expect("answered");
@@ -132,9 +137,7 @@ async fn a_call_given_up_does_not_break_the_connection() {
 #[tokio::test]
 async fn a_silent_peer_is_given_up_on_though_every_caller_gives_up_first() {
     let addr = peer(|_, _| vec![]).await;
-    let keep_alive = KeepAlive { interval: Duration::from_millis(50), timeout: Duration::from_millis(200) };
-    let ch = WireChannel::new(&addr, None, keep_alive);
-    ch.mark_supported();
+    let ch = on_wire(&addr, QUICK);
     // A heartbeat every 50 ms, each given up after 5 ms: no call is waiting most of the time.
     let mut heartbeats = tokio::time::interval(Duration::from_millis(50));
     for _ in 0..200 {
