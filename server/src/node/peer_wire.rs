@@ -30,7 +30,8 @@ pub async fn serve(mut stream: TcpStream, remote: SocketAddr, service: Arc<PeerS
         tracing::warn!(%remote, "peer port: a connection opened like the peer wire with a wrong greeting; closed");
         return;
     }
-    let (mut read, write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    let mut read = wire::reader(read);
     let (tx, rx) = mpsc::channel(4096);
     let writer = tokio::spawn(wire_write_loop(write, rx));
     let running = Arc::new(Semaphore::new(CALLS_PER_CONNECTION));

@@ -282,7 +282,8 @@ pub(crate) async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 /// Hands answers to their callers; returns why the connection ended.
-async fn read_loop(mut r: ReadHalf<MaybeTlsStream>, conn: Arc<Conn>) -> String {
+async fn read_loop(r: ReadHalf<MaybeTlsStream>, conn: Arc<Conn>) -> String {
+    let mut r = wire::reader(r);
     loop {
         match wire::read_frame(&mut r).await {
             Ok(Some((Header::Response { id, status, metadata, format }, payload))) => {
