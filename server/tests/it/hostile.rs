@@ -98,7 +98,7 @@ async fn crafted_peer_wire_frames_end_their_connection_and_the_node_survives() -
     let header = Header::Request { id: 1, method: Method::Propose, metadata: vec![], format: 1 };
     let mut s = tokio::net::TcpStream::connect(&addr).await?;
     s.write_all(&[MAGIC.to_vec(), wire::frame(&header, &put_with_huge_key)?].concat()).await?;
-    let answer = tokio::time::timeout(Duration::from_secs(10), wire::read_frame(&mut s)).await??;
+    let answer = tokio::time::timeout(Duration::from_secs(10), wire::read_frame(&mut wire::reader(s))).await??;
     match answer {
         Some((Header::Response { id: 1, status: Some(status), .. }, _)) => {
             let status = wire::to_status(status);

@@ -23,7 +23,7 @@
 //! sent it.
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 
 use super::MAX_PEER_MESSAGE;
@@ -141,11 +141,12 @@ pub fn reader<R: AsyncRead>(r: R) -> BufReader<R> {
     BufReader::with_capacity(READ_BUFFER, r)
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream between frames. Give it a [`reader`].
+/// Reads one frame; `Ok(None)` at a clean end of stream between frames. Buffered input only (a
+/// connection's [`reader`]): a frame is four reads.
 ///
 /// # Errors
 /// An I/O error, a frame over the limits, or a header that does not decode.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
+pub async fn read_frame<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}

@@ -23,7 +23,8 @@ async fn peer(answer: impl Fn(u64, Vec<u8>) -> Vec<Vec<u8>> + Send + 'static) ->
         let mut magic = [0u8; 8];
         s.read_exact(&mut magic).await.expect("magic");
         assert_eq!(&magic, wire::MAGIC);
-        let (mut r, mut w) = s.into_split();
+        let (r, mut w) = s.into_split();
+        let mut r = wire::reader(r);
         let mut held = Vec::new();
         while let Ok(Some((header, payload))) = wire::read_frame(&mut r).await {
             if let Header::Request { id, .. } = header {
