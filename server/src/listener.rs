@@ -7,6 +7,8 @@
 //! dropped before any gRPC is read. TCP_NODELAY on every connection (tonic's builder setting
 //! does not apply to a custom incoming stream; without it Nagle + delayed ACKs add ~40 ms).
 
+mod coalesce;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +24,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connections a gRPC server is fed.
 pub type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<MaybeTlsStream>> + Send>>;
+
+pub use self::coalesce::Coalesced;
+
+/// The connections a gRPC server is fed: [`Incoming`]'s, their writes coalesced ([`coalesce`]).
+pub type GrpcIncoming = Pin<Box<dyn Stream<Item = std::io::Result<Coalesced<MaybeTlsStream>>> + Send>>;
+
+/// `incoming`, for a gRPC server: each connection's short writes are sent together ([`coalesce`]).
+pub fn grpc(incoming: Incoming) -> GrpcIncoming {
+    Box::pin(incoming.map(|r| r.map(Coalesced::new)))
+}
 
 /// Listens on `addr` (`port` names it in logs), with TLS when `tls` is set. Call inside the runtime.
 ///

@@ -168,7 +168,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 });
             })
         };
-        let incoming = listener::incoming_peer(config.peer_addr, peer_server_tls, on_wire)?;
+        let incoming = listener::grpc(listener::incoming_peer(config.peer_addr, peer_server_tls, on_wire)?);
         tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
             incoming,
             async move {
@@ -215,7 +215,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // The client port stops first and on its own signal: it drains while Raft still runs.
     let (client_stop_tx, mut client_stop) = tokio::sync::watch::channel(false);
     let client_server = {
-        let incoming = listener::incoming(config.client_addr, client_tls.clone(), "client")?;
+        let incoming = listener::grpc(listener::incoming(config.client_addr, client_tls.clone(), "client")?);
         tokio::spawn(
             Server::builder()
                 .tcp_nodelay(true)
