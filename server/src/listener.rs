@@ -19,13 +19,14 @@ use futures::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+pub use self::coalesce::Coalesced;
+
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The connections a gRPC server is fed.
+/// The connections a port accepts (the ZooKeeper port serves them as they are; the gRPC servers
+/// through [`grpc`]).
 pub type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<MaybeTlsStream>> + Send>>;
-
-pub use self::coalesce::Coalesced;
 
 /// The connections a gRPC server is fed: [`Incoming`]'s, their writes coalesced ([`coalesce`]).
 pub type GrpcIncoming = Pin<Box<dyn Stream<Item = std::io::Result<Coalesced<MaybeTlsStream>>> + Send>>;

@@ -14,7 +14,8 @@
 //!
 //! Guarantees: bytes reach the connection in the order they were written, and everything
 //! accepted is written before `poll_flush` or `poll_shutdown` completes. At most
-//! [`STAGE_LIMIT`] bytes are staged per connection.
+//! [`STAGE_LIMIT`] bytes are staged per connection, and a connection whose staged bytes are all
+//! written keeps at most [`IDLE_CAPACITY`] of buffer (many idle client connections cost little).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -25,6 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Most bytes staged per connection; a write that would pass it goes out at once (with what is
 /// staged, in one `writev`). Above h2's 16 KiB frame buffer, so its writes are staged whole.
 pub const STAGE_LIMIT: usize = 32 * 1024;
+
+/// Most staging buffer a connection keeps once everything staged is written; a bigger one is
+/// freed (and allocated again by the next burst).
+pub const IDLE_CAPACITY: usize = 4 * 1024;
 
 /// A connection whose short writes are staged and sent together (see the module doc).
 pub struct Coalesced<IO> {
@@ -44,11 +49,16 @@ impl<IO> Coalesced<IO> {
         &self.staged[self.sent..]
     }
 
-    /// Marks `n` staged bytes written; forgets them all once all are.
+    /// Marks `n` staged bytes written; forgets them all once all are (freeing a buffer over
+    /// [`IDLE_CAPACITY`]).
     fn advance(&mut self, n: usize) {
         self.sent += n;
         if self.sent == self.staged.len() {
-            self.staged.clear();
+            if self.staged.capacity() > IDLE_CAPACITY {
+                self.staged = Vec::new();
+            } else {
+                self.staged.clear();
+            }
             self.sent = 0;
         }
     }

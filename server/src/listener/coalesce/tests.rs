@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
-use super::{Coalesced, STAGE_LIMIT};
+use super::{Coalesced, IDLE_CAPACITY, STAGE_LIMIT};
 
 /// What reached the connection: the bytes of each write call, in order.
 #[derive(Clone, Default)]
@@ -100,6 +100,7 @@ async fn short_writes_leave_together_at_the_flush() {
     c.flush().await.expect("flush");
     assert_eq!(writes.count(), 1);
     assert_eq!(writes.bytes(), sent.concat());
+    assert!(c.staged.capacity() <= IDLE_CAPACITY, "a drained connection keeps at most {IDLE_CAPACITY} bytes");
 }
 
 #[tokio::test]
