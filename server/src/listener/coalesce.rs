@@ -86,6 +86,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.unsent().len() + buf.len() <= STAGE_LIMIT {
+            // After a partial write the written part goes first, so the buffer stays in bounds.
+            this.staged.drain(..this.sent);
+            this.sent = 0;
             this.staged.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }

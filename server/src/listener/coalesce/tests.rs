@@ -28,11 +28,14 @@ struct Recorder {
     writes: Writes,
     per_call: usize,
     pipe: Option<DuplexStream>,
+    /// Every other call is refused as "not now" (a full socket buffer), when set.
+    stalls: bool,
+    stalled: bool,
 }
 
 fn recorder(per_call: usize, pipe: Option<DuplexStream>) -> (Recorder, Writes) {
     let writes = Writes::default();
-    (Recorder { writes: writes.clone(), per_call, pipe }, writes)
+    (Recorder { writes: writes.clone(), per_call, pipe, stalls: false, stalled: false }, writes)
 }
 
 impl AsyncWrite for Recorder {
@@ -46,6 +49,13 @@ impl AsyncWrite for Recorder {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.stalls {
+            this.stalled = !this.stalled;
+            if this.stalled {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
         let mut taken: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).take(this.per_call).collect();
         if let Some(pipe) = this.pipe.as_mut() {
             match Pin::new(pipe).poll_write(cx, &taken) {
@@ -127,6 +137,20 @@ async fn partial_writes_keep_every_byte_in_order() {
     }
     c.shutdown().await.expect("shutdown");
     assert_eq!(writes.bytes(), sent.concat(), "shutdown sends what is staged, in order");
+}
+
+#[tokio::test]
+async fn a_connection_that_takes_little_at_a_time_never_has_more_than_the_limit_staged() {
+    let (mut io, writes) = recorder(3000, None);
+    io.stalls = true;
+    let mut c = Coalesced::new(io);
+    let sent = chunks(60, &[9, 20_000, 300, STAGE_LIMIT - 100, 5000]);
+    for chunk in &sent {
+        c.write_all(chunk).await.expect("write");
+        assert!(c.staged.len() <= STAGE_LIMIT, "{} bytes held", c.staged.len());
+    }
+    c.flush().await.expect("flush");
+    assert_eq!(writes.bytes(), sent.concat());
 }
 
 /// The case the wrapper is for: an HTTP/2 server sending a ~300-byte DATA frame on each of many
