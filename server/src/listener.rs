@@ -28,10 +28,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// through [`grpc`]).
 pub type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<MaybeTlsStream>> + Send>>;
 
-/// The connections a gRPC server is fed: [`Incoming`]'s, their writes coalesced ([`coalesce`]).
+/// The connections a gRPC server is fed: [`Incoming`]'s, their writes coalesced ([`Coalesced`]).
 pub type GrpcIncoming = Pin<Box<dyn Stream<Item = std::io::Result<Coalesced<MaybeTlsStream>>> + Send>>;
 
-/// `incoming`, for a gRPC server: each connection's short writes are sent together ([`coalesce`]).
+/// `incoming`, for a gRPC server: each connection's short writes are sent together ([`Coalesced`]).
 pub fn grpc(incoming: Incoming) -> GrpcIncoming {
     Box::pin(incoming.map(|r| r.map(Coalesced::new)))
 }
