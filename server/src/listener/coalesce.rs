@@ -11,6 +11,8 @@
 //! its buffer (about fifty watch events per write). A frame bigger than that would then take two
 //! writes (h2's buffer, then the payload); a short write is therefore staged here and goes out
 //! with the next one in a single `writev`, or at the flush that ends each of h2's write rounds.
+//! (tokio's `BufWriter`, which the ZooKeeper port uses, would not do: it reports vectored writes,
+//! so h2 still chains, and h2 flushes after every chained frame.)
 //!
 //! Guarantees: bytes reach the connection in the order they were written, and everything
 //! accepted is written before `poll_flush` or `poll_shutdown` completes. At most
@@ -25,11 +27,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes staged per connection; a write that would pass it goes out at once (with what is
 /// staged, in one `writev`). Above h2's 16 KiB frame buffer, so its writes are staged whole.
-pub const STAGE_LIMIT: usize = 32 * 1024;
+const STAGE_LIMIT: usize = 32 * 1024;
 
 /// Most staging buffer a connection keeps once everything staged is written; a bigger one is
 /// freed (and allocated again by the next burst).
-pub const IDLE_CAPACITY: usize = 4 * 1024;
+const IDLE_CAPACITY: usize = 4 * 1024;
 
 /// A connection whose short writes are staged and sent together (see the module doc).
 pub struct Coalesced<IO> {
