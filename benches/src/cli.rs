@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// ran, so that both systems are driven by the same load generator.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
     pub etcd_client: Vec<ClientProfile>,
+    /// Connections the generic client profiles' users share, as etcd's `benchmark --conns N`
+    /// with `--clients` users: N sets of one plain channel per member, user `i` on set `i mod
+    /// N`. Default: a set per user (`--conns` = `--clients`, e.g. one client process each).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub generic_conns: Option<u16>,
     /// Disks the whole selection runs on, in turn: `native` (the machine's disk) or N, every
     /// system's data directories on `conclave-faultfs` (FUSE) with N ms added to each fsync /
     /// fdatasync (`0`: the FUSE layer alone). Needs /dev/fuse and root. E.g. `native,1,5`.

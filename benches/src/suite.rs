@@ -434,6 +434,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<PathBuf> {
     if args.tls {
         crate::targets::tls::enable(&work.path().join("tls"))?;
     }
+    if let Some(sets) = args.generic_conns {
+        crate::targets::generic::share_connections(usize::from(sets));
+    }
     let servers = Servers::find(&args);
     let meta = Meta {
         started_utc: format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"),
@@ -508,6 +511,15 @@ mod tests {
         assert!(not_available(TargetKind::Zookeeper, Workload::Create).is_none());
         assert!(not_available(TargetKind::Etcd, Workload::Create).is_some());
         assert!(not_available(TargetKind::ConclaveZk, Workload::WatchFanout).is_none());
+    }
+
+    #[test]
+    fn generic_conns_is_a_positive_count() {
+        use clap::Parser;
+        let parse = |a: &[&str]| crate::cli::Cli::try_parse_from([&["conclave-bench"], a].concat());
+        assert_eq!(parse(&[]).expect("no flag").run.generic_conns, None, "default: a set per user");
+        assert_eq!(parse(&["--generic-conns", "8"]).expect("8").run.generic_conns, Some(8));
+        assert!(parse(&["--generic-conns", "0"]).is_err(), "no users could send on 0 connections");
     }
 
     #[test]

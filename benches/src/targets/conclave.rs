@@ -10,7 +10,7 @@ use conclave_proto::v1::{KeyRange, RangeRequest};
 use conclave_testkit::{Cluster, ClusterOptions};
 use tokio::sync::mpsc;
 
-use super::generic::GenericKv;
+use super::generic::Connections;
 use super::{AbortOnDrop, BoxFut, Kv, Notification, SessionHold, SessionRun, Target, TargetKind};
 
 /// A running Conclave cluster.
@@ -20,6 +20,8 @@ pub struct ConclaveTarget {
     data_dirs: Vec<PathBuf>,
     /// Which client [`Target::client`] hands out.
     kind: TargetKind,
+    /// The generic users' channels (`ConclaveGeneric`).
+    generic: Connections,
 }
 
 impl ConclaveTarget {
@@ -62,7 +64,8 @@ impl ConclaveTarget {
         let cluster = Cluster::start_with(opts).await?;
         let endpoints = cluster.endpoints();
         let data_dirs = cluster.nodes().iter().map(|n| n.data_dir.clone()).collect();
-        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind };
+        let generic = Connections::new(&endpoints);
+        let target = Self { cluster: Mutex::new(cluster), endpoints, data_dirs, kind, generic };
         // Every member must know every other's client address before clients spread out.
         target.wait_whole(Duration::from_secs(30)).await?;
         Ok(target)
@@ -179,7 +182,7 @@ impl Target for ConclaveTarget {
     fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
         Box::pin(async move {
             if self.kind == TargetKind::ConclaveGeneric {
-                return Ok(Arc::new(GenericKv::new(&self.endpoints, n)?) as Arc<dyn Kv>);
+                return Ok(Arc::new(self.generic.conclave_user(n)?) as Arc<dyn Kv>);
             }
             // The Conclave client follows the leader by itself; where it starts does not matter.
             Ok(Arc::new(ConclaveKv { client: self.client_now().await? }) as Arc<dyn Kv>)

@@ -48,6 +48,8 @@ pub struct EtcdTarget {
     data_dirs: Vec<PathBuf>,
     /// `Etcd` or `EtcdGeneric`: the client profile of the KV workloads.
     kind: TargetKind,
+    /// The generic users' channels (`EtcdGeneric`).
+    generic: super::generic::Connections,
 }
 
 impl EtcdTarget {
@@ -76,13 +78,14 @@ impl EtcdTarget {
         }
         let initial_cluster =
             members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let endpoints =
+        let endpoints: Vec<String> =
             members.iter().map(|m| m.client_url.split_once("://").map_or("", |(_, a)| a).to_owned()).collect();
         let data_dirs = members.iter().map(|m| m.data_dir.clone()).collect();
         let target = Self {
             binary: binary.to_path_buf(),
             initial_cluster,
             members: Mutex::new(members),
+            generic: super::generic::Connections::new(&endpoints),
             endpoints,
             data_dirs,
             kind,
@@ -374,7 +377,7 @@ impl Target for EtcdTarget {
     fn client(&self, n: usize) -> BoxFut<'_, anyhow::Result<Arc<dyn Kv>>> {
         Box::pin(async move {
             if self.kind == TargetKind::EtcdGeneric {
-                return Ok(Arc::new(super::generic::GenericEtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>);
+                return Ok(Arc::new(self.generic.etcd_user(n)?) as Arc<dyn Kv>);
             }
             Ok(Arc::new(EtcdKv::new(&self.endpoints, n)?) as Arc<dyn Kv>)
         })

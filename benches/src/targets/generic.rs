@@ -9,10 +9,18 @@
 //! machine the load generator shares two cores with the members, and a plain tonic channel costs
 //! it about twice the CPU per call of the custom channel the other profiles use.
 //!
-//! Watch fan-out ([`start_watchers`]): one watch stream per watcher (no multiplexing), over 64
-//! plain channels spread over the members, the way a user of the raw gRPC API watches.
+//! Connections ([`Connections`]): by default each user has its own channels (etcd's
+//! `benchmark --conns 64 --clients 64`: a service per client process). `--generic-conns N` has
+//! the users share N sets of channels, user `i` on set `i mod N`, as `benchmark --conns N` does
+//! (and a Go service whose goroutines share one `clientv3` client): requests of several users
+//! then leave and arrive together on one connection.
+//!
+//! Watch fan-out ([`start_watchers`]): one watch stream per watcher (no multiplexing), on one
+//! plain channel per member (three connections), the way a user of the raw gRPC API watches.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use conclave_proto::v1::counter_client::CounterClient;
@@ -30,27 +38,86 @@ use super::AbortOnDrop;
 use super::{BoxFut, Kv, Notification};
 use crate::etcdpb::etcdserverpb as etcd;
 
-/// Plain channels the generic watchers share (as many as the etcd target's watchers use).
+/// Channel handles the generic watchers are dealt from (as many as the etcd target's watchers
+/// use). They are clones of one plain channel per member, and a tonic channel's clones share
+/// its connection: the watchers' streams go over three connections.
 const WATCH_CHANNELS: usize = 64;
 
-/// Lazily connected plain channels, one per member, handed out round-robin.
+/// Connection sets the generic users of a target share (`--generic-conns`); unset: one set per
+/// user. Set once per run, before the targets start (as `--tls` is).
+static SHARED_SETS: OnceLock<usize> = OnceLock::new();
+
+/// Has the generic users of every target started from now on share `sets` connection sets.
+pub fn share_connections(sets: usize) {
+    let _ = SHARED_SETS.set(sets.max(1));
+}
+
+/// Lazily connected plain channels to `endpoints` (`host:port`), one per member. Plain text only.
+fn connect(endpoints: &[String]) -> anyhow::Result<Arc<[Channel]>> {
+    anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
+    anyhow::ensure!(super::tls::get().is_none(), "the generic client profiles run without --tls");
+    endpoints.iter().map(|e| Ok(Endpoint::from_shared(format!("http://{e}"))?.connect_lazy())).collect()
+}
+
+/// The plain channels of one target's generic users: a set of one channel per member for each
+/// user, or, with [`share_connections`], `N` sets shared by the users, user `i` on set `i mod N`.
+pub struct Connections {
+    endpoints: Vec<String>,
+    shared: Option<usize>,
+    sets: Mutex<HashMap<usize, Arc<[Channel]>>>,
+}
+
+impl Connections {
+    /// The connections of a target serving on `endpoints`, shared as [`share_connections`] said.
+    pub fn new(endpoints: &[String]) -> Self {
+        Self::with_sets(endpoints, SHARED_SETS.get().copied())
+    }
+
+    /// The connections of a target serving on `endpoints`: `shared` sets, or a set per user.
+    fn with_sets(endpoints: &[String], shared: Option<usize>) -> Self {
+        Self { endpoints: endpoints.to_vec(), shared, sets: Mutex::new(HashMap::new()) }
+    }
+
+    /// The channels of user `user`, round-robin from member `user mod members` (so that users
+    /// with consecutive numbers start on different members).
+    fn user(&self, user: usize) -> anyhow::Result<RoundRobin> {
+        let channels = match self.shared {
+            None => connect(&self.endpoints)?,
+            Some(sets) => {
+                let mut known = self.sets.lock().map_err(|_| anyhow::anyhow!("connection sets: lock poisoned"))?;
+                match known.get(&(user % sets)) {
+                    Some(set) => set.clone(),
+                    None => known.entry(user % sets).or_insert(connect(&self.endpoints)?).clone(),
+                }
+            }
+        };
+        Ok(RoundRobin { next: AtomicUsize::new(user % channels.len()), channels })
+    }
+
+    /// Generic user `user` of Conclave.
+    ///
+    /// # Errors
+    /// When an endpoint is not a valid URI authority, or TLS is on.
+    pub fn conclave_user(&self, user: usize) -> anyhow::Result<GenericKv> {
+        self.user(user).map(GenericKv)
+    }
+
+    /// Generic user `user` of etcd.
+    ///
+    /// # Errors
+    /// When an endpoint is not a valid URI authority, or TLS is on.
+    pub fn etcd_user(&self, user: usize) -> anyhow::Result<GenericEtcdKv> {
+        self.user(user).map(GenericEtcdKv)
+    }
+}
+
+/// One user's channels, one per member, handed out round-robin.
 struct RoundRobin {
-    channels: Vec<Channel>,
+    channels: Arc<[Channel]>,
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    /// Channels to `endpoints` (`host:port`), starting at member `start` (so that users with
-    /// consecutive numbers start on different members). Plain text only.
-    fn new(endpoints: &[String], start: usize) -> anyhow::Result<Self> {
-        anyhow::ensure!(!endpoints.is_empty(), "no endpoints");
-        anyhow::ensure!(super::tls::get().is_none(), "the generic client profiles run without --tls");
-        let channels = endpoints
-            .iter()
-            .map(|e| Ok(Endpoint::from_shared(format!("http://{e}"))?.connect_lazy()))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { channels, next: AtomicUsize::new(start % endpoints.len()) })
-    }
 
     /// The channel of the next member in turn.
     fn next(&self) -> Channel {
@@ -59,18 +126,10 @@ impl RoundRobin {
     }
 }
 
-/// One generic user of Conclave.
+/// One generic user of Conclave ([`Connections::conclave_user`]).
 pub struct GenericKv(RoundRobin);
 
 impl GenericKv {
-    /// A user over `endpoints` (`host:port`), starting at member `start`.
-    ///
-    /// # Errors
-    /// When an endpoint is not a valid URI authority, or TLS is on.
-    pub fn new(endpoints: &[String], start: usize) -> anyhow::Result<Self> {
-        RoundRobin::new(endpoints, start).map(Self)
-    }
-
     fn channel(&self) -> Channel {
         self.0.next()
     }
@@ -104,19 +163,12 @@ impl Kv for GenericKv {
     }
 }
 
-/// One generic user of etcd: the same calls as the etcd target's own client (a compare-and-swap
-/// loop for the counter), each on the next member's plain channel, without retries.
+/// One generic user of etcd ([`Connections::etcd_user`]): the same calls as the etcd target's
+/// own client (a compare-and-swap loop for the counter), each on the next member's plain
+/// channel, without retries.
 pub struct GenericEtcdKv(RoundRobin);
 
 impl GenericEtcdKv {
-    /// A user over `endpoints` (`host:port`), starting at member `start`.
-    ///
-    /// # Errors
-    /// When an endpoint is not a valid URI authority, or TLS is on.
-    pub fn new(endpoints: &[String], start: usize) -> anyhow::Result<Self> {
-        RoundRobin::new(endpoints, start).map(Self)
-    }
-
     fn kv(&self) -> etcd::kv_client::KvClient<Channel> {
         etcd::kv_client::KvClient::new(self.0.next())
     }
@@ -166,7 +218,7 @@ pub enum WatchApi {
 }
 
 /// Starts `n` watchers of `key` over `endpoints`, each on a watch stream of its own, over
-/// [`WATCH_CHANNELS`] plain channels (see [`spawn_watchers`]).
+/// one plain channel per member (dealt as [`WATCH_CHANNELS`] handles, see [`spawn_watchers`]).
 ///
 /// # Errors
 /// When an endpoint is not a valid URI authority, or TLS is on.
@@ -177,8 +229,8 @@ pub fn start_watchers(
     tx: mpsc::UnboundedSender<Notification>,
     api: WatchApi,
 ) -> anyhow::Result<Box<dyn Send>> {
-    let channels = RoundRobin::new(endpoints, 0)?;
-    let channels: Vec<Channel> = (0..WATCH_CHANNELS.min(n.max(1))).map(|_| channels.next()).collect();
+    let set = connect(endpoints)?;
+    let channels: Vec<Channel> = (0..WATCH_CHANNELS.min(n.max(1))).map(|i| set[i % set.len()].clone()).collect();
     Ok(spawn_watchers(channels, n, key, tx, api, watch_stream::<Channel>))
 }
 
@@ -270,4 +322,39 @@ async fn relay<T>(
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints() -> Vec<String> {
+        (1..=3).map(|p| format!("127.0.0.1:{p}")).collect()
+    }
+
+    /// The distinct channel sets `users` users get.
+    fn distinct_sets(c: &Connections, users: usize) -> usize {
+        let mut sets: Vec<Arc<[Channel]>> = Vec::new();
+        for u in 0..users {
+            let set = c.user(u).expect("a user").channels;
+            if !sets.iter().any(|s| Arc::ptr_eq(s, &set)) {
+                sets.push(set);
+            }
+        }
+        sets.len()
+    }
+
+    #[tokio::test]
+    async fn users_share_as_many_connection_sets_as_asked() {
+        let shared = Connections::with_sets(&endpoints(), Some(8));
+        assert_eq!(distinct_sets(&shared, 64), 8);
+        let (a, b, c) = (shared.user(3).expect("user"), shared.user(11).expect("user"), shared.user(4).expect("user"));
+        assert!(Arc::ptr_eq(&a.channels, &b.channels), "users 3 and 11 share set 3");
+        assert!(!Arc::ptr_eq(&a.channels, &c.channels), "users 3 and 4 do not");
+        // Users sharing a set still start on different members.
+        assert_ne!(a.next.load(Ordering::Relaxed), b.next.load(Ordering::Relaxed));
+
+        let own = Connections::with_sets(&endpoints(), None);
+        assert_eq!(distinct_sets(&own, 64), 64, "by default every user has its own set");
+    }
 }
