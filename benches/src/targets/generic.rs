@@ -118,7 +118,6 @@ struct RoundRobin {
 }
 
 impl RoundRobin {
-
     /// The channel of the next member in turn.
     fn next(&self) -> Channel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
