@@ -254,7 +254,7 @@ pub enum Command {
     /// an authenticated caller (plain `SessionOpen` otherwise). Only the owner or root may
     /// then keep the session alive, close it, read it or bind keys and leases to it
     /// (`auth::Authorizer::require_session_owner`); apply only records the owner. Log format
-    /// level 1: proposed as `SessionOpen` while a member of an older build remains ([`format`]).
+    /// level 1: proposed as `SessionOpen` while a member of an older build remains ([`format`](mod@format)).
     SessionOpenOwned {
         /// Time to live, milliseconds (validated by the service layer).
         ttl_ms: u64,
@@ -267,7 +267,7 @@ pub enum Command {
     /// (`state_machine::access::refusal`), so a permission revoked, a role taken away, a user
     /// deleted or a session opened by another user before this entry is honoured wherever the
     /// request came in. Refused: `CommandError::PermissionDenied`, nothing changed. Log format
-    /// level 1: proposed as `command` alone while a member of an older build remains ([`format`]).
+    /// level 1: proposed as `command` alone while a member of an older build remains ([`format`](mod@format)).
     AsUser {
         /// The caller.
         user: String,

@@ -32,7 +32,7 @@ pub fn seal(snapshot: Vec<u8>) -> Vec<u8> {
 }
 
 /// Writes a backup file as its snapshot bytes are encoded: what is written passes through to
-/// `out`, and [`Sealer::finish`] appends the checksum footer (the same bytes as [`seal`]).
+/// `out`, and [`Sealer::finish`] appends the checksum footer (the same bytes as `seal`, the tests' form).
 pub struct Sealer<W> {
     out: W,
     crc: crc32fast::Hasher,

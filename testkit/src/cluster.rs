@@ -312,7 +312,7 @@ impl Cluster {
         }
     }
 
-    /// Graceful stop (SIGTERM) and wait for exit, at most [`STOP_GRACE`] (Kubernetes' default
+    /// Graceful stop (SIGTERM) and wait for exit, at most `STOP_GRACE` (Kubernetes' default
     /// termination grace period): a node still running then is killed and this is an error, so
     /// a shutdown that hangs fails its test instead of stalling the whole run.
     ///

@@ -12,7 +12,7 @@
 //!   map lookup per request; the state is updated by apply).
 //! - **Freshness**: a follower applies a moment after its leader. A refusal is never decided
 //!   on that older state: it is checked again after a linearizable barrier
-//!   ([`Authorizer::fresh`]), so a user, password, grant or session change acknowledged
+//!   (`Authorizer::fresh`), so a user, password, grant or session change acknowledged
 //!   through any member holds for the next request on every member. `Authenticate` looks the
 //!   user up after the barrier too, so an old password is refused at once. A user's write is
 //!   proposed as `Command::AsUser`, and apply checks it again on the state at its index

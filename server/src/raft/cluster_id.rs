@@ -98,7 +98,7 @@ pub fn format(id: u64) -> String {
     format!("{id:016x}")
 }
 
-/// Parses [`format`]'s output.
+/// Parses [`format()`]'s output.
 pub fn parse(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok().filter(|id| *id != 0)
 }

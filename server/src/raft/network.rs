@@ -11,7 +11,7 @@
 //! local address to this node's own IP, so per-address network faults (iptables in a private
 //! namespace) can target a node's traffic. Transport failures map to `Unreachable`, so openraft
 //! backs off instead of spinning. AppendEntries with entries are bounded by bytes and run with a
-//! timeout sized to them, beyond openraft's heartbeat-long call (see [`append`]).
+//! timeout sized to them, beyond openraft's heartbeat-long call (see `network/append.rs`).
 
 mod append;
 mod peer_channel;

@@ -3,7 +3,7 @@
 //!
 //! Proposals queue in a channel. A single task takes everything queued (up to
 //! [`MAX_BATCH_PROPOSALS`] / [`MAX_BATCH_BYTES`]), lets the writers answered by the previous
-//! batch join (at most [`LINGER`], longer while rounds are long: [`Linger`]; see [`next_batch`])
+//! batch join (at most [`LINGER`], longer while rounds are long: [`Linger`]; see `next_batch`)
 //! and submits it as one entry; at most
 //! `--batches-in-flight` entries (default 1) are in flight at once. openraft 0.9 appends and
 //! replicates one entry after another, so a second entry in flight only splits the writers into
@@ -206,7 +206,7 @@ fn now_ms() -> u64 {
 }
 
 /// Longest a batch waits for the writers of the batch that just completed to send their next
-/// write (see [`next_batch`]) while rounds are short. tokio's timer has millisecond resolution;
+/// write (see `next_batch`) while rounds are short. tokio's timer has millisecond resolution;
 /// the wait normally ends much sooner, when the expected writes have arrived.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -241,7 +241,7 @@ impl Linger {
     }
 }
 
-/// The batching loop: one batch at a time (see [`next_batch`]), at most `in_flight` in Raft.
+/// The batching loop: one batch at a time (see `next_batch`), at most `in_flight` in Raft.
 async fn run(
     raft: Raft,
     node_id: u64,

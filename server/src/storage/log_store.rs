@@ -5,7 +5,7 @@
 //! restart after a crash mid-purge still reports the right `last_purged_log_id`;
 //! `get_log_state` (called at start-up) completes such an interrupted purge. Blocking engine
 //! calls run on tokio's blocking pool, except those on every write's path: `append` runs in
-//! place while the disk is fast (see [`LogStore::blocking_inline`] and `append_policy`) and
+//! place while the disk is fast (see `LogStore::blocking_inline` and `append_policy`) and
 //! `save_committed` (no fsync) always does.
 //!
 //! **The leader's appends are pipelined** (engines that defer syncs, i.e. the segment files):

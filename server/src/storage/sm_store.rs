@@ -78,7 +78,7 @@ impl SharedState {
 
     /// Encodes the state as applied now into `out`, in the snapshot file format, as it goes
     /// (never whole in memory), from a copy taken under the read lock
-    /// ([`SharedState::copy_applied`]), so apply goes on while it is encoded; `copied` learns
+    /// (`SharedState::copy_applied`), so apply goes on while it is encoded; `copied` learns
     /// the copy's metadata and revision before the first byte. Nothing is written to the data
     /// directory and the Raft log is not touched. For backups. Blocking: call off the runtime.
     ///

@@ -65,7 +65,7 @@ impl SnapshotContentsRef<'_> {
         crate::log_entry::encode(self).map_err(|e| format!("encode snapshot: {e}"))
     }
 
-    /// Encodes into `out` as it goes (the same bytes as [`to_bytes`](Self::to_bytes)).
+    /// Encodes into `out` as it goes (the same bytes as `to_bytes`, the tests' form).
     ///
     /// # Errors
     /// When encoding or writing fails.
@@ -84,7 +84,7 @@ impl SnapshotContents {
         self.as_ref().to_bytes()
     }
 
-    /// Encodes into `out` as it goes (the same bytes as [`to_bytes`](Self::to_bytes)).
+    /// Encodes into `out` as it goes (the same bytes as `to_bytes`, the tests' form).
     ///
     /// # Errors
     /// When encoding or writing fails.
@@ -96,7 +96,7 @@ impl SnapshotContents {
         SnapshotContentsRef { format: self.format, meta: &self.meta, state: &self.state }
     }
 
-    /// Decodes bytes written by [`Self::to_bytes`] (the current format) or by an older version
+    /// Decodes bytes written by `write_to` (the current format) or by an older version
     /// (formats 1 to 5, converted: the result says format [`SNAPSHOT_FORMAT`]), rejecting unknown formats.
     ///
     /// # Errors
