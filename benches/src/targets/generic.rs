@@ -18,6 +18,7 @@
 //! Watch fan-out ([`start_watchers`]): one watch stream per watcher (no multiplexing), on one
 //! plain channel per member (three connections), the way a user of the raw gRPC API watches.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -85,9 +86,9 @@ impl Connections {
             None => connect(&self.endpoints)?,
             Some(sets) => {
                 let mut known = self.sets.lock().map_err(|_| anyhow::anyhow!("connection sets: lock poisoned"))?;
-                match known.get(&(user % sets)) {
-                    Some(set) => set.clone(),
-                    None => known.entry(user % sets).or_insert(connect(&self.endpoints)?).clone(),
+                match known.entry(user % sets) {
+                    Entry::Occupied(set) => set.get().clone(),
+                    Entry::Vacant(slot) => slot.insert(connect(&self.endpoints)?).clone(),
                 }
             }
         };
