@@ -4,8 +4,9 @@
 //! With TLS, each accepted connection's handshake runs in its own task, bounded by
 //! [`HANDSHAKE_TIMEOUT`], so a slow or hostile client cannot hold up the others; a refused
 //! handshake (no or untrusted certificate) is logged with the remote address and the connection
-//! dropped before any gRPC is read. TCP_NODELAY on every connection (tonic's builder setting
-//! does not apply to a custom incoming stream; without it Nagle + delayed ACKs add ~40 ms).
+//! dropped before any gRPC is read. TCP_NODELAY on every connection, set here only (tonic's
+//! builder setting does not apply to a custom incoming stream, and the ZooKeeper port's
+//! connections come from here too; without it Nagle + delayed ACKs add ~40 ms).
 //!
 //! TCP keep-alive on every accepted connection, of every port: after [`KEEPALIVE_IDLE`] of
 //! silence the kernel probes the other end every [`KEEPALIVE_INTERVAL`] and closes the

@@ -169,12 +169,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             })
         };
         let incoming = listener::grpc(listener::incoming_peer(config.peer_addr, peer_server_tls, on_wire)?);
-        tokio::spawn(Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming_shutdown(
-            incoming,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ))
+        tokio::spawn(Server::builder().add_service(svc).serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
     };
     // Registration marks this node as having taken part (see `rejoin`): only once it has decided.
     let start_up = {
@@ -218,7 +215,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let incoming = listener::grpc(listener::incoming(config.client_addr, client_tls.clone(), "client")?);
         tokio::spawn(
             Server::builder()
-                .tcp_nodelay(true)
                 .layer(ops::rpc_layer::RpcMetricsLayer)
                 .add_routes(routes(Api::new(node.clone(), authorizer, limits)).add_service(health_service))
                 .serve_with_incoming_shutdown(incoming, async move {

@@ -39,11 +39,6 @@ use super::AbortOnDrop;
 use super::{BoxFut, Kv, Notification};
 use crate::etcdpb::etcdserverpb as etcd;
 
-/// Channel handles the generic watchers are dealt from (as many as the etcd target's watchers
-/// use). They are clones of one plain channel per member, and a tonic channel's clones share
-/// its connection: the watchers' streams go over three connections.
-const WATCH_CHANNELS: usize = 64;
-
 /// Connection sets the generic users of a target share (`--generic-conns`); unset: one set per
 /// user. Set once per run, before the targets start (as `--tls` is).
 static SHARED_SETS: OnceLock<usize> = OnceLock::new();
@@ -218,7 +213,8 @@ pub enum WatchApi {
 }
 
 /// Starts `n` watchers of `key` over `endpoints`, each on a watch stream of its own, over
-/// one plain channel per member (dealt as [`WATCH_CHANNELS`] handles, see [`spawn_watchers`]).
+/// one plain channel per member (three connections; watcher `i` on member `i mod 3`'s, see
+/// [`spawn_watchers`]).
 ///
 /// # Errors
 /// When an endpoint is not a valid URI authority, or TLS is on.
@@ -229,9 +225,7 @@ pub fn start_watchers(
     tx: mpsc::UnboundedSender<Notification>,
     api: WatchApi,
 ) -> anyhow::Result<Box<dyn Send>> {
-    let set = connect(endpoints)?;
-    let channels: Vec<Channel> = (0..WATCH_CHANNELS.min(n.max(1))).map(|i| set[i % set.len()].clone()).collect();
-    Ok(spawn_watchers(channels, n, key, tx, api, watch_stream::<Channel>))
+    Ok(spawn_watchers(connect(endpoints)?.to_vec(), n, key, tx, api, watch_stream::<Channel>))
 }
 
 /// Whether a watcher's receiver is still there (sends it one [`Notification`]).

@@ -67,7 +67,6 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), len: i32) -> std::io::R
 }
 
 async fn serve(mut stream: MaybeTlsStream, peer: SocketAddr, id: u64, ctx: Arc<ZkContext>) -> std::io::Result<()> {
-    stream.tcp().set_nodelay(true)?;
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
     if let Some(answer) = four_letter::answer(&head, &ctx) {
